@@ -1,0 +1,32 @@
+"""Shared fixtures. Keras tests carry the ``keras`` marker: the test command runs them once per
+``KERAS_BACKEND`` (tensorflow, jax, torch), each in its own process."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+PORTS = [pytest.param("keras", marks=pytest.mark.keras), pytest.param("flax")]
+
+
+@pytest.fixture(params=PORTS)
+def port_name(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def port(port_name):
+    """The adapter of a port framework (weight_convert.frameworks.<name>_port)."""
+    from weight_convert.frameworks import port as get_port
+
+    return get_port(port_name)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

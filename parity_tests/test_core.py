@@ -1,0 +1,42 @@
+"""The framework-free core imports no deep-learning framework."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import zoo
+
+FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "flax")
+
+
+def test_core_imports_without_frameworks():
+    code = (
+        "import sys\n"
+        f"for name in {FRAMEWORKS!r}:\n"
+        "    sys.modules[name] = None  # any import of them raises ImportError\n"
+        "import zoo, zoo.windows, zoo.registry, zoo.layout\n"
+        "import weight_convert.rules, weight_convert.transfer, weight_convert.frameworks\n"
+        "print(len(list(zoo.BLOCKS)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) == len(list(zoo.BLOCKS))
+
+
+def test_registry_error_names_known_entries():
+    with pytest.raises(KeyError, match="unknown block 'Nope'; known: .*WindowAttention"):
+        zoo.BLOCKS["Nope"]
+    with pytest.raises(KeyError, match="registered twice"):
+        zoo.BLOCKS.register("Mlp", ())
+
+
+def test_ports_mirror_reference_names(port_name):
+    import importlib
+
+    import zoo.layers
+
+    layers = importlib.import_module(f"ports.{port_name}.layers")
+    assert set(zoo.layers.__all__) <= set(dir(layers))

@@ -1,0 +1,1 @@
+"""Framework ports of the reference blocks in ``zoo.layers`` (Keras 3 and Flax NNX)."""

@@ -1,0 +1,1 @@
+"""Flax NNX port of ``zoo.layers``: same module trees and attribute names, channels-last."""

@@ -1,0 +1,190 @@
+"""ViTDet attention with decomposed relative positions (segment-anything / detectron2 semantics)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ports.flax.layers.mlp import MLPBlock
+from ports.flax.layers.norm import LayerNorm
+from ports.flax.layers.window import window_partition, window_reverse
+from zoo.windows import pad_amounts, rel_pos_gather_index, rel_pos_resize_matrix
+
+__all__ = [
+    "get_rel_pos",
+    "add_decomposed_rel_pos",
+    "decomposed_rel_pos_bias",
+    "window_partition_padded",
+    "window_unpartition",
+    "Attention",
+    "Block",
+]
+
+
+def get_rel_pos(q_size: int, k_size: int, rel_pos: jax.Array) -> jax.Array:
+    """Relative positional embeddings for every (query, key) pair along one axis.
+
+    rel_pos: (L, C). When L != 2 * max(q_size, k_size) - 1 the table is linearly interpolated to
+    that length first (``F.interpolate(mode="linear")`` as a constant matrix). Returns
+    (q_size, k_size, C).
+    """
+    max_rel_dist = int(2 * max(q_size, k_size) - 1)
+    length = rel_pos.shape[0]
+    if length != max_rel_dist:
+        resize = jnp.asarray(rel_pos_resize_matrix(length, max_rel_dist), dtype=rel_pos.dtype)
+        rel_pos = jnp.matmul(resize, rel_pos, precision=jax.lax.Precision.HIGHEST)
+    return rel_pos[rel_pos_gather_index(q_size, k_size)]
+
+
+def decomposed_rel_pos_bias(
+    q: jax.Array,
+    rel_pos_h: jax.Array,
+    rel_pos_w: jax.Array,
+    q_size: tuple[int, int],
+    k_size: tuple[int, int],
+) -> jax.Array:
+    """Additive attention bias from decomposed relative positions (MViTv2).
+
+    q: (B, q_h * q_w, C), unscaled queries. Returns (B, q_h * q_w, k_h * k_w).
+    """
+    q_h, q_w = q_size
+    k_h, k_w = k_size
+    rh = get_rel_pos(q_h, k_h, rel_pos_h)
+    rw = get_rel_pos(q_w, k_w, rel_pos_w)
+    b, _, dim = q.shape
+    r_q = q.reshape(b, q_h, q_w, dim)
+    rel_h = jnp.einsum("bhwc,hkc->bhwk", r_q, rh)
+    rel_w = jnp.einsum("bhwc,wkc->bhwk", r_q, rw)
+    bias = rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
+    return bias.reshape(b, q_h * q_w, k_h * k_w)
+
+
+def add_decomposed_rel_pos(
+    attn: jax.Array,
+    q: jax.Array,
+    rel_pos_h: jax.Array,
+    rel_pos_w: jax.Array,
+    q_size: tuple[int, int],
+    k_size: tuple[int, int],
+) -> jax.Array:
+    """attn (B, q_h * q_w, k_h * k_w) plus the decomposed relative-position bias of ``q``."""
+    return attn + decomposed_rel_pos_bias(q, rel_pos_h, rel_pos_w, q_size, k_size)
+
+
+def window_partition_padded(x: jax.Array, window_size: int) -> tuple[jax.Array, tuple[int, int]]:
+    """Zero-pad (B, H, W, C) to multiples of ``window_size`` and split into windows.
+
+    Returns windows (B * nW, window_size, window_size, C) and the padded size (Hp, Wp).
+    """
+    h, w = x.shape[1:3]
+    pad_h, pad_w = pad_amounts((h, w), (window_size, window_size))
+    if pad_h or pad_w:
+        x = jnp.pad(x, [(0, 0), (0, pad_h), (0, pad_w), (0, 0)])
+    return window_partition(x, (window_size, window_size)), (h + pad_h, w + pad_w)
+
+
+def window_unpartition(
+    windows: jax.Array, window_size: int, pad_hw: tuple[int, int], hw: tuple[int, int]
+) -> jax.Array:
+    """(B * nW, ws, ws, C) -> (B, H, W, C): reverse ``window_partition_padded`` and drop padding."""
+    x = window_reverse(windows, (window_size, window_size), pad_hw)
+    return x[:, : hw[0], : hw[1], :]
+
+
+class Attention(nnx.Module):
+    """Multi-head attention over a (B, H, W, C) map with optional decomposed relative positions.
+
+    ``input_size`` is the (H, W) the relative-position tables ``rel_pos_h`` (2H - 1, head_dim) and
+    ``rel_pos_w`` (2W - 1, head_dim) are made for; other sizes interpolate them (``get_rel_pos``).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        qkv_bias: bool = True,
+        use_rel_pos: bool = False,
+        input_size: tuple[int, int] | None = None,
+        *,
+        rngs: nnx.Rngs,
+    ) -> None:
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = head_dim**-0.5
+        self.qkv = nnx.Linear(dim, dim * 3, use_bias=qkv_bias, rngs=rngs)
+        self.proj = nnx.Linear(dim, dim, rngs=rngs)
+        self.use_rel_pos = use_rel_pos
+        if use_rel_pos:
+            if input_size is None:
+                raise ValueError("input_size is required when use_rel_pos is True")
+            self.rel_pos_h = nnx.Param(jnp.zeros((2 * input_size[0] - 1, head_dim)))
+            self.rel_pos_w = nnx.Param(jnp.zeros((2 * input_size[1] - 1, head_dim)))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: (B, H, W, C) -> (B, H, W, C)."""
+        b, h, w, c = x.shape
+        qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (B, HW, heads, hd)
+        bias = None
+        if self.use_rel_pos:
+            q_heads = q.transpose(0, 2, 1, 3).reshape(b * self.num_heads, h * w, -1)
+            bias = decomposed_rel_pos_bias(
+                q_heads,
+                self.rel_pos_h[...],
+                self.rel_pos_w[...],
+                (h, w),
+                (h, w),
+            ).reshape(b, self.num_heads, h * w, h * w)
+        out = jax.nn.dot_product_attention(q, k, v, bias=bias, scale=self.scale)
+        return self.proj(out.reshape(b, h, w, c))
+
+
+class Block(nnx.Module):
+    """ViTDet transformer block: windowed (window_size > 0, with padding) or global attention.
+
+    (B, H, W, C) -> (B, H, W, C). ``mlp_layer(dim, hidden, rngs=)`` is injected: segment-anything
+    uses ``MLPBlock`` (lin1 / lin2); detectron2 uses ``Mlp`` (fc1 / fc2). Norms use eps 1e-5.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        norm_layer: Callable[..., nnx.Module] = LayerNorm,
+        use_rel_pos: bool = False,
+        window_size: int = 0,
+        input_size: tuple[int, int] | None = None,
+        mlp_layer: Callable[..., nnx.Module] = MLPBlock,
+        *,
+        rngs: nnx.Rngs,
+    ) -> None:
+        self.norm1 = norm_layer(dim, rngs=rngs)
+        self.attn = Attention(
+            dim,
+            num_heads=num_heads,
+            qkv_bias=qkv_bias,
+            use_rel_pos=use_rel_pos,
+            input_size=input_size if window_size == 0 else (window_size, window_size),
+            rngs=rngs,
+        )
+        self.norm2 = norm_layer(dim, rngs=rngs)
+        self.mlp = mlp_layer(dim, int(dim * mlp_ratio), rngs=rngs)
+        self.window_size = window_size
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shortcut = x
+        x = self.norm1(x)
+        if self.window_size > 0:
+            h, w = x.shape[1:3]
+            x, pad_hw = window_partition_padded(x, self.window_size)
+            x = self.attn(x)
+            x = window_unpartition(x, self.window_size, pad_hw, (h, w))
+        else:
+            x = self.attn(x)
+        x = shortcut + x
+        return x + self.mlp(self.norm2(x))

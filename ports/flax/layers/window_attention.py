@@ -1,0 +1,118 @@
+"""Window multi-head self-attention with a relative position bias (Swin 2D, Video Swin 3D)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ports.flax.layers.drop import dropout_key
+from zoo.windows import bias_table_size, relative_position_index
+
+__all__ = ["WindowAttention"]
+
+
+def _attention_with_dropout(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    bias: jax.Array,
+    scale: float,
+    rate: float,
+    key: jax.Array,
+) -> jax.Array:
+    """Unfused attention with dropout on the probabilities (training only; the fused kernel has no
+    dropout). q, k, v: (B, T, heads, hd); bias broadcastable to (B, heads, T, S)."""
+    logits = jnp.einsum("btnh,bsnh->bnts", q, k) * scale + bias
+    probs = jax.nn.softmax(logits, axis=-1)
+    keep = 1.0 - rate
+    mask = jax.random.bernoulli(key, p=keep, shape=probs.shape)
+    probs = jax.lax.select(mask, probs / keep, jnp.zeros_like(probs))
+    return jnp.einsum("bnts,bsnh->btnh", probs, v)
+
+
+class WindowAttention(nnx.Module):
+    """Self-attention inside one window with a learned relative position bias.
+
+    The rank of ``window_size`` selects 2D (Swin) or 3D (Video Swin). The bias table has
+    prod(2 * w - 1) rows; the relative position index is the cached NumPy table of
+    ``zoo.windows.relative_position_index`` (a constant, never a variable).
+
+    When a window is smaller than configured (the input was smaller than the window), the first
+    N x N entries of the index are used, as the official Video Swin code does.
+
+    ``attn_drop`` is a float as in the reference; while not ``deterministic`` and > 0 the
+    probabilities are dropped (unfused path), with keys from this module's ``rngs`` stream.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        window_size: Sequence[int],
+        num_heads: int,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        *,
+        rngs: nnx.Rngs,
+    ) -> None:
+        self.dim = dim
+        self.window_size = tuple(int(w) for w in window_size)
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = qk_scale or head_dim**-0.5
+        # torch.nn.init.trunc_normal_(std=0.02): normal truncated at the absolute bounds +-2.
+        std = 0.02
+        table = std * jax.random.truncated_normal(
+            rngs.params(), -2.0 / std, 2.0 / std, (bias_table_size(self.window_size), num_heads)
+        )
+        self.relative_position_bias_table = nnx.Param(table)
+        self.qkv = nnx.Linear(dim, dim * 3, use_bias=qkv_bias, rngs=rngs)
+        self.attn_drop = attn_drop
+        self.proj = nnx.Linear(dim, dim, rngs=rngs)
+        self.proj_drop = nnx.Dropout(proj_drop, rngs=rngs)
+        self.deterministic = False
+        self.rngs = rngs["dropout"].fork()
+
+    def __call__(
+        self,
+        x: jax.Array,
+        mask: jax.Array | None = None,
+        *,
+        deterministic: bool | None = None,
+        rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None,
+    ) -> jax.Array:
+        """x: (B * nW, N, C) window tokens; mask: (nW, N, N) additive or None -> (B * nW, N, C)."""
+        b_, n, c = x.shape
+        qkv = self.qkv(x).reshape(b_, n, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (B_, N, heads, hd)
+        index = relative_position_index(self.window_size)[:n, :n].reshape(-1)
+        table = self.relative_position_bias_table[...]
+        bias = table[index].reshape(n, n, -1).transpose(2, 0, 1)[None]  # (1, heads, N, N)
+        if mask is not None:
+            mask = jnp.asarray(mask)
+            nw = mask.shape[0]
+            bias = bias + mask[:, None].astype(bias.dtype)  # (nW, heads, N, N)
+            # Window w of every image shares bias[w]: a broadcast, not a copy per image.
+            bias = jnp.broadcast_to(bias[None], (b_ // nw, *bias.shape))
+            bias = bias.reshape(b_, self.num_heads, n, n)
+        bias = bias.astype(q.dtype)
+        deterministic = self.deterministic if deterministic is None else deterministic
+        if deterministic or self.attn_drop == 0.0:
+            out = jax.nn.dot_product_attention(q, k, v, bias=bias, scale=self.scale)
+        else:
+            key = dropout_key(rngs, self.rngs, "dropout", "WindowAttention")
+            out = _attention_with_dropout(q, k, v, bias, self.scale, self.attn_drop, key)
+        return self.proj_drop(self.proj(out.reshape(b_, n, c)))
+
+    def set_view(self, deterministic: bool | None = None) -> None:
+        """Used by ``nnx.view``.
+
+        Args:
+          deterministic: if True, no attention dropout.
+        """
+        if deterministic is not None:
+            self.deterministic = deterministic

@@ -1,0 +1,1 @@
+"""Keras 3 port (any backend: TensorFlow, JAX, torch), channels-last."""

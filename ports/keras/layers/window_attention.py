@@ -1,0 +1,125 @@
+"""Window multi-head self-attention with a relative position bias (Swin 2D, Video Swin 3D)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+from keras import ops
+
+from ports.keras.layers.window import Tensor
+from zoo.windows import bias_table_size, relative_position_index
+
+__all__ = ["WindowAttention"]
+
+
+def _dot_product_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    bias: Tensor | None,
+    scale: float,
+    dropout: float = 0.0,
+    seed: keras.random.SeedGenerator | None = None,
+) -> Tensor:
+    """Fused ``softmax(q k^T * scale + bias) v``; q, k, v (B, T, heads, hd), bias broadcastable
+    to (B, heads, T, T). Returns (B, T, heads, hd).
+
+    Only attention-probability dropout (``dropout > 0``, training) takes an unfused path, since
+    ``keras.ops.dot_product_attention`` has no dropout.
+    """
+    if dropout <= 0.0:
+        return ops.dot_product_attention(q, k, v, bias=bias, scale=scale)
+    logits = ops.einsum("btnh,bsnh->bnts", q, k) * scale
+    if bias is not None:
+        logits = logits + ops.cast(bias, logits.dtype)
+    probs = keras.random.dropout(ops.softmax(logits, axis=-1), dropout, seed=seed)
+    return ops.einsum("bnts,bsnh->btnh", probs, v)
+
+
+class WindowAttention(keras.layers.Layer):
+    """Self-attention inside one window with a learned relative position bias.
+
+    The rank of ``window_size`` selects 2D (Swin) or 3D (Video Swin). The bias table has
+    prod(2 * w - 1) rows; the relative position index is the cached table
+    ``zoo.windows.relative_position_index`` (a constant, never a variable).
+
+    When a window is smaller than configured (the input was smaller than the window), the first
+    N x N entries of the index are used, as the official Video Swin code does.
+
+    Call: x (B * nW, N, C) window tokens, mask (nW, N, N) additive or None -> (B * nW, N, C).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        window_size: Sequence[int],
+        num_heads: int,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.dim = dim
+        self.window_size = tuple(int(w) for w in window_size)
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = qk_scale or head_dim**-0.5
+        self.qkv = keras.layers.Dense(dim * 3, use_bias=qkv_bias, name="qkv")
+        self.attn_drop = attn_drop
+        self.proj = keras.layers.Dense(dim, name="proj")
+        self.proj_drop = keras.layers.Dropout(proj_drop, name="proj_drop")
+        self.seed_generator = (
+            keras.random.SeedGenerator(name="seed_generator") if attn_drop > 0.0 else None
+        )
+        # `mask` is an attention mask, not a Keras padding mask: never propagate it.
+        self.supports_masking = True
+
+    def build(self, input_shape: tuple) -> None:
+        self.relative_position_bias_table = self.add_weight(
+            name="relative_position_bias_table",
+            shape=(bias_table_size(self.window_size), self.num_heads),
+            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+        )
+        self.qkv.build((*input_shape[:-1], self.dim))
+        self.proj.build((*input_shape[:-1], self.dim))
+        self.proj_drop.build((*input_shape[:-1], self.dim))
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return None
+
+    def relative_position_bias(self, n: int) -> Tensor:
+        """(heads, N, N) bias for windows of N tokens."""
+        index = ops.convert_to_tensor(relative_position_index(self.window_size)[:n, :n])
+        table = ops.transpose(self.relative_position_bias_table)  # (heads, rows)
+        return ops.take(table, index, axis=1)
+
+    def call(self, x: Tensor, mask: Tensor | None = None, training: bool | None = None) -> Tensor:
+        _, n, c = x.shape
+        heads = self.num_heads
+        qkv = self.qkv(x)
+        bias = self.relative_position_bias(n)
+        if mask is None:
+            qkv = ops.reshape(qkv, (-1, n, 3, heads, c // heads))
+            bias = bias[None]  # (1, heads, N, N), broadcast over windows
+        else:
+            # Fold the windows of each image into the head axis, (B, N, nW * heads, hd), so that
+            # one (1, nW * heads, N, N) bias serves every image, with no copy per image.
+            nw = mask.shape[0]
+            qkv = ops.reshape(qkv, (-1, nw, n, 3, heads, c // heads))
+            qkv = ops.transpose(qkv, (0, 2, 3, 1, 4, 5))
+            qkv = ops.reshape(qkv, (-1, n, 3, nw * heads, c // heads))
+            bias = bias[None] + ops.cast(mask, bias.dtype)[:, None]
+            bias = ops.reshape(bias, (1, nw * heads, n, n))
+        q, k, v = ops.unstack(qkv, 3, axis=2)
+        dropout = self.attn_drop if training else 0.0
+        out = _dot_product_attention(q, k, v, bias, self.scale, dropout, self.seed_generator)
+        if mask is not None:
+            out = ops.transpose(ops.reshape(out, (-1, n, nw, heads, c // heads)), (0, 2, 1, 3, 4))
+        out = ops.reshape(out, (-1, n, c))
+        return self.proj_drop(self.proj(out), training=training)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return (*input_shape[:-1], self.dim)

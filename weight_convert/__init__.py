@@ -1,0 +1,1 @@
+"""Weight conversion between the PyTorch reference layout and the Keras / Flax ports."""

@@ -1,0 +1,118 @@
+"""Adapter for the Flax NNX port: parameters by path, assignment, call capture.
+
+``nnx`` state paths are attribute paths: ``('blocks', 0, 'attn', 'qkv', 'kernel')`` is port path
+``blocks.0.attn.qkv.kernel``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import ports.flax.layers
+from zoo.registry import Ref
+
+NAME = "flax"
+
+
+def resolve(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    ns = ports.flax.layers
+    return {k: getattr(ns, v.name) if isinstance(v, Ref) else v for k, v in kwargs.items()}
+
+
+def build(block: str, kwargs: Mapping[str, Any], seed: int = 0) -> nnx.Module:
+    module = getattr(ports.flax.layers, block)(**resolve(kwargs), rngs=nnx.Rngs(seed))
+    module.eval()
+    return module
+
+
+def materialize(module: nnx.Module, inputs: list[np.ndarray]) -> None:
+    """NNX modules create their parameters at construction."""
+
+
+def _join(path: tuple) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def variables(module: nnx.Module) -> dict[str, nnx.Param]:
+    return {_join(p): v for p, v in nnx.iter_graph(module) if isinstance(v, nnx.Param)}
+
+
+def shapes(module: nnx.Module) -> dict[str, tuple[int, ...]]:
+    return {p: tuple(v.value.shape) for p, v in variables(module).items()}
+
+
+def read(module: nnx.Module) -> dict[str, np.ndarray]:
+    return {p: np.asarray(v.value) for p, v in variables(module).items()}
+
+
+def assign(module: nnx.Module, values: Mapping[str, np.ndarray]) -> None:
+    targets = variables(module)
+    for path, value in values.items():
+        targets[path].value = jnp.asarray(value, dtype=targets[path].value.dtype)
+
+
+def call(module: nnx.Module, inputs: list[np.ndarray]) -> np.ndarray:
+    return np.asarray(module(*[jnp.asarray(x) for x in inputs]))
+
+
+@contextlib.contextmanager
+def capture(module: nnx.Module) -> Iterator[list[tuple[str, np.ndarray]]]:
+    """Record (path, output) of every submodule call, in the order calls finish.
+
+    ``__call__`` is looked up on the class, so each submodule class gets a recording wrapper for
+    the duration; it records only the instances of this module tree.
+    """
+    records: list[tuple[str, np.ndarray]] = []
+    nodes = [(p, node) for p, node in nnx.iter_graph(module) if p and isinstance(node, nnx.Module)]
+    paths = {id(node): _join(p) for p, node in nodes}
+    # Resolve every class's __call__ before patching any, so a subclass never wraps a wrapper.
+    originals = {type(node): (type(node).__call__, type(node).__dict__.get("__call__")) for _, node in nodes}
+
+    active: set[int] = set()  # instances inside a recorded call (a super().__call__ records once)
+
+    def wrap(original):
+        def call_and_record(self, *args, **kwargs):
+            if id(self) not in paths or id(self) in active:
+                return original(self, *args, **kwargs)
+            active.add(id(self))
+            try:
+                out = original(self, *args, **kwargs)
+            finally:
+                active.discard(id(self))
+            if isinstance(out, jax.Array):
+                records.append((paths[id(self)], np.asarray(out).copy()))
+            return out
+
+        return call_and_record
+
+    for cls, (resolved, _) in originals.items():
+        cls.__call__ = wrap(resolved)
+    try:
+        yield records
+    finally:
+        for cls, (_, own) in originals.items():
+            if own is None:
+                del cls.__call__
+            else:
+                cls.__call__ = own
+
+
+def settings() -> dict[str, str]:
+    return {
+        "flax": flax.__version__,
+        "jax": jax.__version__,
+        "jax_default_matmul_precision": str(jax.config.jax_default_matmul_precision),
+    }
+
+
+def numerics():
+    """Full fp32 matmuls for the duration."""
+    return jax.default_matmul_precision("float32")

@@ -1,0 +1,129 @@
+"""Adapter for the Keras 3 port (any backend): variables by path, assignment, call capture.
+
+Keras variable paths are built from layer names; the ports name every sublayer after its
+reference attribute and list items ``attr-i``. ``root/attn/qkv/kernel`` is port path
+``attn.qkv.kernel``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import keras
+import numpy as np
+
+import ports.keras.layers
+from zoo.registry import Ref
+
+NAME = f"keras-{keras.backend.backend()}"
+
+
+def resolve(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    ns = ports.keras.layers
+    return {k: getattr(ns, v.name) if isinstance(v, Ref) else v for k, v in kwargs.items()}
+
+
+def build(block: str, kwargs: Mapping[str, Any]) -> keras.Layer:
+    return getattr(ports.keras.layers, block)(**resolve(kwargs), name="root")
+
+
+def _port_path(keras_path: str, root: keras.Layer) -> str:
+    head, _, rest = keras_path.partition("/")
+    if head != root.name:
+        raise ValueError(f"{keras_path!r} is not under the root layer {root.name!r}")
+    return rest.replace("/", ".").replace("-", ".")
+
+
+def materialize(module: keras.Layer, inputs: list[np.ndarray]) -> None:
+    """Create the variables (Keras builds layers on their first call)."""
+    if not module.built or not module.weights:
+        module(*inputs)
+
+
+def variables(module: keras.Layer) -> dict[str, keras.Variable]:
+    out = {}
+    for v in module.weights:
+        path = _port_path(v.path, module)
+        if path in out:
+            raise KeyError(f"two variables at {path}")
+        out[path] = v
+    return out
+
+
+def shapes(module: keras.Layer) -> dict[str, tuple[int, ...]]:
+    return {p: tuple(v.shape) for p, v in variables(module).items()}
+
+
+def read(module: keras.Layer) -> dict[str, np.ndarray]:
+    return {p: keras.ops.convert_to_numpy(v.value) for p, v in variables(module).items()}
+
+
+def assign(module: keras.Layer, values: Mapping[str, np.ndarray]) -> None:
+    targets = variables(module)
+    for path, value in values.items():
+        targets[path].assign(np.asarray(value, dtype=targets[path].dtype))
+
+
+def call(module: keras.Layer, inputs: list[np.ndarray], training: bool = False) -> np.ndarray:
+    return keras.ops.convert_to_numpy(module(*inputs, training=training))
+
+
+@contextlib.contextmanager
+def capture(module: keras.Layer) -> Iterator[list[tuple[str, np.ndarray]]]:
+    """Record (path, output) of every sublayer call, in the order calls finish."""
+    records: list[tuple[str, np.ndarray]] = []
+    patched = []
+    # Keras has no public recursive sublayer iterator; _flatten_layers is what Layer uses itself.
+    for layer in module._flatten_layers(include_self=False, recursive=True):
+        if layer.path is None:  # built outside its parent's scope: no path to align by
+            continue
+        path = _port_path(layer.path, module)
+        original = layer.call
+
+        def call_and_record(*args, _orig=original, _path=path, **kwargs):
+            out = _orig(*args, **kwargs)
+            if not isinstance(out, (tuple, list, dict)):
+                records.append((_path, keras.ops.convert_to_numpy(out).copy()))
+            return out
+
+        layer.call = call_and_record
+        patched.append(layer)
+    try:
+        yield records
+    finally:
+        for layer in patched:
+            del layer.call
+
+
+def settings() -> dict[str, str]:
+    out = {"keras": keras.__version__, "keras.backend": keras.backend.backend()}
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        out["tf.tensor_float_32"] = str(tf.config.experimental.tensor_float_32_execution_enabled())
+    elif backend == "jax":
+        import jax
+
+        out["jax_default_matmul_precision"] = str(jax.config.jax_default_matmul_precision)
+    elif backend == "torch":
+        import torch
+
+        out["torch.float32_matmul_precision"] = torch.get_float32_matmul_precision()
+    return out
+
+
+def numerics():
+    """Full fp32 matmuls for the duration, where the backend has a switch for it."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.default_matmul_precision("float32")
+    if backend == "torch":
+        from weight_convert.frameworks.reference import numerics as torch_numerics
+
+        return torch_numerics()
+    return contextlib.nullcontext()

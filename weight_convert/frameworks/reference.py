@@ -1,0 +1,105 @@
+"""Adapter for the PyTorch reference: state dicts as numpy, hooks, random weights, layouts."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import zoo.layers
+from zoo.layout import Layout
+from zoo.registry import Ref
+
+NAME = "torch"
+
+
+def resolve(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Replace ``Ref`` arguments by the reference's factories."""
+    return {k: getattr(zoo.layers, v.name) if isinstance(v, Ref) else v for k, v in kwargs.items()}
+
+
+def build(block: str, kwargs: Mapping[str, Any]) -> nn.Module:
+    return getattr(zoo.layers, block)(**resolve(kwargs)).eval()
+
+
+def layout(module: nn.Module) -> Layout:
+    """Layout of a reference module's output: conv outputs and modules that declare
+    ``layout = Layout.CHANNELS_FIRST`` are channels-first; everything else is channels-last."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return Layout.CHANNELS_FIRST
+    return Layout(getattr(module, "layout", Layout.CHANNELS_LAST))
+
+
+def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every parameter random values (no zero tables, no unit norms): matrices and kernels
+    ~ N(0, 1 / fan_in), norm weights ~ 1 + N(0, 0.5^2), everything else ~ N(0, 0.5^2)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
+            if name.endswith("weight") and p.ndim >= 2:
+                p.copy_(noise / np.sqrt(p[0].numel()))
+            elif name.endswith("weight"):
+                p.copy_(1.0 + 0.5 * noise)
+            else:
+                p.copy_(0.5 * noise)
+    return module
+
+
+def state_dict(module: nn.Module) -> dict[str, np.ndarray]:
+    """Persistent state (what a checkpoint holds) as numpy arrays."""
+    return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+
+
+def load_state_dict(module: nn.Module, values: Mapping[str, np.ndarray]) -> None:
+    """Strict load of numpy arrays."""
+    module.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in values.items()})
+
+
+def call(module: nn.Module, inputs: list[np.ndarray]) -> np.ndarray:
+    with torch.no_grad():
+        return module(*[torch.from_numpy(x) for x in inputs]).numpy()
+
+
+@contextlib.contextmanager
+def capture(module: nn.Module) -> Iterator[list[tuple[str, Layout, np.ndarray]]]:
+    """Record (path, layout, output) of every submodule call, in the order calls finish."""
+    records: list[tuple[str, Layout, np.ndarray]] = []
+    handles = []
+    for path, sub in module.named_modules():
+        if not path:
+            continue
+
+        def hook(_mod, _args, out, path=path, lay=layout(sub)):
+            if isinstance(out, torch.Tensor):
+                records.append((path, lay, out.detach().cpu().numpy().copy()))
+
+        handles.append(sub.register_forward_hook(hook))
+    try:
+        yield records
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def settings() -> dict[str, str]:
+    return {
+        "torch": torch.__version__,
+        "torch.float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "torch.allow_tf32": str(torch.backends.cuda.matmul.allow_tf32),
+    }
+
+
+@contextlib.contextmanager
+def numerics() -> Iterator[None]:
+    """Full fp32 matmuls for the duration (no TF32 on GPUs)."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)

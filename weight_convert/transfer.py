@@ -1,0 +1,94 @@
+"""Structural weight transfer: walk the target's variables by path, strict coverage both ways.
+
+Framework-free: the frameworks appear only through ``weight_convert.frameworks`` adapters, which
+list a model's variables as ``{dotted port path: handle}`` and read / assign numpy arrays.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from weight_convert import rules
+
+__all__ = ["CoverageError", "ShapeMismatchError", "plan_to_port", "to_port", "to_torch"]
+
+
+class CoverageError(KeyError):
+    """Some source tensors were not used or some target variables were not set."""
+
+    def __init__(self, unused: Sequence[str], unset: Sequence[str]) -> None:
+        self.unused, self.unset = list(unused), list(unset)
+        parts = []
+        if self.unused:
+            parts.append(f"{len(self.unused)} unused source key(s): {', '.join(self.unused)}")
+        if self.unset:
+            parts.append(f"{len(self.unset)} unset target variable(s): {', '.join(self.unset)}")
+        super().__init__("; ".join(parts))
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+class ShapeMismatchError(ValueError):
+    """A source tensor does not fit its target variable after the layout rule."""
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def plan_to_port(
+    port_paths: Iterable[str],
+    torch_keys: Iterable[str],
+    *,
+    allow_missing: Sequence[str] = (),
+    allow_unused: Sequence[str] = (),
+) -> dict[str, str]:
+    """Port path -> PyTorch key for every port variable; raises ``CoverageError`` unless every
+    PyTorch key is used and every port variable is set (exceptions only by named patterns)."""
+    available = set(torch_keys)
+    plan, unset = {}, []
+    for path in port_paths:
+        key = rules.torch_key(path)
+        if key in available:
+            plan[path] = key
+        elif not _matches(path, allow_missing):
+            unset.append(f"{path} (from {key})")
+    used = set(plan.values())
+    unused = sorted(k for k in available - used if not _matches(k, allow_unused))
+    if unused or unset:
+        raise CoverageError(unused, unset)
+    return plan
+
+
+def to_port(
+    state_dict: Mapping[str, np.ndarray],
+    port_shapes: Mapping[str, tuple[int, ...]],
+    **coverage,
+) -> dict[str, np.ndarray]:
+    """Arrays for every port variable from a PyTorch state dict (numpy values), strict both ways."""
+    plan = plan_to_port(port_shapes, state_dict, **coverage)
+    out = {}
+    for path, key in plan.items():
+        value = rules.to_port(path, np.asarray(state_dict[key]))
+        if tuple(value.shape) != tuple(port_shapes[path]):
+            raise ShapeMismatchError(
+                f"{key}: shape {tuple(np.shape(state_dict[key]))} gives {tuple(value.shape)} "
+                f"for {path}, which expects {tuple(port_shapes[path])}"
+            )
+        out[path] = value
+    return out
+
+
+def to_torch(port_values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A PyTorch state dict (numpy values) from the port's variables."""
+    out = {}
+    for path, value in port_values.items():
+        key = rules.torch_key(path)
+        if key in out:
+            raise KeyError(f"two port variables map to {key}")
+        out[key] = rules.to_torch(path, np.asarray(value))
+    return out

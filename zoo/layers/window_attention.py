@@ -1,0 +1,78 @@
+"""Window multi-head self-attention with a relative position bias (Swin 2D, Video Swin 3D)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.windows import bias_table_size, relative_position_index
+
+__all__ = ["WindowAttention"]
+
+
+class WindowAttention(nn.Module):
+    """Self-attention inside one window with a learned relative position bias.
+
+    The rank of ``window_size`` selects 2D (Swin) or 3D (Video Swin). The bias table has
+    prod(2 * w - 1) rows; ``relative_position_index`` is derived from the window size and is a
+    non-persistent buffer, so it never appears in a checkpoint.
+
+    When a window is smaller than configured (the input was smaller than the window), the first
+    N x N entries of the index are used, as the official Video Swin code does.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        window_size: Sequence[int],
+        num_heads: int,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.window_size = tuple(window_size)
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = qk_scale or head_dim**-0.5
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros(bias_table_size(self.window_size), num_heads)
+        )
+        index = torch.from_numpy(relative_position_index(self.window_size).copy())
+        self.register_buffer("relative_position_index", index, persistent=False)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B * nW, N, C) window tokens; mask: (nW, N, N) additive, or None. -> (B * nW, N, C)."""
+        b_, n, c = x.shape
+        qkv = self.qkv(x).reshape(b_, n, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B_, heads, N, hd)
+        index = self.relative_position_index[:n, :n].reshape(-1)
+        bias = self.relative_position_bias_table[index].reshape(n, n, -1).permute(2, 0, 1)
+        if mask is not None:
+            nw = mask.shape[0]
+            # (B, nW, heads, N, hd) against a (nW, heads, N, N) bias: no copy of the bias per image.
+            q, k, v = (t.reshape(b_ // nw, nw, self.num_heads, n, -1) for t in (q, k, v))
+            bias = bias.unsqueeze(0) + mask.unsqueeze(1).to(bias.dtype)
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=bias.to(q.dtype),
+            dropout_p=self.attn_drop if self.training else 0.0,
+            scale=self.scale,
+        )
+        out = out.reshape(b_, self.num_heads, n, -1).transpose(1, 2).reshape(b_, n, c)
+        return self.proj_drop(self.proj(out))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"

@@ -1,0 +1,176 @@
+"""Framework-free window geometry: sizes, padding, relative-position tables and shift masks.
+
+Everything here depends only on static shapes, so it is plain Python / NumPy, computed once per
+shape (``functools.lru_cache``) and shared by the PyTorch reference and both ports. Under ``jit``
+the tables become constants; no framework ever recomputes them from tensor values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+
+__all__ = [
+    "WINDOW_RULES",
+    "MASK_VALUE",
+    "to_tuple",
+    "get_window_size",
+    "effective_window",
+    "pad_amounts",
+    "relative_position_index",
+    "bias_table_size",
+    "shifted_window_mask",
+    "rel_pos_gather_index",
+    "rel_pos_resize_matrix",
+]
+
+#: Value the official Swin code puts in the attention mask between tokens of different regions.
+MASK_VALUE = -100.0
+
+
+def to_tuple(value: int | Sequence[int], ndim: int) -> tuple[int, ...]:
+    """``7 -> (7, 7)``; a sequence must already have ``ndim`` entries."""
+    if isinstance(value, int):
+        return (value,) * ndim
+    value = tuple(int(v) for v in value)
+    if len(value) != ndim:
+        raise ValueError(f"expected {ndim} values, got {value}")
+    return value
+
+
+def get_window_size(
+    input_size: Sequence[int], window_size: Sequence[int], shift_size: Sequence[int]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Video Swin's rule: along an axis where the input is not larger than the window,
+    the window shrinks to the input and the shift is dropped."""
+    window, shift = list(window_size), list(shift_size)
+    for i, size in enumerate(input_size):
+        if size <= window_size[i]:
+            window[i] = size
+            shift[i] = 0
+    return tuple(window), tuple(shift)
+
+
+def _pad_rule(input_size, window_size, shift_size):
+    """torchvision's 2D rule: keep the window, pad up to it, drop the shift along an axis whose
+    padded size fits in one window."""
+    padded = [math.ceil(s / w) * w for s, w in zip(input_size, window_size)]
+    shift = tuple(0 if w >= p else s for w, p, s in zip(window_size, padded, shift_size))
+    return tuple(window_size), shift
+
+
+#: Named rules deciding the window and shift actually used for a given input size.
+WINDOW_RULES = {"shrink": get_window_size, "pad": _pad_rule}
+
+
+def effective_window(
+    input_size: Sequence[int],
+    window_size: Sequence[int],
+    shift_size: Sequence[int],
+    rule: str = "shrink",
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Window and shift used for ``input_size`` under the named rule (see ``WINDOW_RULES``)."""
+    try:
+        fn = WINDOW_RULES[rule]
+    except KeyError:
+        raise ValueError(f"unknown window rule {rule!r}; known: {sorted(WINDOW_RULES)}") from None
+    return fn(tuple(input_size), tuple(window_size), tuple(shift_size))
+
+
+def pad_amounts(size: Sequence[int], multiple: Sequence[int]) -> tuple[int, ...]:
+    """Padding to add at the end of each axis so that ``size`` becomes a multiple of ``multiple``."""
+    return tuple((-s) % m for s, m in zip(size, multiple))
+
+
+def bias_table_size(window_size: Sequence[int]) -> int:
+    """Rows of the relative position bias table: prod(2 * w - 1)."""
+    return int(np.prod([2 * w - 1 for w in window_size]))
+
+
+@lru_cache(maxsize=None)
+def relative_position_index(window_size: tuple[int, ...]) -> np.ndarray:
+    """Index into the bias table for every (query, key) pair of a window, shape (N, N), N = prod(w).
+
+    Swin (2D) and Video Swin (3D) semantics: the relative offset along each axis is shifted to be
+    non-negative and the axes are combined in row-major order with radix ``2 * w - 1``.
+    """
+    coords = np.stack(np.meshgrid(*[np.arange(w) for w in window_size], indexing="ij"))
+    coords = coords.reshape(len(window_size), -1)  # (ndim, N)
+    rel = coords[:, :, None] - coords[:, None, :]  # (ndim, N, N)
+    index = np.zeros(rel.shape[1:], dtype=np.int64)
+    for axis, w in enumerate(window_size):
+        index = index * (2 * w - 1) + (rel[axis] + w - 1)
+    index.setflags(write=False)
+    return index
+
+
+def _partition_labels(labels: np.ndarray, window: tuple[int, ...]) -> np.ndarray:
+    """(*padded) -> (num_windows, prod(window)) in the same order as ``window_partition``."""
+    shape = []
+    for size, w in zip(labels.shape, window):
+        shape += [size // w, w]
+    nd = len(window)
+    x = labels.reshape(shape).transpose([2 * i for i in range(nd)] + [2 * i + 1 for i in range(nd)])
+    return x.reshape(-1, int(np.prod(window)))
+
+
+@lru_cache(maxsize=None)
+def shifted_window_mask(
+    padded_size: tuple[int, ...], window: tuple[int, ...], shift: tuple[int, ...]
+) -> np.ndarray | None:
+    """Additive attention mask for shifted windows, shape (num_windows, N, N), or ``None`` when
+    nothing is shifted.
+
+    Regions are labelled with the official slices ``[0:-w], [-w:-s], [-s:]`` per axis, applied in
+    order, so an axis with zero shift forms a single region, exactly as in Swin and Video Swin.
+    Tokens from different regions get ``MASK_VALUE``.
+    """
+    if not any(shift):
+        return None
+    labels = np.zeros(padded_size, dtype=np.int64)
+    count = 0
+    per_axis = [(slice(0, -w), slice(-w, -s), slice(-s, None)) for w, s in zip(window, shift)]
+    for region in np.ndindex(*(3,) * len(window)):
+        labels[tuple(per_axis[a][r] for a, r in enumerate(region))] = count
+        count += 1
+    windows = _partition_labels(labels, window)
+    mask = np.where(windows[:, None, :] != windows[:, :, None], MASK_VALUE, 0.0).astype(np.float32)
+    mask.setflags(write=False)
+    return mask
+
+
+@lru_cache(maxsize=None)
+def rel_pos_gather_index(q_size: int, k_size: int) -> np.ndarray:
+    """Rows of the (resized) decomposed relative-position table used for each (query, key) pair,
+    shape (q_size, k_size); segment-anything ``get_rel_pos`` semantics, including the scaling when
+    query and key lengths differ."""
+    q_coords = np.arange(q_size, dtype=np.float32)[:, None] * max(k_size / q_size, 1.0)
+    k_coords = np.arange(k_size, dtype=np.float32)[None, :] * max(q_size / k_size, 1.0)
+    rel = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
+    index = rel.astype(np.int64)
+    index.setflags(write=False)
+    return index
+
+
+@lru_cache(maxsize=None)
+def rel_pos_resize_matrix(length: int, target: int) -> np.ndarray:
+    """Matrix M, shape (target, length), with ``M @ table`` equal to 1-D linear interpolation of
+    ``table`` (length, C) to ``target`` rows, as ``F.interpolate(mode="linear",
+    align_corners=False)`` does it (half-pixel centres, clamped at the borders)."""
+    # PyTorch computes scale = in / out in fp32 and the source position as one fused multiply-add
+    # (a single rounding to fp32), then the weight as a difference in fp32.
+    scale = np.float64(np.float32(length) / np.float32(target))
+    src = ((np.arange(target, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
+    src = np.maximum(src, np.float32(0.0))
+    lo = np.minimum(np.floor(src).astype(np.int64), length - 1)
+    hi = np.minimum(lo + 1, length - 1)
+    frac = np.minimum(np.maximum(src - lo.astype(np.float32), np.float32(0.0)), np.float32(1.0))
+    m = np.zeros((target, length), dtype=np.float32)
+    rows = np.arange(target)
+    np.add.at(m, (rows, lo), np.float32(1.0) - frac)
+    np.add.at(m, (rows, hi), frac)
+    m.setflags(write=False)
+    return m
