@@ -150,8 +150,10 @@ def compare(
 
     with ref_fw.numerics(), ref_fw.capture(reference) as ref_records:
         ref_out = ref_fw.call(reference, list(inputs))
+        settings = {"dtype": str(ref_out.dtype), **ref_fw.settings()}
     with adapter.numerics(), adapter.capture(port) as port_records:
         port_out = adapter.call(port, port_inputs)
+        settings.update(adapter.settings())
 
     port_calls: dict[str, list[np.ndarray]] = defaultdict(list)
     for path, out in port_records:
@@ -172,7 +174,6 @@ def compare(
     expected = to_port(ref_out, out_layout)
     if expected.shape != port_out.shape:
         raise ValueError(f"{name}: port output {port_out.shape} != reference {expected.shape}")
-    settings = {"dtype": str(expected.dtype), **ref_fw.settings(), **adapter.settings()}
     return ParityReport(
         name=name,
         framework=adapter.NAME,

@@ -57,7 +57,7 @@ def state_dict(module: nn.Module) -> dict[str, np.ndarray]:
 
 def load_state_dict(module: nn.Module, values: Mapping[str, np.ndarray]) -> None:
     """Strict load of numpy arrays."""
-    module.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in values.items()})
+    module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in values.items()})
 
 
 def call(module: nn.Module, inputs: list[np.ndarray]) -> np.ndarray:

@@ -1,0 +1,5 @@
+import sys
+
+from weight_convert.cli import main
+
+sys.exit(main())

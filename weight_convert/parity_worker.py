@@ -1,0 +1,34 @@
+"""Runs the block parity cases for one port in this process (one Keras backend per process) and
+writes the reports as JSON. Started by ``weight-convert parity``; not meant to be run by hand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m weight_convert.parity_worker")
+    parser.add_argument("--port", required=True, choices=["keras", "flax"])
+    parser.add_argument("--blocks", nargs="*", default=None)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+
+    import zoo
+    from weight_convert.frameworks import port
+    from weight_convert.parity import run_case
+
+    adapter = port(args.port)
+    names = args.blocks or list(zoo.BLOCKS)
+    reports = [run_case(case, adapter).to_json() for name in names for case in zoo.BLOCKS[name]]
+    with open(args.out, "w") as f:
+        json.dump({"target": adapter.NAME, "reports": reports}, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
