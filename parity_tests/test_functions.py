@@ -26,8 +26,12 @@ def as_numpy(port_name):
 
 @pytest.mark.parametrize(
     "shape,window",
-    [((2, 14, 21, 8), (7, 7)), ((1, 8, 12, 4), (4, 6)), ((2, 4, 14, 14, 6), (2, 7, 7)),
-     ((1, 3, 6, 10, 4), (3, 2, 5))],
+    [
+        ((2, 14, 21, 8), (7, 7)),
+        ((1, 8, 12, 4), (4, 6)),
+        ((2, 4, 14, 14, 6), (2, 7, 7)),
+        ((1, 3, 6, 10, 4), (3, 2, 5)),
+    ],
 )
 def test_window_partition_and_reverse(shape, window, port_name, as_numpy, rng):
     ns = _ns(port_name)

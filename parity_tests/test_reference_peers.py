@@ -34,7 +34,8 @@ def test_window_partition_2d_matches_segment_anything(hw, window):
     assert pad_hw == their_pad
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
     torch.testing.assert_close(
-        L.window_unpartition(ours, window, pad_hw, hw), window_unpartition(theirs, window, pad_hw, hw)
+        L.window_unpartition(ours, window, pad_hw, hw),
+        window_unpartition(theirs, window, pad_hw, hw),
     )
     torch.testing.assert_close(L.window_unpartition(ours, window, pad_hw, hw), x, rtol=0, atol=0)
 
@@ -114,8 +115,9 @@ def test_window_attention_2d_matches_timm(window, heads, masked):
     n = window * window
     mask = None
     if masked:
-        mask = torch.from_numpy(shifted_window_mask((2 * window, 3 * window), (window,) * 2,
-                                                    (window // 2,) * 2).copy())
+        mask = torch.from_numpy(
+            shifted_window_mask((2 * window, 3 * window), (window,) * 2, (window // 2,) * 2).copy()
+        )
     x = torch.randn(12, n, 32)
     with torch.no_grad():
         _close(ours(x, mask), theirs(x, mask))

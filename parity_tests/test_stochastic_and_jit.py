@@ -31,7 +31,7 @@ def _drop_path_train(port_name, drop_prob, x):
 
 def _check_per_sample(out, x, keep):
     kept = 0
-    for o, xi in zip(out, x):
+    for o, xi in zip(out, x, strict=False):
         if np.all(o == 0):
             continue
         np.testing.assert_allclose(o, xi / keep, rtol=1e-6)
@@ -57,8 +57,12 @@ def test_reference_drop_path_per_sample():
     torch.testing.assert_close(module.eval()(x), x, rtol=0, atol=0)
 
 
-JIT_CASES = [zoo.BLOCKS["SwinTransformerBlock"][2], zoo.BLOCKS["SwinTransformerBlock"][7],
-             zoo.BLOCKS["Block"][0], zoo.BLOCKS["PatchEmbed"][4]]
+JIT_CASES = [
+    zoo.BLOCKS["SwinTransformerBlock"][2],
+    zoo.BLOCKS["SwinTransformerBlock"][7],
+    zoo.BLOCKS["Block"][0],
+    zoo.BLOCKS["PatchEmbed"][4],
+]
 
 
 def _jit_call(port_name, module, x):
@@ -73,11 +77,13 @@ def _jit_call(port_name, module, x):
         import jax
 
         fn = jax.jit(lambda tv, ntv, v: module.stateless_call(tv, ntv, v)[0])
-        return np.asarray(fn(
-            [v.value for v in module.trainable_variables],
-            [v.value for v in module.non_trainable_variables],
-            x,
-        ))
+        return np.asarray(
+            fn(
+                [v.value for v in module.trainable_variables],
+                [v.value for v in module.non_trainable_variables],
+                x,
+            )
+        )
     if backend == "tensorflow":
         import tensorflow as tf
 

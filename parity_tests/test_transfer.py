@@ -30,8 +30,11 @@ def test_leaf_names():
 
 def test_coverage_lists_both_sides():
     port = {"a.kernel": (2, 3), "a.bias": (3,), "b.gamma": (3,)}
-    sd = {"a.weight": np.zeros((3, 2), np.float32), "a.bias": np.zeros(3, np.float32),
-          "extra.weight": np.zeros(1, np.float32)}
+    sd = {
+        "a.weight": np.zeros((3, 2), np.float32),
+        "a.bias": np.zeros(3, np.float32),
+        "extra.weight": np.zeros(1, np.float32),
+    }
     with pytest.raises(transfer.CoverageError) as err:
         transfer.to_port(sd, port)
     assert err.value.unused == ["extra.weight"]

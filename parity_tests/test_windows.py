@@ -43,8 +43,12 @@ def test_relative_position_index_3d_matches_torchvision(window):
 
 @pytest.mark.parametrize(
     "padded,window,shift",
-    [((8, 14, 14), (4, 7, 7), (2, 3, 3)), ((4, 8, 12), (2, 4, 4), (1, 2, 2)),
-     ((2, 8, 8), (2, 4, 4), (0, 2, 2)), ((6, 4, 4), (3, 4, 4), (1, 0, 0))],
+    [
+        ((8, 14, 14), (4, 7, 7), (2, 3, 3)),
+        ((4, 8, 12), (2, 4, 4), (1, 2, 2)),
+        ((2, 8, 8), (2, 4, 4), (0, 2, 2)),
+        ((6, 4, 4), (3, 4, 4), (1, 0, 0)),
+    ],
 )
 def test_shift_mask_3d_matches_torchvision(padded, window, shift):
     from torchvision.models.video.swin_transformer import _compute_attention_mask_3d
@@ -52,7 +56,9 @@ def test_shift_mask_3d_matches_torchvision(padded, window, shift):
     x = torch.zeros(1, *padded, 4)
     expected = _compute_attention_mask_3d(x, padded, window, shift).numpy()
     n = int(np.prod(window))
-    np.testing.assert_array_equal(shifted_window_mask(padded, window, shift), expected.reshape(-1, n, n))
+    np.testing.assert_array_equal(
+        shifted_window_mask(padded, window, shift), expected.reshape(-1, n, n)
+    )
 
 
 @pytest.mark.parametrize("res,window,shift", [((14, 14), 7, 3), ((14, 21), 7, 3), ((12, 8), 4, 2)])

@@ -37,8 +37,15 @@ def _run_target(target: str, blocks: list[str] | None) -> dict:
         env["KERAS_BACKEND"] = backend
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "reports.json")
-        cmd = [sys.executable, "-m", "weight_convert.parity_worker", "--port", framework,
-               "--out", out]
+        cmd = [
+            sys.executable,
+            "-m",
+            "weight_convert.parity_worker",
+            "--port",
+            framework,
+            "--out",
+            out,
+        ]
         if blocks:
             cmd += ["--blocks", *blocks]
         start = time.perf_counter()
@@ -86,8 +93,11 @@ def cmd_parity(args: argparse.Namespace) -> int:
         if t not in TARGETS:
             raise UsageError(f"unknown target {t!r}; known: {', '.join(TARGETS)}")
     n_cases = sum(len(zoo.BLOCKS[b]) for b in blocks)
-    print(f"parity: {len(blocks)} blocks, {n_cases} cases, targets {', '.join(targets)} "
-          "(random weights, N(0,1) inputs, fp32)", file=sys.stderr)
+    print(
+        f"parity: {len(blocks)} blocks, {n_cases} cases, targets {', '.join(targets)} "
+        "(random weights, N(0,1) inputs, fp32)",
+        file=sys.stderr,
+    )
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {t: pool.submit(_run_target, t, args.blocks) for t in targets}
         results = []
@@ -101,8 +111,10 @@ def cmd_parity(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"passed": ok, "tolerance": BLOCK_ATOL, "results": results}))
         return 0 if ok else 1
-    print("max abs error per block (worst case), port vs PyTorch reference; "
-          f"tolerance {BLOCK_ATOL:g}, '!!' marks a failure")
+    print(
+        "max abs error per block (worst case), port vs PyTorch reference; "
+        f"tolerance {BLOCK_ATOL:g}, '!!' marks a failure"
+    )
     print(table)
     for r in results:
         if "error" in r:
@@ -110,12 +122,20 @@ def cmd_parity(args: argparse.Namespace) -> int:
             continue
         for c in r["reports"]:
             if not c["passed"] or args.layers:
-                print(f"\n{c['name']} on {r['target']}: first above tolerance: {c['first_failure']}")
+                print(
+                    f"\n{c['name']} on {r['target']}: first above tolerance: {c['first_failure']}"
+                )
                 for e in c["layers"] + [c["output"]]:
-                    print(f"  {e['path']:<40} max abs {e['max_abs']:.3e}  max rel {e['max_rel']:.3e}")
+                    print(
+                        f"  {e['path']:<40} max abs {e['max_abs']:.3e}  max rel {e['max_rel']:.3e}"
+                    )
     settings = next((r["reports"][0]["settings"] for r in results if r.get("reports")), {})
-    print("\nnumerics: " + ", ".join(f"{k}={v}" for k, v in settings.items() if "precision" in k
-                                    or k in ("dtype", "torch")))
+    print(
+        "\nnumerics: "
+        + ", ".join(
+            f"{k}={v}" for k, v in settings.items() if "precision" in k or k in ("dtype", "torch")
+        )
+    )
     print("result: " + ("all blocks within tolerance" if ok else "FAILURES above"))
     return 0 if ok else 1
 
@@ -129,8 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("parity", help="parity table: every building block x every port")
     p.add_argument("--blocks", nargs="+", metavar="BLOCK", help="only these blocks")
-    p.add_argument("--targets", nargs="+", metavar="TARGET",
-                   help=f"only these ports (default: all of {', '.join(TARGETS)})")
+    p.add_argument(
+        "--targets",
+        nargs="+",
+        metavar="TARGET",
+        help=f"only these ports (default: all of {', '.join(TARGETS)})",
+    )
     p.add_argument("--jobs", type=int, default=2, help="targets run in parallel (default 2)")
     p.add_argument("--layers", action="store_true", help="print every case's per-layer errors")
     p.add_argument("--json", action="store_true", help="machine-readable output")

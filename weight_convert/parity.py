@@ -123,7 +123,9 @@ def _error(path, call, ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> Laye
     ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
     max_abs = float(np.max(np.abs(ref64 - got64))) if ref.size else 0.0
     peak = float(np.max(np.abs(ref64))) if ref.size else 0.0
-    return LayerError(path, call, tuple(ref.shape), max_abs, max_abs / max(peak, 1e-30), tol.bound(ref))
+    return LayerError(
+        path, call, tuple(ref.shape), max_abs, max_abs / max(peak, 1e-30), tol.bound(ref)
+    )
 
 
 def compare(
@@ -142,7 +144,7 @@ def compare(
 
     ``after_transfer(port)`` may alter the port before it runs (used to plant bugs in tests).
     """
-    port_inputs = [to_port(x, lay) for x, lay in zip(inputs, layouts)]
+    port_inputs = [to_port(x, lay) for x, lay in zip(inputs, layouts, strict=False)]
     adapter.materialize(port, port_inputs)
     adapter.assign(port, transfer.to_port(ref_fw.state_dict(reference), adapter.shapes(port)))
     if after_transfer is not None:

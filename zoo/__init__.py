@@ -1,4 +1,5 @@
-"""vit-zoo: reference PyTorch vision-transformer blocks and models, mirrored in Keras 3 and Flax NNX.
+"""vit-zoo: reference PyTorch vision-transformer blocks and models, mirrored in Keras 3 and
+Flax NNX.
 
 Importing ``zoo`` loads only the framework-free core (configs, registry, window tables, layouts);
 ``zoo.layers`` is the PyTorch reference and needs torch.

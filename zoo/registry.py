@@ -135,7 +135,7 @@ def _shift_mask(padded, window, shift, batch):
     def make() -> np.ndarray:
         return shifted_window_mask(padded, window, shift)
 
-    n_windows = int(np.prod([p // w for p, w in zip(padded, window)]))
+    n_windows = int(np.prod([p // w for p, w in zip(padded, window, strict=False)]))
     return n_windows * batch, make
 
 
@@ -186,16 +186,31 @@ _cases(
 
 _cases(
     "PatchEmbed",
-    ("2d-norm-b2", dict(patch_size=(4, 4), in_chans=3, embed_dim=32, norm_layer=_LN),
-     (Input((2, 3, 32, 32), CF),)),
-    ("2d-pad-30x45", dict(patch_size=(4, 4), in_chans=3, embed_dim=32),
-     (Input((1, 3, 30, 45), CF),)),
-    ("2d-smaller-3x5", dict(patch_size=(4, 4), in_chans=3, embed_dim=16, norm_layer=_LN),
-     (Input((1, 3, 3, 5), CF),)),
-    ("3d-norm", dict(patch_size=(2, 4, 4), in_chans=3, embed_dim=24, norm_layer=_LN),
-     (Input((1, 3, 8, 32, 32), CF),)),
-    ("3d-pad-odd-t-b2", dict(patch_size=(2, 4, 4), in_chans=3, embed_dim=24),
-     (Input((2, 3, 5, 30, 18), CF),)),
+    (
+        "2d-norm-b2",
+        dict(patch_size=(4, 4), in_chans=3, embed_dim=32, norm_layer=_LN),
+        (Input((2, 3, 32, 32), CF),),
+    ),
+    (
+        "2d-pad-30x45",
+        dict(patch_size=(4, 4), in_chans=3, embed_dim=32),
+        (Input((1, 3, 30, 45), CF),),
+    ),
+    (
+        "2d-smaller-3x5",
+        dict(patch_size=(4, 4), in_chans=3, embed_dim=16, norm_layer=_LN),
+        (Input((1, 3, 3, 5), CF),),
+    ),
+    (
+        "3d-norm",
+        dict(patch_size=(2, 4, 4), in_chans=3, embed_dim=24, norm_layer=_LN),
+        (Input((1, 3, 8, 32, 32), CF),),
+    ),
+    (
+        "3d-pad-odd-t-b2",
+        dict(patch_size=(2, 4, 4), in_chans=3, embed_dim=24),
+        (Input((2, 3, 5, 30, 18), CF),),
+    ),
 )
 _cases(
     "PatchMerging",
@@ -207,21 +222,39 @@ _cases(
 
 _cases(
     "Attention",
-    ("global-relpos-b2", dict(dim=32, num_heads=4, use_rel_pos=True, input_size=(8, 8)),
-     _tokens(2, 8, 8, 32)),
-    ("relpos-interp-9x7", dict(dim=32, num_heads=4, use_rel_pos=True, input_size=(6, 6)),
-     _tokens(1, 9, 7, 32)),
-    ("relpos-shrink-4x5", dict(dim=16, num_heads=2, use_rel_pos=True, input_size=(7, 8)),
-     _tokens(1, 4, 5, 16)),
+    (
+        "global-relpos-b2",
+        dict(dim=32, num_heads=4, use_rel_pos=True, input_size=(8, 8)),
+        _tokens(2, 8, 8, 32),
+    ),
+    (
+        "relpos-interp-9x7",
+        dict(dim=32, num_heads=4, use_rel_pos=True, input_size=(6, 6)),
+        _tokens(1, 9, 7, 32),
+    ),
+    (
+        "relpos-shrink-4x5",
+        dict(dim=16, num_heads=2, use_rel_pos=True, input_size=(7, 8)),
+        _tokens(1, 4, 5, 16),
+    ),
     ("no-relpos", dict(dim=32, num_heads=4), _tokens(2, 5, 6, 32)),
 )
 _cases(
     "Block",
-    ("window-pad-b2", dict(dim=32, num_heads=4, use_rel_pos=True, window_size=5),
-     _tokens(2, 12, 9, 32)),
-    ("window-larger-than-input",
-     dict(dim=32, num_heads=4, use_rel_pos=True, window_size=14), _tokens(1, 6, 10, 32)),
-    ("global", dict(dim=32, num_heads=4, use_rel_pos=True, input_size=(8, 10)),
-     _tokens(1, 8, 10, 32)),
+    (
+        "window-pad-b2",
+        dict(dim=32, num_heads=4, use_rel_pos=True, window_size=5),
+        _tokens(2, 12, 9, 32),
+    ),
+    (
+        "window-larger-than-input",
+        dict(dim=32, num_heads=4, use_rel_pos=True, window_size=14),
+        _tokens(1, 6, 10, 32),
+    ),
+    (
+        "global",
+        dict(dim=32, num_heads=4, use_rel_pos=True, input_size=(8, 10)),
+        _tokens(1, 8, 10, 32),
+    ),
     ("global-no-relpos", dict(dim=16, num_heads=2, input_size=(5, 7)), _tokens(2, 5, 7, 16)),
 )

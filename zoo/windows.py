@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -57,8 +57,10 @@ def get_window_size(
 def _pad_rule(input_size, window_size, shift_size):
     """torchvision's 2D rule: keep the window, pad up to it, drop the shift along an axis whose
     padded size fits in one window."""
-    padded = [math.ceil(s / w) * w for s, w in zip(input_size, window_size)]
-    shift = tuple(0 if w >= p else s for w, p, s in zip(window_size, padded, shift_size))
+    padded = [math.ceil(s / w) * w for s, w in zip(input_size, window_size, strict=False)]
+    shift = tuple(
+        0 if w >= p else s for w, p, s in zip(window_size, padded, shift_size, strict=False)
+    )
     return tuple(window_size), shift
 
 
@@ -81,8 +83,8 @@ def effective_window(
 
 
 def pad_amounts(size: Sequence[int], multiple: Sequence[int]) -> tuple[int, ...]:
-    """Padding to add at the end of each axis so that ``size`` becomes a multiple of ``multiple``."""
-    return tuple((-s) % m for s, m in zip(size, multiple))
+    """Padding to add at the end of each axis to make ``size`` a multiple of ``multiple``."""
+    return tuple((-s) % m for s, m in zip(size, multiple, strict=False))
 
 
 def bias_table_size(window_size: Sequence[int]) -> int:
@@ -90,7 +92,7 @@ def bias_table_size(window_size: Sequence[int]) -> int:
     return int(np.prod([2 * w - 1 for w in window_size]))
 
 
-@lru_cache(maxsize=None)
+@cache
 def relative_position_index(window_size: tuple[int, ...]) -> np.ndarray:
     """Index into the bias table for every (query, key) pair of a window, shape (N, N), N = prod(w).
 
@@ -110,14 +112,14 @@ def relative_position_index(window_size: tuple[int, ...]) -> np.ndarray:
 def _partition_labels(labels: np.ndarray, window: tuple[int, ...]) -> np.ndarray:
     """(*padded) -> (num_windows, prod(window)) in the same order as ``window_partition``."""
     shape = []
-    for size, w in zip(labels.shape, window):
+    for size, w in zip(labels.shape, window, strict=False):
         shape += [size // w, w]
     nd = len(window)
     x = labels.reshape(shape).transpose([2 * i for i in range(nd)] + [2 * i + 1 for i in range(nd)])
     return x.reshape(-1, int(np.prod(window)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def shifted_window_mask(
     padded_size: tuple[int, ...], window: tuple[int, ...], shift: tuple[int, ...]
 ) -> np.ndarray | None:
@@ -132,7 +134,9 @@ def shifted_window_mask(
         return None
     labels = np.zeros(padded_size, dtype=np.int64)
     count = 0
-    per_axis = [(slice(0, -w), slice(-w, -s), slice(-s, None)) for w, s in zip(window, shift)]
+    per_axis = [
+        (slice(0, -w), slice(-w, -s), slice(-s, None)) for w, s in zip(window, shift, strict=False)
+    ]
     for region in np.ndindex(*(3,) * len(window)):
         labels[tuple(per_axis[a][r] for a, r in enumerate(region))] = count
         count += 1
@@ -142,7 +146,7 @@ def shifted_window_mask(
     return mask
 
 
-@lru_cache(maxsize=None)
+@cache
 def rel_pos_gather_index(q_size: int, k_size: int) -> np.ndarray:
     """Rows of the (resized) decomposed relative-position table used for each (query, key) pair,
     shape (q_size, k_size); segment-anything ``get_rel_pos`` semantics, including the scaling when
@@ -155,7 +159,7 @@ def rel_pos_gather_index(q_size: int, k_size: int) -> np.ndarray:
     return index
 
 
-@lru_cache(maxsize=None)
+@cache
 def rel_pos_resize_matrix(length: int, target: int) -> np.ndarray:
     """Matrix M, shape (target, length), with ``M @ table`` equal to 1-D linear interpolation of
     ``table`` (length, C) to ``target`` rows, as ``F.interpolate(mode="linear",

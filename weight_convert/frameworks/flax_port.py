@@ -74,7 +74,9 @@ def capture(module: nnx.Module) -> Iterator[list[tuple[str, np.ndarray]]]:
     nodes = [(p, node) for p, node in nnx.iter_graph(module) if p and isinstance(node, nnx.Module)]
     paths = {id(node): _join(p) for p, node in nodes}
     # Resolve every class's __call__ before patching any, so a subclass never wraps a wrapper.
-    originals = {type(node): (type(node).__call__, type(node).__dict__.get("__call__")) for _, node in nodes}
+    originals = {
+        type(node): (type(node).__call__, type(node).__dict__.get("__call__")) for _, node in nodes
+    }
 
     active: set[int] = set()  # instances inside a recorded call (a super().__call__ records once)
 

@@ -74,7 +74,9 @@ def capture(module: nn.Module) -> Iterator[list[tuple[str, Layout, np.ndarray]]]
         if not path:
             continue
 
-        def hook(_mod, _args, out, path=path, lay=layout(sub)):
+        lay = layout(sub)
+
+        def hook(_mod, _args, out, path=path, lay=lay):
             if isinstance(out, torch.Tensor):
                 records.append((path, lay, out.detach().cpu().numpy().copy()))
 

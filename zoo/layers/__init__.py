@@ -4,7 +4,7 @@
 """
 
 from zoo.layers.drop import DropPath, drop_path
-from zoo.layers.mlp import MLPBlock, Mlp
+from zoo.layers.mlp import Mlp, MLPBlock
 from zoo.layers.norm import LayerNorm, LayerNorm2d
 from zoo.layers.patch import PatchEmbed, PatchMerging
 from zoo.layers.swin_block import SwinTransformerBlock

@@ -39,9 +39,7 @@ class Mlp(nn.Module):
 class MLPBlock(nn.Module):
     """lin1 -> act -> lin2 (segment-anything naming). (..., embedding_dim) -> same."""
 
-    def __init__(
-        self, embedding_dim: int, mlp_dim: int, act: type[nn.Module] = nn.GELU
-    ) -> None:
+    def __init__(self, embedding_dim: int, mlp_dim: int, act: type[nn.Module] = nn.GELU) -> None:
         super().__init__()
         self.lin1 = nn.Linear(embedding_dim, mlp_dim)
         self.lin2 = nn.Linear(mlp_dim, embedding_dim)

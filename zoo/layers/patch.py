@@ -22,7 +22,8 @@ class PatchEmbed(nn.Module):
     This is where the reference crosses from the channels-first image to channels-last tokens.
 
     Input: (B, C_in, *S) channels-first, any S (padded at the end of each axis to a multiple of
-    the patch, as the official Swin / Video Swin code does). Output: (B, *ceil(S / patch), embed_dim).
+    the patch, as the official Swin / Video Swin code does).
+    Output: (B, *ceil(S / patch), embed_dim).
     """
 
     def __init__(

@@ -73,12 +73,14 @@ class SwinTransformerBlock(nn.Module):
     def _attention(self, x: torch.Tensor) -> torch.Tensor:
         spatial = tuple(x.shape[1:-1])
         nd = len(spatial)
-        window, shift = effective_window(spatial, self.window_size, self.shift_size, self.window_rule)
+        window, shift = effective_window(
+            spatial, self.window_size, self.shift_size, self.window_rule
+        )
         pads = pad_amounts(spatial, window)
         if any(pads):
             # F.pad lists the last axis first: channels (0, 0), then spatial axes in reverse.
             x = F.pad(x, [0, 0] + [p for pad in reversed(pads) for p in (0, pad)])
-        padded = tuple(s + p for s, p in zip(spatial, pads))
+        padded = tuple(s + p for s, p in zip(spatial, pads, strict=False))
         axes = tuple(range(1, nd + 1))
         if any(shift):
             x = torch.roll(x, shifts=tuple(-s for s in shift), dims=axes)

@@ -13,7 +13,7 @@ def window_partition(x: torch.Tensor, window_size: Sequence[int]) -> torch.Tenso
     """Split a token map into non-overlapping windows.
 
     Args:
-        x: (B, *S, C) with len(S) == len(window_size) (2 or 3), each S[i] a multiple of window_size[i].
+        x: (B, *S, C), len(S) == len(window_size) (2 or 3), S[i] a multiple of window_size[i].
         window_size: (wh, ww) or (wd, wh, ww).
     Returns:
         (B * num_windows, *window_size, C), windows in row-major grid order per batch item.
@@ -21,7 +21,7 @@ def window_partition(x: torch.Tensor, window_size: Sequence[int]) -> torch.Tenso
     b, *spatial, c = x.shape
     nd = len(window_size)
     shape = [b]
-    for s, w in zip(spatial, window_size):
+    for s, w in zip(spatial, window_size, strict=False):
         shape += [s // w, w]
     x = x.reshape(*shape, c)
     perm = [0] + [1 + 2 * i for i in range(nd)] + [2 + 2 * i for i in range(nd)] + [2 * nd + 1]
@@ -41,7 +41,7 @@ def window_reverse(
         (B, *S, C).
     """
     nd = len(window_size)
-    grid = [s // w for s, w in zip(spatial_size, window_size)]
+    grid = [s // w for s, w in zip(spatial_size, window_size, strict=False)]
     c = windows.shape[-1]
     x = windows.reshape(-1, *grid, *window_size, c)
     perm = [0]

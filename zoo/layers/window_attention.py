@@ -52,7 +52,7 @@ class WindowAttention(nn.Module):
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B * nW, N, C) window tokens; mask: (nW, N, N) additive, or None. -> (B * nW, N, C)."""
+        """x: (B * nW, N, C) window tokens; mask: (nW, N, N) additive or None -> (B * nW, N, C)."""
         b_, n, c = x.shape
         qkv = self.qkv(x).reshape(b_, n, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B_, heads, N, hd)
