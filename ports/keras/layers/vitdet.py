@@ -70,7 +70,7 @@ def add_decomposed_rel_pos(
     k_size: tuple[int, int],
 ) -> Tensor:
     """attn (B, q_h * q_w, k_h * k_w) plus the decomposed relative-position bias of ``q``."""
-    return attn + decomposed_rel_pos_bias(q, rel_pos_h, rel_pos_w, q_size, k_size)
+    return ops.add(attn, decomposed_rel_pos_bias(q, rel_pos_h, rel_pos_w, q_size, k_size))
 
 
 def window_partition_padded(x: Tensor, window_size: int) -> tuple[Tensor, tuple[int, int]]:
