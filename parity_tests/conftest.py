@@ -8,6 +8,11 @@ import os
 import numpy as np
 import pytest
 
+# timm and torchvision's video models import triton; importing triton after TensorFlow segfaults
+# (TF 2.21 + torch 2.14.1), so the torch-side peers load before any test imports Keras.
+import timm.models.swin_transformer  # noqa: F401, I001
+import torchvision.models.video.swin_transformer  # noqa: F401
+
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
