@@ -1,0 +1,175 @@
+"""Framework-free model configs and the variant registry.
+
+A config is a frozen dataclass; every framework's model takes one (``SwinTransformer(config)``),
+so a variant name means the same architecture in PyTorch, Keras and Flax. Nothing here imports a
+deep-learning framework.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from zoo.registry import Registry
+
+__all__ = [
+    "SwinConfig",
+    "VideoSwinConfig",
+    "VARIANTS",
+    "Variant",
+    "config_from_dict",
+    "config_to_dict",
+    "families",
+]
+
+
+@dataclass(frozen=True)
+class SwinConfig:
+    """Swin Transformer (2D) as in the official classification code.
+
+    Input (reference): (B, in_chans, H, W); any H, W (padded to the patch, then per block to the
+    window, as the official code does). ``features_only`` returns every stage's map, channels-last
+    (B, H_i, W_i, C_i), instead of logits.
+    """
+
+    patch_size: tuple[int, int] = (4, 4)
+    in_chans: int = 3
+    num_classes: int = 1000
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: tuple[int, int] = (7, 7)
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.2
+    patch_norm: bool = True
+    window_rule: str = "shrink"
+    img_size: int = 224  # the resolution the variant was trained at; any size runs
+    features_only: bool = False
+
+    @property
+    def family(self) -> str:
+        return "swin"
+
+    @property
+    def spatial_rank(self) -> int:
+        return 2
+
+    def stage_dims(self) -> tuple[int, ...]:
+        return tuple(self.embed_dim * 2**i for i in range(len(self.depths)))
+
+    def shift_size(self) -> tuple[int, ...]:
+        return tuple(w // 2 for w in self.window_size)
+
+    def drop_path_rates(self) -> list[list[float]]:
+        """Stochastic depth rising linearly over all blocks, grouped by stage."""
+        total = sum(self.depths)
+        rates = [self.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        out, start = [], 0
+        for d in self.depths:
+            out.append(rates[start : start + d])
+            start += d
+        return out
+
+
+@dataclass(frozen=True)
+class VideoSwinConfig(SwinConfig):
+    """Video Swin Transformer (3D) backbone with the I3D head, as in the official repository.
+
+    Input (reference): (B, in_chans, T, H, W); any T, H, W. ``features_only`` returns every stage's
+    map, channels-last (B, T_i, H_i, W_i, C_i).
+    """
+
+    patch_size: tuple[int, int, int] = (2, 4, 4)
+    num_classes: int = 400
+    window_size: tuple[int, int, int] = (8, 7, 7)
+    head_dropout: float = 0.5
+    frames: int = 32  # the clip length the variant was trained with; any length runs
+
+    @property
+    def family(self) -> str:
+        return "video_swin"
+
+    @property
+    def spatial_rank(self) -> int:
+        return 3
+
+
+_CONFIGS = {"SwinConfig": SwinConfig, "VideoSwinConfig": VideoSwinConfig}
+
+
+def config_to_dict(config: SwinConfig) -> dict[str, Any]:
+    """JSON-friendly dict with the class name, for saved models and the CLI."""
+    return {"class": type(config).__name__, **dataclasses.asdict(config)}
+
+
+def config_from_dict(data: dict[str, Any]) -> SwinConfig:
+    data = dict(data)
+    cls = _CONFIGS[data.pop("class")]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named architecture: the model class (same name in every framework) and its config."""
+
+    name: str
+    model: str
+    config: SwinConfig
+    description: str = ""
+
+
+VARIANTS: Registry[Variant] = Registry("variant")
+
+_SIZES = {
+    # size: (embed_dim, depths, num_heads, 2D drop_path_rate, 3D drop_path_rate)
+    "tiny": (96, (2, 2, 6, 2), (3, 6, 12, 24), 0.2, 0.1),
+    "small": (96, (2, 2, 18, 2), (3, 6, 12, 24), 0.3, 0.2),
+    "base": (128, (2, 2, 18, 2), (4, 8, 16, 32), 0.5, 0.3),
+    "large": (192, (2, 2, 18, 2), (6, 12, 24, 48), 0.5, 0.3),
+}
+
+for _size, (_dim, _depths, _heads, _dpr2, _dpr3) in _SIZES.items():
+    for _window, _img in ((7, 224), (12, 384)):
+        _name = f"swin_{_size}_patch4_window{_window}_{_img}"
+        VARIANTS.register(
+            _name,
+            Variant(
+                _name,
+                "SwinTransformer",
+                SwinConfig(
+                    embed_dim=_dim,
+                    depths=_depths,
+                    num_heads=_heads,
+                    window_size=(_window, _window),
+                    drop_path_rate=_dpr2,
+                    img_size=_img,
+                ),
+                f"Swin-{_size[0].upper()} 2D, window {_window} at {_img}, ImageNet-1k head",
+            ),
+        )
+    _name = f"video_swin_{_size}"
+    VARIANTS.register(
+        _name,
+        Variant(
+            _name,
+            "VideoSwin",
+            VideoSwinConfig(embed_dim=_dim, depths=_depths, num_heads=_heads, drop_path_rate=_dpr3),
+            f"Video Swin-{_size[0].upper()}, patch 2x4x4, window 8x7x7, Kinetics-400 head",
+        ),
+    )
+
+
+def families() -> dict[str, list[str]]:
+    """Family -> variant names."""
+    out: dict[str, list[str]] = {}
+    for name, v in VARIANTS.items():
+        out.setdefault(v.config.family, []).append(name)
+    return out

@@ -1,0 +1,27 @@
+"""Reference PyTorch models. Each takes a config from ``zoo.configs``; ``create_model(name)`` builds
+a registered variant. ``ports.keras.models`` and ``ports.flax.models`` export the same names."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from zoo.configs import VARIANTS
+from zoo.models.swin import BasicLayer, SwinTransformer
+from zoo.models.video_swin import I3DHead, SwinTransformer3D, VideoSwin
+
+__all__ = [
+    "BasicLayer",
+    "I3DHead",
+    "SwinTransformer",
+    "SwinTransformer3D",
+    "VideoSwin",
+    "create_model",
+]
+
+
+def create_model(name: str, **overrides):
+    """The registered variant ``name`` (see ``zoo.configs.VARIANTS``), config fields overridden by
+    keyword, in eval mode."""
+    variant = VARIANTS[name]
+    config = dataclasses.replace(variant.config, **overrides)
+    return globals()[variant.model](config).eval()

@@ -1,0 +1,118 @@
+"""Swin Transformer (2D), attribute names as in the official checkpoints
+(``layers.0.blocks.1.attn.relative_position_bias_table``, ``layers.0.downsample.reduction``).
+
+``BasicLayer`` (a stage) serves the 2D and the 3D model alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from zoo.configs import SwinConfig
+from zoo.layers.norm import LayerNorm
+from zoo.layers.patch import PatchEmbed, PatchMerging
+from zoo.layers.swin_block import SwinTransformerBlock
+
+__all__ = ["BasicLayer", "SwinTransformer", "build_stages", "run_stages"]
+
+
+class BasicLayer(nn.Module):
+    """One stage: ``blocks`` (even ones unshifted, odd ones shifted by half a window) and the
+    ``downsample`` that the official checkpoints file under the stage it follows.
+
+    ``forward`` runs the blocks only and returns the stage's output map (B, *S, C); the model applies
+    ``downsample`` after taking that map, so features and logits come from one pass.
+    """
+
+    def __init__(
+        self,
+        config: SwinConfig,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        drop_path: Sequence[float],
+        downsample: bool,
+    ) -> None:
+        super().__init__()
+        unshifted = (0,) * len(config.window_size)
+        self.blocks = nn.ModuleList(
+            SwinTransformerBlock(
+                dim,
+                num_heads,
+                window_size=config.window_size,
+                shift_size=unshifted if i % 2 == 0 else config.shift_size(),
+                mlp_ratio=config.mlp_ratio,
+                qkv_bias=config.qkv_bias,
+                drop=config.drop_rate,
+                attn_drop=config.attn_drop_rate,
+                drop_path=drop_path[i],
+                norm_layer=LayerNorm,
+                window_rule=config.window_rule,
+            )
+            for i in range(depth)
+        )
+        self.downsample = PatchMerging(dim, norm_layer=LayerNorm) if downsample else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def build_stages(config: SwinConfig) -> nn.ModuleList:
+    dims, rates = config.stage_dims(), config.drop_path_rates()
+    n = len(config.depths)
+    return nn.ModuleList(
+        BasicLayer(config, dims[i], config.depths[i], config.num_heads[i], rates[i], i < n - 1)
+        for i in range(n)
+    )
+
+
+def run_stages(layers: nn.ModuleList, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run the stages; return the last map and every stage's map (taken before downsampling)."""
+    features = []
+    for layer in layers:
+        x = layer(x)
+        features.append(x)
+        if layer.downsample is not None:
+            x = layer.downsample(x)
+    return x, features
+
+
+class SwinTransformer(nn.Module):
+    """Swin Transformer (2D) with the classification head.
+
+    Input: (B, in_chans, H, W) channels-first, any H, W.
+    Output: logits (B, num_classes); with ``config.features_only`` the list of stage maps
+    [(B, H/4, W/4, C), (B, H/8, W/8, 2C), ...] channels-last (sizes rounded up), the last one through
+    ``norm``, and no ``head``.
+    """
+
+    def __init__(self, config: SwinConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.patch_embed = PatchEmbed(
+            config.patch_size,
+            config.in_chans,
+            config.embed_dim,
+            norm_layer=LayerNorm if config.patch_norm else None,
+        )
+        self.pos_drop = nn.Dropout(config.drop_rate)
+        self.layers = build_stages(config)
+        self.num_features = config.stage_dims()[-1]
+        self.norm = LayerNorm(self.num_features)
+        if not config.features_only:
+            self.head = nn.Linear(self.num_features, config.num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = run_stages(self.layers, self.pos_drop(self.patch_embed(x)))[1]
+        return [*features[:-1], self.norm(features[-1])]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        features = self.forward_features(x)
+        if self.config.features_only:
+            return features
+        return self.head(features[-1].flatten(1, -2).mean(dim=1))  # global average pool
