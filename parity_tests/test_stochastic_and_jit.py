@@ -8,8 +8,8 @@ import torch
 
 import zoo
 import zoo.layers as ref
-from weight_convert import transfer
 from weight_convert.frameworks import reference as ref_fw
+from weight_convert.parity import load_reference_weights
 
 
 def _drop_path_train(port_name, drop_prob, x):
@@ -97,8 +97,7 @@ def test_ports_jit_match_reference(case, port, port_name):
     module = port.build(case.block, case.kwargs)
     x = case.inputs[0].make(np.random.default_rng(0))
     xp = zoo.layout.to_port(x, case.inputs[0].layout)
-    port.materialize(module, [xp])
-    port.assign(module, transfer.to_port(ref_fw.state_dict(reference), port.shapes(module)))
+    load_reference_weights(port, module, reference, [xp])
     expected = zoo.layout.to_port(ref_fw.call(reference, [x]), ref_fw.layout(reference))
     got = _jit_call(port_name, module, xp)
     assert np.max(np.abs(got - expected)) <= 1e-5

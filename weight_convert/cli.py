@@ -1,8 +1,17 @@
 """``weight-convert`` command line (also ``python -m weight_convert``).
 
-``weight-convert parity`` is the main job: every registered building block, every port
-(Keras on the TensorFlow, JAX and torch backends, Flax), random weights, and a table of the
-maximum absolute error per block and port.
+- ``parity``: the main job. Every registered building block, every port (Keras on the TensorFlow,
+  JAX and torch backends, Flax), random weights, and a table of the maximum absolute error per
+  block and port.
+- ``convert CHECKPOINT --to keras|flax``: official / torchvision / timm checkpoints to a Keras
+  ``.keras`` + ``.weights.h5`` or a Flax ``.safetensors``; ``--verify`` compares the written file
+  with the PyTorch reference layer by layer.
+- ``inspect CHECKPOINT``: layout, family, variant, parameter count, dtypes.
+- ``list``: the registered models and variants.
+
+Exit codes: 0 success, 1 verification / parity above tolerance, 2 usage error, 3 unreadable
+checkpoint, 4 checkpoint of an unknown layout or another family / variant than asked, 5 keys or
+shapes that do not fit the model, 6 output exists (use --force), 7 output cannot be written.
 """
 
 from __future__ import annotations
@@ -23,11 +32,20 @@ TARGETS = {
     "keras-torch": ("keras", "torch"),
     "flax": ("flax", None),
 }
-BLOCK_ATOL = 1e-5
+BLOCK_ATOL = 1e-5  # weight_convert.tolerance.BLOCK_TOLERANCE.atol, checked by a test
 
 
 class UsageError(Exception):
     """A user mistake: reported in one line, exit code 2."""
+
+
+EXIT_VERIFY = 1
+EXIT_USAGE = 2
+EXIT_UNREADABLE = 3
+EXIT_WRONG_MODEL = 4
+EXIT_MISMATCH = 5
+EXIT_EXISTS = 6
+EXIT_UNWRITABLE = 7
 
 
 def _run_target(target: str, blocks: list[str] | None) -> dict:
@@ -125,7 +143,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
                 print(
                     f"\n{c['name']} on {r['target']}: first above tolerance: {c['first_failure']}"
                 )
-                for e in c["layers"] + [c["output"]]:
+                for e in c["layers"] + c["outputs"]:
                     print(
                         f"  {e['path']:<40} max abs {e['max_abs']:.3e}  max rel {e['max_rel']:.3e}"
                     )
@@ -138,6 +156,110 @@ def cmd_parity(args: argparse.Namespace) -> int:
     )
     print("result: " + ("all blocks within tolerance" if ok else "FAILURES above"))
     return 0 if ok else 1
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a shape: {text!r} (use e.g. 1x3x224x224)") from None
+    if len(shape) not in (4, 5) or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give B x C x H x W or B x C x T x H x W")
+    return shape
+
+
+def _print_detected(detected: dict) -> None:
+    print(f"layout:   {detected['layout']}")
+    print(f"family:   {detected['family']}")
+    print(f"variant:  {detected['variant'] or '(custom architecture)'}")
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from weight_convert.convert import convert
+    from weight_convert.progress import Progress
+
+    if args.variant is not None:
+        from zoo.configs import VARIANTS
+
+        if args.variant not in VARIANTS:
+            raise UsageError(f"unknown variant {args.variant!r}; see `weight-convert list`")
+    progress = Progress(enabled=args.progress)
+    summary, report = convert(
+        args.checkpoint,
+        args.to,
+        args.output,
+        variant=args.variant,
+        verify=args.verify,
+        verify_shape=args.verify_shape,
+        force=args.force,
+        progress=progress,
+    )
+    if args.json:
+        from weight_convert.convert import asdict
+
+        print(json.dumps(asdict(summary)))
+    else:
+        _print_detected(summary.detected)
+        print(f"target:   {summary.target}")
+        for path in summary.outputs:
+            print(f"wrote     {path}")
+        print("seconds:  " + ", ".join(f"{k} {v:.1f}" for k, v in summary.seconds.items()))
+        if report is not None:
+            print(report.table())
+    if report is not None and not report.passed:
+        first = report.first_failure
+        print(
+            f"weight-convert: verification failed: {first.label} max abs {first.max_abs:.3e} "
+            f"> {first.bound:.1e}",
+            file=sys.stderr,
+        )
+        return EXIT_VERIFY
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from weight_convert import checkpoints, layouts
+
+    state, info = checkpoints.load_state_dict(args.checkpoint)
+    detected = layouts.detect(state)
+    description = layouts.describe(detected, state)
+    description["container"] = info
+    if args.json:
+        print(json.dumps(description, default=str))
+        return 0
+    width = max(len(k) for k in description)
+    for key, value in description.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            value = ", ".join(str(v) for v in value)
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from zoo.configs import VARIANTS, parameter_count
+
+    rows = [
+        {
+            "name": name,
+            "family": v.config.family,
+            "model": v.model,
+            "parameters": parameter_count(v.config),
+            "description": v.description,
+        }
+        for name, v in VARIANTS.items()
+    ]
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(f"{'variant':<34} {'family':<11} {'model':<16} {'params':>8}  description")
+    for r in rows:
+        print(
+            f"{r['name']:<34} {r['family']:<11} {r['model']:<16} "
+            f"{r['parameters'] / 1e6:7.1f}M  {r['description']}"
+        )
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,7 +281,72 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", action="store_true", help="print every case's per-layer errors")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_parity)
+
+    p = sub.add_parser(
+        "convert",
+        help="convert an official / torchvision / timm checkpoint to Keras or Flax",
+        description="Layout (official, torchvision, timm) and variant are detected from the "
+        "checkpoint's keys and shapes. Keras: writes OUT.keras (full model) and OUT.weights.h5, "
+        "on the backend KERAS_BACKEND selects (default tensorflow). Flax: writes "
+        "OUT.safetensors (the nnx state, config in the metadata).",
+    )
+    p.add_argument("checkpoint", help=".pth / .pt / .bin / .safetensors checkpoint")
+    p.add_argument("--to", required=True, choices=["keras", "flax"], help="target framework")
+    p.add_argument(
+        "-o",
+        "--output",
+        help="output path without suffix (default: ./CHECKPOINT-STEM_TARGET)",
+    )
+    p.add_argument("--variant", help="refuse the checkpoint unless it is this variant")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="load the written file and compare it with the PyTorch reference, layer by layer; "
+        "exit 1 above tolerance (1e-4 x output std)",
+    )
+    p.add_argument(
+        "--verify-shape",
+        type=_shape,
+        metavar="BxCxHxW",
+        help="reference (channels-first) input for --verify (default: the variant's resolution; "
+        "video: 1x3x16xSxS)",
+    )
+    p.add_argument("--force", action="store_true", help="replace existing output files")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable summary on stdout")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("inspect", help="layout, family, variant, parameter count and dtypes")
+    p.add_argument("checkpoint")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("list", help="registered models and variants")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_list)
     return parser
+
+
+def _exit_code(error: BaseException) -> int | None:
+    """Exit code for an expected failure, None for a bug (which keeps its traceback)."""
+    from weight_convert import checkpoints, convert, layouts, transfer
+
+    if isinstance(error, checkpoints.CheckpointError):
+        return EXIT_UNREADABLE
+    if isinstance(error, (layouts.LayoutError, convert.ConversionError)):
+        return EXIT_WRONG_MODEL
+    if isinstance(error, (transfer.CoverageError, transfer.ShapeMismatchError)):
+        return EXIT_MISMATCH
+    if isinstance(error, convert.OutputExistsError):
+        return EXIT_EXISTS
+    if isinstance(error, OSError):
+        return EXIT_UNWRITABLE
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,7 +356,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UsageError as e:
         print(f"weight-convert: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except Exception as e:
+        code = _exit_code(e)
+        if code is None:
+            raise
+        print(f"weight-convert: error: {e}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

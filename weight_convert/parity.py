@@ -17,28 +17,23 @@ import numpy as np
 
 from weight_convert import transfer
 from weight_convert.frameworks import reference as ref_fw
+from weight_convert.tolerance import BLOCK_TOLERANCE, MODEL_TOLERANCE, Tolerance
 from zoo.layout import Layout, to_port
 from zoo.registry import BlockCase
 
-__all__ = ["Tolerance", "LayerError", "ParityReport", "compare", "run_case", "BLOCK_TOLERANCE"]
+__all__ = [
+    "BLOCK_TOLERANCE",
+    "MODEL_TOLERANCE",
+    "LayerError",
+    "ParityReport",
+    "Tolerance",
+    "compare",
+    "load_reference_weights",
+    "run_case",
+    "run_model",
+]
 
 OUTPUT = "<output>"
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """A tensor passes when max |port - reference| <= atol + rtol * std(reference)."""
-
-    atol: float = 1e-5
-    rtol: float = 0.0
-
-    def bound(self, reference: np.ndarray) -> float:
-        std = float(np.std(reference)) if self.rtol else 0.0
-        return self.atol + self.rtol * std
-
-
-#: fp32 building blocks: max abs error <= 1e-5. Whole models use Tolerance(0, 1e-4).
-BLOCK_TOLERANCE = Tolerance(atol=1e-5)
 
 
 @dataclass(frozen=True)
@@ -63,21 +58,29 @@ class LayerError:
 
 @dataclass
 class ParityReport:
-    """Per-layer errors in execution order, the output error and the numeric settings used."""
+    """Per-layer errors in execution order, the output errors and the numeric settings used.
+
+    ``outputs`` has one entry per output tensor (a model in features mode returns several).
+    """
 
     name: str
     framework: str
-    output: LayerError
+    outputs: list[LayerError]
     layers: list[LayerError] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)
     settings: dict[str, str] = field(default_factory=dict)
 
     @property
+    def output(self) -> LayerError:
+        """The output tensor closest to (or furthest over) its bound."""
+        return max(self.outputs, key=lambda e: np.inf if e.exceeded else e.max_abs / e.bound)
+
+    @property
     def first_failure(self) -> LayerError | None:
-        for layer in self.layers:
+        for layer in [*self.layers, *self.outputs]:
             if layer.exceeded:
                 return layer
-        return self.output if self.output.exceeded else None
+        return None
 
     @property
     def passed(self) -> bool:
@@ -85,14 +88,14 @@ class ParityReport:
 
     @property
     def max_abs(self) -> float:
-        return self.output.max_abs
+        return max(e.max_abs for e in self.outputs)
 
     def table(self) -> str:
         """Readable per-layer table, execution order, the first failure marked."""
         first = self.first_failure
         rows = [f"{self.name} on {self.framework}: " + ("PASS" if self.passed else "FAIL")]
         rows.append(f"  {'layer':<44} {'shape':<22} {'max abs':>10} {'max rel':>10} {'bound':>9}")
-        for e in [*self.layers, self.output]:
+        for e in [*self.layers, *self.outputs]:
             mark = "  <-- first above tolerance" if e is first else ""
             rows.append(
                 f"  {e.label:<44} {str(e.shape):<22} {e.max_abs:10.3e} {e.max_rel:10.3e} "
@@ -109,7 +112,7 @@ class ParityReport:
             "passed": self.passed,
             "max_abs": self.max_abs,
             "first_failure": None if first is None else first.label,
-            "output": asdict(self.output),
+            "outputs": [asdict(e) for e in self.outputs],
             "layers": [asdict(e) for e in self.layers],
             "unmatched": self.unmatched,
             "settings": self.settings,
@@ -128,6 +131,13 @@ def _error(path, call, ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> Laye
     )
 
 
+def load_reference_weights(adapter, port, reference, port_inputs: Sequence[np.ndarray]) -> None:
+    """Create the port's variables (Keras builds on first call) and give them the reference's
+    weights through the structural transfer (strict coverage both ways)."""
+    adapter.materialize(port, list(port_inputs))
+    adapter.assign(port, transfer.to_port(ref_fw.state_dict(reference), adapter.shapes(port)))
+
+
 def compare(
     reference,
     port,
@@ -138,21 +148,25 @@ def compare(
     tolerance: Tolerance = BLOCK_TOLERANCE,
     name: str = "",
     after_transfer: Callable[[Any], None] | None = None,
+    transfer_weights: bool = True,
 ) -> ParityReport:
-    """Transfer the reference's weights into ``port``, run both on ``inputs`` (reference layouts;
-    the port gets ``zoo.layout.to_port`` of each) and compare outputs layer by layer.
+    """Transfer the reference's weights into ``port`` (unless ``transfer_weights`` is False: the
+    port already holds them, e.g. loaded from a converted file), run both on ``inputs``
+    (reference layouts; the port gets ``zoo.layout.to_port`` of each) and compare outputs layer
+    by layer.
 
     ``after_transfer(port)`` may alter the port before it runs (used to plant bugs in tests).
     """
     port_inputs = [to_port(x, lay) for x, lay in zip(inputs, layouts, strict=False)]
-    adapter.materialize(port, port_inputs)
-    adapter.assign(port, transfer.to_port(ref_fw.state_dict(reference), adapter.shapes(port)))
+    if transfer_weights:
+        load_reference_weights(adapter, port, reference, port_inputs)
     if after_transfer is not None:
         after_transfer(port)
 
     with ref_fw.numerics(), ref_fw.capture(reference) as ref_records:
         ref_out = ref_fw.call(reference, list(inputs))
-        settings = {"dtype": str(ref_out.dtype), **ref_fw.settings()}
+        first = ref_out[0] if isinstance(ref_out, list) else ref_out
+        settings = {"dtype": str(first.dtype), **ref_fw.settings()}
     with adapter.numerics(), adapter.capture(port) as port_records:
         port_out = adapter.call(port, port_inputs)
         settings.update(adapter.settings())
@@ -173,13 +187,21 @@ def compare(
         layers.append(_error(path, k, expected, candidates[k], tolerance))
 
     out_layout = ref_fw.layout(reference)
-    expected = to_port(ref_out, out_layout)
-    if expected.shape != port_out.shape:
-        raise ValueError(f"{name}: port output {port_out.shape} != reference {expected.shape}")
+    ref_outs = ref_out if isinstance(ref_out, list) else [ref_out]
+    port_outs = port_out if isinstance(port_out, list) else [port_out]
+    if len(ref_outs) != len(port_outs):
+        raise ValueError(f"{name}: port gives {len(port_outs)} outputs, reference {len(ref_outs)}")
+    outputs = []
+    for i, (r, p) in enumerate(zip(ref_outs, port_outs, strict=True)):
+        expected = to_port(r, out_layout)
+        if expected.shape != p.shape:
+            raise ValueError(f"{name}: port output {p.shape} != reference {expected.shape}")
+        label = OUTPUT if len(ref_outs) == 1 else f"<output {i}>"
+        outputs.append(_error(label, 0, expected, p, tolerance))
     return ParityReport(
         name=name,
         framework=adapter.NAME,
-        output=_error(OUTPUT, 0, expected, port_out, tolerance),
+        outputs=outputs,
         layers=layers,
         unmatched=sorted(set(unmatched)),
         settings=settings,
@@ -208,5 +230,36 @@ def run_case(
         [inp.layout for inp in case.inputs],
         tolerance=tolerance,
         name=case.name,
+        after_transfer=after_transfer,
+    )
+
+
+def run_model(
+    name: str,
+    adapter,
+    input_shape: Sequence[int],
+    *,
+    seed: int = 0,
+    overrides: dict[str, Any] | None = None,
+    tolerance: Tolerance = MODEL_TOLERANCE,
+    after_transfer: Callable[[Any], None] | None = None,
+) -> ParityReport:
+    """Variant ``name`` (``zoo.configs.VARIANTS``, fields replaced by ``overrides``) with random
+    weights in the reference and the port, on N(0, 1) input of the reference ``input_shape``
+    (channels-first image or clip); whole-model tolerance by default."""
+    from zoo.models import create_model
+
+    overrides = dict(overrides or {})
+    reference = ref_fw.randomize_(create_model(name, **overrides), seed)
+    port = adapter.create(name, **overrides)
+    x = np.random.default_rng(seed).standard_normal(tuple(input_shape), dtype=np.float32)
+    return compare(
+        reference,
+        port,
+        adapter,
+        [x],
+        [Layout.CHANNELS_FIRST],
+        tolerance=tolerance,
+        name=f"{name}{list(input_shape)}",
         after_transfer=after_transfer,
     )

@@ -21,6 +21,8 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "families",
+    "MODEL_CLASSES",
+    "parameter_count",
 ]
 
 
@@ -100,6 +102,36 @@ class VideoSwinConfig(SwinConfig):
 
 _CONFIGS = {"SwinConfig": SwinConfig, "VideoSwinConfig": VideoSwinConfig}
 
+#: family -> the model class built from its config (same class name in every framework)
+MODEL_CLASSES = {"swin": "SwinTransformer", "video_swin": "VideoSwin"}
+
+
+def parameter_count(config: SwinConfig) -> int:
+    """Number of parameters of the model ``config`` describes (no framework needed)."""
+    from zoo.windows import bias_table_size
+
+    def linear(i: int, o: int, bias: bool = True) -> int:
+        return i * o + (o if bias else 0)
+
+    c, patch = config.embed_dim, config.patch_size
+    kernel = 1
+    for p in patch:
+        kernel *= p
+    total = linear(config.in_chans * kernel, c) + (2 * c if config.patch_norm else 0)
+    for i, (depth, heads) in enumerate(zip(config.depths, config.num_heads, strict=True)):
+        dim = config.stage_dims()[i]
+        hidden = int(dim * config.mlp_ratio)
+        block = 4 * dim + bias_table_size(config.window_size) * heads
+        block += linear(dim, 3 * dim, config.qkv_bias) + linear(dim, dim)
+        block += linear(dim, hidden) + linear(hidden, dim)
+        total += depth * block
+        if i < len(config.depths) - 1:  # patch merging: norm over 4 dim, linear 4 dim -> 2 dim
+            total += 8 * dim + linear(4 * dim, 2 * dim, bias=False)
+    total += 2 * config.stage_dims()[-1]
+    if not config.features_only:
+        total += linear(config.stage_dims()[-1], config.num_classes)
+    return total
+
 
 def config_to_dict(config: SwinConfig) -> dict[str, Any]:
     """JSON-friendly dict with the class name, for saved models and the CLI."""
@@ -155,6 +187,8 @@ for _size, (_dim, _depths, _heads, _dpr2, _dpr3) in _SIZES.items():
                 f"Swin-{_size[0].upper()} 2D, window {_window} at {_img}, ImageNet-1k head",
             ),
         )
+
+for _size, (_dim, _depths, _heads, _dpr2, _dpr3) in _SIZES.items():
     _name = f"video_swin_{_size}"
     VARIANTS.register(
         _name,

@@ -60,9 +60,20 @@ def load_state_dict(module: nn.Module, values: Mapping[str, np.ndarray]) -> None
     module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in values.items()})
 
 
-def call(module: nn.Module, inputs: list[np.ndarray]) -> np.ndarray:
+def create(name: str, **overrides) -> nn.Module:
+    """A registered model variant (``zoo.configs.VARIANTS``) in eval mode."""
+    from zoo.models import create_model
+
+    return create_model(name, **overrides)
+
+
+def call(module: nn.Module, inputs: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+    """Run in inference mode; a model returning several tensors gives a list."""
     with torch.no_grad():
-        return module(*[torch.from_numpy(x) for x in inputs]).numpy()
+        out = module(*[torch.from_numpy(x) for x in inputs])
+    if isinstance(out, (list, tuple)):
+        return [t.numpy() for t in out]
+    return out.numpy()
 
 
 @contextlib.contextmanager

@@ -23,8 +23,8 @@ class BasicLayer(nn.Module):
     """One stage: ``blocks`` (even ones unshifted, odd ones shifted by half a window) and the
     ``downsample`` that the official checkpoints file under the stage it follows.
 
-    ``forward`` runs the blocks only and returns the stage's output map (B, *S, C); the model applies
-    ``downsample`` after taking that map, so features and logits come from one pass.
+    ``forward`` runs the blocks only and returns the stage's output map (B, *S, C); the model
+    applies ``downsample`` after taking that map, so features and logits come from one pass.
     """
 
     def __init__(
@@ -87,8 +87,8 @@ class SwinTransformer(nn.Module):
 
     Input: (B, in_chans, H, W) channels-first, any H, W.
     Output: logits (B, num_classes); with ``config.features_only`` the list of stage maps
-    [(B, H/4, W/4, C), (B, H/8, W/8, 2C), ...] channels-last (sizes rounded up), the last one through
-    ``norm``, and no ``head``.
+    [(B, H/4, W/4, C), (B, H/8, W/8, 2C), ...] channels-last (sizes rounded up), the last one
+    through ``norm``, and no ``head``.
     """
 
     def __init__(self, config: SwinConfig) -> None:

@@ -69,7 +69,8 @@ class VideoSwin(nn.Module):
         self.config = config
         self.backbone = SwinTransformer3D(config)
         if not config.features_only:
-            self.cls_head = I3DHead(self.backbone.num_features, config.num_classes, config.head_dropout)
+            dim = self.backbone.num_features
+            self.cls_head = I3DHead(dim, config.num_classes, config.head_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         features = self.backbone(x)

@@ -1,0 +1,54 @@
+"""Whole models, random weights (every parameter randomized), every port: max abs error of every
+output <= 1e-4 x its std, and every aligned layer within the same relative bound.
+
+Tiny variants run in CI at their default and odd sizes; the other variants are ``slow``:
+``bash scripts/test.sh -m slow -k models_parity`` (see README).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from weight_convert.parity import run_model
+from zoo.configs import VARIANTS
+
+SWIN_T = "swin_tiny_patch4_window7_224"
+VIDEO_T = "video_swin_tiny"
+
+CASES = [
+    pytest.param(SWIN_T, (2, 3, 224, 224), {}, id="swin_t-224-b2"),
+    # 190 x 250 is no multiple of the patch; the last stage (6 x 8) is smaller than the window.
+    pytest.param(SWIN_T, (1, 3, 190, 250), {}, id="swin_t-odd-190x250"),
+    pytest.param(SWIN_T, (1, 3, 96, 160), {"features_only": True}, id="swin_t-features"),
+    pytest.param(VIDEO_T, (1, 3, 16, 224, 224), {}, id="video_swin_t-16x224"),
+    # odd T, H, W: padding to the 2x4x4 patch and to the 8x7x7 window, window shrunk in T.
+    pytest.param(VIDEO_T, (2, 3, 5, 70, 50), {}, id="video_swin_t-odd-b2-5x70x50"),
+    pytest.param(VIDEO_T, (1, 3, 6, 64, 96), {"features_only": True}, id="video_swin_t-features"),
+]
+
+
+def _default_shape(name: str) -> tuple[int, ...]:
+    config = VARIANTS[name].config
+    if config.family == "video_swin":
+        return (1, 3, 16, config.img_size, config.img_size)
+    return (1, 3, config.img_size, config.img_size)
+
+
+SLOW = [
+    pytest.param(name, _default_shape(name), {}, id=name, marks=pytest.mark.slow)
+    for name in VARIANTS
+    if name not in (SWIN_T, VIDEO_T)
+]
+
+
+@pytest.mark.parametrize(("name", "shape", "overrides"), CASES + SLOW)
+def test_model_parity(name, shape, overrides, port):
+    report = run_model(name, port, shape, overrides=overrides)
+    assert report.passed, report.table()
+    assert not report.unmatched, report.unmatched
+    # Every block of every stage was compared, not only the output.
+    assert sum(e.path.endswith(".mlp") for e in report.layers) == sum(
+        VARIANTS[name].config.depths
+    ), report.table()
+    if overrides.get("features_only"):
+        assert len(report.outputs) == len(VARIANTS[name].config.depths)
