@@ -147,6 +147,7 @@ def _save(target: str, model, paths: list[Path]) -> None:
 def _load_saved(target: str, paths: list[Path]):
     if target == "keras":
         import keras
+
         import ports.keras.models  # noqa: F401  (registers the serializable classes)
 
         return keras.saving.load_model(str(paths[0]))

@@ -33,6 +33,13 @@ class SwinConfig:
     Input (reference): (B, in_chans, H, W); any H, W (padded to the patch, then per block to the
     window, as the official code does). ``features_only`` returns every stage's map, channels-last
     (B, H_i, W_i, C_i), instead of logits.
+
+    ``window_rule`` is "pad" (``zoo.windows.WINDOW_RULES``): the window is kept, the map padded to
+    it, and the shift dropped along an axis where one window covers the padded map. That is the
+    official classification behaviour at every size where the official code can load the released
+    window-7/12 tables (no stage map smaller than the window; a map equal to it runs unshifted),
+    and torchvision's at every size. Where a map is smaller than the window the official 2D code
+    would build a smaller table; we keep the table and pad, never reindex it.
     """
 
     patch_size: tuple[int, int] = (4, 4)
@@ -48,7 +55,7 @@ class SwinConfig:
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.2
     patch_norm: bool = True
-    window_rule: str = "shrink"
+    window_rule: str = "pad"
     img_size: int = 224  # the resolution the variant was trained at; any size runs
     features_only: bool = False
 
@@ -88,6 +95,7 @@ class VideoSwinConfig(SwinConfig):
     patch_size: tuple[int, int, int] = (2, 4, 4)
     num_classes: int = 400
     window_size: tuple[int, int, int] = (8, 7, 7)
+    window_rule: str = "shrink"  # Video Swin's get_window_size: the window shrinks to the map
     head_dropout: float = 0.5
     frames: int = 32  # the clip length the variant was trained with; any length runs
 

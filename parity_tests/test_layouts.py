@@ -1,0 +1,329 @@
+"""Checkpoint loading and layout detection / renaming (weight_convert.checkpoints, .layouts) on
+checkpoints written by torchvision, timm and, for the official layouts, the reference converted
+and wrapped as the releases are (checkpoint_factory)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import checkpoint_factory as factory
+import numpy as np
+import pytest
+import torch
+
+from weight_convert import layouts
+from weight_convert.checkpoints import CheckpointError, load_state_dict
+from weight_convert.layouts import LayoutError
+from zoo.configs import VARIANTS
+from zoo.models import create_model
+from zoo.windows import relative_position_index
+
+FACTORIES = {
+    "torchvision_swin3d": (factory.torchvision_swin3d, "torchvision", "video_swin"),
+    "torchvision_swin2d": (factory.torchvision_swin2d, "torchvision", "swin"),
+    "timm_swin2d": (factory.timm_swin2d, "timm", "swin"),
+    "official_video_swin": (factory.official_video_swin, "official", "video_swin"),
+    "official_swin2d": (factory.official_swin2d, "official", "swin"),
+}
+VARIANT = {"swin": "swin_tiny_patch4_window7_224", "video_swin": "video_swin_tiny"}
+WRAPPER = {"official_video_swin": "state_dict", "official_swin2d": "model"}
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """name -> (path, reference state dict); each checkpoint written once per module."""
+    root = tmp_path_factory.mktemp("ckpt")
+    return {
+        name: fn(root / f"{name}.pth", seed=i)
+        for i, (name, (fn, _, _)) in enumerate(FACTORIES.items())
+    }
+
+
+def _load_strict(model: torch.nn.Module, sd: dict[str, np.ndarray]) -> None:
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, strict=True)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_detect_convert_and_round_trip(made, name):
+    _, layout, family = FACTORIES[name]
+    path, reference = made[name]
+    sd, info = load_state_dict(path)
+    assert info["format"] == "torch"
+    assert info["wrapper"] == WRAPPER.get(name)
+    if name == "official_video_swin":
+        assert "meta" in info["ignored"]
+
+    detected = layouts.detect(sd)
+    assert (detected.layout, detected.family) == (layout, family)
+    assert detected.variant == VARIANT[family]
+    assert detected.overrides() == {}
+    assert detected.config == VARIANTS[VARIANT[family]].config
+
+    converted = layouts.to_reference(sd, detected)
+    model = create_model(detected.variant)
+    assert list(converted) == list(model.state_dict())
+    _load_strict(model, converted)
+    for key, value in converted.items():
+        np.testing.assert_array_equal(value, reference[key])
+        assert any(value is v for v in sd.values()), f"{key} was copied"
+
+    back = layouts.from_reference(converted, layout, family)
+    assert set(back) == set(sd)
+    for key, value in sd.items():
+        assert back[key].dtype == value.dtype and back[key].shape == value.shape, key
+        np.testing.assert_array_equal(back[key], value)
+
+
+def test_official_2d_attn_masks_match_timm_buffers():
+    """The attn_mask buffers written for official 2D checkpoints equal those the timm model
+    computes at 224 (a peer check of the derived buffers)."""
+    import timm
+
+    peer = timm.create_model("swin_tiny_patch4_window7_224")
+    ours = layouts.from_reference(
+        {k: v.numpy() for k, v in create_model(VARIANT["swin"]).state_dict().items()},
+        "official",
+        "swin",
+    )
+    masks = {k: v for k, v in ours.items() if k.endswith("attn_mask")}
+    theirs = {k: v.numpy() for k, v in peer.named_buffers() if k.endswith("attn_mask")}
+    assert sorted(masks) == sorted(theirs)
+    for key, value in masks.items():
+        np.testing.assert_array_equal(value, theirs[key])
+
+
+def test_describe(made):
+    sd, _ = load_state_dict(made["torchvision_swin3d"][0])
+    info = layouts.describe(layouts.detect(sd), sd)
+    model = create_model("video_swin_tiny")
+    assert info["layout"] == "torchvision" and info["family"] == "video_swin"
+    assert info["variant"] == "video_swin_tiny"
+    assert info["parameters"] == sum(p.numel() for p in model.parameters())
+    assert info["tensors"] == len(sd)
+    assert info["derived_buffers"] == 12
+    assert info["dtypes"] == ["float32", "int64"]
+    assert info["config"]["class"] == "VideoSwinConfig"
+    assert info["config"]["depths"] == (2, 2, 6, 2)
+
+
+def test_altered_relative_position_index_is_refused(made):
+    sd, _ = load_state_dict(made["official_video_swin"][0])
+    key = "backbone.layers.1.blocks.0.attn.relative_position_index"
+    sd[key] = sd[key].copy()
+    sd[key][0, 1] += 1
+    with pytest.raises(LayoutError, match="relative_position_index.*window"):
+        layouts.detect(sd)
+    # A flattened torchvision 2D index with a transposed window is refused too.
+    sd2, _ = load_state_dict(made["torchvision_swin2d"][0])
+    key = "features.3.1.attn.relative_position_index"
+    sd2[key] = sd2[key].reshape(49, 49).T.reshape(-1).copy()
+    with pytest.raises(LayoutError, match="features.3.1.attn.relative_position_index"):
+        layouts.detect(sd2)
+
+
+@pytest.mark.parametrize(
+    "sd,expect",
+    [
+        ({"conv1.weight": np.zeros((64, 3, 7, 7)), "fc.weight": np.zeros((10, 64))}, "2 tensor"),
+        ({}, "empty"),
+    ],
+)
+def test_unrelated_state_dict_raises(sd, expect):
+    with pytest.raises(LayoutError, match=expect) as e:
+        layouts.detect(sd)
+    assert "\n" not in str(e.value)
+
+
+def test_partial_match_is_reported(made):
+    sd, _ = load_state_dict(made["timm_swin2d"][0])
+    del sd["layers.2.blocks.3.mlp.fc2.bias"]
+    sd["extra.weight"] = np.zeros(3, np.float32)
+    with pytest.raises(LayoutError) as e:
+        layouts.detect(sd)
+    msg = str(e.value)
+    assert "unknown checkpoint" in msg and "timm/swin" in msg and "extra.weight" in msg
+    assert "\n" not in msg
+
+
+def test_torchvision_real_resnet_is_not_swin():
+    from torchvision.models import resnet18
+
+    sd = {k: v.numpy() for k, v in resnet18().state_dict().items()}
+    with pytest.raises(LayoutError, match=r"unknown checkpoint: \d+ tensor"):
+        layouts.detect(sd)
+
+
+def test_custom_architecture(tmp_path):
+    path, reference = factory.official_video_swin(
+        tmp_path / "custom.pth", seed=3, depths=(2, 2, 4, 2), num_classes=17
+    )
+    sd, _ = load_state_dict(path)
+    detected = layouts.detect(sd)
+    assert detected.variant is None
+    assert detected.config.depths == (2, 2, 4, 2)
+    assert detected.config.num_classes == 17
+    assert detected.config.window_size == (8, 7, 7)
+    model = create_model("video_swin_tiny", depths=(2, 2, 4, 2), num_classes=17)
+    _load_strict(model, layouts.to_reference(sd, detected))
+
+    # 2D: a smaller custom model, features only (no head), window 5.
+    path, _ = factory.official_swin2d(
+        tmp_path / "custom2d.pth",
+        embed_dim=32,
+        depths=(1, 3),
+        num_heads=(2, 4),
+        window_size=(5, 5),
+        features_only=True,
+        qkv_bias=False,
+        mlp_ratio=2.0,
+    )
+    sd, _ = load_state_dict(path)
+    detected = layouts.detect(sd)
+    assert detected.variant is None
+    cfg = detected.config
+    assert (cfg.embed_dim, cfg.depths, cfg.num_heads, cfg.window_size) == (
+        32,
+        (1, 3),
+        (2, 4),
+        (5, 5),
+    )
+    assert (cfg.features_only, cfg.qkv_bias, cfg.mlp_ratio) == (True, False, 2.0)
+    model = create_model(
+        VARIANT["swin"], **{f: getattr(cfg, f) for f in layouts.ARCH_FIELDS}, features_only=True
+    )
+    _load_strict(model, layouts.to_reference(sd, detected))
+
+
+def test_variant_with_other_head_and_window12():
+    ref = {
+        k: v.numpy()
+        for k, v in create_model("swin_base_patch4_window12_384", num_classes=21841)
+        .state_dict()
+        .items()
+    }
+    sd = layouts.from_reference(ref, "timm", "swin")
+    detected = layouts.detect(sd)
+    assert detected.variant == "swin_base_patch4_window12_384"
+    assert detected.overrides() == {"num_classes": 21841}
+    assert detected.config.img_size == 384
+
+
+def _small_video(window):
+    model = create_model("video_swin_tiny", window_size=window, depths=(1, 1), num_heads=(3, 6))
+    return {k: v.numpy() for k, v in model.state_dict().items()}, model.config
+
+
+def test_3d_window_from_table_only():
+    """Without relative_position_index the 3D window is solved from the table rows; the official
+    (8, 7, 7) is preferred over the degenerate alternatives, a custom one is refused when the rows
+    fit several windows and accepted when they fit one."""
+    ref = {k: v.numpy() for k, v in create_model("video_swin_tiny").state_dict().items()}
+    detected = layouts.detect(ref)
+    assert detected.config.window_size == (8, 7, 7)
+    assert any("solved from the bias-table rows" in n for n in detected.notes)
+    # (4, 7, 7): 7 * 13 * 13 rows fit no other window with h = w >= 2 -> accepted.
+    assert layouts.detect(_small_video((4, 7, 7))[0]).config.window_size == (4, 7, 7)
+    # (2, 5, 5) has 3 * 81 = 243 rows = 27 * 9 too: (14, 2, 2) -> ambiguous.
+    ref2, config2 = _small_video((2, 5, 5))
+    with pytest.raises(LayoutError, match="cannot tell the 3D window"):
+        layouts.detect(ref2)
+    # With the index buffers (official layout) the window is known.
+    sd2 = layouts.from_reference(ref2, "official", "video_swin", config2)
+    assert layouts.detect(sd2).config.window_size == (2, 5, 5)
+
+
+def test_reference_shapes_match_models():
+    for name in ("swin_small_patch4_window12_384", "video_swin_base"):
+        model = create_model(name)
+        shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        assert layouts.reference_shapes(model.config) == shapes
+        assert list(layouts.reference_shapes(model.config)) == list(shapes)
+
+
+def test_rules_are_inverse():
+    for (layout, family), rules in layouts.RULES.items():
+        sd = layouts.from_reference(
+            {
+                k: np.zeros(s, np.float32)
+                for k, s in layouts.reference_shapes(
+                    dataclasses.replace(VARIANTS[VARIANT[family]].config, depths=(2, 2, 2, 2))
+                ).items()
+            },
+            layout,
+            family,
+        )
+        for key in sd:
+            ref = layouts._rename(key, rules, reverse=False)
+            assert layouts._rename(ref, rules, reverse=True) == key
+
+
+# --------------------------------------------------------------------------- checkpoints.py
+
+
+def test_checkpoint_wrappers_and_prefix(tmp_path):
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    torch.save(
+        {
+            "epoch": 3,
+            "model": {"module": {"module.x.weight": torch.from_numpy(a)}},
+            "optimizer": {},
+        },
+        tmp_path / "w.pth",
+    )
+    sd, info = load_state_dict(tmp_path / "w.pth")
+    assert list(sd) == ["x.weight"]
+    np.testing.assert_array_equal(sd["x.weight"], a)
+    assert info["wrapper"] == "model/module"
+    assert info["stripped_prefix"] == "module."
+    assert "epoch" in info["ignored"] and "optimizer" in info["ignored"]
+
+
+def test_checkpoint_bf16_and_safetensors(tmp_path):
+    from safetensors.numpy import save_file
+    from safetensors.torch import save_file as save_torch
+
+    x = torch.randn(3, 4).to(torch.bfloat16)
+    torch.save({"a": x, "b": torch.ones(2)}, tmp_path / "bf.pt")
+    sd, info = load_state_dict(tmp_path / "bf.pt")
+    assert info["converted"] == {"a": "bfloat16->float32"}
+    np.testing.assert_array_equal(sd["a"], x.float().numpy())
+    assert sd["b"].dtype == np.float32
+
+    save_file({"w": np.arange(4, dtype=np.float16)}, str(tmp_path / "f.safetensors"))
+    sd, info = load_state_dict(tmp_path / "f.safetensors")
+    assert info["format"] == "safetensors" and info["converted"] == {}
+    assert sd["w"].dtype == np.float16
+
+    save_torch({"a": x, "i": torch.arange(5)}, str(tmp_path / "bf.safetensors"))
+    sd, info = load_state_dict(tmp_path / "bf.safetensors")
+    assert info["converted"] == {"a": "bfloat16->float32"}
+    np.testing.assert_array_equal(sd["a"], x.float().numpy())
+    np.testing.assert_array_equal(sd["i"], np.arange(5))
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint file"):
+        load_state_dict(tmp_path / "missing.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a pickle")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_state_dict(tmp_path / "junk.pth")
+    (tmp_path / "junk.safetensors").write_bytes(b"\x01")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_state_dict(tmp_path / "junk.safetensors")
+    torch.save({"meta": {"x": 1}, "epoch": 2}, tmp_path / "empty.pth")
+    with pytest.raises(CheckpointError, match="no tensors.*meta") as e:
+        load_state_dict(tmp_path / "empty.pth")
+    assert "\n" not in str(e.value)
+
+
+def test_relative_position_index_table_is_reference():
+    """The buffers from_reference writes are zoo.windows' table (the one the models use)."""
+    sd = layouts.from_reference(
+        {k: v.numpy() for k, v in create_model("video_swin_tiny").state_dict().items()},
+        "official",
+        "video_swin",
+    )
+    np.testing.assert_array_equal(
+        sd["backbone.layers.0.blocks.0.attn.relative_position_index"],
+        relative_position_index((8, 7, 7)),
+    )

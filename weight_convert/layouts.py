@@ -1,0 +1,612 @@
+"""Checkpoint layouts of Swin (2D) and Video Swin: detection from key names and shapes, and
+renaming to and from the reference's keys. Framework-free: NumPy only.
+
+A *layout* is how one code base names the tensors of the same architecture:
+
+``official``
+    microsoft/Swin-Transformer (2D; ``{'model': sd}``) and SwinTransformer/Video-Swin-Transformer
+    (mmaction style, ``{'meta': ..., 'state_dict': sd}`` with ``backbone.*`` / ``cls_head.*``).
+    These are the reference's own keys, plus buffers derived from the window
+    (``relative_position_index``; ``attn_mask`` in 2D) that are checked and dropped.
+``torchvision``
+    ``torchvision.models.swin_t/s/b`` and ``torchvision.models.video.swin3d_t/s/b``.
+``timm``
+    timm >= 0.9 ``swin_*`` (2D only): the patch merging sits at the *start* of stage i >= 1 and the
+    classifier is ``head.fc``.
+
+The correspondence lives in ``RULES``: ordered pairs of key-prefix templates (reference, layout),
+used in both directions. A template may hold stage / block indices as ``{i}``, ``{j}`` or a linear
+form such as ``{2i+1}``; the first rule whose template matches a key decides its name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+from zoo.configs import VARIANTS, SwinConfig, VideoSwinConfig, config_to_dict
+from zoo.windows import relative_position_index, shifted_window_mask
+
+__all__ = [
+    "ARCH_FIELDS",
+    "FAMILIES",
+    "LAYOUTS",
+    "RULES",
+    "Detected",
+    "LayoutError",
+    "describe",
+    "detect",
+    "from_reference",
+    "infer_config",
+    "match_variant",
+    "reference_shapes",
+    "to_reference",
+]
+
+LAYOUTS = ("official", "torchvision", "timm")
+FAMILIES = ("swin", "video_swin")
+
+#: Config fields that decide the backbone; a checkpoint names a variant when these agree.
+#: The head size (``num_classes`` / ``features_only``) is an override of the variant.
+ARCH_FIELDS = (
+    "patch_size",
+    "in_chans",
+    "embed_dim",
+    "depths",
+    "num_heads",
+    "window_size",
+    "mlp_ratio",
+    "qkv_bias",
+    "patch_norm",
+)
+
+#: Leaf names of buffers derived from the window (or the training resolution); never learned.
+DERIVED = ("relative_position_index", "attn_mask")
+
+_BLOCK = "layers.{i}.blocks.{j}."
+_V = "backbone."
+
+#: (layout, family) -> ordered (reference prefix, layout prefix) pairs; first match wins, so the
+#: more specific templates come first. Every key of a checkpoint must match one of them.
+RULES: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
+    ("official", "swin"): (
+        ("patch_embed.", "patch_embed."),
+        (_BLOCK, _BLOCK),
+        ("layers.{i}.downsample.", "layers.{i}.downsample."),
+        ("norm.", "norm."),
+        ("head.", "head."),
+    ),
+    ("official", "video_swin"): (
+        (_V + "patch_embed.", _V + "patch_embed."),
+        (_V + _BLOCK, _V + _BLOCK),
+        (_V + "layers.{i}.downsample.", _V + "layers.{i}.downsample."),
+        (_V + "norm.", _V + "norm."),
+        ("cls_head.fc_cls.", "cls_head.fc_cls."),
+    ),
+    ("torchvision", "swin"): (
+        ("patch_embed.proj.", "features.0.0."),
+        ("patch_embed.norm.", "features.0.2."),
+        (_BLOCK + "mlp.fc1.", "features.{2i+1}.{j}.mlp.0."),
+        (_BLOCK + "mlp.fc2.", "features.{2i+1}.{j}.mlp.3."),
+        (_BLOCK, "features.{2i+1}.{j}."),
+        ("layers.{i}.downsample.", "features.{2i+2}."),
+        ("norm.", "norm."),
+        ("head.", "head."),
+    ),
+    ("torchvision", "video_swin"): (
+        (_V + "patch_embed.", "patch_embed."),
+        (_V + _BLOCK + "mlp.fc1.", "features.{2i}.{j}.mlp.0."),
+        (_V + _BLOCK + "mlp.fc2.", "features.{2i}.{j}.mlp.3."),
+        (_V + _BLOCK, "features.{2i}.{j}."),
+        (_V + "layers.{i}.downsample.", "features.{2i+1}."),
+        (_V + "norm.", "norm."),
+        ("cls_head.fc_cls.", "head."),
+    ),
+    ("timm", "swin"): (
+        ("patch_embed.", "patch_embed."),
+        (_BLOCK, _BLOCK),
+        ("layers.{i}.downsample.", "layers.{i+1}.downsample."),
+        ("norm.", "norm."),
+        ("head.", "head.fc."),
+    ),
+}
+
+#: Derived buffers each layout writes in ``from_reference`` (official 2D checkpoints also carry
+#: ``attn_mask`` for the shifted blocks at the training resolution).
+_WRITES = {
+    ("official", "swin"): ("relative_position_index", "attn_mask"),
+    ("official", "video_swin"): ("relative_position_index",),
+    ("torchvision", "swin"): ("relative_position_index",),
+    ("torchvision", "video_swin"): ("relative_position_index",),
+    ("timm", "swin"): (),
+}
+
+
+class LayoutError(ValueError):
+    """The tensors do not form a known layout of a known family (message: one line)."""
+
+
+# --------------------------------------------------------------------------- templates
+
+
+_PLACEHOLDER = re.compile(r"\{(\d*)([ij])(?:\+(\d+))?\}")
+
+
+@dataclass(frozen=True)
+class _Template:
+    regex: re.Pattern
+    slots: tuple[tuple[int, str, int], ...]  # (a, var, b): the number is a * var + b
+    parts: tuple[str, ...]  # literal text around the slots, len(slots) + 1 entries
+
+    def match(self, key: str) -> tuple[dict[str, int], str] | None:
+        """Index values and the rest of the key, or None."""
+        m = self.regex.match(key)
+        if m is None:
+            return None
+        values: dict[str, int] = {}
+        for (a, var, b), text in zip(self.slots, m.groups(), strict=True):
+            n = int(text)
+            if n < b or (n - b) % a:
+                return None
+            v = (n - b) // a
+            if values.setdefault(var, v) != v:
+                return None
+        return values, key[m.end() :]
+
+    def render(self, values: Mapping[str, int], rest: str) -> str:
+        out = [self.parts[0]]
+        for (a, var, b), text in zip(self.slots, self.parts[1:], strict=True):
+            out += [str(a * values[var] + b), text]
+        return "".join(out) + rest
+
+
+@cache
+def _template(text: str) -> _Template:
+    slots, parts, pattern, pos = [], [], "", 0
+    for m in _PLACEHOLDER.finditer(text):
+        parts.append(text[pos : m.start()])
+        pattern += re.escape(text[pos : m.start()]) + r"(\d+)"
+        slots.append((int(m.group(1) or 1), m.group(2), int(m.group(3) or 0)))
+        pos = m.end()
+    parts.append(text[pos:])
+    pattern += re.escape(text[pos:])
+    return _Template(re.compile(pattern), tuple(slots), tuple(parts))
+
+
+def _rename(key: str, rules: Iterable[tuple[str, str]], reverse: bool) -> str | None:
+    """Layout key -> reference key (``reverse=False``) or back; None when no rule matches."""
+    for ours, theirs in rules:
+        src, dst = (ours, theirs) if reverse else (theirs, ours)
+        hit = _template(src).match(key)
+        if hit is not None:
+            return _template(dst).render(*hit)
+    return None
+
+
+def _leaf(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def _map_keys(keys: Iterable[str], layout: str, family: str) -> tuple[dict[str, str], list[str]]:
+    """Layout key -> reference key for every key a rule covers, and the keys none covers."""
+    rules = RULES[(layout, family)]
+    mapping, unmatched = {}, []
+    for key in keys:
+        new = _rename(key, rules, reverse=False)
+        if new is None:
+            unmatched.append(key)
+        else:
+            mapping[key] = new
+    return mapping, unmatched
+
+
+# --------------------------------------------------------------------------- shapes and configs
+
+
+def _prefix(family: str) -> str:
+    return _V if family == "video_swin" else ""
+
+
+def _head(family: str) -> str:
+    return "cls_head.fc_cls." if family == "video_swin" else "head."
+
+
+def reference_shapes(config: SwinConfig) -> dict[str, tuple[int, ...]]:
+    """Every key of the reference model's state dict for ``config`` with its shape, in the
+    model's order (``zoo.models.create_model(...).state_dict()``)."""
+    p, out = _prefix(config.family), {}
+    e = config.embed_dim
+    out[p + "patch_embed.proj.weight"] = (e, config.in_chans, *config.patch_size)
+    out[p + "patch_embed.proj.bias"] = (e,)
+    if config.patch_norm:
+        out[p + "patch_embed.norm.weight"] = (e,)
+        out[p + "patch_embed.norm.bias"] = (e,)
+    rows = int(np.prod([2 * w - 1 for w in config.window_size]))
+    dims, n = config.stage_dims(), len(config.depths)
+    for i, (d, depth, heads) in enumerate(zip(dims, config.depths, config.num_heads, strict=True)):
+        hidden = int(d * config.mlp_ratio)
+        for j in range(depth):
+            b = f"{p}layers.{i}.blocks.{j}."
+            out[b + "norm1.weight"] = out[b + "norm1.bias"] = (d,)
+            out[b + "attn.relative_position_bias_table"] = (rows, heads)
+            out[b + "attn.qkv.weight"] = (3 * d, d)
+            if config.qkv_bias:
+                out[b + "attn.qkv.bias"] = (3 * d,)
+            out[b + "attn.proj.weight"] = (d, d)
+            out[b + "attn.proj.bias"] = (d,)
+            out[b + "norm2.weight"] = out[b + "norm2.bias"] = (d,)
+            out[b + "mlp.fc1.weight"] = (hidden, d)
+            out[b + "mlp.fc1.bias"] = (hidden,)
+            out[b + "mlp.fc2.weight"] = (d, hidden)
+            out[b + "mlp.fc2.bias"] = (d,)
+        if i < n - 1:
+            s = f"{p}layers.{i}.downsample."
+            out[s + "reduction.weight"] = (2 * d, 4 * d)
+            out[s + "norm.weight"] = out[s + "norm.bias"] = (4 * d,)
+    out[p + "norm.weight"] = out[p + "norm.bias"] = (dims[-1],)
+    if not config.features_only:
+        h = _head(config.family)
+        out[h + "weight"] = (config.num_classes, dims[-1])
+        out[h + "bias"] = (config.num_classes,)
+    return out
+
+
+def _index_matrix(index: np.ndarray) -> np.ndarray | None:
+    """A relative_position_index as (N, N): official / torchvision 3D store it so, torchvision 2D
+    flattened."""
+    index = np.asarray(index)
+    if index.ndim == 2 and index.shape[0] == index.shape[1]:
+        return index
+    if index.ndim == 1:
+        n = int(round(index.size**0.5))
+        if n * n == index.size:
+            return index.reshape(n, n)
+    return None
+
+
+#: Windows of the released Video Swin models, preferred when the bias table alone is ambiguous.
+_OFFICIAL_3D_WINDOWS = ((8, 7, 7), (16, 7, 7))
+
+
+def _infer_window(rank: int, rows: int, index: np.ndarray | None, where: str) -> tuple[tuple, str]:
+    """Window from the bias-table rows (and the index's size when present) and a note."""
+    if rank == 2:
+        s = int(round(rows**0.5))
+        if s * s != rows or s % 2 == 0:
+            raise LayoutError(
+                f"{where}: {rows} bias-table rows are not (2w-1)^2 for a square window"
+            )
+        return ((s + 1) // 2,) * 2, ""
+    n = None if index is None or _index_matrix(index) is None else _index_matrix(index).shape[0]
+    found = []
+    h = 2
+    while (2 * h - 1) ** 2 <= rows:
+        q, r = divmod(rows, (2 * h - 1) ** 2)
+        if r == 0 and q % 2 == 1:
+            win = ((q + 1) // 2, h, h)
+            if n is None or int(np.prod(win)) == n:
+                found.append(win)
+        h += 1
+    if len(found) == 1:
+        note = "" if n is not None else f"window {found[0]} solved from the bias-table rows"
+        return found[0], note
+    official = [w for w in found if w in _OFFICIAL_3D_WINDOWS]
+    if n is None and len(official) == 1:
+        others = [w for w in found if w != official[0]]
+        return official[0], f"window {official[0]} assumed (bias-table rows also fit {others})"
+    raise LayoutError(
+        f"{where}: cannot tell the 3D window from {rows} bias-table rows"
+        + (f" and {n} tokens per window" if n else "")
+        + f" (candidates {found or 'none'})"
+    )
+
+
+def infer_config(reference: Mapping[str, np.ndarray], family: str) -> tuple[SwinConfig, list[str]]:
+    """Config of a state dict in the reference's keys (derived buffers may be present), from the
+    tensor shapes only, and notes. The result is not yet checked against every shape."""
+    p, notes = _prefix(family), []
+    proj = reference.get(p + "patch_embed.proj.weight")
+    rank = 3 if family == "video_swin" else 2
+    if proj is None:
+        raise LayoutError(f"no {p}patch_embed.proj.weight")
+    if proj.ndim != rank + 2:
+        raise LayoutError(
+            f"patch embedding kernel {tuple(proj.shape)} is not {rank}D as {family} needs"
+        )
+    blocks: dict[int, set[int]] = {}
+    pattern = re.compile(re.escape(p) + r"layers\.(\d+)\.blocks\.(\d+)\.")
+    for key in reference:
+        m = pattern.match(key)
+        if m:
+            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    if not blocks:
+        raise LayoutError("no transformer blocks")
+    stages = max(blocks) + 1
+    depths = tuple(max(blocks.get(i, {-1})) + 1 for i in range(stages))
+    if 0 in depths:
+        raise LayoutError(f"stage {depths.index(0)} has no blocks")
+    table_keys = [
+        f"{p}layers.{i}.blocks.0.attn.relative_position_bias_table" for i in range(stages)
+    ]
+    if any(k not in reference for k in table_keys):
+        raise LayoutError("a stage's first block has no attn.relative_position_bias_table")
+    tables = [reference[k] for k in table_keys]
+    index = next((v for k, v in reference.items() if k.endswith(".relative_position_index")), None)
+    window, note = _infer_window(rank, int(tables[0].shape[0]), index, "bias table")
+    if note:
+        notes.append(note)
+    fc1 = reference.get(f"{p}layers.0.blocks.0.mlp.fc1.weight")
+    if fc1 is None:
+        raise LayoutError("no mlp.fc1.weight in the first block")
+    embed_dim = int(proj.shape[0])
+    head = reference.get(_head(family) + "weight")
+    fields: dict[str, Any] = dict(
+        patch_size=tuple(int(s) for s in proj.shape[2:]),
+        in_chans=int(proj.shape[1]),
+        embed_dim=embed_dim,
+        depths=depths,
+        num_heads=tuple(int(t.shape[1]) for t in tables),
+        window_size=window,
+        mlp_ratio=float(fc1.shape[0]) / embed_dim,
+        qkv_bias=f"{p}layers.0.blocks.0.attn.qkv.bias" in reference,
+        patch_norm=f"{p}patch_embed.norm.weight" in reference,
+        features_only=head is None,
+    )
+    if head is not None:
+        fields["num_classes"] = int(head.shape[0])
+    base = VideoSwinConfig() if family == "video_swin" else SwinConfig()
+    variant = match_variant(dataclasses.replace(base, **fields))
+    if variant is not None:
+        base = VARIANTS[variant].config
+    return dataclasses.replace(base, **fields), notes
+
+
+def match_variant(config: SwinConfig) -> str | None:
+    """The registered variant whose backbone (``ARCH_FIELDS``) equals ``config``'s, or None."""
+    for name, v in VARIANTS.items():
+        if type(v.config) is type(config) and all(
+            getattr(v.config, f) == getattr(config, f) for f in ARCH_FIELDS
+        ):
+            return name
+    return None
+
+
+# --------------------------------------------------------------------------- detection
+
+
+@dataclass
+class Detected:
+    """What ``detect`` found: the layout, the family, the config (of the matching variant with the
+    checkpoint's head when there is one) and the variant name (None for a custom architecture)."""
+
+    layout: str
+    family: str
+    config: SwinConfig
+    variant: str | None
+    notes: list[str] = field(default_factory=list)
+
+    def overrides(self) -> dict[str, Any]:
+        """Config fields that differ from the variant's: ``create_model(variant, **overrides())``
+        builds the model this checkpoint loads into strictly."""
+        if self.variant is None:
+            return {}
+        base = VARIANTS[self.variant].config
+        return {
+            f.name: getattr(self.config, f.name)
+            for f in dataclasses.fields(self.config)
+            if getattr(self.config, f.name) != getattr(base, f.name)
+        }
+
+
+def _check_derived(
+    reference_keys: Mapping[str, str], state_dict: Mapping[str, np.ndarray], config: SwinConfig
+) -> int:
+    """Check the derived buffers (layout key -> reference key given); return how many there are.
+    ``relative_position_index`` must equal the one the window defines."""
+    expected = relative_position_index(tuple(config.window_size))
+    count = 0
+    for key, ref in reference_keys.items():
+        leaf = _leaf(ref)
+        if leaf == "relative_position_index":
+            got = _index_matrix(state_dict[key])
+            if got is None or got.shape != expected.shape or not np.array_equal(got, expected):
+                shape = tuple(np.shape(state_dict[key]))
+                raise LayoutError(
+                    f"{key} (shape {shape}) differs from the relative position index of window "
+                    f"{tuple(config.window_size)}: not a Swin checkpoint or a modified one"
+                )
+            count += 1
+        elif leaf == "attn_mask":
+            n = int(np.prod(config.window_size))
+            if tuple(np.shape(state_dict[key])[-2:]) != (n, n):
+                raise LayoutError(
+                    f"{key} has shape {tuple(np.shape(state_dict[key]))}; window "
+                    f"{tuple(config.window_size)} needs (..., {n}, {n})"
+                )
+            count += 1
+    return count
+
+
+def _resolve(
+    state_dict: Mapping[str, np.ndarray], layout: str, family: str
+) -> tuple[SwinConfig, dict[str, str], list[str]]:
+    """Config, layout key -> reference key for the learned tensors, notes; LayoutError when the
+    tensors do not form this layout of this family exactly."""
+    mapping, unmatched = _map_keys(state_dict, layout, family)
+    if unmatched:
+        raise LayoutError(f"{len(unmatched)} key(s) outside the layout, e.g. {unmatched[:3]}")
+    seen: dict[str, str] = {}
+    for key, ref in mapping.items():
+        if ref in seen:
+            raise LayoutError(f"{seen[ref]} and {key} both map to {ref}")
+        seen[ref] = key
+    reference = {ref: state_dict[key] for key, ref in mapping.items()}
+    config, notes = infer_config(reference, family)
+    derived = {k: r for k, r in mapping.items() if _leaf(r) in DERIVED}
+    count = _check_derived(derived, state_dict, config)
+    if count:
+        notes.append(f"{count} derived buffer(s) checked and dropped")
+    learned = {k: r for k, r in mapping.items() if k not in derived}
+    shapes = reference_shapes(config)
+    missing = [k for k in shapes if k not in seen]
+    extra = [learned_key for learned_key, r in learned.items() if r not in shapes]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing, e.g. {missing[:3]}")
+        if extra:
+            parts.append(f"{len(extra)} unexpected, e.g. {extra[:3]}")
+        raise LayoutError("keys do not form the inferred architecture: " + "; ".join(parts))
+    for key, ref in learned.items():
+        got = tuple(np.shape(state_dict[key]))
+        if got != shapes[ref]:
+            raise LayoutError(
+                f"{key} has shape {got}; the inferred architecture needs {shapes[ref]}"
+            )
+    return config, learned, notes
+
+
+def _summary(state_dict: Mapping[str, Any]) -> str:
+    keys = list(state_dict)
+    return f"{len(keys)} tensor(s), first keys {keys[:4]}"
+
+
+def detect(state_dict: Mapping[str, np.ndarray]) -> Detected:
+    """Layout, family, config and variant of a flat state dict, from key names and shapes.
+
+    Raises ``LayoutError`` (one line: what was found and which layouts matched how far) when no
+    layout, or more than one giving different results, fits every tensor.
+    """
+    if not state_dict:
+        raise LayoutError("empty state dict: no tensors")
+    found, tried = [], []
+    for layout, family in RULES:
+        try:
+            config, learned, notes = _resolve(state_dict, layout, family)
+        except LayoutError as e:
+            covered = len(state_dict) - len(_map_keys(state_dict, layout, family)[1])
+            if covered:
+                tried.append(f"{layout}/{family}: {covered}/{len(state_dict)} keys ({e})")
+            continue
+        found.append((layout, family, config, learned, notes))
+    if not found:
+        partial = "; ".join(tried) if tried else "no layout matched any key"
+        raise LayoutError(f"unknown checkpoint: {_summary(state_dict)}; {partial}")
+    layout, family, config, learned, notes = found[0]
+    if len(found) > 1:
+        if any(f[3] != learned for f in found[1:]):
+            names = ", ".join(f"{f[0]}/{f[1]}" for f in found)
+            raise LayoutError(f"ambiguous checkpoint ({_summary(state_dict)}): fits {names}")
+        notes = [*notes, f"identical under {', '.join(f[0] for f in found[1:])} too"]
+    if layout == "torchvision" and family == "swin":
+        notes.append(
+            "torchvision swin_t/s/b floors its patch conv where H or W is no multiple of the "
+            "patch; the reference pads there, as the official code does"
+        )
+    if layout == "timm":
+        notes.append("timm shifts before padding on maps not a multiple of the window")
+    variant = match_variant(config)
+    if variant is not None and config.num_classes != VARIANTS[variant].config.num_classes:
+        notes.append(f"head has {config.num_classes} classes (variant default differs)")
+    return Detected(layout, family, config, variant, notes)
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def to_reference(state_dict: Mapping[str, np.ndarray], detected: Detected) -> dict[str, np.ndarray]:
+    """The reference model's state dict (its keys exactly, in its order), arrays as they are."""
+    config, learned, _ = _resolve(state_dict, detected.layout, detected.family)
+    if {f: getattr(config, f) for f in ARCH_FIELDS} != {
+        f: getattr(detected.config, f) for f in ARCH_FIELDS
+    }:
+        raise LayoutError(f"state dict does not have the detected architecture {detected.variant}")
+    by_ref = {ref: key for key, ref in learned.items()}
+    return {ref: state_dict[by_ref[ref]] for ref in reference_shapes(config)}
+
+
+def _official_attn_masks(config: SwinConfig) -> dict[str, np.ndarray]:
+    """``attn_mask`` buffers of the official 2D model built at ``config.img_size``: shifted blocks
+    of stages whose map is larger than the window."""
+    out = {}
+    size = config.img_size // config.patch_size[0]
+    for i, depth in enumerate(config.depths):
+        res = size // 2**i
+        w = config.window_size[0]
+        if res <= w or res % w:
+            continue
+        mask = shifted_window_mask((res, res), (w, w), (w // 2, w // 2))
+        for j in range(1, depth, 2):
+            out[f"layers.{i}.blocks.{j}.attn_mask"] = np.array(mask)
+    return out
+
+
+def from_reference(
+    ref_state_dict: Mapping[str, np.ndarray],
+    layout: str,
+    family: str,
+    config: SwinConfig | None = None,
+) -> dict[str, np.ndarray]:
+    """The reference state dict in ``layout``'s keys, with the derived buffers that layout's
+    checkpoints carry (``relative_position_index`` for official and torchvision; official 2D also
+    ``attn_mask`` at ``config.img_size``). ``config`` defaults to the one the shapes imply."""
+    if (layout, family) not in RULES:
+        known = ", ".join(f"{a}/{b}" for a, b in RULES)
+        raise LayoutError(f"no layout {layout}/{family}; known: {known}")
+    if config is None:
+        config, _ = infer_config(ref_state_dict, family)
+    shapes = reference_shapes(config)
+    if set(shapes) != set(ref_state_dict):
+        missing = sorted(set(shapes) - set(ref_state_dict))[:3]
+        extra = sorted(set(ref_state_dict) - set(shapes))[:3]
+        raise LayoutError(f"not a reference state dict: missing {missing}, unexpected {extra}")
+    rules, writes = RULES[(layout, family)], _WRITES[(layout, family)]
+    index = relative_position_index(tuple(config.window_size))
+    if layout == "torchvision" and family == "swin":
+        index = index.reshape(-1)
+    masks = _official_attn_masks(config) if "attn_mask" in writes else {}
+    out: dict[str, np.ndarray] = {}
+    for ref in shapes:
+        value = ref_state_dict[ref]
+        extras = []
+        if (
+            ref.endswith("attn.relative_position_bias_table")
+            and "relative_position_index" in writes
+        ):
+            extras.append(
+                (
+                    ref[: -len("relative_position_bias_table")] + "relative_position_index",
+                    np.array(index),
+                )
+            )
+        if ref.endswith("attn.proj.bias"):
+            mask_key = ref[: -len("attn.proj.bias")] + "attn_mask"
+            if mask_key in masks:
+                extras.append((mask_key, masks[mask_key]))
+        out[_rename(ref, rules, reverse=True)] = value
+        for key, extra in extras:
+            out[_rename(key, rules, reverse=True)] = extra
+    return out
+
+
+def describe(detected: Detected, state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Summary for ``inspect``: layout, family, variant, config, parameter count, dtypes."""
+    reference = to_reference(state_dict, detected)
+    return {
+        "layout": detected.layout,
+        "family": detected.family,
+        "variant": detected.variant,
+        "overrides": detected.overrides(),
+        "config": config_to_dict(detected.config),
+        "parameters": int(sum(np.size(v) for v in reference.values())),
+        "tensors": len(state_dict),
+        "derived_buffers": len(state_dict) - len(reference),
+        "dtypes": sorted({str(np.asarray(v).dtype) for v in state_dict.values()}),
+        "notes": list(detected.notes),
+    }
