@@ -119,7 +119,9 @@ def build_port(target: str, config: SwinConfig):
 
         import ports.flax.models as models
 
-        model = getattr(models, cls)(config, rngs=nnx.Rngs(0))
+        # Abstract parameters (no random initialization, which compiles per shape): every one
+        # is set by the strict transfer before the model is written.
+        model = nnx.eval_shape(lambda: getattr(models, cls)(config, rngs=nnx.Rngs(0)))
         model.eval()
     return adapter, model
 

@@ -59,8 +59,33 @@ def assign(module: nnx.Module, values: Mapping[str, np.ndarray]) -> None:
         targets[path].value = jnp.asarray(value, dtype=targets[path].value.dtype)
 
 
-def call(module: nnx.Module, inputs: list[np.ndarray]) -> np.ndarray:
-    return np.asarray(module(*[jnp.asarray(x) for x in inputs]))
+def create(name: str, **overrides) -> nnx.Module:
+    """A registered model variant (``zoo.configs.VARIANTS``) in eval mode."""
+    from ports.flax.models import create_model
+
+    return create_model(name, **overrides)
+
+
+def _to_numpy(out: Any) -> np.ndarray | list[np.ndarray]:
+    if isinstance(out, (list, tuple)):
+        return [np.asarray(t) for t in out]
+    return np.asarray(out)
+
+
+def call(module: nnx.Module, inputs: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+    """Run eagerly; a model returning several arrays gives a list."""
+    return _to_numpy(module(*[jnp.asarray(x) for x in inputs]))
+
+
+@nnx.jit
+def _jitted(module: nnx.Module, *inputs: jax.Array) -> Any:
+    return module(*inputs)
+
+
+def jit_call(module: nnx.Module, inputs: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+    """Run under ``nnx.jit`` (compiled once per module structure and input shapes); numpy out
+    as ``call``."""
+    return _to_numpy(_jitted(module, *[jnp.asarray(x) for x in inputs]))
 
 
 @contextlib.contextmanager

@@ -1,0 +1,169 @@
+"""``weight-convert convert / inspect / list`` on checkpoints made here in the official layouts
+(torchvision and timm from their own code, the official Video Swin / Swin layouts from the
+reference through ``layouts.from_reference``): the written files verify against the reference,
+and user mistakes give one line and their exit code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import checkpoint_factory as factory
+import numpy as np
+import pytest
+
+from weight_convert import cli
+
+SMALL_CLIP = "1x3x4x64x64"
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpts")
+    return {
+        "torchvision_swin3d": factory.torchvision_swin3d(root / "swin3d_t.pth", seed=1)[0],
+        "official_video_swin": factory.official_video_swin(
+            root / "video_swin_official.pth", seed=2, depths=(2, 2, 2, 2)
+        )[0],
+        "timm_swin": factory.timm_swin2d(root / "swin_tiny_timm.pth", seed=3)[0],
+    }
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list(capsys):
+    code, out, _ = run(capsys, "list", "--json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert code == 0
+    assert rows["swin_tiny_patch4_window7_224"]["parameters"] == 28_288_354  # torchvision swin_t
+    assert rows["video_swin_tiny"]["parameters"] == 28_158_070  # torchvision swin3d_t
+    assert {"swin_large_patch4_window12_384", "video_swin_large"} <= set(rows)
+
+
+def test_inspect_torchvision_video(capsys, ckpts):
+    code, out, _ = run(capsys, "inspect", ckpts["torchvision_swin3d"], "--json")
+    info = json.loads(out)
+    assert code == 0
+    assert (info["layout"], info["family"], info["variant"]) == (
+        "torchvision",
+        "video_swin",
+        "video_swin_tiny",
+    )
+    assert info["parameters"] == 28_158_070
+    code, out, _ = run(capsys, "inspect", ckpts["torchvision_swin3d"])
+    assert code == 0 and "video_swin_tiny" in out
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "shape"),
+    [
+        ("torchvision_swin3d", "flax", SMALL_CLIP),
+        ("official_video_swin", "flax", "2x3x5x70x50"),
+        ("timm_swin", "flax", "1x3x96x128"),
+        pytest.param("torchvision_swin3d", "keras", SMALL_CLIP, marks=pytest.mark.keras),
+        pytest.param("official_video_swin", "keras", "1x3x5x70x50", marks=pytest.mark.keras),
+    ],
+)
+def test_convert_verify(capsys, ckpts, tmp_path, source, target, shape):
+    out_stem = tmp_path / "converted"
+    code, out, err = run(
+        capsys,
+        "convert",
+        ckpts[source],
+        "--to",
+        target,
+        "-o",
+        str(out_stem),
+        "--verify",
+        "--verify-shape",
+        shape,
+        "--json",
+    )
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["passed"] and summary["verify"]["passed"]
+    assert summary["verify"]["layers"], "verification compared no layers"
+    assert summary["verify"]["unmatched"] == []
+    suffixes = {"keras": [".keras", ".weights.h5"], "flax": [".safetensors"]}[target]
+    assert summary["outputs"] == [str(tmp_path / f"converted{s}") for s in suffixes]
+    for path in summary["outputs"]:
+        assert (tmp_path / path).stat().st_size > 1_000_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"converted{s}" for s in suffixes)
+
+
+def test_convert_table_and_progress(capsys, ckpts, tmp_path):
+    code, out, err = run(
+        capsys,
+        "convert",
+        ckpts["official_video_swin"],
+        "--to",
+        "flax",
+        "-o",
+        str(tmp_path / "v"),
+        "--verify",
+        "--verify-shape",
+        SMALL_CLIP,
+        "--progress",
+    )
+    assert code == 0, err
+    assert "layout:   official" in out and "PASS" in out
+    assert "backbone.layers.3.blocks.1.mlp" in out  # the per-layer table
+    assert "assign" in err and "tensors" in err  # the progress bar went to stderr
+
+
+def test_refuses_existing_output(capsys, ckpts, tmp_path):
+    target = tmp_path / "m.safetensors"
+    target.write_bytes(b"keep me")
+    code, _, err = run(capsys, "convert", ckpts["timm_swin"], "--to", "flax", "-o", str(target))
+    assert code == cli.EXIT_EXISTS
+    assert err.count("\n") == 1 and "--force" in err
+    assert target.read_bytes() == b"keep me"
+
+
+def test_refuses_other_variant(capsys, ckpts, tmp_path):
+    code, _, err = run(
+        capsys,
+        "convert",
+        ckpts["timm_swin"],
+        "--to",
+        "flax",
+        "-o",
+        str(tmp_path / "m"),
+        "--variant",
+        "video_swin_tiny",
+    )
+    assert code == cli.EXIT_WRONG_MODEL
+    assert "video_swin" in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refuses_garbage(capsys, tmp_path):
+    bad = tmp_path / "random.pth"
+    bad.write_bytes(np.random.default_rng(0).bytes(4096))
+    code, _, err = run(capsys, "convert", str(bad), "--to", "flax", "-o", str(tmp_path / "m"))
+    assert code == cli.EXIT_UNREADABLE
+    assert err.startswith("weight-convert: error:") and err.count("\n") == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["random.pth"]
+
+
+def test_unknown_variant_is_a_usage_error(capsys, ckpts, tmp_path):
+    code, _, err = run(
+        capsys, "convert", ckpts["timm_swin"], "--to", "flax", "--variant", "swin_huge"
+    )
+    assert code == cli.EXIT_USAGE and "weight-convert list" in err
+
+
+def test_console_entry_point_runs():
+    """``python -m weight_convert`` is the same program (exit code and one-line error)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "weight_convert", "inspect", "/nonexistent/ckpt.pth"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == cli.EXIT_UNREADABLE
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr

@@ -1,0 +1,42 @@
+"""Flax NNX port of ``zoo.models``: the same model names, module trees and configs, channels-last.
+``create_model(name)`` builds a registered variant (``zoo.configs.VARIANTS``)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from flax import nnx
+
+from ports.flax.models.swin import BasicLayer, SwinTransformer
+from ports.flax.models.video_swin import I3DHead, SwinTransformer3D, VideoSwin
+from zoo.configs import VARIANTS
+
+__all__ = [
+    "BasicLayer",
+    "I3DHead",
+    "SwinTransformer",
+    "SwinTransformer3D",
+    "VideoSwin",
+    "create_model",
+    "model_class",
+]
+
+_MODELS = {"SwinTransformer": SwinTransformer, "VideoSwin": VideoSwin}
+
+
+def model_class(name: str) -> type[nnx.Module]:
+    """The Flax model class registered under the reference class name ``name``."""
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown model class {name!r}; known: {', '.join(_MODELS)}") from None
+
+
+def create_model(name: str, *, rngs: nnx.Rngs | None = None, **overrides) -> nnx.Module:
+    """The registered variant ``name`` (see ``zoo.configs.VARIANTS``), config fields overridden by
+    keyword, in eval mode. Parameters are initialized from ``rngs`` (default ``nnx.Rngs(0)``)."""
+    variant = VARIANTS[name]
+    config = dataclasses.replace(variant.config, **overrides)
+    model = model_class(variant.model)(config, rngs=rngs if rngs is not None else nnx.Rngs(0))
+    model.eval()
+    return model

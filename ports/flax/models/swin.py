@@ -1,0 +1,139 @@
+"""Swin Transformer (2D), Flax NNX port of ``zoo.models.swin``: same module tree and attribute
+names (``layers.0.blocks.1.attn.relative_position_bias_table``, ``layers.0.downsample.reduction``),
+channels-last.
+
+``BasicLayer`` (a stage) serves the 2D and the 3D model alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ports.flax.layers.norm import LayerNorm
+from ports.flax.layers.patch import PatchEmbed, PatchMerging
+from ports.flax.layers.swin_block import SwinTransformerBlock
+from zoo.configs import SwinConfig
+
+__all__ = ["BasicLayer", "SwinTransformer", "build_stages", "run_stages"]
+
+
+class BasicLayer(nnx.Module):
+    """One stage: ``blocks`` (even ones unshifted, odd ones shifted by half a window) and the
+    ``downsample`` (``PatchMerging`` or None) that the official checkpoints file under the stage it
+    follows.
+
+    ``__call__`` runs the blocks only and returns the stage's output map (B, *S, C); the model
+    applies ``downsample`` after taking that map, so features and logits come from one pass.
+    """
+
+    def __init__(
+        self,
+        config: SwinConfig,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        drop_path: Sequence[float],
+        downsample: bool,
+        *,
+        rngs: nnx.Rngs,
+    ) -> None:
+        unshifted = (0,) * len(config.window_size)
+        self.blocks = nnx.List(
+            [
+                SwinTransformerBlock(
+                    dim,
+                    num_heads,
+                    window_size=config.window_size,
+                    shift_size=unshifted if i % 2 == 0 else config.shift_size(),
+                    mlp_ratio=config.mlp_ratio,
+                    qkv_bias=config.qkv_bias,
+                    drop=config.drop_rate,
+                    attn_drop=config.attn_drop_rate,
+                    drop_path=drop_path[i],
+                    norm_layer=LayerNorm,
+                    window_rule=config.window_rule,
+                    rngs=rngs,
+                )
+                for i in range(depth)
+            ]
+        )
+        self.downsample = (
+            PatchMerging(dim, norm_layer=LayerNorm, rngs=rngs) if downsample else nnx.data(None)
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def build_stages(config: SwinConfig, *, rngs: nnx.Rngs) -> nnx.List:
+    dims, rates = config.stage_dims(), config.drop_path_rates()
+    n = len(config.depths)
+    return nnx.List(
+        [
+            BasicLayer(
+                config,
+                dims[i],
+                config.depths[i],
+                config.num_heads[i],
+                rates[i],
+                i < n - 1,
+                rngs=rngs,
+            )
+            for i in range(n)
+        ]
+    )
+
+
+def run_stages(layers: Sequence[BasicLayer], x: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
+    """Run the stages; return the last map and every stage's map (taken before downsampling)."""
+    features = []
+    for layer in layers:
+        x = layer(x)
+        features.append(x)
+        if layer.downsample is not None:
+            x = layer.downsample(x)
+    return x, features
+
+
+class SwinTransformer(nnx.Module):
+    """Swin Transformer (2D) with the classification head.
+
+    Input: (B, H, W, in_chans) channels-last, any H, W.
+    Output: logits (B, num_classes); with ``config.features_only`` the list of stage maps
+    [(B, H/4, W/4, C), (B, H/8, W/8, 2C), ...] (sizes rounded up), the last one through ``norm``,
+    and no ``head``.
+    """
+
+    def __init__(self, config: SwinConfig, *, rngs: nnx.Rngs) -> None:
+        self.config = config
+        self.patch_embed = PatchEmbed(
+            config.patch_size,
+            config.in_chans,
+            config.embed_dim,
+            norm_layer=LayerNorm if config.patch_norm else None,
+            rngs=rngs,
+        )
+        self.pos_drop = nnx.Dropout(config.drop_rate, rngs=rngs)
+        self.layers = build_stages(config, rngs=rngs)
+        self.num_features = config.stage_dims()[-1]
+        self.norm = LayerNorm(self.num_features, rngs=rngs)
+        if not config.features_only:
+            self.head = nnx.Linear(self.num_features, config.num_classes, rngs=rngs)
+
+    def forward_features(self, x: jax.Array) -> list[jax.Array]:
+        features = run_stages(self.layers, self.pos_drop(self.patch_embed(x)))[1]
+        return [*features[:-1], self.norm(features[-1])]
+
+    def __call__(self, x: jax.Array) -> jax.Array | list[jax.Array]:
+        features = self.forward_features(x)
+        if self.config.features_only:
+            return features
+        last = features[-1]
+        pooled = jnp.mean(last.reshape(last.shape[0], -1, last.shape[-1]), axis=1)
+        return self.head(pooled)  # global average pool
