@@ -29,6 +29,13 @@ def build(block: str, kwargs: Mapping[str, Any]) -> keras.Layer:
     return getattr(ports.keras.layers, block)(**resolve(kwargs), name="root")
 
 
+def create(name: str, **overrides) -> keras.Model:
+    """The registered variant ``name`` (``zoo.configs.VARIANTS``), built, variables created."""
+    import ports.keras.models
+
+    return ports.keras.models.create_model(name, **overrides)
+
+
 def _port_path(keras_path: str, root: keras.Layer) -> str:
     head, _, rest = keras_path.partition("/")
     if head != root.name:
@@ -66,8 +73,14 @@ def assign(module: keras.Layer, values: Mapping[str, np.ndarray]) -> None:
         targets[path].assign(np.asarray(value, dtype=targets[path].dtype))
 
 
-def call(module: keras.Layer, inputs: list[np.ndarray], training: bool = False) -> np.ndarray:
-    return keras.ops.convert_to_numpy(module(*inputs, training=training))
+def call(
+    module: keras.Layer, inputs: list[np.ndarray], training: bool = False
+) -> np.ndarray | list[np.ndarray]:
+    """The output as numpy; a list of arrays when the module returns several (features)."""
+    out = module(*inputs, training=training)
+    if isinstance(out, (list, tuple)):
+        return [keras.ops.convert_to_numpy(o) for o in out]
+    return keras.ops.convert_to_numpy(out)
 
 
 @contextlib.contextmanager

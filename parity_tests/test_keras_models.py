@@ -1,0 +1,154 @@
+"""Keras models (ports.keras.models): saving, configs, features mode and the variable-path mapping
+onto the reference state dict. Numeric parity over variants is in test_models_parity.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import zoo.models
+from ports.keras import models
+from weight_convert import rules, transfer
+from weight_convert.frameworks import keras_port, reference
+from zoo.configs import VARIANTS
+
+pytestmark = pytest.mark.keras
+
+_SMALL = {"embed_dim": 16, "depths": (2, 1), "num_heads": (1, 2), "num_classes": 7}
+
+#: (variant, small overrides, channels-last input shape). Sizes are not multiples of the patch or
+#: the window, so padding and window shrinking are covered.
+CASES = {
+    "swin": ("swin_tiny_patch4_window7_224", _SMALL, (2, 38, 30, 3)),
+    "video_swin": (
+        "video_swin_tiny",
+        {**_SMALL, "window_size": (2, 3, 3), "head_dropout": 0.5},
+        (1, 5, 22, 18, 3),
+    ),
+}
+
+
+def _randomized(model: keras.Model, seed: int = 0) -> keras.Model:
+    """Every variable drawn from N(0, 0.1) (biases and norms too, so a load that missed one would
+    show)."""
+    rng = np.random.default_rng(seed)
+    for v in model.weights:
+        v.assign(rng.normal(0.0, 0.1, tuple(v.shape)).astype(v.dtype))
+    return model
+
+
+def _build(case: str, **extra) -> tuple[keras.Model, np.ndarray]:
+    name, overrides, shape = CASES[case]
+    model = _randomized(models.create_model(name, **overrides, **extra))
+    x = np.random.default_rng(1).standard_normal(shape).astype("float32")
+    return model, x
+
+
+def _outputs(model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
+    out = keras_port.call(model, [x])
+    return out if isinstance(out, list) else [out]
+
+
+@pytest.fixture(params=sorted(CASES))
+def case(request) -> str:
+    return request.param
+
+
+def test_create_model_is_built_and_matches_the_variant(case):
+    name, overrides, _ = CASES[case]
+    model = models.create_model(name, **overrides)
+    assert model.built and model.weights
+    assert type(model).__name__ == VARIANTS[name].model
+    assert model.config == dataclasses.replace(VARIANTS[name].config, **overrides)
+    assert keras_port.create(name, **overrides).config == model.config
+
+
+def test_keras_file_round_trip(case, tmp_path):
+    model, x = _build(case)
+    expected = _outputs(model, x)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is type(model)
+    assert loaded.config == model.config
+    assert loaded.name == model.name
+    assert keras_port.shapes(loaded) == keras_port.shapes(model)
+    for got, want in zip(_outputs(loaded, x), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_weights_file_round_trip(case, tmp_path):
+    model, x = _build(case)
+    expected = _outputs(model, x)
+    path = tmp_path / "model.weights.h5"
+    model.save_weights(path)
+    name, overrides, _ = CASES[case]
+    fresh = models.create_model(name, **overrides)
+    fresh.load_weights(path)
+    before = keras_port.read(model)
+    after = keras_port.read(fresh)
+    assert before.keys() == after.keys()
+    for key in before:
+        np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+    for got, want in zip(_outputs(fresh, x), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("features_only", [False, True])
+def test_config_round_trip(case, features_only):
+    name, overrides, _ = CASES[case]
+    config = dataclasses.replace(VARIANTS[name].config, **overrides, features_only=features_only)
+    model = models.model_class(VARIANTS[name].model)(config, name="m")
+    stored = json.loads(json.dumps(model.get_config()))  # what a .keras file stores
+    assert stored["name"] == "m"
+    clone = type(model).from_config(stored)
+    assert clone.config == model.config
+    assert clone.name == "m"
+    # the registered name resolves to the class
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
+    assert type(restored) is type(model) and restored.config == model.config
+
+
+def test_features_only(case):
+    name, overrides, shape = CASES[case]
+    model, x = _build(case, features_only=True)
+    paths = keras_port.shapes(model)
+    assert not [p for p in paths if p.split(".")[0] in ("head", "cls_head")]
+    features = _outputs(model, x)
+    config = model.config
+    assert len(features) == len(config.depths)
+    sizes = [math.ceil(s / p) for s, p in zip(shape[1:-1], config.patch_size, strict=True)]
+    for i, (feature, dim) in enumerate(zip(features, config.stage_dims(), strict=True)):
+        assert feature.shape == (shape[0], *sizes, dim), i
+        # PatchMerging halves the last two spatial axes (rounding up); time is kept
+        sizes = [*sizes[:-2], *(math.ceil(s / 2) for s in sizes[-2:])]
+
+    # with the same backbone weights, logits = head(mean of the last map over positions)
+    classifier = _randomized(models.create_model(name, **overrides))
+    keras_port.assign(classifier, keras_port.read(model))
+    weights = keras_port.read(classifier)
+    assert len(weights) == len(paths) + 2
+    head = "cls_head.fc_cls" if case == "video_swin" else "head"
+    pooled = features[-1].reshape(shape[0], -1, features[-1].shape[-1]).mean(axis=1)
+    expected = pooled @ weights[f"{head}.kernel"] + weights[f"{head}.bias"]
+    np.testing.assert_allclose(_outputs(classifier, x)[0], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("features_only", [False, True])
+def test_variable_paths_match_the_reference_state_dict(case, features_only):
+    name, overrides, _ = CASES[case]
+    overrides = {**overrides, "features_only": features_only}
+    port_shapes = keras_port.shapes(models.create_model(name, **overrides))
+    state = reference.state_dict(zoo.models.create_model(name, **overrides))
+    assert {rules.torch_key(p) for p in port_shapes} == set(state)
+    assert len(port_shapes) == len(state)
+    # strict coverage both ways and every shape fits after the layout rule
+    values = transfer.to_port(state, port_shapes)
+    assert values.keys() == port_shapes.keys()
+    head = "cls_head.fc_cls.kernel" if case == "video_swin" else "head.kernel"
+    assert (head in port_shapes) is not features_only

@@ -1,0 +1,43 @@
+"""Keras 3 port of ``zoo.models``: the same model names, module trees and configs, channels-last.
+``create_model(name)`` builds a registered variant (``zoo.configs.VARIANTS``) with its variables
+created, ready for weights. The models save to ``.keras`` (registered under package ``vit_zoo``)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+
+from ports.keras.models.swin import BasicLayer, SwinTransformer
+from ports.keras.models.video_swin import I3DHead, SwinTransformer3D, VideoSwin
+from zoo.configs import VARIANTS
+
+__all__ = [
+    "BasicLayer",
+    "I3DHead",
+    "SwinTransformer",
+    "SwinTransformer3D",
+    "VideoSwin",
+    "create_model",
+    "model_class",
+]
+
+_MODELS = {"SwinTransformer": SwinTransformer, "VideoSwin": VideoSwin}
+
+
+def model_class(name: str) -> type[keras.Model]:
+    """The Keras model class registered under the reference class name ``name``."""
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown model class {name!r}; known: {', '.join(_MODELS)}") from None
+
+
+def create_model(name: str, **overrides) -> keras.Model:
+    """The registered variant ``name`` (see ``zoo.configs.VARIANTS``), config fields overridden by
+    keyword, built (its variables exist; spatial sizes stay open, any input size runs)."""
+    variant = VARIANTS[name]
+    config = dataclasses.replace(variant.config, **overrides)
+    model = model_class(variant.model)(config)
+    model.build((None, *(None,) * config.spatial_rank, config.in_chans))
+    return model

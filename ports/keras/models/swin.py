@@ -1,0 +1,210 @@
+"""Swin Transformer (2D), Keras 3 port of ``zoo.models.swin``: same module tree and names
+(``root/layers-0/blocks-1/attn/relative_position_bias_table``,
+``root/layers-0/downsample/reduction/kernel``), channels-last, ``keras.ops`` only.
+
+``BasicLayer`` (a stage) serves the 2D and the 3D model alike. ``keras.Model`` reserves the
+attribute ``layers``, so the stages live in the attribute ``stages``; their Keras names (and so
+the variable paths) are the reference's ``layers-i``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+from keras import ops
+
+from ports.keras.layers.norm import LayerNorm
+from ports.keras.layers.patch import PatchEmbed, PatchMerging
+from ports.keras.layers.swin_block import SwinTransformerBlock
+from ports.keras.layers.window import Tensor
+from zoo.configs import SwinConfig, config_from_dict, config_to_dict
+
+__all__ = [
+    "BasicLayer",
+    "SwinTransformer",
+    "build_stages",
+    "config_from_keras",
+    "global_pool",
+    "keras_config",
+    "run_stages",
+]
+
+
+class BasicLayer(keras.layers.Layer):
+    """One stage: ``blocks-j`` (even ones unshifted, odd ones shifted by half a window) and the
+    ``downsample`` (``PatchMerging`` or None) that the official checkpoints file under the stage it
+    follows.
+
+    ``call`` runs the blocks only and returns the stage's output map (B, *S, C); the model applies
+    ``downsample`` after taking that map, so features and logits come from one pass.
+    """
+
+    def __init__(
+        self,
+        config: SwinConfig,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        drop_path: Sequence[float],
+        downsample: bool,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.dim = dim
+        unshifted = (0,) * len(config.window_size)
+        self.blocks = [
+            SwinTransformerBlock(
+                dim,
+                num_heads,
+                window_size=config.window_size,
+                shift_size=unshifted if i % 2 == 0 else config.shift_size(),
+                mlp_ratio=config.mlp_ratio,
+                qkv_bias=config.qkv_bias,
+                drop=config.drop_rate,
+                attn_drop=config.attn_drop_rate,
+                drop_path=drop_path[i],
+                norm_layer=LayerNorm,
+                window_rule=config.window_rule,
+                name=f"blocks-{i}",
+            )
+            for i in range(depth)
+        ]
+        self.downsample = (
+            PatchMerging(dim, norm_layer=LayerNorm, name="downsample") if downsample else None
+        )
+
+    def build(self, input_shape: tuple) -> None:
+        shape = (*input_shape[:-1], self.dim)
+        for block in self.blocks:
+            block.build(shape)
+        if self.downsample is not None:
+            self.downsample.build(shape)
+
+    def call(self, x: Tensor, training: bool | None = None) -> Tensor:
+        for block in self.blocks:
+            x = block(x, training=training)
+        return x
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+
+def build_stages(config: SwinConfig) -> list[BasicLayer]:
+    """The stages ``layers-0`` ... of a config; every stage but the last downsamples."""
+    dims, rates = config.stage_dims(), config.drop_path_rates()
+    n = len(config.depths)
+    return [
+        BasicLayer(
+            config,
+            dims[i],
+            config.depths[i],
+            config.num_heads[i],
+            rates[i],
+            i < n - 1,
+            name=f"layers-{i}",
+        )
+        for i in range(n)
+    ]
+
+
+def build_backbone(
+    owner: keras.layers.Layer, config: SwinConfig, input_shape: Sequence[int | None]
+) -> None:
+    """Create the variables of ``owner.patch_embed``, ``owner.stages`` and ``owner.norm`` for
+    channels-last input of rank ``len(input_shape)``; spatial sizes are left open."""
+    batch, nd = input_shape[0], len(config.patch_size)
+    open_map = (batch, *(None,) * nd)
+    owner.patch_embed.build((*open_map, config.in_chans))
+    owner.pos_drop.build((*open_map, config.embed_dim))
+    for stage, dim in zip(owner.stages, config.stage_dims(), strict=True):
+        stage.build((*open_map, dim))
+    owner.norm.build((*open_map, config.stage_dims()[-1]))
+
+
+def run_stages(
+    stages: Sequence[BasicLayer], x: Tensor, training: bool | None = None
+) -> tuple[Tensor, list[Tensor]]:
+    """Run the stages; return the last map and every stage's map (taken before downsampling)."""
+    features = []
+    for stage in stages:
+        x = stage(x, training=training)
+        features.append(x)
+        if stage.downsample is not None:
+            x = stage.downsample(x, training=training)
+    return x, features
+
+
+def global_pool(x: Tensor) -> Tensor:
+    """Mean over every position of a channels-last map: (B, *S, C) -> (B, C)."""
+    return ops.mean(x, axis=tuple(range(1, len(x.shape) - 1)))
+
+
+def keras_config(model: keras.Layer, config: SwinConfig) -> dict:
+    """``get_config`` of a model: the zoo config as a dict plus Keras' base keys."""
+    base = keras.layers.Layer.get_config(model)
+    return {**base, "config": config_to_dict(config)}
+
+
+def config_from_keras(config: dict) -> tuple[SwinConfig, dict]:
+    """Inverse of ``keras_config``: the zoo config and the base keyword arguments."""
+    kwargs = dict(config)
+    zoo_config = kwargs.pop("config")
+    if isinstance(zoo_config, dict):
+        zoo_config = config_from_dict(zoo_config)
+    if isinstance(kwargs.get("dtype"), dict):
+        kwargs["dtype"] = keras.dtype_policies.deserialize(kwargs["dtype"])
+    return zoo_config, kwargs
+
+
+@keras.saving.register_keras_serializable(package="vit_zoo")
+class SwinTransformer(keras.Model):
+    """Swin Transformer (2D) with the classification head.
+
+    Input: (B, H, W, in_chans) channels-last, any H, W.
+    Output: logits (B, num_classes); with ``config.features_only`` the list of stage maps
+    [(B, H/4, W/4, C), (B, H/8, W/8, 2C), ...] (sizes rounded up), the last one through ``norm``,
+    and no ``head``.
+    """
+
+    def __init__(self, config: SwinConfig, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        self.patch_embed = PatchEmbed(
+            config.patch_size,
+            config.in_chans,
+            config.embed_dim,
+            norm_layer=LayerNorm if config.patch_norm else None,
+            name="patch_embed",
+        )
+        self.pos_drop = keras.layers.Dropout(config.drop_rate, name="pos_drop")
+        self.stages = build_stages(config)
+        self.num_features = config.stage_dims()[-1]
+        self.norm = LayerNorm(self.num_features, name="norm")
+        self.head = (
+            None if config.features_only else keras.layers.Dense(config.num_classes, name="head")
+        )
+
+    def build(self, input_shape: tuple) -> None:
+        build_backbone(self, self.config, input_shape)
+        if self.head is not None:
+            self.head.build((input_shape[0], self.num_features))
+
+    def forward_features(self, x: Tensor, training: bool | None = None) -> list[Tensor]:
+        x = self.pos_drop(self.patch_embed(x, training=training), training=training)
+        features = run_stages(self.stages, x, training)[1]
+        return [*features[:-1], self.norm(features[-1])]
+
+    def call(self, x: Tensor, training: bool | None = None) -> Tensor | list[Tensor]:
+        features = self.forward_features(x, training)
+        if self.head is None:
+            return features
+        return self.head(global_pool(features[-1]))
+
+    def get_config(self) -> dict:
+        return keras_config(self, self.config)
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None) -> SwinTransformer:
+        zoo_config, kwargs = config_from_keras(config)
+        return cls(zoo_config, **kwargs)

@@ -1,0 +1,120 @@
+"""Video Swin Transformer (3D) with the I3D head, Keras 3 port of ``zoo.models.video_swin``: same
+module tree and names (``root/backbone/layers-0/blocks-1/attn/qkv/kernel``,
+``root/cls_head/fc_cls/kernel``), channels-last, ``keras.ops`` only."""
+
+from __future__ import annotations
+
+import keras
+
+from ports.keras.layers.norm import LayerNorm
+from ports.keras.layers.patch import PatchEmbed
+from ports.keras.layers.window import Tensor
+from ports.keras.models.swin import (
+    build_backbone,
+    build_stages,
+    config_from_keras,
+    global_pool,
+    keras_config,
+    run_stages,
+)
+from zoo.configs import VideoSwinConfig
+
+__all__ = ["I3DHead", "SwinTransformer3D", "VideoSwin"]
+
+
+class SwinTransformer3D(keras.layers.Layer):
+    """The Video Swin backbone: patch_embed -> pos_drop -> stages (``layers-i``, held in
+    ``stages``) -> norm.
+
+    Input: (B, T, H, W, in_chans) channels-last, any T, H, W (padded to the 2x4x4 patch, then per
+    stage to the window, which shrinks on axes where the map is smaller than it).
+    Output: the stage maps [(B, T/2, H/4, W/4, C), ...], the last one through ``norm``.
+    """
+
+    def __init__(self, config: VideoSwinConfig, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        self.patch_embed = PatchEmbed(
+            config.patch_size,
+            config.in_chans,
+            config.embed_dim,
+            norm_layer=LayerNorm if config.patch_norm else None,
+            name="patch_embed",
+        )
+        self.pos_drop = keras.layers.Dropout(config.drop_rate, name="pos_drop")
+        self.stages = build_stages(config)
+        self.num_features = config.stage_dims()[-1]
+        self.norm = LayerNorm(self.num_features, name="norm")
+
+    def build(self, input_shape: tuple) -> None:
+        build_backbone(self, self.config, input_shape)
+
+    def call(self, x: Tensor, training: bool | None = None) -> list[Tensor]:
+        x = self.pos_drop(self.patch_embed(x, training=training), training=training)
+        features = run_stages(self.stages, x, training)[1]
+        return [*features[:-1], self.norm(features[-1])]
+
+
+class I3DHead(keras.layers.Layer):
+    """Global average pool over (T, H, W) -> dropout -> ``fc_cls``.
+
+    Input: (B, T, H, W, C) channels-last. Output: (B, num_classes).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.5, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.in_channels = in_channels
+        self.dropout = keras.layers.Dropout(dropout, name="dropout")
+        self.fc_cls = keras.layers.Dense(num_classes, name="fc_cls")
+
+    def build(self, input_shape: tuple) -> None:
+        pooled = (input_shape[0], self.in_channels)
+        self.dropout.build(pooled)
+        self.fc_cls.build(pooled)
+
+    def call(self, x: Tensor, training: bool | None = None) -> Tensor:
+        return self.fc_cls(self.dropout(global_pool(x), training=training))
+
+
+@keras.saving.register_keras_serializable(package="vit_zoo")
+class VideoSwin(keras.Model):
+    """Video Swin recognizer: ``backbone`` and ``cls_head``, as the official checkpoints nest them.
+
+    Input: (B, T, H, W, in_chans). Output: logits (B, num_classes); with ``config.features_only``
+    the backbone's stage maps and no ``cls_head``.
+    """
+
+    def __init__(self, config: VideoSwinConfig, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        self.backbone = SwinTransformer3D(config, name="backbone")
+        self.cls_head = (
+            None
+            if config.features_only
+            else I3DHead(
+                self.backbone.num_features,
+                config.num_classes,
+                config.head_dropout,
+                name="cls_head",
+            )
+        )
+
+    def build(self, input_shape: tuple) -> None:
+        self.backbone.build(input_shape)
+        if self.cls_head is not None:
+            nd = len(self.config.patch_size)
+            self.cls_head.build((input_shape[0], *(None,) * nd, self.backbone.num_features))
+
+    def call(self, x: Tensor, training: bool | None = None) -> Tensor | list[Tensor]:
+        features = self.backbone(x, training=training)
+        if self.cls_head is None:
+            return features
+        return self.cls_head(features[-1], training=training)
+
+    def get_config(self) -> dict:
+        return keras_config(self, self.config)
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None) -> VideoSwin:
+        zoo_config, kwargs = config_from_keras(config)
+        return cls(zoo_config, **kwargs)
