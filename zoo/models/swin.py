@@ -16,7 +16,14 @@ from zoo.layers.norm import LayerNorm
 from zoo.layers.patch import PatchEmbed, PatchMerging
 from zoo.layers.swin_block import SwinTransformerBlock
 
-__all__ = ["BasicLayer", "SwinTransformer", "build_stages", "run_stages"]
+__all__ = [
+    "BasicLayer",
+    "SwinTransformer",
+    "backbone_features",
+    "build_stages",
+    "init_backbone",
+    "run_stages",
+]
 
 
 class BasicLayer(nn.Module):
@@ -82,6 +89,27 @@ def run_stages(layers: nn.ModuleList, x: torch.Tensor) -> tuple[torch.Tensor, li
     return x, features
 
 
+def init_backbone(module: nn.Module, config: SwinConfig) -> None:
+    """Give ``module`` the backbone attributes shared by the 2D model and the Video Swin
+    backbone: patch_embed, pos_drop, layers (the stages), norm."""
+    module.patch_embed = PatchEmbed(
+        config.patch_size,
+        config.in_chans,
+        config.embed_dim,
+        norm_layer=LayerNorm if config.patch_norm else None,
+    )
+    module.pos_drop = nn.Dropout(config.drop_rate)
+    module.layers = build_stages(config)
+    module.num_features = config.stage_dims()[-1]
+    module.norm = LayerNorm(module.num_features)
+
+
+def backbone_features(module: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """The stage maps of a module set up by ``init_backbone``, the last one through ``norm``."""
+    features = run_stages(module.layers, module.pos_drop(module.patch_embed(x)))[1]
+    return [*features[:-1], module.norm(features[-1])]
+
+
 class SwinTransformer(nn.Module):
     """Swin Transformer (2D) with the classification head.
 
@@ -94,22 +122,12 @@ class SwinTransformer(nn.Module):
     def __init__(self, config: SwinConfig) -> None:
         super().__init__()
         self.config = config
-        self.patch_embed = PatchEmbed(
-            config.patch_size,
-            config.in_chans,
-            config.embed_dim,
-            norm_layer=LayerNorm if config.patch_norm else None,
-        )
-        self.pos_drop = nn.Dropout(config.drop_rate)
-        self.layers = build_stages(config)
-        self.num_features = config.stage_dims()[-1]
-        self.norm = LayerNorm(self.num_features)
+        init_backbone(self, config)
         if not config.features_only:
             self.head = nn.Linear(self.num_features, config.num_classes)
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = run_stages(self.layers, self.pos_drop(self.patch_embed(x)))[1]
-        return [*features[:-1], self.norm(features[-1])]
+        return backbone_features(self, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         features = self.forward_features(x)

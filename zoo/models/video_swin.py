@@ -7,9 +7,7 @@ import torch
 from torch import nn
 
 from zoo.configs import VideoSwinConfig
-from zoo.layers.norm import LayerNorm
-from zoo.layers.patch import PatchEmbed
-from zoo.models.swin import build_stages, run_stages
+from zoo.models.swin import backbone_features, init_backbone
 
 __all__ = ["I3DHead", "SwinTransformer3D", "VideoSwin"]
 
@@ -25,20 +23,10 @@ class SwinTransformer3D(nn.Module):
 
     def __init__(self, config: VideoSwinConfig) -> None:
         super().__init__()
-        self.patch_embed = PatchEmbed(
-            config.patch_size,
-            config.in_chans,
-            config.embed_dim,
-            norm_layer=LayerNorm if config.patch_norm else None,
-        )
-        self.pos_drop = nn.Dropout(config.drop_rate)
-        self.layers = build_stages(config)
-        self.num_features = config.stage_dims()[-1]
-        self.norm = LayerNorm(self.num_features)
+        init_backbone(self, config)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = run_stages(self.layers, self.pos_drop(self.patch_embed(x)))[1]
-        return [*features[:-1], self.norm(features[-1])]
+        return backbone_features(self, x)
 
 
 class I3DHead(nn.Module):

@@ -18,7 +18,14 @@ from ports.flax.layers.patch import PatchEmbed, PatchMerging
 from ports.flax.layers.swin_block import SwinTransformerBlock
 from zoo.configs import SwinConfig
 
-__all__ = ["BasicLayer", "SwinTransformer", "build_stages", "run_stages"]
+__all__ = [
+    "BasicLayer",
+    "SwinTransformer",
+    "backbone_features",
+    "build_stages",
+    "init_backbone",
+    "run_stages",
+]
 
 
 class BasicLayer(nnx.Module):
@@ -101,6 +108,28 @@ def run_stages(layers: Sequence[BasicLayer], x: jax.Array) -> tuple[jax.Array, l
     return x, features
 
 
+def init_backbone(module: nnx.Module, config: SwinConfig, *, rngs: nnx.Rngs) -> None:
+    """Give ``module`` the backbone attributes shared by the 2D model and the Video Swin
+    backbone: patch_embed, pos_drop, layers (the stages), norm."""
+    module.patch_embed = PatchEmbed(
+        config.patch_size,
+        config.in_chans,
+        config.embed_dim,
+        norm_layer=LayerNorm if config.patch_norm else None,
+        rngs=rngs,
+    )
+    module.pos_drop = nnx.Dropout(config.drop_rate, rngs=rngs)
+    module.layers = build_stages(config, rngs=rngs)
+    module.num_features = config.stage_dims()[-1]
+    module.norm = LayerNorm(module.num_features, rngs=rngs)
+
+
+def backbone_features(module: nnx.Module, x: jax.Array) -> list[jax.Array]:
+    """The stage maps of a module set up by ``init_backbone``, the last one through ``norm``."""
+    features = run_stages(module.layers, module.pos_drop(module.patch_embed(x)))[1]
+    return [*features[:-1], module.norm(features[-1])]
+
+
 class SwinTransformer(nnx.Module):
     """Swin Transformer (2D) with the classification head.
 
@@ -112,23 +141,12 @@ class SwinTransformer(nnx.Module):
 
     def __init__(self, config: SwinConfig, *, rngs: nnx.Rngs) -> None:
         self.config = config
-        self.patch_embed = PatchEmbed(
-            config.patch_size,
-            config.in_chans,
-            config.embed_dim,
-            norm_layer=LayerNorm if config.patch_norm else None,
-            rngs=rngs,
-        )
-        self.pos_drop = nnx.Dropout(config.drop_rate, rngs=rngs)
-        self.layers = build_stages(config, rngs=rngs)
-        self.num_features = config.stage_dims()[-1]
-        self.norm = LayerNorm(self.num_features, rngs=rngs)
+        init_backbone(self, config, rngs=rngs)
         if not config.features_only:
             self.head = nnx.Linear(self.num_features, config.num_classes, rngs=rngs)
 
     def forward_features(self, x: jax.Array) -> list[jax.Array]:
-        features = run_stages(self.layers, self.pos_drop(self.patch_embed(x)))[1]
-        return [*features[:-1], self.norm(features[-1])]
+        return backbone_features(self, x)
 
     def __call__(self, x: jax.Array) -> jax.Array | list[jax.Array]:
         features = self.forward_features(x)

@@ -8,9 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ports.flax.layers.norm import LayerNorm
-from ports.flax.layers.patch import PatchEmbed
-from ports.flax.models.swin import build_stages, run_stages
+from ports.flax.models.swin import backbone_features, init_backbone
 from zoo.configs import VideoSwinConfig
 
 __all__ = ["I3DHead", "SwinTransformer3D", "VideoSwin"]
@@ -25,21 +23,10 @@ class SwinTransformer3D(nnx.Module):
     """
 
     def __init__(self, config: VideoSwinConfig, *, rngs: nnx.Rngs) -> None:
-        self.patch_embed = PatchEmbed(
-            config.patch_size,
-            config.in_chans,
-            config.embed_dim,
-            norm_layer=LayerNorm if config.patch_norm else None,
-            rngs=rngs,
-        )
-        self.pos_drop = nnx.Dropout(config.drop_rate, rngs=rngs)
-        self.layers = build_stages(config, rngs=rngs)
-        self.num_features = config.stage_dims()[-1]
-        self.norm = LayerNorm(self.num_features, rngs=rngs)
+        init_backbone(self, config, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> list[jax.Array]:
-        features = run_stages(self.layers, self.pos_drop(self.patch_embed(x)))[1]
-        return [*features[:-1], self.norm(features[-1])]
+        return backbone_features(self, x)
 
 
 class I3DHead(nnx.Module):

@@ -23,8 +23,11 @@ from zoo.configs import SwinConfig, config_from_dict, config_to_dict
 __all__ = [
     "BasicLayer",
     "SwinTransformer",
+    "backbone_features",
+    "build_backbone",
     "build_stages",
     "config_from_keras",
+    "init_backbone",
     "global_pool",
     "keras_config",
     "run_stages",
@@ -108,6 +111,32 @@ def build_stages(config: SwinConfig) -> list[BasicLayer]:
     ]
 
 
+def init_backbone(owner: keras.layers.Layer, config: SwinConfig) -> None:
+    """Give ``owner`` the backbone sublayers shared by the 2D model and the Video Swin backbone:
+    patch_embed, pos_drop, the stages (attribute ``stages``: ``Model.layers`` is Keras's own;
+    the stage layers are named ``layers-i``, so paths match the reference) and norm."""
+    owner.patch_embed = PatchEmbed(
+        config.patch_size,
+        config.in_chans,
+        config.embed_dim,
+        norm_layer=LayerNorm if config.patch_norm else None,
+        name="patch_embed",
+    )
+    owner.pos_drop = keras.layers.Dropout(config.drop_rate, name="pos_drop")
+    owner.stages = build_stages(config)
+    owner.num_features = config.stage_dims()[-1]
+    owner.norm = LayerNorm(owner.num_features, name="norm")
+
+
+def backbone_features(
+    owner: keras.layers.Layer, x: Tensor, training: bool | None = None
+) -> list[Tensor]:
+    """The stage maps of a layer set up by ``init_backbone``, the last one through ``norm``."""
+    x = owner.pos_drop(owner.patch_embed(x, training=training), training=training)
+    features = run_stages(owner.stages, x, training)[1]
+    return [*features[:-1], owner.norm(features[-1])]
+
+
 def build_backbone(
     owner: keras.layers.Layer, config: SwinConfig, input_shape: Sequence[int | None]
 ) -> None:
@@ -170,17 +199,7 @@ class SwinTransformer(keras.Model):
     def __init__(self, config: SwinConfig, **kwargs) -> None:
         super().__init__(**kwargs)
         self.config = config
-        self.patch_embed = PatchEmbed(
-            config.patch_size,
-            config.in_chans,
-            config.embed_dim,
-            norm_layer=LayerNorm if config.patch_norm else None,
-            name="patch_embed",
-        )
-        self.pos_drop = keras.layers.Dropout(config.drop_rate, name="pos_drop")
-        self.stages = build_stages(config)
-        self.num_features = config.stage_dims()[-1]
-        self.norm = LayerNorm(self.num_features, name="norm")
+        init_backbone(self, config)
         self.head = (
             None if config.features_only else keras.layers.Dense(config.num_classes, name="head")
         )
@@ -191,9 +210,7 @@ class SwinTransformer(keras.Model):
             self.head.build((input_shape[0], self.num_features))
 
     def forward_features(self, x: Tensor, training: bool | None = None) -> list[Tensor]:
-        x = self.pos_drop(self.patch_embed(x, training=training), training=training)
-        features = run_stages(self.stages, x, training)[1]
-        return [*features[:-1], self.norm(features[-1])]
+        return backbone_features(self, x, training)
 
     def call(self, x: Tensor, training: bool | None = None) -> Tensor | list[Tensor]:
         features = self.forward_features(x, training)

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import keras
 
-from ports.keras.layers.norm import LayerNorm
-from ports.keras.layers.patch import PatchEmbed
 from ports.keras.layers.window import Tensor
 from ports.keras.models.swin import (
+    backbone_features,
     build_backbone,
-    build_stages,
     config_from_keras,
     global_pool,
+    init_backbone,
     keras_config,
-    run_stages,
 )
 from zoo.configs import VideoSwinConfig
 
@@ -34,25 +32,13 @@ class SwinTransformer3D(keras.layers.Layer):
     def __init__(self, config: VideoSwinConfig, **kwargs) -> None:
         super().__init__(**kwargs)
         self.config = config
-        self.patch_embed = PatchEmbed(
-            config.patch_size,
-            config.in_chans,
-            config.embed_dim,
-            norm_layer=LayerNorm if config.patch_norm else None,
-            name="patch_embed",
-        )
-        self.pos_drop = keras.layers.Dropout(config.drop_rate, name="pos_drop")
-        self.stages = build_stages(config)
-        self.num_features = config.stage_dims()[-1]
-        self.norm = LayerNorm(self.num_features, name="norm")
+        init_backbone(self, config)
 
     def build(self, input_shape: tuple) -> None:
         build_backbone(self, self.config, input_shape)
 
     def call(self, x: Tensor, training: bool | None = None) -> list[Tensor]:
-        x = self.pos_drop(self.patch_embed(x, training=training), training=training)
-        features = run_stages(self.stages, x, training)[1]
-        return [*features[:-1], self.norm(features[-1])]
+        return backbone_features(self, x, training)
 
 
 class I3DHead(keras.layers.Layer):
