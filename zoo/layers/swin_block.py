@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -16,6 +17,19 @@ from zoo.layers.window_attention import WindowAttention
 from zoo.windows import effective_window, pad_amounts, shifted_window_mask
 
 __all__ = ["SwinTransformerBlock"]
+
+
+@functools.cache
+def _mask_cached(padded, window, shift):
+    mask = shifted_window_mask(padded, window, shift)
+    return None if mask is None else torch.from_numpy(mask.copy())
+
+
+@torch.compiler.disable
+def _mask(padded, window, shift) -> torch.Tensor | None:
+    """The shift mask as a tensor, made once per geometry; opaque to ``torch.compile`` (which
+    would otherwise trace the NumPy table construction)."""
+    return _mask_cached(padded, window, shift)
 
 
 class SwinTransformerBlock(nn.Module):
@@ -84,8 +98,8 @@ class SwinTransformerBlock(nn.Module):
         axes = tuple(range(1, nd + 1))
         if any(shift):
             x = torch.roll(x, shifts=tuple(-s for s in shift), dims=axes)
-        mask = shifted_window_mask(padded, window, shift)
-        mask = None if mask is None else torch.from_numpy(mask.copy()).to(x.device, x.dtype)
+        mask = _mask(padded, window, shift)
+        mask = None if mask is None else mask.to(x.device, x.dtype)
         windows = window_partition(x, window).flatten(1, nd)  # (B * nW, N, C)
         windows = self.attn(windows, mask=mask)
         x = window_reverse(windows.reshape(-1, *window, x.shape[-1]), window, padded)
