@@ -147,12 +147,17 @@ def worker(impl: str, model: str, repeats: int) -> dict:
     return _timeit(fn, repeats)
 
 
-def _spawn(impl: str, model: str, repeats: int) -> dict:
+def _spawn(impl: str, model: str, repeats: int, timeout: float) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     if impl.startswith("keras-"):
         env["KERAS_BACKEND"] = impl.removeprefix("keras-")
     cmd = [sys.executable, __file__, "--worker", impl, "--models", model, "--repeats", str(repeats)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    try:
+        proc = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, cwd=ROOT, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"no result within {timeout:.0f} s (compilation included)"}
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         return {"error": tail[-200:]}
@@ -164,6 +169,9 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--impls", nargs="+", default=IMPLS, choices=IMPLS)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--timeout", type=float, default=900, help="seconds per implementation and model"
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -176,7 +184,7 @@ def main() -> int:
     for model in args.models:
         results[model] = {}
         for impl in args.impls:
-            r = _spawn(impl, model, args.repeats)
+            r = _spawn(impl, model, args.repeats, args.timeout)
             results[model][impl] = r
             shown = r.get("seconds")
             status = f"{shown:.3f} s" if shown is not None else r.get("error") or r.get("skipped")
