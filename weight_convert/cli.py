@@ -25,6 +25,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from weight_convert.tolerance import BLOCK_TOLERANCE
+
 #: target name -> (port framework, KERAS_BACKEND)
 TARGETS = {
     "keras-tensorflow": ("keras", "tensorflow"),
@@ -32,7 +34,7 @@ TARGETS = {
     "keras-torch": ("keras", "torch"),
     "flax": ("flax", None),
 }
-BLOCK_ATOL = 1e-5  # weight_convert.tolerance.BLOCK_TOLERANCE.atol, checked by a test
+BLOCK_ATOL = BLOCK_TOLERANCE.atol
 
 
 class UsageError(Exception):
