@@ -19,6 +19,9 @@ def test_core_imports_without_frameworks():
         "    sys.modules[name] = None  # any import of them raises ImportError\n"
         "import zoo, zoo.windows, zoo.registry, zoo.layout\n"
         "import weight_convert.rules, weight_convert.transfer, weight_convert.frameworks\n"
+        "import zoo.configs, weight_convert.layouts, weight_convert.tolerance\n"
+        "import weight_convert.cli, weight_convert.progress, weight_convert.convert\n"
+        "import weight_convert.checkpoints\n"
         "print(len(list(zoo.BLOCKS)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -40,3 +43,12 @@ def test_ports_mirror_reference_names(port_name):
 
     layers = importlib.import_module(f"ports.{port_name}.layers")
     assert set(zoo.layers.__all__) <= set(dir(layers))
+
+
+def test_ports_mirror_reference_models(port_name):
+    import importlib
+
+    import zoo.models
+
+    models = importlib.import_module(f"ports.{port_name}.models")
+    assert set(zoo.models.__all__) <= set(dir(models))
