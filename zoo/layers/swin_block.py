@@ -20,16 +20,24 @@ __all__ = ["SwinTransformerBlock"]
 
 
 @functools.cache
-def _mask_cached(padded, window, shift):
+def _mask_tensor(padded, window, shift) -> torch.Tensor | None:
     mask = shifted_window_mask(padded, window, shift)
     return None if mask is None else torch.from_numpy(mask.copy())
 
 
-@torch.compiler.disable
+@functools.cache
+def _opaque_mask_tensor():
+    # Built on first use under torch.compile only: torch.compiler.disable imports torch._dynamo,
+    # and with it triton, which must not be imported after TensorFlow in the same process.
+    return torch.compiler.disable(_mask_tensor)
+
+
 def _mask(padded, window, shift) -> torch.Tensor | None:
-    """The shift mask as a tensor, made once per geometry; opaque to ``torch.compile`` (which
-    would otherwise trace the NumPy table construction)."""
-    return _mask_cached(padded, window, shift)
+    """The shift mask as a tensor, made once per geometry; opaque to ``torch.compile``, which
+    would otherwise trace the NumPy table construction."""
+    if torch.compiler.is_compiling():
+        return _opaque_mask_tensor()(padded, window, shift)
+    return _mask_tensor(padded, window, shift)
 
 
 class SwinTransformerBlock(nn.Module):
