@@ -359,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"weight-convert: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # output piped into `head` and closed: not an error
+        sys.stderr.close()
+        return 0
     except Exception as e:
         code = _exit_code(e)
         if code is None:
