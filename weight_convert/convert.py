@@ -98,30 +98,21 @@ def default_verify_shape(config: SwinConfig) -> tuple[int, ...]:
     return (1, config.in_chans, config.img_size, config.img_size)
 
 
-def _dummy_input(config: SwinConfig) -> np.ndarray:
-    spatial = (2, 32, 32) if config.spatial_rank == 3 else (32, 32)
-    return np.zeros((1, *spatial, config.in_chans), np.float32)
-
-
 def build_port(target: str, config: SwinConfig):
     """(adapter, model) for ``target`` built from ``config``, variables created."""
     from weight_convert.frameworks import port
 
     adapter = port(target)
-    cls = MODEL_CLASSES[config.family]
     if target == "keras":
-        import ports.keras.models as models
+        from ports.keras.models import build_model
 
-        model = getattr(models, cls)(config)
-        adapter.materialize(model, [_dummy_input(config)])
+        model = build_model(config)
     else:
-        from flax import nnx
+        from ports.flax.models import abstract_model
 
-        import ports.flax.models as models
-
-        # Abstract parameters (no random initialization, which compiles per shape): every one
-        # is set by the strict transfer before the model is written.
-        model = nnx.eval_shape(lambda: getattr(models, cls)(config, rngs=nnx.Rngs(0)))
+        # Abstract parameters: every one is set by the strict transfer before the model is
+        # written (an unset one is a CoverageError).
+        model = abstract_model(config)
         model.eval()
     return adapter, model
 

@@ -23,6 +23,7 @@ __all__ = [
     "families",
     "MODEL_CLASSES",
     "parameter_count",
+    "resolve",
 ]
 
 
@@ -207,6 +208,13 @@ for _size, (_dim, _depths, _heads, _dpr2, _dpr3) in _SIZES.items():
             f"Video Swin-{_size[0].upper()}, patch 2x4x4, window 8x7x7, Kinetics-400 head",
         ),
     )
+
+
+def resolve(name: str, **overrides: Any) -> tuple[str, SwinConfig]:
+    """(model class name, config) of the registered variant ``name``, config fields replaced by
+    ``overrides``: what every framework's ``create_model`` builds."""
+    variant = VARIANTS[name]
+    return variant.model, dataclasses.replace(variant.config, **overrides)
 
 
 def families() -> dict[str, list[str]]:

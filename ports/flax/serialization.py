@@ -123,12 +123,11 @@ def load(path: str | os.PathLike, *, rngs: nnx.Rngs | None = None) -> nnx.Module
     The model is built abstractly (``nnx.eval_shape``: no random initialization, which would cost
     a compilation per parameter shape), then every parameter is set from the file.
     """
-    from ports.flax.models import model_class
+    from ports.flax.models import abstract_model
 
     metadata = read_metadata(path)
     config = config_from_dict(json.loads(metadata["config"]))
-    cls = model_class(metadata["model"])
-    model = nnx.eval_shape(lambda: cls(config, rngs=nnx.Rngs(0)))
+    model = abstract_model(config)
     load_weights(model, path)
     rngs = rngs if rngs is not None else nnx.Rngs(0)
     for _, node in nnx.iter_graph(model):

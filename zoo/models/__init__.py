@@ -3,9 +3,7 @@ a registered variant. ``ports.keras.models`` and ``ports.flax.models`` export th
 
 from __future__ import annotations
 
-import dataclasses
-
-from zoo.configs import VARIANTS
+from zoo.configs import resolve
 from zoo.models.swin import BasicLayer, SwinTransformer
 from zoo.models.video_swin import I3DHead, SwinTransformer3D, VideoSwin
 
@@ -22,6 +20,5 @@ __all__ = [
 def create_model(name: str, **overrides):
     """The registered variant ``name`` (see ``zoo.configs.VARIANTS``), config fields overridden by
     keyword, in eval mode."""
-    variant = VARIANTS[name]
-    config = dataclasses.replace(variant.config, **overrides)
-    return globals()[variant.model](config).eval()
+    model, config = resolve(name, **overrides)
+    return globals()[model](config).eval()

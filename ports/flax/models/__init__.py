@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from flax import nnx
 
 from ports.flax.models.swin import BasicLayer, SwinTransformer
 from ports.flax.models.video_swin import I3DHead, SwinTransformer3D, VideoSwin
-from zoo.configs import VARIANTS
+from zoo.configs import MODEL_CLASSES, SwinConfig, resolve
 
 __all__ = [
     "BasicLayer",
@@ -17,6 +15,7 @@ __all__ = [
     "SwinTransformer",
     "SwinTransformer3D",
     "VideoSwin",
+    "abstract_model",
     "create_model",
     "model_class",
 ]
@@ -35,8 +34,14 @@ def model_class(name: str) -> type[nnx.Module]:
 def create_model(name: str, *, rngs: nnx.Rngs | None = None, **overrides) -> nnx.Module:
     """The registered variant ``name`` (see ``zoo.configs.VARIANTS``), config fields overridden by
     keyword, in eval mode. Parameters are initialized from ``rngs`` (default ``nnx.Rngs(0)``)."""
-    variant = VARIANTS[name]
-    config = dataclasses.replace(variant.config, **overrides)
-    model = model_class(variant.model)(config, rngs=rngs if rngs is not None else nnx.Rngs(0))
+    model_name, config = resolve(name, **overrides)
+    model = model_class(model_name)(config, rngs=rngs if rngs is not None else nnx.Rngs(0))
     model.eval()
     return model
+
+
+def abstract_model(config: SwinConfig) -> nnx.Module:
+    """The model ``config`` describes with abstract parameters (``nnx.eval_shape``: no random
+    initialization, which would compile once per parameter shape), for filling from a file."""
+    cls = model_class(MODEL_CLASSES[config.family])
+    return nnx.eval_shape(lambda: cls(config, rngs=nnx.Rngs(0)))

@@ -4,13 +4,11 @@ created, ready for weights. The models save to ``.keras`` (registered under pack
 
 from __future__ import annotations
 
-import dataclasses
-
 import keras
 
 from ports.keras.models.swin import BasicLayer, SwinTransformer
 from ports.keras.models.video_swin import I3DHead, SwinTransformer3D, VideoSwin
-from zoo.configs import VARIANTS
+from zoo.configs import MODEL_CLASSES, SwinConfig, resolve
 
 __all__ = [
     "BasicLayer",
@@ -18,6 +16,7 @@ __all__ = [
     "SwinTransformer",
     "SwinTransformer3D",
     "VideoSwin",
+    "build_model",
     "create_model",
     "model_class",
 ]
@@ -36,8 +35,11 @@ def model_class(name: str) -> type[keras.Model]:
 def create_model(name: str, **overrides) -> keras.Model:
     """The registered variant ``name`` (see ``zoo.configs.VARIANTS``), config fields overridden by
     keyword, built (its variables exist; spatial sizes stay open, any input size runs)."""
-    variant = VARIANTS[name]
-    config = dataclasses.replace(variant.config, **overrides)
-    model = model_class(variant.model)(config)
+    return build_model(resolve(name, **overrides)[1])
+
+
+def build_model(config: SwinConfig) -> keras.Model:
+    """The model ``config`` describes, built: its variables exist, spatial sizes stay open."""
+    model = model_class(MODEL_CLASSES[config.family])(config)
     model.build((None, *(None,) * config.spatial_rank, config.in_chans))
     return model
