@@ -30,6 +30,15 @@ def _kernel_to_torch(k: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(k, np.argsort(_kernel_perm(k.ndim))))
 
 
+def _transpose_kernel_to_port(w: np.ndarray) -> np.ndarray:
+    """torch ConvTranspose (in, out, *k) -> port (*k, in, out)."""
+    return np.ascontiguousarray(np.transpose(w, (*range(2, w.ndim), 0, 1)))
+
+
+def _transpose_kernel_to_torch(k: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.transpose(k, (k.ndim - 2, k.ndim - 1, *range(k.ndim - 2))))
+
+
 def _same(x: np.ndarray) -> np.ndarray:
     return x
 
@@ -47,6 +56,8 @@ class LeafRule:
 #: name and are copied as they are.
 RULES: dict[str, LeafRule] = {
     "kernel": LeafRule("weight", _kernel_to_port, _kernel_to_torch),  # Dense / Linear / Conv
+    # ConvTranspose (the ports' ConvTranspose2d layers name their kernel so)
+    "transpose_kernel": LeafRule("weight", _transpose_kernel_to_port, _transpose_kernel_to_torch),
     "gamma": LeafRule("weight", _same, _same),  # Keras LayerNormalization
     "scale": LeafRule("weight", _same, _same),  # Flax LayerNorm
     "beta": LeafRule("bias", _same, _same),  # Keras LayerNormalization

@@ -14,8 +14,10 @@ from typing import Any
 from zoo.registry import Registry
 
 __all__ = [
+    "SamConfig",
     "SwinConfig",
     "VideoSwinConfig",
+    "ViTDetConfig",
     "VARIANTS",
     "Variant",
     "config_from_dict",
@@ -109,10 +111,120 @@ class VideoSwinConfig(SwinConfig):
         return 3
 
 
-_CONFIGS = {"SwinConfig": SwinConfig, "VideoSwinConfig": VideoSwinConfig}
+@dataclass(frozen=True)
+class SamConfig:
+    """Segment Anything: ViTDet-style image encoder, prompt encoder and mask decoder, as in the
+    ``segment-anything`` package (``build_sam_vit_{b,l,h}``).
+
+    Image encoder input (reference): (B, in_chans, img_size, img_size), already normalized and
+    padded (the predictor does that); output (B, out_chans, img_size / patch, img_size / patch).
+    ``encoder_only`` builds the image encoder alone (timm ``samvit_*`` checkpoints hold only it).
+    """
+
+    img_size: int = 1024
+    patch_size: int = 16
+    in_chans: int = 3
+    encoder_embed_dim: int = 768
+    encoder_depth: int = 12
+    encoder_num_heads: int = 12
+    encoder_global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
+    window_size: int = 14
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    use_abs_pos: bool = True
+    use_rel_pos: bool = True
+    out_chans: int = 256  # the neck's output = the prompt embedding dim
+    mask_in_chans: int = 16
+    num_multimask_outputs: int = 3
+    iou_head_depth: int = 3
+    iou_head_hidden_dim: int = 256
+    transformer_depth: int = 2
+    transformer_mlp_dim: int = 2048
+    transformer_num_heads: int = 8
+    attention_downsample_rate: int = 2
+    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    mask_threshold: float = 0.0
+    encoder_only: bool = False
+
+    @property
+    def family(self) -> str:
+        return "sam_image_encoder" if self.encoder_only else "sam"
+
+    @property
+    def spatial_rank(self) -> int:
+        return 2
+
+    @property
+    def prompt_embed_dim(self) -> int:
+        return self.out_chans
+
+    @property
+    def image_embedding_size(self) -> int:
+        return self.img_size // self.patch_size
+
+
+@dataclass(frozen=True)
+class ViTDetConfig:
+    """ViTDet backbone (detectron2 ``ViT``) with its simple feature pyramid
+    (``SimpleFeaturePyramid``), as in detectron2's COCO Mask R-CNN ViTDet configs.
+
+    Input (reference): (B, in_chans, H, W), normalized; H, W multiples of 16 (detectron2 pads to
+    ``square_pad``). The absolute position embedding, trained at ``pretrain_img_size`` with a class
+    token, is interpolated to the input grid. Output: the pyramid maps p2..p6 (strides 4..64),
+    channels-first in the reference, channels-last in the ports.
+    """
+
+    img_size: int = 1024
+    patch_size: int = 16
+    in_chans: int = 3
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    drop_path_rate: float = 0.1
+    window_size: int = 14
+    window_block_indexes: tuple[int, ...] = (0, 1, 3, 4, 6, 7, 9, 10)
+    use_abs_pos: bool = True
+    use_rel_pos: bool = True
+    pretrain_img_size: int = 224
+    pretrain_use_cls_token: bool = True
+    out_channels: int = 256
+    scale_factors: tuple[float, ...] = (4.0, 2.0, 1.0, 0.5)
+    top_block: bool = True  # LastLevelMaxPool: p6 = max pool (kernel 1, stride 2) of p5
+    square_pad: int = 1024
+
+    @property
+    def family(self) -> str:
+        return "vitdet"
+
+    @property
+    def spatial_rank(self) -> int:
+        return 2
+
+    def drop_path_rates(self) -> list[float]:
+        """Stochastic depth rising linearly over the blocks (detectron2 ``ViT``)."""
+        return [self.drop_path_rate * i / max(self.depth - 1, 1) for i in range(self.depth)]
+
+
+Config = SwinConfig | SamConfig | ViTDetConfig
+
+_CONFIGS = {
+    "SwinConfig": SwinConfig,
+    "VideoSwinConfig": VideoSwinConfig,
+    "SamConfig": SamConfig,
+    "ViTDetConfig": ViTDetConfig,
+}
 
 #: family -> the model class built from its config (same class name in every framework)
-MODEL_CLASSES = {"swin": "SwinTransformer", "video_swin": "VideoSwin"}
+MODEL_CLASSES = {
+    "swin": "SwinTransformer",
+    "video_swin": "VideoSwin",
+    "sam": "Sam",
+    "sam_image_encoder": "ImageEncoderViT",
+    "vitdet": "SimpleFeaturePyramid",
+}
 
 
 def parameter_count(config: SwinConfig) -> int:
@@ -142,12 +254,12 @@ def parameter_count(config: SwinConfig) -> int:
     return total
 
 
-def config_to_dict(config: SwinConfig) -> dict[str, Any]:
+def config_to_dict(config: Config) -> dict[str, Any]:
     """JSON-friendly dict with the class name, for saved models and the CLI."""
     return {"class": type(config).__name__, **dataclasses.asdict(config)}
 
 
-def config_from_dict(data: dict[str, Any]) -> SwinConfig:
+def config_from_dict(data: dict[str, Any]) -> Config:
     data = dict(data)
     cls = _CONFIGS[data.pop("class")]
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -163,7 +275,7 @@ class Variant:
 
     name: str
     model: str
-    config: SwinConfig
+    config: Config
     description: str = ""
 
 
@@ -209,8 +321,58 @@ for _size, (_dim, _depths, _heads, _dpr2, _dpr3) in _SIZES.items():
         ),
     )
 
+_SAM_SIZES = {
+    # size: (embed_dim, depth, num_heads, global attention block indexes)
+    "b": (768, 12, 12, (2, 5, 8, 11)),
+    "l": (1024, 24, 16, (5, 11, 17, 23)),
+    "h": (1280, 32, 16, (7, 15, 23, 31)),
+}
+_LONG = {"b": "base", "l": "large", "h": "huge"}
 
-def resolve(name: str, **overrides: Any) -> tuple[str, SwinConfig]:
+for _size, (_dim, _depth, _heads, _global) in _SAM_SIZES.items():
+    _sam = SamConfig(
+        encoder_embed_dim=_dim,
+        encoder_depth=_depth,
+        encoder_num_heads=_heads,
+        encoder_global_attn_indexes=_global,
+    )
+    VARIANTS.register(
+        f"sam_vit_{_size}",
+        Variant(
+            f"sam_vit_{_size}",
+            "Sam",
+            _sam,
+            f"Segment Anything ViT-{_size.upper()}: image encoder, prompt encoder, mask decoder",
+        ),
+    )
+    VARIANTS.register(
+        f"samvit_{_LONG[_size]}_patch16",
+        Variant(
+            f"samvit_{_LONG[_size]}_patch16",
+            "ImageEncoderViT",
+            dataclasses.replace(_sam, encoder_only=True),
+            f"Segment Anything ViT-{_size.upper()} image encoder alone (timm samvit_*)",
+        ),
+    )
+    _vitdet = ViTDetConfig(
+        embed_dim=_dim,
+        depth=_depth,
+        num_heads=_heads,
+        drop_path_rate={"b": 0.1, "l": 0.4, "h": 0.5}[_size],
+        window_block_indexes=tuple(i for i in range(_depth) if i not in _global),
+    )
+    VARIANTS.register(
+        f"vitdet_{_LONG[_size]}",
+        Variant(
+            f"vitdet_{_LONG[_size]}",
+            "SimpleFeaturePyramid",
+            _vitdet,
+            f"ViTDet ViT-{_size.upper()} backbone with the simple feature pyramid (p2-p6)",
+        ),
+    )
+
+
+def resolve(name: str, **overrides: Any) -> tuple[str, Config]:
     """(model class name, config) of the registered variant ``name``, config fields replaced by
     ``overrides``: what every framework's ``create_model`` builds."""
     variant = VARIANTS[name]

@@ -1,6 +1,6 @@
 """Save and load Flax NNX models as ``.safetensors`` files.
 
-The file holds every ``nnx.Param`` under its dotted nnx path
+The file holds every ``nnx.Param`` and ``Buffer`` under its dotted nnx path
 (``layers.0.blocks.1.attn.qkv.kernel``) in the port's layout, and in the safetensors metadata the
 model class name (``model``), the config as JSON (``config``, from ``zoo.configs.config_to_dict``)
 and ``format``. ``load`` rebuilds the model from the metadata alone. Only NumPy and
@@ -21,6 +21,7 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from ports.flax.layers.variables import CHECKPOINT_VARIABLES
 from zoo.configs import config_from_dict, config_to_dict
 
 __all__ = ["FORMAT", "CheckpointMismatchError", "load", "load_weights", "read_metadata", "save"]
@@ -49,11 +50,11 @@ class CheckpointMismatchError(ValueError):
         super().__init__(f"{path}: " + "; ".join(parts))
 
 
-def _params(model: nnx.Module) -> dict[str, nnx.Param]:
+def _params(model: nnx.Module) -> dict[str, nnx.Variable]:
     return {
         ".".join(str(p) for p in path): v
         for path, v in nnx.iter_graph(model)
-        if isinstance(v, nnx.Param)
+        if isinstance(v, CHECKPOINT_VARIABLES)
     }
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 import ports.flax.layers
+from ports.flax.layers.variables import CHECKPOINT_VARIABLES
 from zoo.registry import Ref
 
 NAME = "flax"
@@ -41,8 +42,9 @@ def _join(path: tuple) -> str:
     return ".".join(str(p) for p in path)
 
 
-def variables(module: nnx.Module) -> dict[str, nnx.Param]:
-    return {_join(p): v for p, v in nnx.iter_graph(module) if isinstance(v, nnx.Param)}
+def variables(module: nnx.Module) -> dict[str, nnx.Variable]:
+    """Every variable a checkpoint holds (parameters and ``Buffer``s), by dotted path."""
+    return {_join(p): v for p, v in nnx.iter_graph(module) if isinstance(v, CHECKPOINT_VARIABLES)}
 
 
 def shapes(module: nnx.Module) -> dict[str, tuple[int, ...]]:
