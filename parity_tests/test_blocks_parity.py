@@ -16,7 +16,7 @@ def test_block_parity(case, port):
     assert report.passed, report.table()
     assert report.max_abs <= 1e-5
     # Aligned submodules were compared too, not only the output.
-    if case.block not in {"DropPath", "LayerNorm2d"}:
+    if case.block not in {"ConvTranspose2d", "DropPath", "LayerNorm2d"}:  # leaves
         assert report.layers, report.table()
 
 

@@ -124,6 +124,24 @@ _cases(
     ("zero", dict(drop_prob=0.0), _tokens(1, 2, 8)),
 )
 _cases(
+    "ConvTranspose2d",
+    (
+        "k2-odd-map-b2",
+        dict(in_channels=8, out_channels=6, kernel_size=2, stride=2),
+        (Input((2, 8, 5, 7), Layout.CHANNELS_FIRST),),
+    ),
+    (
+        "k4-no-bias",
+        dict(in_channels=4, out_channels=3, kernel_size=4, stride=4, bias=False),
+        (Input((1, 4, 3, 2), Layout.CHANNELS_FIRST),),
+    ),
+    (
+        "k2-1x1-map",
+        dict(in_channels=16, out_channels=8, kernel_size=2, stride=2),
+        (Input((3, 16, 1, 1), Layout.CHANNELS_FIRST),),
+    ),
+)
+_cases(
     "LayerNorm2d",
     ("square-b2", dict(num_channels=32), (Input((2, 32, 8, 8), CF),)),
     ("odd", dict(num_channels=16), (Input((1, 16, 7, 9), CF),)),

@@ -3,6 +3,7 @@
 ``ports.keras.layers`` and ``ports.flax.layers`` export the same names with the same trees.
 """
 
+from zoo.layers.conv import ConvTranspose2d
 from zoo.layers.drop import DropPath, drop_path
 from zoo.layers.mlp import Mlp, MLPBlock
 from zoo.layers.norm import LayerNorm, LayerNorm2d
@@ -21,6 +22,7 @@ from zoo.layers.window import window_partition, window_reverse
 from zoo.layers.window_attention import WindowAttention
 
 __all__ = [
+    "ConvTranspose2d",
     "Attention",
     "Block",
     "DropPath",

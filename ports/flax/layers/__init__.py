@@ -4,6 +4,7 @@
 (``kernel`` / ``scale`` for ``weight``).
 """
 
+from ports.flax.layers.conv import ConvTranspose2d
 from ports.flax.layers.drop import DropPath, drop_path
 from ports.flax.layers.mlp import GELU, Mlp, MLPBlock
 from ports.flax.layers.norm import LayerNorm, LayerNorm2d
@@ -22,6 +23,7 @@ from ports.flax.layers.window import window_partition, window_reverse
 from ports.flax.layers.window_attention import WindowAttention
 
 __all__ = [
+    "ConvTranspose2d",
     "GELU",
     "Attention",
     "Block",

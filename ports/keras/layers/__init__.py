@@ -5,6 +5,7 @@ Every sublayer is named after its reference attribute, so Keras variable paths
 Only ``keras.ops`` is used: the layers run on the TensorFlow, JAX and torch backends.
 """
 
+from ports.keras.layers.conv import ConvTranspose2d
 from ports.keras.layers.drop import DropPath, drop_path
 from ports.keras.layers.mlp import GELU, Mlp, MLPBlock
 from ports.keras.layers.norm import LayerNorm, LayerNorm2d
@@ -23,6 +24,7 @@ from ports.keras.layers.window import window_partition, window_reverse
 from ports.keras.layers.window_attention import WindowAttention
 
 __all__ = [
+    "ConvTranspose2d",
     "GELU",
     "Attention",
     "Block",
