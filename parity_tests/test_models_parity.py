@@ -36,8 +36,8 @@ def _default_shape(name: str) -> tuple[int, ...]:
 
 SLOW = [
     pytest.param(name, _default_shape(name), {}, id=name, marks=pytest.mark.slow)
-    for name in VARIANTS
-    if name not in (SWIN_T, VIDEO_T)
+    for name, variant in VARIANTS.items()
+    if variant.config.family in ("swin", "video_swin") and name not in (SWIN_T, VIDEO_T)
 ]
 
 
