@@ -240,21 +240,66 @@ def test_reference_shapes_match_models():
         assert list(layouts.reference_shapes(model.config)) == list(shapes)
 
 
+#: a small config of every family, for the table checks
+SMALL = {
+    "swin": dataclasses.replace(VARIANTS[VARIANT["swin"]].config, depths=(2, 2, 2, 2)),
+    "video_swin": dataclasses.replace(VARIANTS[VARIANT["video_swin"]].config, depths=(2, 2, 2, 2)),
+    "sam": dataclasses.replace(
+        VARIANTS["sam_vit_b"].config, encoder_depth=4, encoder_global_attn_indexes=(1, 3)
+    ),
+    "sam_image_encoder": dataclasses.replace(
+        VARIANTS["samvit_base_patch16"].config, encoder_depth=4, encoder_global_attn_indexes=(1,)
+    ),
+    "vitdet": dataclasses.replace(
+        VARIANTS["vitdet_base"].config, depth=4, window_block_indexes=(0, 2)
+    ),
+}
+
+
 def test_rules_are_inverse():
     for (layout, family), rules in layouts.RULES.items():
+        shapes = layouts.reference_shapes(SMALL[family])
         sd = layouts.from_reference(
-            {
-                k: np.zeros(s, np.float32)
-                for k, s in layouts.reference_shapes(
-                    dataclasses.replace(VARIANTS[VARIANT[family]].config, depths=(2, 2, 2, 2))
-                ).items()
-            },
-            layout,
-            family,
+            {k: np.zeros(s, np.float32) for k, s in shapes.items()}, layout, family
         )
+        assert len(sd) >= len(shapes)
         for key in sd:
             ref = layouts._rename(key, rules, reverse=False)
             assert layouts._rename(ref, rules, reverse=True) == key
+
+
+@pytest.mark.parametrize("family", ["sam", "sam_image_encoder", "vitdet"])
+def test_vit_families_detect_their_config(family):
+    """Every field of a custom SAM / ViTDet architecture is solved from the shapes, and the
+    registered variants are named."""
+    (layout,) = [lay for lay, fam in layouts.RULES if fam == family]
+    for config in [
+        SMALL[family],
+        *(v.config for _, v in VARIANTS.items() if v.config.family == family),
+    ]:
+        shapes = layouts.reference_shapes(config)
+        sd = layouts.from_reference(
+            {k: np.zeros(s, np.float32) for k, s in shapes.items()}, layout, family, config
+        )
+        detected = layouts.detect(sd)
+        assert (detected.layout, detected.family) == (layout, family)
+        assert detected.config == config
+        assert list(layouts.to_reference(sd, detected)) == list(shapes)
+
+
+def test_detectron2_heads_are_dropped_and_counted():
+    config = SMALL["vitdet"]
+    shapes = layouts.reference_shapes(config)
+    sd = layouts.from_reference(
+        {k: np.zeros(s, np.float32) for k, s in shapes.items()}, "detectron2", "vitdet"
+    )
+    sd["roi_heads.box_predictor.cls_score.weight"] = np.zeros((81, 1024), np.float32)
+    sd["proposal_generator.rpn_head.conv.weight"] = np.zeros((256, 256, 3, 3), np.float32)
+    sd["pixel_mean"] = np.zeros((3, 1, 1), np.float32)
+    detected = layouts.detect(sd)
+    assert detected.family == "vitdet"
+    assert any("3 tensor(s) outside the model dropped" in n for n in detected.notes)
+    assert set(layouts.to_reference(sd, detected)) == set(shapes)
 
 
 # --------------------------------------------------------------------------- checkpoints.py

@@ -27,7 +27,6 @@ __all__ = ["TARGETS", "ConversionError", "OutputExistsError", "convert", "output
 
 #: target framework -> files written, by suffix
 TARGETS = {"keras": (".keras", ".weights.h5"), "flax": (".safetensors",)}
-_PREFERRED_ARCH_FIELDS = ("embed_dim", "depths", "num_heads", "window_size", "patch_size")
 
 
 class ConversionError(ValueError):
@@ -83,7 +82,7 @@ def _check_variant(detected: layouts.Detected, variant: str | None) -> None:
         )
     diffs = [
         f"{f}={getattr(got, f)} (expected {getattr(expected, f)})"
-        for f in _PREFERRED_ARCH_FIELDS
+        for f in layouts.arch_fields(expected)
         if getattr(got, f) != getattr(expected, f)
     ]
     if diffs:

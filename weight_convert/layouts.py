@@ -1,5 +1,6 @@
-"""Checkpoint layouts of Swin (2D) and Video Swin: detection from key names and shapes, and
-renaming to and from the reference's keys. Framework-free: NumPy only.
+"""Checkpoint layouts of every family (Swin 2D, Video Swin, SAM, SAM's image encoder alone,
+ViTDet): detection from key names and shapes, and renaming to and from the reference's keys.
+Framework-free: NumPy only.
 
 A *layout* is how one code base names the tensors of the same architecture:
 
@@ -12,11 +13,19 @@ A *layout* is how one code base names the tensors of the same architecture:
     ``torchvision.models.swin_t/s/b`` and ``torchvision.models.video.swin3d_t/s/b``.
 ``timm``
     timm >= 0.9 ``swin_*`` (2D only): the patch merging sits at the *start* of stage i >= 1 and the
-    classifier is ``head.fc``.
+    classifier is ``head.fc``. timm ``samvit_*``: SAM's image encoder with ``mlp.fc1`` / ``fc2``.
+``official`` (SAM)
+    The ``segment-anything`` package's ``Sam`` state dict (``image_encoder.*``,
+    ``prompt_encoder.*``, ``mask_decoder.*``): the reference's own keys.
+``detectron2``
+    ViTDet Mask R-CNN / Cascade checkpoints: the backbone under ``backbone.net.*`` and
+    ``backbone.simfp_*``; the detector heads (``proposal_generator.*``, ``roi_heads.*``) and the
+    pixel statistics are outside the backbone and are dropped, each counted in the notes.
 
 The correspondence lives in ``RULES``: ordered pairs of key-prefix templates (reference, layout),
 used in both directions. A template may hold stage / block indices as ``{i}``, ``{j}`` or a linear
-form such as ``{2i+1}``; the first rule whose template matches a key decides its name.
+form such as ``{2i+1}``; the first rule whose template matches a key decides its name. A rule
+whose reference side is None marks keys outside the reference model (dropped, and reported).
 """
 
 from __future__ import annotations
@@ -30,11 +39,21 @@ from typing import Any
 
 import numpy as np
 
-from zoo.configs import VARIANTS, SwinConfig, VideoSwinConfig, config_to_dict
+from zoo.configs import (
+    VARIANTS,
+    Config,
+    SamConfig,
+    SwinConfig,
+    VideoSwinConfig,
+    ViTDetConfig,
+    config_to_dict,
+)
+from zoo.shapes import reference_shapes
 from zoo.windows import relative_position_index, shifted_window_mask
 
 __all__ = [
     "ARCH_FIELDS",
+    "arch_fields",
     "FAMILIES",
     "LAYOUTS",
     "RULES",
@@ -49,10 +68,10 @@ __all__ = [
     "to_reference",
 ]
 
-LAYOUTS = ("official", "torchvision", "timm")
-FAMILIES = ("swin", "video_swin")
+LAYOUTS = ("official", "torchvision", "timm", "detectron2")
+FAMILIES = ("swin", "video_swin", "sam", "sam_image_encoder", "vitdet")
 
-#: Config fields that decide the backbone; a checkpoint names a variant when these agree.
+#: Swin config fields that decide the backbone; a checkpoint names a variant when these agree.
 #: The head size (``num_classes`` / ``features_only``) is an override of the variant.
 ARCH_FIELDS = (
     "patch_size",
@@ -65,6 +84,22 @@ ARCH_FIELDS = (
     "qkv_bias",
     "patch_norm",
 )
+
+#: Config fields that are not architecture (training or pre-processing settings): everything
+#: else must agree for a checkpoint to name a variant. Swin uses ``ARCH_FIELDS`` instead.
+_NOT_ARCH = {
+    SamConfig: ("pixel_mean", "pixel_std", "mask_threshold"),
+    ViTDetConfig: ("drop_path_rate", "square_pad"),
+}
+
+
+def arch_fields(config: Config) -> tuple[str, ...]:
+    """The fields of ``config`` that decide which tensors (and shapes) the model has."""
+    if isinstance(config, SwinConfig):
+        return ARCH_FIELDS
+    skip = _NOT_ARCH[type(config)]
+    return tuple(f.name for f in dataclasses.fields(config) if f.name not in skip)
+
 
 #: Leaf names of buffers derived from the window (or the training resolution); never learned.
 DERIVED = ("relative_position_index", "attn_mask")
@@ -115,6 +150,27 @@ RULES: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
         ("norm.", "norm."),
         ("head.", "head.fc."),
     ),
+    ("official", "sam"): (
+        ("image_encoder.", "image_encoder."),
+        ("prompt_encoder.", "prompt_encoder."),
+        ("mask_decoder.", "mask_decoder."),
+    ),
+    ("timm", "sam_image_encoder"): (
+        ("pos_embed", "pos_embed"),
+        ("patch_embed.", "patch_embed."),
+        ("blocks.{j}.mlp.lin1.", "blocks.{j}.mlp.fc1."),
+        ("blocks.{j}.mlp.lin2.", "blocks.{j}.mlp.fc2."),
+        ("blocks.{j}.", "blocks.{j}."),
+        ("neck.", "neck."),
+    ),
+    ("detectron2", "vitdet"): (
+        ("net.", "backbone.net."),
+        ("simfp_{i}.", "backbone.simfp_{i}."),
+        (None, "proposal_generator."),
+        (None, "roi_heads."),
+        (None, "pixel_mean"),
+        (None, "pixel_std"),
+    ),
 }
 
 #: Derived buffers each layout writes in ``from_reference`` (official 2D checkpoints also carry
@@ -125,6 +181,9 @@ _WRITES = {
     ("torchvision", "swin"): ("relative_position_index",),
     ("torchvision", "video_swin"): ("relative_position_index",),
     ("timm", "swin"): (),
+    ("official", "sam"): (),
+    ("timm", "sam_image_encoder"): (),
+    ("detectron2", "vitdet"): (),
 }
 
 
@@ -179,9 +238,17 @@ def _template(text: str) -> _Template:
     return _Template(re.compile(pattern), tuple(slots), tuple(parts))
 
 
-def _rename(key: str, rules: Iterable[tuple[str, str]], reverse: bool) -> str | None:
-    """Layout key -> reference key (``reverse=False``) or back; None when no rule matches."""
+_DROPPED = ""  # ``_rename`` result for a key a rule marks as outside the reference model
+
+
+def _rename(key: str, rules: Iterable[tuple[str | None, str]], reverse: bool) -> str | None:
+    """Layout key -> reference key (``reverse=False``) or back; None when no rule matches,
+    ``_DROPPED`` for a layout key outside the reference model."""
     for ours, theirs in rules:
+        if ours is None:
+            if not reverse and key.startswith(theirs):
+                return _DROPPED
+            continue
         src, dst = (ours, theirs) if reverse else (theirs, ours)
         hit = _template(src).match(key)
         if hit is not None:
@@ -193,17 +260,30 @@ def _leaf(key: str) -> str:
     return key.rsplit(".", 1)[-1]
 
 
-def _map_keys(keys: Iterable[str], layout: str, family: str) -> tuple[dict[str, str], list[str]]:
-    """Layout key -> reference key for every key a rule covers, and the keys none covers."""
+def _map_keys(
+    keys: Iterable[str], layout: str, family: str
+) -> tuple[dict[str, str], list[str], list[str]]:
+    """Layout key -> reference key for every key a rule covers, the keys none covers, and the
+    keys a rule marks as outside the reference model."""
     rules = RULES[(layout, family)]
-    mapping, unmatched = {}, []
+    mapping, unmatched, dropped = {}, [], []
     for key in keys:
         new = _rename(key, rules, reverse=False)
         if new is None:
             unmatched.append(key)
+        elif new == _DROPPED:
+            dropped.append(key)
         else:
             mapping[key] = new
-    return mapping, unmatched
+    return mapping, unmatched, dropped
+
+
+def _dropped_note(dropped: list[str]) -> str:
+    groups: dict[str, int] = {}
+    for key in dropped:
+        groups[key.split(".", 1)[0]] = groups.get(key.split(".", 1)[0], 0) + 1
+    parts = ", ".join(f"{name} ({n})" for name, n in groups.items())
+    return f"{len(dropped)} tensor(s) outside the model dropped: {parts}"
 
 
 # --------------------------------------------------------------------------- shapes and configs
@@ -215,46 +295,6 @@ def _prefix(family: str) -> str:
 
 def _head(family: str) -> str:
     return "cls_head.fc_cls." if family == "video_swin" else "head."
-
-
-def reference_shapes(config: SwinConfig) -> dict[str, tuple[int, ...]]:
-    """Every key of the reference model's state dict for ``config`` with its shape, in the
-    model's order (``zoo.models.create_model(...).state_dict()``)."""
-    p, out = _prefix(config.family), {}
-    e = config.embed_dim
-    out[p + "patch_embed.proj.weight"] = (e, config.in_chans, *config.patch_size)
-    out[p + "patch_embed.proj.bias"] = (e,)
-    if config.patch_norm:
-        out[p + "patch_embed.norm.weight"] = (e,)
-        out[p + "patch_embed.norm.bias"] = (e,)
-    rows = int(np.prod([2 * w - 1 for w in config.window_size]))
-    dims, n = config.stage_dims(), len(config.depths)
-    for i, (d, depth, heads) in enumerate(zip(dims, config.depths, config.num_heads, strict=True)):
-        hidden = int(d * config.mlp_ratio)
-        for j in range(depth):
-            b = f"{p}layers.{i}.blocks.{j}."
-            out[b + "norm1.weight"] = out[b + "norm1.bias"] = (d,)
-            out[b + "attn.relative_position_bias_table"] = (rows, heads)
-            out[b + "attn.qkv.weight"] = (3 * d, d)
-            if config.qkv_bias:
-                out[b + "attn.qkv.bias"] = (3 * d,)
-            out[b + "attn.proj.weight"] = (d, d)
-            out[b + "attn.proj.bias"] = (d,)
-            out[b + "norm2.weight"] = out[b + "norm2.bias"] = (d,)
-            out[b + "mlp.fc1.weight"] = (hidden, d)
-            out[b + "mlp.fc1.bias"] = (hidden,)
-            out[b + "mlp.fc2.weight"] = (d, hidden)
-            out[b + "mlp.fc2.bias"] = (d,)
-        if i < n - 1:
-            s = f"{p}layers.{i}.downsample."
-            out[s + "reduction.weight"] = (2 * d, 4 * d)
-            out[s + "norm.weight"] = out[s + "norm.bias"] = (4 * d,)
-    out[p + "norm.weight"] = out[p + "norm.bias"] = (dims[-1],)
-    if not config.features_only:
-        h = _head(config.family)
-        out[h + "weight"] = (config.num_classes, dims[-1])
-        out[h + "bias"] = (config.num_classes,)
-    return out
 
 
 def _index_matrix(index: np.ndarray) -> np.ndarray | None:
@@ -307,9 +347,185 @@ def _infer_window(rank: int, rows: int, index: np.ndarray | None, where: str) ->
     )
 
 
-def infer_config(reference: Mapping[str, np.ndarray], family: str) -> tuple[SwinConfig, list[str]]:
+def infer_config(reference: Mapping[str, np.ndarray], family: str) -> tuple[Config, list[str]]:
     """Config of a state dict in the reference's keys (derived buffers may be present), from the
     tensor shapes only, and notes. The result is not yet checked against every shape."""
+    if family in ("sam", "sam_image_encoder"):
+        return _infer_sam(reference, encoder_only=family == "sam_image_encoder")
+    if family == "vitdet":
+        return _infer_vitdet(reference)
+    return _infer_swin(reference, family)
+
+
+def _indices(reference: Mapping[str, Any], prefix: str) -> list[int]:
+    """Sorted distinct n of keys ``{prefix}{n}.*``."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    return sorted({int(m.group(1)) for k in reference if (m := pattern.match(k))})
+
+
+def _need(reference: Mapping[str, Any], key: str) -> np.ndarray:
+    if key not in reference:
+        raise LayoutError(f"no {key}")
+    return reference[key]
+
+
+def _vit_blocks(
+    reference: Mapping[str, Any], p: str, dim: int, grid: int | None, default_window: int
+) -> tuple[int, int | None, int, list[int], list[str]]:
+    """(depth, heads or None, window, global block indexes, notes) of ViTDet-style blocks from
+    their relative-position tables: a global block's table spans the whole token grid."""
+    blocks = _indices(reference, p + "blocks.")
+    if not blocks or blocks != list(range(len(blocks))):
+        raise LayoutError(f"no contiguous {p}blocks.N")
+    sizes = []
+    for j in blocks:
+        table = reference.get(f"{p}blocks.{j}.attn.rel_pos_h")
+        sizes.append(None if table is None else (int(table.shape[0]) + 1) // 2)
+    if all(s is None for s in sizes):
+        return len(blocks), None, default_window, [], ["no relative positions: heads assumed"]
+    head_dim = int(next(reference[f"{p}blocks.{j}.attn.rel_pos_h"] for j in blocks).shape[1])
+    distinct = sorted(set(sizes))
+    notes = []
+    if grid is None:
+        grid = distinct[-1]
+    windows = [s for s in distinct if s != grid]
+    if len(windows) > 1:
+        raise LayoutError(f"relative-position tables of {len(distinct)} sizes {distinct}")
+    window = windows[0] if windows else default_window
+    if not windows and grid != default_window:
+        notes.append("every block attends globally")
+    if grid == window:
+        raise LayoutError(f"window {window} equals the token grid: cannot tell global blocks")
+    global_blocks = [j for j, s in zip(blocks, sizes, strict=True) if s == grid]
+    return len(blocks), dim // head_dim, window, global_blocks, notes
+
+
+def _infer_sam(
+    reference: Mapping[str, np.ndarray], encoder_only: bool
+) -> tuple[SamConfig, list[str]]:
+    p = "" if encoder_only else "image_encoder."
+    proj = _need(reference, p + "patch_embed.proj.weight")
+    if proj.ndim != 4:
+        raise LayoutError(f"patch embedding kernel {tuple(proj.shape)} is not 2D")
+    e, patch = int(proj.shape[0]), int(proj.shape[2])
+    pos = reference.get(p + "pos_embed")
+    grid = None if pos is None else int(pos.shape[1])
+    base = SamConfig()
+    depth, heads, window, global_blocks, notes = _vit_blocks(
+        reference, p, e, grid, base.window_size
+    )
+    if grid is None:
+        grid = base.image_embedding_size
+    lin1 = _need(reference, p + "blocks.0.mlp.lin1.weight")
+    neck = _need(reference, p + "neck.0.weight")
+    fields: dict[str, Any] = dict(
+        img_size=grid * patch,
+        patch_size=patch,
+        in_chans=int(proj.shape[1]),
+        encoder_embed_dim=e,
+        encoder_depth=depth,
+        encoder_num_heads=heads or base.encoder_num_heads,
+        encoder_global_attn_indexes=tuple(global_blocks),
+        window_size=window,
+        mlp_ratio=float(lin1.shape[0]) / e,
+        qkv_bias=p + "blocks.0.attn.qkv.bias" in reference,
+        use_abs_pos=pos is not None,
+        use_rel_pos=p + "blocks.0.attn.rel_pos_h" in reference,
+        out_chans=int(neck.shape[0]),
+        encoder_only=encoder_only,
+    )
+    if not encoder_only:
+        d = "mask_decoder."
+        q = _need(reference, d + "transformer.layers.0.cross_attn_token_to_image.q_proj.weight")
+        iou = _indices(reference, d + "iou_prediction_head.layers.")
+        fields.update(
+            mask_in_chans=int(
+                _need(reference, "prompt_encoder.mask_downscaling.3.weight").shape[0]
+            ),
+            num_multimask_outputs=int(_need(reference, d + "mask_tokens.weight").shape[0]) - 1,
+            iou_head_depth=len(iou),
+            iou_head_hidden_dim=int(
+                _need(reference, d + "iou_prediction_head.layers.0.weight").shape[0]
+            ),
+            transformer_depth=len(_indices(reference, d + "transformer.layers.")),
+            transformer_mlp_dim=int(
+                _need(reference, d + "transformer.layers.0.mlp.lin1.weight").shape[0]
+            ),
+            attention_downsample_rate=int(q.shape[1]) // int(q.shape[0]),
+        )
+    config = dataclasses.replace(base, **fields)
+    if match_variant(config) is None:
+        notes.append(
+            f"custom architecture: {base.transformer_num_heads} decoder heads assumed "
+            "(head counts are not in the tensor shapes)"
+            if not encoder_only
+            else "custom architecture"
+        )
+    return config, notes
+
+
+#: simple feature pyramid stage index (log2 of the stride) -> scale factor
+_SIMFP_SCALES = {2: 4.0, 3: 2.0, 4: 1.0, 5: 0.5}
+
+
+def _infer_vitdet(reference: Mapping[str, np.ndarray]) -> tuple[ViTDetConfig, list[str]]:
+    proj = _need(reference, "net.patch_embed.proj.weight")
+    if proj.ndim != 4:
+        raise LayoutError(f"patch embedding kernel {tuple(proj.shape)} is not 2D")
+    e, patch = int(proj.shape[0]), int(proj.shape[2])
+    base = ViTDetConfig()
+    fields: dict[str, Any] = {}
+    pos = reference.get("net.pos_embed")
+    if pos is not None:
+        tokens = int(pos.shape[1])
+        side, cls = int(round(tokens**0.5)), False
+        if side * side != tokens:
+            side, cls = int(round((tokens - 1) ** 0.5)), True
+            if side * side != tokens - 1:
+                raise LayoutError(f"net.pos_embed has {tokens} tokens: not a square grid")
+        fields.update(pretrain_img_size=side * patch, pretrain_use_cls_token=cls)
+    depth, heads, window, global_blocks, notes = _vit_blocks(
+        reference, "net.", e, None, base.window_size
+    )
+    grid = next(
+        (
+            (int(reference[f"net.blocks.{j}.attn.rel_pos_h"].shape[0]) + 1) // 2
+            for j in global_blocks
+        ),
+        base.img_size // patch,
+    )
+    stages = _indices(
+        {k[len("simfp_") :]: v for k, v in reference.items() if k.startswith("simfp_")}, ""
+    )
+    unknown = [i for i in stages if i not in _SIMFP_SCALES]
+    if not stages or unknown:
+        raise LayoutError(f"feature pyramid stages simfp_{stages} (expected a subset of 2..5)")
+    norm = next(k for k in reference if k.startswith(f"simfp_{stages[0]}.") and ".norm." in k)
+    lin1 = _need(reference, "net.blocks.0.mlp.fc1.weight")
+    fields.update(
+        img_size=grid * patch,
+        patch_size=patch,
+        in_chans=int(proj.shape[1]),
+        embed_dim=e,
+        depth=depth,
+        num_heads=heads or base.num_heads,
+        mlp_ratio=float(lin1.shape[0]) / e,
+        qkv_bias="net.blocks.0.attn.qkv.bias" in reference,
+        window_size=window,
+        window_block_indexes=tuple(j for j in range(depth) if j not in global_blocks),
+        use_abs_pos=pos is not None,
+        use_rel_pos="net.blocks.0.attn.rel_pos_h" in reference,
+        out_channels=int(reference[norm].shape[0]),
+        scale_factors=tuple(_SIMFP_SCALES[i] for i in stages),
+    )
+    config = dataclasses.replace(base, **fields)
+    variant = match_variant(config)
+    if variant is not None:
+        config = dataclasses.replace(config, drop_path_rate=VARIANTS[variant].config.drop_path_rate)
+    return config, notes
+
+
+def _infer_swin(reference: Mapping[str, np.ndarray], family: str) -> tuple[SwinConfig, list[str]]:
     p, notes = _prefix(family), []
     proj = reference.get(p + "patch_embed.proj.weight")
     rank = 3 if family == "video_swin" else 2
@@ -367,11 +583,11 @@ def infer_config(reference: Mapping[str, np.ndarray], family: str) -> tuple[Swin
     return dataclasses.replace(base, **fields), notes
 
 
-def match_variant(config: SwinConfig) -> str | None:
-    """The registered variant whose backbone (``ARCH_FIELDS``) equals ``config``'s, or None."""
+def match_variant(config: Config) -> str | None:
+    """The registered variant whose architecture (``arch_fields``) equals ``config``'s, or None."""
     for name, v in VARIANTS.items():
         if type(v.config) is type(config) and all(
-            getattr(v.config, f) == getattr(config, f) for f in ARCH_FIELDS
+            getattr(v.config, f) == getattr(config, f) for f in arch_fields(config)
         ):
             return name
     return None
@@ -387,7 +603,7 @@ class Detected:
 
     layout: str
     family: str
-    config: SwinConfig
+    config: Config
     variant: str | None
     notes: list[str] = field(default_factory=list)
 
@@ -405,15 +621,15 @@ class Detected:
 
 
 def _check_derived(
-    reference_keys: Mapping[str, str], state_dict: Mapping[str, np.ndarray], config: SwinConfig
+    reference_keys: Mapping[str, str], state_dict: Mapping[str, np.ndarray], config: Config
 ) -> int:
     """Check the derived buffers (layout key -> reference key given); return how many there are.
     ``relative_position_index`` must equal the one the window defines."""
-    expected = relative_position_index(tuple(config.window_size))
     count = 0
     for key, ref in reference_keys.items():
         leaf = _leaf(ref)
         if leaf == "relative_position_index":
+            expected = relative_position_index(tuple(config.window_size))
             got = _index_matrix(state_dict[key])
             if got is None or got.shape != expected.shape or not np.array_equal(got, expected):
                 shape = tuple(np.shape(state_dict[key]))
@@ -435,12 +651,14 @@ def _check_derived(
 
 def _resolve(
     state_dict: Mapping[str, np.ndarray], layout: str, family: str
-) -> tuple[SwinConfig, dict[str, str], list[str]]:
+) -> tuple[Config, dict[str, str], list[str]]:
     """Config, layout key -> reference key for the learned tensors, notes; LayoutError when the
     tensors do not form this layout of this family exactly."""
-    mapping, unmatched = _map_keys(state_dict, layout, family)
+    mapping, unmatched, dropped = _map_keys(state_dict, layout, family)
     if unmatched:
         raise LayoutError(f"{len(unmatched)} key(s) outside the layout, e.g. {unmatched[:3]}")
+    if not mapping:
+        raise LayoutError("no tensor of the model")
     seen: dict[str, str] = {}
     for key, ref in mapping.items():
         if ref in seen:
@@ -448,6 +666,8 @@ def _resolve(
         seen[ref] = key
     reference = {ref: state_dict[key] for key, ref in mapping.items()}
     config, notes = infer_config(reference, family)
+    if dropped:
+        notes.append(_dropped_note(dropped))
     derived = {k: r for k, r in mapping.items() if _leaf(r) in DERIVED}
     count = _check_derived(derived, state_dict, config)
     if count:
@@ -490,7 +710,8 @@ def detect(state_dict: Mapping[str, np.ndarray]) -> Detected:
         try:
             config, learned, notes = _resolve(state_dict, layout, family)
         except LayoutError as e:
-            covered = len(state_dict) - len(_map_keys(state_dict, layout, family)[1])
+            mapped, _, dropped = _map_keys(state_dict, layout, family)
+            covered = len(mapped) + len(dropped)
             if covered:
                 tried.append(f"{layout}/{family}: {covered}/{len(state_dict)} keys ({e})")
             continue
@@ -509,10 +730,14 @@ def detect(state_dict: Mapping[str, np.ndarray]) -> Detected:
             "torchvision swin_t/s/b floors its patch conv where H or W is no multiple of the "
             "patch; the reference pads there, as the official code does"
         )
-    if layout == "timm":
+    if layout == "timm" and family == "swin":
         notes.append("timm shifts before padding on maps not a multiple of the window")
     variant = match_variant(config)
-    if variant is not None and config.num_classes != VARIANTS[variant].config.num_classes:
+    if (
+        variant is not None
+        and isinstance(config, SwinConfig)
+        and config.num_classes != VARIANTS[variant].config.num_classes
+    ):
         notes.append(f"head has {config.num_classes} classes (variant default differs)")
     return Detected(layout, family, config, variant, notes)
 
@@ -523,9 +748,8 @@ def detect(state_dict: Mapping[str, np.ndarray]) -> Detected:
 def to_reference(state_dict: Mapping[str, np.ndarray], detected: Detected) -> dict[str, np.ndarray]:
     """The reference model's state dict (its keys exactly, in its order), arrays as they are."""
     config, learned, _ = _resolve(state_dict, detected.layout, detected.family)
-    if {f: getattr(config, f) for f in ARCH_FIELDS} != {
-        f: getattr(detected.config, f) for f in ARCH_FIELDS
-    }:
+    fields = arch_fields(config)
+    if {f: getattr(config, f) for f in fields} != {f: getattr(detected.config, f) for f in fields}:
         raise LayoutError(f"state dict does not have the detected architecture {detected.variant}")
     by_ref = {ref: key for key, ref in learned.items()}
     return {ref: state_dict[by_ref[ref]] for ref in reference_shapes(config)}
@@ -551,7 +775,7 @@ def from_reference(
     ref_state_dict: Mapping[str, np.ndarray],
     layout: str,
     family: str,
-    config: SwinConfig | None = None,
+    config: Config | None = None,
 ) -> dict[str, np.ndarray]:
     """The reference state dict in ``layout``'s keys, with the derived buffers that layout's
     checkpoints carry (``relative_position_index`` for official and torchvision; official 2D also
@@ -567,9 +791,11 @@ def from_reference(
         extra = sorted(set(ref_state_dict) - set(shapes))[:3]
         raise LayoutError(f"not a reference state dict: missing {missing}, unexpected {extra}")
     rules, writes = RULES[(layout, family)], _WRITES[(layout, family)]
-    index = relative_position_index(tuple(config.window_size))
-    if layout == "torchvision" and family == "swin":
-        index = index.reshape(-1)
+    index = None
+    if "relative_position_index" in writes:
+        index = relative_position_index(tuple(config.window_size))
+        if layout == "torchvision" and family == "swin":
+            index = index.reshape(-1)
     masks = _official_attn_masks(config) if "attn_mask" in writes else {}
     out: dict[str, np.ndarray] = {}
     for ref in shapes:

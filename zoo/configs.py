@@ -227,30 +227,17 @@ MODEL_CLASSES = {
 }
 
 
-def parameter_count(config: SwinConfig) -> int:
-    """Number of parameters of the model ``config`` describes (no framework needed)."""
-    from zoo.windows import bias_table_size
+def parameter_count(config: Config) -> int:
+    """Number of parameters (and stored buffers) of the model ``config`` describes, no framework
+    needed: the sum over ``zoo.shapes.reference_shapes``."""
+    from zoo.shapes import reference_shapes
 
-    def linear(i: int, o: int, bias: bool = True) -> int:
-        return i * o + (o if bias else 0)
-
-    c, patch = config.embed_dim, config.patch_size
-    kernel = 1
-    for p in patch:
-        kernel *= p
-    total = linear(config.in_chans * kernel, c) + (2 * c if config.patch_norm else 0)
-    for i, (depth, heads) in enumerate(zip(config.depths, config.num_heads, strict=True)):
-        dim = config.stage_dims()[i]
-        hidden = int(dim * config.mlp_ratio)
-        block = 4 * dim + bias_table_size(config.window_size) * heads
-        block += linear(dim, 3 * dim, config.qkv_bias) + linear(dim, dim)
-        block += linear(dim, hidden) + linear(hidden, dim)
-        total += depth * block
-        if i < len(config.depths) - 1:  # patch merging: norm over 4 dim, linear 4 dim -> 2 dim
-            total += 8 * dim + linear(4 * dim, 2 * dim, bias=False)
-    total += 2 * config.stage_dims()[-1]
-    if not config.features_only:
-        total += linear(config.stage_dims()[-1], config.num_classes)
+    total = 0
+    for shape in reference_shapes(config).values():
+        n = 1
+        for s in shape:
+            n *= s
+        total += n
     return total
 
 
