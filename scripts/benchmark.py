@@ -1,8 +1,12 @@
-"""Forward-pass benchmark: Swin-T (batch 8, 224) and Video Swin-T (1 x 16 x 224 x 224) in every
-implementation, in one run, printed as ratios to torchvision (and timm for Swin-T).
+"""Forward-pass benchmark: Swin-T (batch 8, 224), Video Swin-T (1 x 16 x 224 x 224) and the SAM
+ViT-B image encoder (1 x 1024 x 1024) in every implementation, in one run, printed as ratios to
+the peers: torchvision and timm for Swin-T, torchvision for Video Swin-T, timm
+``samvit_base_patch16`` and keras-hub's ``ViTDetBackbone`` (``pip install keras-hub``, the
+``bench`` extra) for SAM.
 
-    python scripts/benchmark.py                     # everything (several minutes on 2 cores)
+    python scripts/benchmark.py                     # everything (many minutes on 2 cores)
     python scripts/benchmark.py --models swin_t --impls reference torchvision keras-jax
+    python scripts/benchmark.py --models sam_b_encoder
 
 Each implementation runs in its own process (one Keras backend per process, no thread pools
 fighting), one after another; a process warms up (compiles) first and reports the median of
@@ -33,16 +37,20 @@ MODELS = {
         "swin_tiny_patch4_window7_224",
     ),
     "video_swin_t": ("video_swin_tiny", (1, 3, 16, 224, 224), "swin3d_t", None),
+    "sam_b_encoder": ("samvit_base_patch16", (1, 3, 1024, 1024), None, "samvit_base_patch16"),
 }
 IMPLS = [
     "torchvision",
     "timm",
+    "keras-hub-tensorflow",
+    "keras-hub-jax",
     "reference",
     "reference-compile",
     "keras-tensorflow",
     "keras-jax",
     "flax",
 ]
+PEERS = ("torchvision", "timm", "keras-hub-tensorflow", "keras-hub-jax")
 
 
 def _timeit(fn, repeats: int) -> dict[str, float]:
@@ -64,6 +72,8 @@ def _torch_fn(impl: str, model: str):
     if impl == "torchvision":
         import torchvision
 
+        if tv_name is None:
+            return None
         ns = torchvision.models.video if len(shape) == 5 else torchvision.models
         module = getattr(ns, tv_name)()
     elif impl == "timm":
@@ -72,6 +82,8 @@ def _torch_fn(impl: str, model: str):
         if timm_name is None:
             return None
         module = timm.create_model(timm_name, pretrained=False)
+        if model == "sam_b_encoder":  # the encoder's output, as ours: no pooling head
+            module = _Features(module)
     else:
         from zoo.models import create_model
 
@@ -88,14 +100,55 @@ def _torch_fn(impl: str, model: str):
     return run
 
 
-def _keras_fn(model: str):
+def _Features(module):
+    import torch
+
+    class Features(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module
+
+        def forward(self, x):
+            return self.inner.forward_features(x)
+
+    return Features()
+
+
+def _keras_hub_backbone(model: str):
+    """keras-hub's ViTDet backbone (SAM's image encoder) with SAM ViT-B's sizes."""
+    if model != "sam_b_encoder":
+        return None
+    from keras_hub.models import ViTDetBackbone
+
+    from zoo.configs import VARIANTS
+
+    config = VARIANTS[MODELS[model][0]].config
+    return ViTDetBackbone(
+        hidden_size=config.encoder_embed_dim,
+        num_layers=config.encoder_depth,
+        intermediate_dim=int(config.encoder_embed_dim * config.mlp_ratio),
+        num_heads=config.encoder_num_heads,
+        global_attention_layer_indices=list(config.encoder_global_attn_indexes),
+        image_shape=(config.img_size, config.img_size, config.in_chans),
+        patch_size=config.patch_size,
+        num_output_channels=config.out_chans,
+        window_size=config.window_size,
+    )
+
+
+def _keras_fn(model: str, keras_hub: bool = False):
     import keras
     import numpy as np
 
-    from ports.keras.models import create_model
-
     variant, shape, _, _ = MODELS[model]
-    module = create_model(variant)
+    if keras_hub:
+        module = _keras_hub_backbone(model)
+        if module is None:
+            return None
+    else:
+        from ports.keras.models import create_model
+
+        module = create_model(variant)
     x = np.random.default_rng(0).standard_normal((shape[0], *shape[2:], shape[1]), np.float32)
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -136,7 +189,9 @@ def _flax_fn(model: str):
 
 
 def worker(impl: str, model: str, repeats: int) -> dict:
-    if impl.startswith("keras-"):
+    if impl.startswith("keras-hub-"):
+        fn = _keras_fn(model, keras_hub=True)
+    elif impl.startswith("keras-"):
         fn = _keras_fn(model)
     elif impl == "flax":
         fn = _flax_fn(model)
@@ -150,7 +205,7 @@ def worker(impl: str, model: str, repeats: int) -> dict:
 def _spawn(impl: str, model: str, repeats: int, timeout: float) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     if impl.startswith("keras-"):
-        env["KERAS_BACKEND"] = impl.removeprefix("keras-")
+        env["KERAS_BACKEND"] = impl.rsplit("-", 1)[-1]
     cmd = [sys.executable, __file__, "--worker", impl, "--models", model, "--repeats", str(repeats)]
     try:
         proc = subprocess.run(
@@ -188,7 +243,7 @@ def main() -> int:
             results[model][impl] = r
             shown = r.get("seconds")
             status = f"{shown:.3f} s" if shown is not None else r.get("error") or r.get("skipped")
-            print(f"  {model:<13} {impl:<18} {status}", file=sys.stderr)
+            print(f"  {model:<13} {impl:<20} {status}", file=sys.stderr)
     if args.json:
         print(json.dumps(results))
         return 0
@@ -201,16 +256,16 @@ def main() -> int:
     )
     for model, rows in results.items():
         _, shape, _, _ = MODELS[model]
-        peers = [p for p in ("torchvision", "timm") if rows.get(p, {}).get("seconds")]
+        peers = [p for p in PEERS if rows.get(p, {}).get("seconds")]
         print(f"\n{model} input {'x'.join(map(str, shape))}")
-        head = f"  {'implementation':<18} {'seconds':>9} {'first call':>11}"
-        print(head + "".join(f"{'/ ' + p:>15}" for p in peers))
+        head = f"  {'implementation':<20} {'seconds':>9} {'first call':>11}"
+        print(head + "".join(f"{'/ ' + p:>23}" for p in peers))
         for impl, r in rows.items():
             if "seconds" not in r:
-                print(f"  {impl:<18} {r.get('error') or r.get('skipped')}")
+                print(f"  {impl:<20} {r.get('error') or r.get('skipped')}")
                 continue
-            line = f"  {impl:<18} {r['seconds']:9.3f} {r['first_call']:11.2f}"
-            line += "".join(f"{r['seconds'] / rows[p]['seconds']:15.2f}" for p in peers)
+            line = f"  {impl:<20} {r['seconds']:9.3f} {r['first_call']:11.2f}"
+            line += "".join(f"{r['seconds'] / rows[p]['seconds']:23.2f}" for p in peers)
             print(line)
     return 0
 

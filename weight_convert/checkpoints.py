@@ -1,5 +1,7 @@
 """Reading checkpoint files into a flat ``{key: numpy array}`` dict. Framework-free: PyTorch is
-imported only to unpickle ``.pth`` / ``.pt`` / ``.bin`` files; ``.safetensors`` needs none.
+imported only to unpickle ``.pth`` / ``.pt`` / ``.bin`` files; ``.safetensors`` needs none, and
+detectron2's ``.pkl`` files (pickled NumPy dicts) go through a restricted unpickler that runs no
+code (``weight_convert.detectron2``).
 
 Training checkpoints wrap the weights: microsoft/Swin-Transformer saves ``{'model': sd, 'optimizer':
 ..., 'epoch': ...}``, mmaction (Video Swin) ``{'meta': ..., 'state_dict': sd}``, DeepSpeed / DDP
@@ -31,10 +33,11 @@ class CheckpointError(ValueError):
 def load_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The flat tensor dict of a checkpoint file and what was found on the way.
 
-    ``info`` holds ``format`` ("torch" or "safetensors"), ``wrapper`` (the nested keys unwrapped,
-    e.g. "state_dict" or "model", or None), ``stripped_prefix`` ("module." or None), ``ignored``
-    (non-tensor entries skipped), ``converted`` ({key: "bfloat16->float32"} for tensors NumPy cannot
-    hold as they are) and, for safetensors, ``metadata``.
+    ``info`` holds ``format`` ("torch", "safetensors" or "detectron2-pkl"), ``wrapper`` (the
+    nested keys unwrapped, e.g. "state_dict" or "model", or None), ``stripped_prefix``
+    ("module." or None), ``ignored`` (non-tensor entries skipped), ``converted``
+    ({key: "bfloat16->float32"} for tensors NumPy cannot hold as they are) and, for safetensors,
+    ``metadata``.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -49,6 +52,9 @@ def load_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
     if path.endswith(".safetensors"):
         info["format"] = "safetensors"
         tensors, info["metadata"] = _read_safetensors(path, info["converted"])
+    elif path.endswith(".pkl"):
+        info["format"] = "detectron2-pkl"
+        tensors = _read_pkl(path, info)
     else:
         info["format"] = "torch"
         tensors = _read_torch(path, info)
@@ -112,6 +118,21 @@ def _tensor_to_numpy(torch, key: str, value, converted: dict[str, str]) -> np.nd
     except TypeError:  # bfloat16 and other dtypes NumPy lacks: widen to float32 (exact for bf16)
         converted[key] = f"{str(value.dtype).replace('torch.', '')}->float32"
         return value.to(torch.float32).numpy()
+
+
+# --------------------------------------------------------------------------- detectron2 pickles
+
+
+def _read_pkl(path: str, info: dict[str, Any]) -> dict[str, np.ndarray]:
+    from weight_convert.detectron2 import load_pkl
+
+    try:
+        tensors, found = load_pkl(path)
+    except ValueError as e:  # refused globals, truncated or foreign files: one line
+        raise CheckpointError(str(e).strip().splitlines()[0]) from None
+    info["wrapper"] = found.get("wrapper")
+    info["ignored"] += list(found.get("ignored", []))
+    return tensors
 
 
 # --------------------------------------------------------------------------- safetensors

@@ -21,7 +21,8 @@ import numpy as np
 
 from weight_convert import checkpoints, layouts, transfer
 from weight_convert.progress import Progress
-from zoo.configs import MODEL_CLASSES, VARIANTS, SwinConfig, config_to_dict
+from zoo.configs import MODEL_CLASSES, VARIANTS, Config, config_to_dict
+from zoo.layout import Layout
 
 __all__ = ["TARGETS", "ConversionError", "OutputExistsError", "convert", "output_paths"]
 
@@ -89,15 +90,34 @@ def _check_variant(detected: layouts.Detected, variant: str | None) -> None:
         raise ConversionError(f"checkpoint is not {variant}: " + ", ".join(diffs))
 
 
-def default_verify_shape(config: SwinConfig) -> tuple[int, ...]:
-    """Reference (channels-first) input used by ``--verify``: the variant's resolution (Video
-    Swin: 16 frames)."""
+def default_verify_shape(config: Config) -> tuple[int, ...]:
+    """Reference (channels-first) image input used by ``--verify``: the variant's resolution
+    (Video Swin: 16 frames)."""
     if config.family == "video_swin":
         return (1, config.in_chans, 16, config.img_size, config.img_size)
     return (1, config.in_chans, config.img_size, config.img_size)
 
 
-def build_port(target: str, config: SwinConfig):
+def verify_inputs(
+    config: Config, shape: Sequence[int], seed: int = 0
+) -> tuple[list[np.ndarray], list[Layout]]:
+    """The reference inputs ``--verify`` runs: N(0, 1) images of ``shape``; a full SAM model also
+    gets two prompt points (one foreground, one background) inside the image."""
+    rng = np.random.default_rng(seed)
+    image = rng.standard_normal(tuple(shape), dtype=np.float32)
+    if config.family != "sam":
+        return [image], [Layout.CHANNELS_FIRST]
+    size = np.asarray(shape[-2:][::-1], np.float32)  # (W, H): points are (x, y)
+    coords = (rng.uniform(0.05, 0.95, (shape[0], 2, 2)) * size).astype(np.float32)
+    labels = np.tile(np.array([[1, 0]], np.int32), (shape[0], 1))
+    return [image, coords, labels], [
+        Layout.CHANNELS_FIRST,
+        Layout.CHANNELS_LAST,
+        Layout.CHANNELS_LAST,
+    ]
+
+
+def build_port(target: str, config: Config):
     """(adapter, model) for ``target`` built from ``config``, variables created."""
     from weight_convert.frameworks import port
 
@@ -151,7 +171,7 @@ def _load_saved(target: str, paths: list[Path]):
 def verify_files(
     target: str,
     paths: list[Path],
-    config: SwinConfig,
+    config: Config,
     reference_state: dict[str, np.ndarray],
     shape: Sequence[int],
     seed: int = 0,
@@ -162,18 +182,17 @@ def verify_files(
     from weight_convert import parity
     from weight_convert.frameworks import port
     from weight_convert.frameworks import reference as ref_fw
-    from zoo.layout import Layout
 
     reference = getattr(zoo.models, MODEL_CLASSES[config.family])(config).eval()
     ref_fw.load_state_dict(reference, reference_state)
     model = _load_saved(target, paths)
-    x = np.random.default_rng(seed).standard_normal(tuple(shape), dtype=np.float32)
+    inputs, input_layouts = verify_inputs(config, shape, seed)
     return parity.compare(
         reference,
         model,
         port(target),
-        [x],
-        [Layout.CHANNELS_FIRST],
+        inputs,
+        input_layouts,
         tolerance=parity.MODEL_TOLERANCE,
         name=f"{Path(paths[0]).name}{list(shape)}",
         transfer_weights=False,
