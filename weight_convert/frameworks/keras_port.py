@@ -3,11 +3,17 @@
 Keras variable paths are built from layer names; the ports name every sublayer after its
 reference attribute and list items ``attr-i``. ``root/attn/qkv/kernel`` is port path
 ``attn.qkv.kernel``.
+
+On the JAX backend ``call`` runs the model under ``jax.jit`` (``stateless_call``): JAX's eager
+mode compiles every op for every new shape, which made one whole-model call take a minute. The
+per-layer outputs ``capture`` records are returned from the compiled function as extra outputs,
+so the layer-by-layer comparison is the same as in eager mode.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -18,6 +24,9 @@ import ports.keras.layers
 from zoo.registry import Ref
 
 NAME = f"keras-{keras.backend.backend()}"
+
+#: The records list of the active ``capture`` (JAX backend: filled by ``call``), else None.
+_recording: list[tuple[str, Any]] | None = None
 
 
 def resolve(kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -77,17 +86,52 @@ def call(
     module: keras.Layer, inputs: list[np.ndarray], training: bool = False
 ) -> np.ndarray | list[np.ndarray]:
     """The output as numpy; a list of arrays when the module returns several (features)."""
-    out = module(*inputs, training=training)
+    if keras.backend.backend() == "jax" and not training:
+        out = _jax_jit_call(module, inputs)
+    else:
+        out = module(*inputs, training=training)
     if isinstance(out, (list, tuple)):
         return [keras.ops.convert_to_numpy(o) for o in out]
     return keras.ops.convert_to_numpy(out)
 
 
+def _jax_jit_call(module: keras.Layer, inputs: list[np.ndarray]) -> Any:
+    """Inference under ``jax.jit``; the active capture's records (traced while compiling) come
+    back as extra outputs and are stored as numpy."""
+    import jax
+
+    records = _recording
+    paths: list[str] = []
+    # stateless_call hands its keywords to the root's ``call`` as they are
+    kwargs = {"training": False} if "training" in inspect.signature(module.call).parameters else {}
+
+    def run(trainable, non_trainable, *xs):
+        start = len(records) if records is not None else 0
+        out, _ = module.stateless_call(trainable, non_trainable, *xs, **kwargs)
+        traced = []
+        if records is not None:
+            traced = records[start:]
+            del records[start:]
+            paths.extend(p for p, _ in traced)
+        return out, [t for _, t in traced]
+
+    out, recorded = jax.jit(run)(
+        [v.value for v in module.trainable_variables],
+        [v.value for v in module.non_trainable_variables],
+        *[jax.numpy.asarray(x) for x in inputs],
+    )
+    if records is not None:
+        records.extend((p, np.asarray(r)) for p, r in zip(paths, recorded, strict=True))
+    return out
+
+
 @contextlib.contextmanager
 def capture(module: keras.Layer) -> Iterator[list[tuple[str, np.ndarray]]]:
     """Record (path, output) of every sublayer call, in the order calls finish."""
+    global _recording
     records: list[tuple[str, np.ndarray]] = []
     patched = []
+    traced = keras.backend.backend() == "jax"  # outputs are tracers; ``call`` fetches them
     # Keras has no public recursive sublayer iterator; _flatten_layers is what Layer uses itself.
     for layer in module._flatten_layers(include_self=False, recursive=True):
         if layer.path is None:  # built outside its parent's scope: no path to align by
@@ -98,14 +142,17 @@ def capture(module: keras.Layer) -> Iterator[list[tuple[str, np.ndarray]]]:
         def call_and_record(*args, _orig=original, _path=path, **kwargs):
             out = _orig(*args, **kwargs)
             if not isinstance(out, (tuple, list, dict)):
-                records.append((_path, keras.ops.convert_to_numpy(out).copy()))
+                value = out if traced else keras.ops.convert_to_numpy(out).copy()
+                records.append((_path, value))
             return out
 
         layer.call = call_and_record
         patched.append(layer)
+    _recording = records
     try:
         yield records
     finally:
+        _recording = None
         for layer in patched:
             del layer.call
 
