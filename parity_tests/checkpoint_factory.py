@@ -1,7 +1,8 @@
 """Checkpoint files in the layouts real code writes, for the layout and loader tests.
 
-torchvision and timm checkpoints come from those libraries' own models (random weights from
-``randomize_``); the official layouts, whose code is not installable, come from the reference
+torchvision, timm and segment-anything checkpoints come from those libraries' own models (random
+weights from ``randomize_``); the official Swin layouts, whose code is not installable, and
+detectron2's ViTDet layout come from the reference
 converted with ``weight_convert.layouts.from_reference`` and wrapped as the releases are
 (``{'model': sd}`` for microsoft/Swin-Transformer, ``{'meta': ..., 'state_dict': sd}`` for the
 mmaction-based Video Swin releases).
@@ -23,9 +24,12 @@ from weight_convert.frameworks.reference import randomize_
 from zoo.models import create_model
 
 __all__ = [
+    "official_sam",
+    "official_sam_module",
     "official_swin2d",
     "official_video_swin",
     "save",
+    "timm_samvit",
     "timm_swin2d",
     "torchvision_swin2d",
     "torchvision_swin3d",
@@ -101,3 +105,92 @@ def official_swin2d(
     ref, config = _reference(variant, seed, overrides)
     sd = layouts.from_reference(ref, "official", "swin", config)
     return save(path, {"model": _tensors(sd)}), ref
+
+
+def official_sam_module(config) -> torch.nn.Module:
+    """``segment_anything.modeling.Sam`` built as ``build_sam`` does, with ``config``'s sizes
+    (a ``zoo.configs.SamConfig``), in eval mode, default init."""
+    from functools import partial
+
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
+
+    grid, c = config.image_embedding_size, config.prompt_embed_dim
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=config.img_size,
+            patch_size=config.patch_size,
+            in_chans=config.in_chans,
+            embed_dim=config.encoder_embed_dim,
+            depth=config.encoder_depth,
+            num_heads=config.encoder_num_heads,
+            mlp_ratio=config.mlp_ratio,
+            out_chans=c,
+            qkv_bias=config.qkv_bias,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_abs_pos=config.use_abs_pos,
+            use_rel_pos=config.use_rel_pos,
+            window_size=config.window_size,
+            global_attn_indexes=config.encoder_global_attn_indexes,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=c,
+            image_embedding_size=(grid, grid),
+            input_image_size=(config.img_size, config.img_size),
+            mask_in_chans=config.mask_in_chans,
+        ),
+        mask_decoder=MaskDecoder(
+            transformer_dim=c,
+            transformer=TwoWayTransformer(
+                depth=config.transformer_depth,
+                embedding_dim=c,
+                num_heads=config.transformer_num_heads,
+                mlp_dim=config.transformer_mlp_dim,
+                attention_downsample_rate=config.attention_downsample_rate,
+            ),
+            num_multimask_outputs=config.num_multimask_outputs,
+            iou_head_depth=config.iou_head_depth,
+            iou_head_hidden_dim=config.iou_head_hidden_dim,
+        ),
+        pixel_mean=list(config.pixel_mean),
+        pixel_std=list(config.pixel_std),
+    ).eval()
+
+
+def official_sam(path, config, seed: int = 0) -> Made:
+    """A SAM release as ``segment-anything`` writes it (``sam_vit_b_01ec64.pth`` is the bare
+    ``Sam.state_dict()``), from the package's own model with random weights."""
+    return _from_peer(path, official_sam_module(config), seed)
+
+
+def timm_samvit(path, config, seed: int = 0) -> Made:
+    """timm ``VisionTransformerSAM`` (``samvit_*``) with ``config``'s sizes (encoder only)."""
+    from functools import partial
+
+    from timm.models.vision_transformer_sam import VisionTransformerSAM
+
+    model = VisionTransformerSAM(
+        img_size=config.img_size,
+        patch_size=config.patch_size,
+        in_chans=config.in_chans,
+        embed_dim=config.encoder_embed_dim,
+        depth=config.encoder_depth,
+        num_heads=config.encoder_num_heads,
+        mlp_ratio=config.mlp_ratio,
+        qkv_bias=config.qkv_bias,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        use_abs_pos=config.use_abs_pos,
+        use_rel_pos=config.use_rel_pos,
+        window_size=config.window_size,
+        global_attn_indexes=config.encoder_global_attn_indexes,
+        neck_chans=config.out_chans,
+        num_classes=0,
+        global_pool="",
+        head_hidden_size=None,
+    )
+    return _from_peer(path, model, seed)

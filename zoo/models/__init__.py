@@ -4,14 +4,23 @@ a registered variant. ``ports.keras.models`` and ``ports.flax.models`` export th
 from __future__ import annotations
 
 from zoo.configs import resolve
+from zoo.models.sam import Sam
+from zoo.models.sam_image_encoder import ImageEncoderViT
+from zoo.models.sam_mask_decoder import MaskDecoder, TwoWayTransformer
+from zoo.models.sam_prompt_encoder import PromptEncoder
 from zoo.models.swin import BasicLayer, SwinTransformer
 from zoo.models.video_swin import I3DHead, SwinTransformer3D, VideoSwin
 
 __all__ = [
     "BasicLayer",
     "I3DHead",
+    "ImageEncoderViT",
+    "MaskDecoder",
+    "PromptEncoder",
+    "Sam",
     "SwinTransformer",
     "SwinTransformer3D",
+    "TwoWayTransformer",
     "VideoSwin",
     "create_model",
 ]

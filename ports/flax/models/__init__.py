@@ -5,22 +5,36 @@ from __future__ import annotations
 
 from flax import nnx
 
+from ports.flax.models.sam import Sam
+from ports.flax.models.sam_image_encoder import ImageEncoderViT
+from ports.flax.models.sam_mask_decoder import MaskDecoder, TwoWayTransformer
+from ports.flax.models.sam_prompt_encoder import PromptEncoder
 from ports.flax.models.swin import BasicLayer, SwinTransformer
 from ports.flax.models.video_swin import I3DHead, SwinTransformer3D, VideoSwin
-from zoo.configs import MODEL_CLASSES, SwinConfig, resolve
+from zoo.configs import MODEL_CLASSES, Config, resolve
 
 __all__ = [
     "BasicLayer",
     "I3DHead",
+    "ImageEncoderViT",
+    "MaskDecoder",
+    "PromptEncoder",
+    "Sam",
     "SwinTransformer",
     "SwinTransformer3D",
+    "TwoWayTransformer",
     "VideoSwin",
     "abstract_model",
     "create_model",
     "model_class",
 ]
 
-_MODELS = {"SwinTransformer": SwinTransformer, "VideoSwin": VideoSwin}
+_MODELS = {
+    "SwinTransformer": SwinTransformer,
+    "VideoSwin": VideoSwin,
+    "Sam": Sam,
+    "ImageEncoderViT": ImageEncoderViT,
+}
 
 
 def model_class(name: str) -> type[nnx.Module]:
@@ -40,7 +54,7 @@ def create_model(name: str, *, rngs: nnx.Rngs | None = None, **overrides) -> nnx
     return model
 
 
-def abstract_model(config: SwinConfig) -> nnx.Module:
+def abstract_model(config: Config) -> nnx.Module:
     """The model ``config`` describes with abstract parameters (``nnx.eval_shape``: no random
     initialization, which would compile once per parameter shape), for filling from a file."""
     cls = model_class(MODEL_CLASSES[config.family])

@@ -6,22 +6,36 @@ from __future__ import annotations
 
 import keras
 
+from ports.keras.models.sam import Sam
+from ports.keras.models.sam_image_encoder import ImageEncoderViT
+from ports.keras.models.sam_mask_decoder import MaskDecoder, TwoWayTransformer
+from ports.keras.models.sam_prompt_encoder import PromptEncoder
 from ports.keras.models.swin import BasicLayer, SwinTransformer
 from ports.keras.models.video_swin import I3DHead, SwinTransformer3D, VideoSwin
-from zoo.configs import MODEL_CLASSES, SwinConfig, resolve
+from zoo.configs import MODEL_CLASSES, Config, resolve
 
 __all__ = [
     "BasicLayer",
     "I3DHead",
+    "ImageEncoderViT",
+    "MaskDecoder",
+    "PromptEncoder",
+    "Sam",
     "SwinTransformer",
     "SwinTransformer3D",
+    "TwoWayTransformer",
     "VideoSwin",
     "build_model",
     "create_model",
     "model_class",
 ]
 
-_MODELS = {"SwinTransformer": SwinTransformer, "VideoSwin": VideoSwin}
+_MODELS = {
+    "SwinTransformer": SwinTransformer,
+    "VideoSwin": VideoSwin,
+    "Sam": Sam,
+    "ImageEncoderViT": ImageEncoderViT,
+}
 
 
 def model_class(name: str) -> type[keras.Model]:
@@ -38,7 +52,7 @@ def create_model(name: str, **overrides) -> keras.Model:
     return build_model(resolve(name, **overrides)[1])
 
 
-def build_model(config: SwinConfig) -> keras.Model:
+def build_model(config: Config) -> keras.Model:
     """The model ``config`` describes, built: its variables exist, spatial sizes stay open."""
     model = model_class(MODEL_CLASSES[config.family])(config)
     model.build((None, *(None,) * config.spatial_rank, config.in_chans))

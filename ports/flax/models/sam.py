@@ -1,0 +1,64 @@
+"""Segment Anything, Flax NNX port of ``zoo.models.sam``: ``image_encoder``, ``prompt_encoder``
+and ``mask_decoder`` under the official names, channels-last."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ports.flax.models.sam_image_encoder import ImageEncoderViT
+from ports.flax.models.sam_mask_decoder import MaskDecoder
+from ports.flax.models.sam_prompt_encoder import PromptEncoder
+from zoo.configs import SamConfig
+
+__all__ = ["Sam"]
+
+
+class Sam(nnx.Module):
+    """SAM with point prompts in one call; the predictor calls the three parts itself.
+
+    __call__(images (B, S, S, in_chans) normalized and padded, point_coords (B, N, 2) as (x, y)
+    pixels, point_labels (B, N)) -> low-res mask logits (B, 4g, 4g, M) channels-last and IoU
+    predictions (B, M). Each image is decoded with its own prompts.
+    """
+
+    def __init__(self, config: SamConfig, *, rngs: nnx.Rngs) -> None:
+        self.config = config
+        grid, c = config.image_embedding_size, config.prompt_embed_dim
+        self.image_encoder = ImageEncoderViT(config, rngs=rngs)
+        self.prompt_encoder = PromptEncoder(
+            c, (grid, grid), (config.img_size, config.img_size), config.mask_in_chans, rngs=rngs
+        )
+        self.mask_decoder = MaskDecoder(
+            c,
+            num_multimask_outputs=config.num_multimask_outputs,
+            iou_head_depth=config.iou_head_depth,
+            iou_head_hidden_dim=config.iou_head_hidden_dim,
+            transformer_depth=config.transformer_depth,
+            transformer_num_heads=config.transformer_num_heads,
+            transformer_mlp_dim=config.transformer_mlp_dim,
+            attention_downsample_rate=config.attention_downsample_rate,
+            rngs=rngs,
+        )
+
+    def __call__(
+        self,
+        images: jax.Array,
+        point_coords: jax.Array,
+        point_labels: jax.Array,
+        multimask_output: bool = True,
+    ) -> tuple[jax.Array, jax.Array]:
+        embeddings = self.image_encoder(images)
+        image_pe = self.prompt_encoder.get_dense_pe()
+        masks, ious = [], []
+        for i in range(images.shape[0]):
+            sparse, dense = self.prompt_encoder(
+                (point_coords[i : i + 1], point_labels[i : i + 1]), None, None
+            )
+            m, iou = self.mask_decoder(
+                embeddings[i : i + 1], image_pe, sparse, dense, multimask_output
+            )
+            masks.append(m)
+            ious.append(iou)
+        return jnp.concatenate(masks), jnp.concatenate(ious)

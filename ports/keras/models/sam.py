@@ -1,0 +1,86 @@
+"""Segment Anything, Keras 3 port of ``zoo.models.sam``: ``image_encoder``, ``prompt_encoder`` and
+``mask_decoder`` under the official names, channels-last, ``keras.ops`` only."""
+
+from __future__ import annotations
+
+import keras
+
+from ports.keras.layers.window import Tensor
+from ports.keras.models.sam_image_encoder import ImageEncoderViT
+from ports.keras.models.sam_mask_decoder import MaskDecoder
+from ports.keras.models.sam_prompt_encoder import PromptEncoder
+from ports.keras.models.swin import config_from_keras, keras_config
+from zoo.configs import SamConfig
+
+__all__ = ["Sam"]
+
+
+@keras.saving.register_keras_serializable(package="vit_zoo")
+class Sam(keras.Model):
+    """SAM with point prompts in one call; the predictor calls the three parts itself.
+
+    call(images (B, S, S, in_chans) normalized and padded, point_coords (B, N, 2) as (x, y)
+    pixels, point_labels (B, N)) -> low-res mask logits (B, 4g, 4g, M) channels-last and IoU
+    predictions (B, M). Each image is decoded with its own prompts.
+    """
+
+    def __init__(self, config: SamConfig, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        grid, c = config.image_embedding_size, config.prompt_embed_dim
+        self.image_encoder = ImageEncoderViT(config, name="image_encoder")
+        self.prompt_encoder = PromptEncoder(
+            c,
+            (grid, grid),
+            (config.img_size, config.img_size),
+            config.mask_in_chans,
+            name="prompt_encoder",
+        )
+        self.mask_decoder = MaskDecoder(
+            c,
+            num_multimask_outputs=config.num_multimask_outputs,
+            iou_head_depth=config.iou_head_depth,
+            iou_head_hidden_dim=config.iou_head_hidden_dim,
+            transformer_depth=config.transformer_depth,
+            transformer_num_heads=config.transformer_num_heads,
+            transformer_mlp_dim=config.transformer_mlp_dim,
+            attention_downsample_rate=config.attention_downsample_rate,
+            name="mask_decoder",
+        )
+
+    def build(self, input_shape: tuple | None = None) -> None:
+        """Every variable; only the image encoder's input is open (spatial sizes None)."""
+        shape = input_shape if input_shape is not None else (None, None, None, 3)
+        self.image_encoder.build(shape)
+        self.prompt_encoder.build()
+        self.mask_decoder.build()
+
+    def call(
+        self,
+        images: Tensor,
+        point_coords: Tensor,
+        point_labels: Tensor,
+        multimask_output: bool = True,
+        training: bool | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        embeddings = self.image_encoder(images)
+        image_pe = self.prompt_encoder.get_dense_pe()
+        masks, ious = [], []
+        for i in range(images.shape[0]):
+            sparse, dense = self.prompt_encoder(
+                (point_coords[i : i + 1], point_labels[i : i + 1]), None, None
+            )
+            m, iou = self.mask_decoder(
+                embeddings[i : i + 1], image_pe, sparse, dense, multimask_output=multimask_output
+            )
+            masks.append(m)
+            ious.append(iou)
+        return keras.ops.concatenate(masks), keras.ops.concatenate(ious)
+
+    def get_config(self) -> dict:
+        return keras_config(self, self.config)
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None) -> Sam:
+        zoo_config, kwargs = config_from_keras(config)
+        return cls(zoo_config, **kwargs)
