@@ -13,7 +13,10 @@ A *layout* is how one code base names the tensors of the same architecture:
     ``torchvision.models.swin_t/s/b`` and ``torchvision.models.video.swin3d_t/s/b``.
 ``timm``
     timm >= 0.9 ``swin_*`` (2D only): the patch merging sits at the *start* of stage i >= 1 and the
-    classifier is ``head.fc``. timm ``samvit_*``: SAM's image encoder with ``mlp.fc1`` / ``fc2``.
+    classifier is ``head.fc``. timm ``samvit_*``: SAM's image encoder with ``mlp.fc1`` / ``fc2``
+    (a classifier ``head.*``, where there is one, is dropped). timm builds its blocks with
+    LayerNorm eps 1e-5 and resizes ``pos_embed`` (antialiased bicubic) at other grids; the
+    converted model runs as SAM does (eps 1e-6, 64 x 64 grid).
 ``official`` (SAM)
     The ``segment-anything`` package's ``Sam`` state dict (``image_encoder.*``,
     ``prompt_encoder.*``, ``mask_decoder.*``): the reference's own keys.
@@ -162,6 +165,7 @@ RULES: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
         ("blocks.{j}.mlp.lin2.", "blocks.{j}.mlp.fc2."),
         ("blocks.{j}.", "blocks.{j}."),
         ("neck.", "neck."),
+        (None, "head."),  # a classifier (samvit_*_224): not part of SAM's encoder
     ),
     ("detectron2", "vitdet"): (
         ("net.", "backbone.net."),

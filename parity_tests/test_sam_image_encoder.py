@@ -1,0 +1,244 @@
+"""SAM image encoder (``ImageEncoderViT``): the reference against segment-anything and timm with
+identical random weights, and every port against the reference (whole-model tolerance, every
+layer compared).
+
+Small configs run in CI: grids of 8 x 8 and 10 x 10 tokens with windows of 6 and 4, so the
+windowed blocks pad; the full-size ViT-B at 1024 x 1024 is ``slow``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+from weight_convert.frameworks.reference import randomize_
+from weight_convert.parity import MODEL_TOLERANCE, ParityReport, compare
+from zoo.configs import SamConfig, resolve
+from zoo.layout import Layout
+from zoo.models.sam_image_encoder import ImageEncoderViT
+
+SMALL = dict(
+    encoder_embed_dim=64,
+    encoder_depth=4,
+    encoder_num_heads=4,
+    encoder_global_attn_indexes=(1, 3),
+    out_chans=32,
+)
+
+
+def _config(**overrides) -> SamConfig:
+    """A small ``samvit_base_patch16`` (image encoder alone)."""
+    return resolve("samvit_base_patch16", **{**SMALL, **overrides})[1]
+
+
+#: (config overrides, reference input shape). 170 x 165 is no multiple of the patch (the patch
+#: conv floors to 10 x 10); without the absolute position embedding a 9 x 7 grid runs and the
+#: global blocks interpolate their 15-row tables to 17 and 13 rows.
+CASES = [
+    pytest.param(dict(img_size=128, window_size=6), (2, 3, 128, 128), id="grid8-window6-b2"),
+    pytest.param(dict(img_size=160, window_size=4), (1, 3, 170, 165), id="grid10-window4-floor"),
+    pytest.param(
+        dict(img_size=128, window_size=4, use_abs_pos=False), (1, 3, 144, 112), id="grid9x7-no-abs"
+    ),
+]
+
+
+def _official(config: SamConfig) -> torch.nn.Module:
+    """segment-anything's ImageEncoderViT with ``config``'s architecture (as ``build_sam``)."""
+    from segment_anything.modeling import ImageEncoderViT as Official
+
+    return Official(
+        img_size=config.img_size,
+        patch_size=config.patch_size,
+        in_chans=config.in_chans,
+        embed_dim=config.encoder_embed_dim,
+        depth=config.encoder_depth,
+        num_heads=config.encoder_num_heads,
+        mlp_ratio=config.mlp_ratio,
+        out_chans=config.out_chans,
+        qkv_bias=config.qkv_bias,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        use_abs_pos=config.use_abs_pos,
+        use_rel_pos=config.use_rel_pos,
+        window_size=config.window_size,
+        global_attn_indexes=config.encoder_global_attn_indexes,
+    ).eval()
+
+
+def timm_to_reference(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm ``samvit_*`` keys -> the reference's (= official ``image_encoder.*`` without the
+    prefix): the MLP is ``mlp.fc1`` / ``mlp.fc2`` in timm, ``mlp.lin1`` / ``mlp.lin2`` here."""
+    rename = {".mlp.fc1.": ".mlp.lin1.", ".mlp.fc2.": ".mlp.lin2."}
+    out = {}
+    for key, value in state_dict.items():
+        for theirs, ours in rename.items():
+            key = key.replace(theirs, ours)
+        out[key] = value
+    return out
+
+
+def _timm(config: SamConfig) -> torch.nn.Module:
+    """timm's ``samvit_base_patch16`` entry point with ``config``'s architecture. Its blocks
+    default to LayerNorm eps 1e-5; the official 1e-6 is passed so the two compute the same."""
+    import timm
+
+    return timm.create_model(
+        "samvit_base_patch16",
+        img_size=config.img_size,
+        embed_dim=config.encoder_embed_dim,
+        depth=config.encoder_depth,
+        num_heads=config.encoder_num_heads,
+        global_attn_indexes=config.encoder_global_attn_indexes,
+        window_size=config.window_size,
+        neck_chans=config.out_chans,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+    ).eval()
+
+
+def _port_model(adapter, config: SamConfig):
+    """The port's ImageEncoderViT for ``config``, variables created."""
+    if adapter.NAME == "flax":
+        from flax import nnx
+
+        from ports.flax.models.sam_image_encoder import ImageEncoderViT as FlaxEncoder
+
+        model = FlaxEncoder(config, rngs=nnx.Rngs(0))
+        model.eval()
+        return model
+    from ports.keras.models.sam_image_encoder import ImageEncoderViT as KerasEncoder
+
+    model = KerasEncoder(config)
+    model.build((None, None, None, config.in_chans))
+    return model
+
+
+def _input(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+
+
+def _check_report(report: ParityReport, config: SamConfig) -> None:
+    assert report.passed, report.table()
+    assert not report.unmatched, report.unmatched
+    # Every block and every neck layer was compared, not only the output.
+    paths = {e.path for e in report.layers}
+    assert sum(e.path.endswith(".mlp") for e in report.layers) == config.encoder_depth
+    assert {f"blocks.{i}" for i in range(config.encoder_depth)} <= paths, report.table()
+    assert {f"neck.{i}" for i in range(4)} <= paths, report.table()
+
+
+# --------------------------------------------------------------------------- peers
+
+
+@pytest.mark.parametrize(("overrides", "shape"), CASES)
+def test_reference_matches_segment_anything(overrides, shape):
+    config = _config(**overrides)
+    official = randomize_(_official(config))
+    ours = ImageEncoderViT(config).eval()
+    ours.load_state_dict(official.state_dict(), strict=True)
+    x = torch.from_numpy(_input(shape))
+    with torch.no_grad():
+        got, expected = ours(x), official(x)
+    p = config.patch_size
+    assert got.shape == (shape[0], config.out_chans, shape[2] // p, shape[3] // p)
+    err = (got - expected).abs().max().item()
+    assert err <= 1e-5, err
+
+
+def test_reference_matches_timm_samvit():
+    config = _config(img_size=160, window_size=4)
+    theirs = randomize_(_timm(config))
+    state = theirs.state_dict()
+    # timm's keys are the official ones but for the MLP; no classifier (num_classes is 0).
+    ours = ImageEncoderViT(config).eval()
+    assert set(state) ^ set(ours.state_dict()) == {
+        f"blocks.{i}.mlp.{name}.{leaf}"
+        for i in range(config.encoder_depth)
+        for name in ("fc1", "fc2", "lin1", "lin2")
+        for leaf in ("weight", "bias")
+    }
+    assert theirs.num_classes == 0 and not any(k.startswith("head.") for k in state)
+    ours.load_state_dict(timm_to_reference(state), strict=True)
+    x = torch.from_numpy(_input((2, 3, 160, 160)))
+    with torch.no_grad():
+        got, expected = ours(x), theirs.forward_features(x)
+    err = (got - expected).abs().max().item()
+    assert err <= 1e-5 * expected.std().item(), err
+
+
+def test_grid_must_match_pos_embed():
+    """A grid other than pos_embed's is an error, as in the official code (there a shape
+    mismatch in the addition)."""
+    config = _config(img_size=128, window_size=6)
+    x = torch.from_numpy(_input((1, 3, 160, 128)))
+    with pytest.raises(ValueError, match="10x8 token grid but pos_embed is 8x8"):
+        ImageEncoderViT(config)(x)
+    with pytest.raises(RuntimeError):
+        _official(config)(x)
+
+
+# --------------------------------------------------------------------------- ports
+
+
+@pytest.mark.parametrize(("overrides", "shape"), CASES)
+def test_port_matches_reference(overrides, shape, port):
+    config = _config(**overrides)
+    reference = randomize_(ImageEncoderViT(config).eval())
+    report = compare(
+        reference,
+        _port_model(port, config),
+        port,
+        [_input(shape)],
+        [Layout.CHANNELS_FIRST],
+        tolerance=MODEL_TOLERANCE,
+        name=f"sam_image_encoder{list(shape)}",
+    )
+    _check_report(report, config)
+
+
+def test_port_grid_must_match_pos_embed(port):
+    config = _config(img_size=128, window_size=6)
+    model = _port_model(port, config)
+    with pytest.raises(ValueError, match="10x8 token grid but pos_embed is 8x8"):
+        port.call(model, [_input((1, 160, 128, 3))])
+
+
+@pytest.mark.keras
+def test_keras_file_round_trip(tmp_path):
+    """Saved to ``.keras`` and loaded back: same class, config, variable paths and values."""
+    import keras
+
+    from weight_convert.frameworks import keras_port
+
+    config = _config(img_size=64, window_size=3, encoder_depth=2, encoder_global_attn_indexes=(1,))
+    model = _port_model(keras_port, config)
+    rng = np.random.default_rng(0)
+    for v in model.weights:
+        v.assign(rng.normal(0.0, 0.1, tuple(v.shape)).astype(v.dtype))
+    path = tmp_path / "sam_image_encoder.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is type(model) and loaded.config == config
+    saved, restored = keras_port.read(model), keras_port.read(loaded)
+    assert saved.keys() == restored.keys() and "pos_embed" in saved
+    for key, value in saved.items():
+        np.testing.assert_array_equal(restored[key], value, err_msg=key)
+
+
+@pytest.mark.slow
+def test_vit_b_1024_matches_reference(port):
+    """Full-size ``samvit_base_patch16`` (the ``sam_vit_b`` image encoder) at 1x3x1024x1024."""
+    config = resolve("samvit_base_patch16")[1]
+    reference = randomize_(ImageEncoderViT(config).eval())
+    report = compare(
+        reference,
+        _port_model(port, config),
+        port,
+        [_input((1, 3, 1024, 1024))],
+        [Layout.CHANNELS_FIRST],
+        tolerance=MODEL_TOLERANCE,
+        name="samvit_base_patch16[1, 3, 1024, 1024]",
+    )
+    _check_report(report, config)
