@@ -29,7 +29,7 @@ TINY = SamConfig(
     encoder_global_attn_indexes=(1, 2),
     window_size=3,
     out_chans=32,
-    mask_in_chans=8,
+    mask_in_chans=16,
     transformer_mlp_dim=64,
     iou_head_hidden_dim=32,
 )

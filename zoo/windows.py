@@ -15,6 +15,7 @@ import numpy as np
 
 __all__ = [
     "WINDOW_RULES",
+    "grid_centres",
     "MASK_VALUE",
     "to_tuple",
     "get_window_size",
@@ -178,3 +179,12 @@ def rel_pos_resize_matrix(length: int, target: int) -> np.ndarray:
     np.add.at(m, (rows, hi), frac)
     m.setflags(write=False)
     return m
+
+
+def grid_centres(size: tuple[int, int]) -> np.ndarray:
+    """Normalized (x, y) centres of an (H, W) grid of cells, float32 (H, W, 2): SAM's dense
+    positional-encoding grid (the reference computes the same in torch)."""
+    h, w = size
+    ys = (np.arange(h, dtype=np.float32) + np.float32(0.5)) / np.float32(h)
+    xs = (np.arange(w, dtype=np.float32) + np.float32(0.5)) / np.float32(w)
+    return np.stack(np.broadcast_arrays(xs[None, :], ys[:, None]), axis=-1)

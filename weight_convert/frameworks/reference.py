@@ -72,8 +72,8 @@ def call(module: nn.Module, inputs: list[np.ndarray]) -> np.ndarray | list[np.nd
     with torch.no_grad():
         out = module(*[torch.from_numpy(x) for x in inputs])
     if isinstance(out, (list, tuple)):
-        return [t.numpy() for t in out]
-    return out.numpy()
+        return [t.detach().numpy() for t in out]
+    return out.detach().numpy()
 
 
 @contextlib.contextmanager

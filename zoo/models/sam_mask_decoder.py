@@ -191,11 +191,11 @@ class MaskDecoder(nn.Module):
     The two-way transformer is built here from the ``transformer_*`` arguments (official SAM:
     depth 2, 8 heads, MLP 2048, attention downsample 2).
 
-    forward(image_embeddings (Bi, C, H, W), image_pe (1 or Bi, C, H, W), sparse_prompt_embeddings
-    (B, N, C), dense_prompt_embeddings (B, C, H, W), multimask_output) -> masks (Bi * B, M, 4H,
-    4W) channels-first, iou_pred (Bi * B, M); M = num_multimask_outputs with
-    ``multimask_output``, else 1. Each image embedding is repeated once per prompt set, so in
-    practice Bi == 1 (one image, B prompt sets) or B == 1.
+    forward(image_embeddings (1, C, H, W), image_pe (1, C, H, W), sparse_prompt_embeddings
+    (B, N, C), dense_prompt_embeddings (B, C, H, W), multimask_output: bool) -> masks
+    (B, M, 4H, 4W) channels-first, iou_pred (B, M); M = num_multimask_outputs with
+    ``multimask_output``, else 1. One image, B prompt sets: the image embedding and its encoding
+    are repeated once per prompt set (``repeat_interleave``, as the official decoder does).
     """
 
     def __init__(

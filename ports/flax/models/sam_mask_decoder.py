@@ -208,11 +208,11 @@ class MaskDecoder(nnx.Module):
     ``MaskDecoder``; the two-way transformer is built here from the ``transformer_*``
     arguments).
 
-    __call__(image_embeddings (Bi, H, W, C), image_pe (1 or Bi, H, W, C),
-    sparse_prompt_embeddings (B, N, C), dense_prompt_embeddings (B, H, W, C), multimask_output)
-    -> masks (Bi * B, 4H, 4W, M) channels-last, iou_pred (Bi * B, M); M = num_multimask_outputs
-    with ``multimask_output``, else 1. Each image embedding is repeated once per prompt set, so
-    in practice Bi == 1 or B == 1.
+    __call__(image_embeddings (1, H, W, C), image_pe (1, H, W, C), sparse_prompt_embeddings
+    (B, N, C), dense_prompt_embeddings (B, H, W, C), multimask_output: bool) -> masks
+    (B, 4H, 4W, M) channels-last (the reference's (B, M, 4H, 4W) with the mask axis last),
+    iou_pred (B, M); M = num_multimask_outputs with ``multimask_output``, else 1. One image, B
+    prompt sets: the image embedding and its encoding are repeated once per prompt set.
     """
 
     def __init__(

@@ -19,16 +19,9 @@ from flax import nnx
 from ports.flax.layers.mlp import GELU
 from ports.flax.layers.norm import LayerNorm2d
 from ports.flax.layers.variables import Buffer
+from zoo.windows import grid_centres
 
-__all__ = ["PositionEmbeddingRandom", "PromptEncoder", "grid_centres"]
-
-
-def grid_centres(size: tuple[int, int]) -> np.ndarray:
-    """Normalized (x, y) centres of an (H, W) grid of cells: float32 (H, W, 2)."""
-    h, w = size
-    ys = (np.arange(h, dtype=np.float32) + np.float32(0.5)) / np.float32(h)
-    xs = (np.arange(w, dtype=np.float32) + np.float32(0.5)) / np.float32(w)
-    return np.stack(np.broadcast_arrays(xs[None, :], ys[:, None]), axis=-1)
+__all__ = ["PositionEmbeddingRandom", "PromptEncoder"]
 
 
 class PositionEmbeddingRandom(nnx.Module):

@@ -46,7 +46,9 @@ class ConvTranspose2d(keras.layers.Layer):
             name="transpose_kernel", shape=(k, k, self.in_channels, self.out_channels)
         )
         if self.use_bias:
-            self.bias = self.add_weight(name="bias", shape=(self.out_channels,), initializer="zeros")
+            self.bias = self.add_weight(
+                name="bias", shape=(self.out_channels,), initializer="zeros"
+            )
 
     def call(self, x: Tensor) -> Tensor:
         _, h, w, _ = x.shape

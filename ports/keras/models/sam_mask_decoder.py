@@ -224,11 +224,12 @@ class MaskDecoder(keras.layers.Layer):
     ``MaskDecoder``; the two-way transformer is built here from the ``transformer_*``
     arguments).
 
-    call(image_embeddings (Bi, H, W, C), image_pe (1 or Bi, H, W, C), sparse_prompt_embeddings
-    (B, N, C), dense_prompt_embeddings (B, H, W, C), multimask_output) -> masks
-    (Bi * B, 4H, 4W, M) channels-last, iou_pred (Bi * B, M); M = num_multimask_outputs with
-    ``multimask_output``, else 1. Each image embedding is repeated once per prompt set, so in
-    practice Bi == 1 or B == 1.
+    call(image_embeddings (1, H, W, C), image_pe (1, H, W, C), sparse_prompt_embeddings
+    (B, N, C), dense_prompt_embeddings (B, H, W, C), multimask_output: bool) -> masks
+    (B, 4H, 4W, M) channels-last (the reference's (B, M, 4H, 4W) with the mask axis last),
+    iou_pred (B, M); M = num_multimask_outputs with ``multimask_output``, else 1. One image, B
+    prompt sets: the image embedding and its encoding are repeated once per prompt set.
+    Keras takes only tensors positionally: pass ``multimask_output=`` by keyword.
     """
 
     def __init__(
@@ -314,9 +315,7 @@ class MaskDecoder(keras.layers.Layer):
     ) -> tuple[Tensor, Tensor]:
         """All ``num_mask_tokens`` masks (B, 4H, 4W, M + 1) and IoU scores (B, M + 1)."""
         b, _, c = sparse_prompt_embeddings.shape
-        output_tokens = ops.concatenate(
-            [self.iou_token.embedding, self.mask_tokens.embedding], axis=0
-        )
+        output_tokens = ops.concatenate([self.iou_token.weight, self.mask_tokens.weight], axis=0)
         output_tokens = ops.broadcast_to(output_tokens[None], (b, self.num_mask_tokens + 1, c))
         tokens = ops.concatenate([output_tokens, sparse_prompt_embeddings], axis=1)
         src = ops.repeat(image_embeddings, b, axis=0) + dense_prompt_embeddings

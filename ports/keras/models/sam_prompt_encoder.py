@@ -19,16 +19,9 @@ from keras import ops
 from ports.keras.layers.mlp import GELU
 from ports.keras.layers.norm import LayerNorm2d
 from ports.keras.layers.window import Tensor
+from zoo.windows import grid_centres
 
-__all__ = ["Embedding", "PositionEmbeddingRandom", "PromptEncoder", "grid_centres"]
-
-
-def grid_centres(size: tuple[int, int]) -> np.ndarray:
-    """Normalized (x, y) centres of an (H, W) grid of cells: float32 (H, W, 2)."""
-    h, w = size
-    ys = (np.arange(h, dtype=np.float32) + np.float32(0.5)) / np.float32(h)
-    xs = (np.arange(w, dtype=np.float32) + np.float32(0.5)) / np.float32(w)
-    return np.stack(np.broadcast_arrays(xs[None, :], ys[:, None]), axis=-1)
+__all__ = ["Embedding", "PositionEmbeddingRandom", "PromptEncoder"]
 
 
 class Embedding(keras.layers.Layer):
@@ -46,13 +39,19 @@ class Embedding(keras.layers.Layer):
             initializer=keras.initializers.RandomNormal(stddev=1.0),
         )
 
+    @property
+    def weight(self) -> Tensor:
+        """The table as a tensor, like torch's ``nn.Embedding.weight``."""
+        return ops.convert_to_tensor(self.embedding)
+
 
 class PositionEmbeddingRandom(keras.layers.Layer):
     """Random Fourier features of 2D positions: (x, y) in [0, 1]^2 -> (sin, cos) of
     2 pi (2 (x, y) - 1) G, G = ``positional_encoding_gaussian_matrix`` (2, num_pos_feats), a
     non-trainable variable. Output channels: 2 * num_pos_feats (sines first).
 
-    call(size (H, W)) -> (H, W, C): the encoding of the grid cell centres.
+    call(size=(H, W)) -> (H, W, C): the encoding of the grid cell centres (Keras takes only
+    tensors positionally, so ``size`` goes by keyword).
     """
 
     def __init__(self, num_pos_feats: int = 64, scale: float | None = None, **kwargs) -> None:
@@ -151,12 +150,12 @@ class PromptEncoder(keras.layers.Layer):
             labels = ops.concatenate([labels, -ops.ones_like(labels[:, :1])], axis=1)
         embedding = self.pe_layer.forward_with_coords(points, self.input_image_size)
         labels = labels[..., None]
-        embedding = ops.where(ops.equal(labels, -1), self.not_a_point_embed.embedding, embedding)
+        embedding = ops.where(ops.equal(labels, -1), self.not_a_point_embed.weight, embedding)
         embedding = ops.where(
-            ops.equal(labels, 0), embedding + self.point_embeddings[0].embedding, embedding
+            ops.equal(labels, 0), embedding + self.point_embeddings[0].weight, embedding
         )
         return ops.where(
-            ops.equal(labels, 1), embedding + self.point_embeddings[1].embedding, embedding
+            ops.equal(labels, 1), embedding + self.point_embeddings[1].weight, embedding
         )
 
     def _embed_boxes(self, boxes: Tensor) -> Tensor:
@@ -164,7 +163,7 @@ class PromptEncoder(keras.layers.Layer):
         corners = ops.reshape(ops.cast(boxes, "float32") + 0.5, (-1, 2, 2))
         embedding = self.pe_layer.forward_with_coords(corners, self.input_image_size)
         corner_embed = ops.concatenate(
-            [self.point_embeddings[2].embedding, self.point_embeddings[3].embedding], axis=0
+            [self.point_embeddings[2].weight, self.point_embeddings[3].weight], axis=0
         )
         return embedding + corner_embed
 
@@ -191,7 +190,7 @@ class PromptEncoder(keras.layers.Layer):
                 dense = layer(dense)
         else:
             dense = ops.broadcast_to(
-                ops.reshape(self.no_mask_embed.embedding, (1, 1, 1, -1)),
+                ops.reshape(self.no_mask_embed.weight, (1, 1, 1, -1)),
                 (bs, *self.image_embedding_size, self.embed_dim),
             )
         return sparse, dense
