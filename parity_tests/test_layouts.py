@@ -232,12 +232,25 @@ def test_3d_window_from_table_only():
     assert layouts.detect(sd2).config.window_size == (2, 5, 5)
 
 
-def test_reference_shapes_match_models():
-    for name in ("swin_small_patch4_window12_384", "video_swin_base"):
+@pytest.mark.parametrize(
+    "name",
+    [
+        "swin_small_patch4_window12_384",
+        "video_swin_base",
+        "sam_vit_b",
+        "sam_vit_h",
+        "samvit_large_patch16",
+        "vitdet_base",
+        "vitdet_huge",
+    ],
+)
+def test_reference_shapes_match_models(name):
+    """zoo.shapes (framework-free) lists the reference model's state dict exactly, in order."""
+    with torch.device("meta"):  # shapes only: no memory, no init cost
         model = create_model(name)
-        shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        assert layouts.reference_shapes(model.config) == shapes
-        assert list(layouts.reference_shapes(model.config)) == list(shapes)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert layouts.reference_shapes(model.config) == shapes
+    assert list(layouts.reference_shapes(model.config)) == list(shapes)
 
 
 #: a small config of every family, for the table checks

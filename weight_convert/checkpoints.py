@@ -124,12 +124,9 @@ def _tensor_to_numpy(torch, key: str, value, converted: dict[str, str]) -> np.nd
 
 
 def _read_pkl(path: str, info: dict[str, Any]) -> dict[str, np.ndarray]:
-    from weight_convert.detectron2 import load_pkl
+    from weight_convert.detectron2 import load_pkl  # raises CheckpointError (one line)
 
-    try:
-        tensors, found = load_pkl(path)
-    except ValueError as e:  # refused globals, truncated or foreign files: one line
-        raise CheckpointError(str(e).strip().splitlines()[0]) from None
+    tensors, found = load_pkl(path)
     info["wrapper"] = found.get("wrapper")
     info["ignored"] += list(found.get("ignored", []))
     return tensors

@@ -203,6 +203,13 @@ class ViTDetConfig:
     def spatial_rank(self) -> int:
         return 2
 
+    def stage_names(self) -> list[str]:
+        """``simfp_<log2 stride>`` of every pyramid scale: (4, 2, 1, 0.5) at patch 16 -> simfp_2..5
+        (detectron2's attribute names, so the checkpoint keys)."""
+        import math
+
+        return [f"simfp_{int(math.log2(int(self.patch_size / s)))}" for s in self.scale_factors]
+
     def drop_path_rates(self) -> list[float]:
         """Stochastic depth rising linearly over the blocks (detectron2 ``ViT``)."""
         return [self.drop_path_rate * i / max(self.depth - 1, 1) for i in range(self.depth)]

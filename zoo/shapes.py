@@ -185,14 +185,14 @@ def _sam(config: SamConfig) -> Shapes:
 
 
 def _vitdet(config: ViTDetConfig) -> Shapes:
-    out: Shapes = {}
+    net: Shapes = {}
     e, grid = config.embed_dim, config.img_size // config.patch_size
     if config.use_abs_pos:
         tokens = (config.pretrain_img_size // config.patch_size) ** 2
-        out["net.pos_embed"] = (1, tokens + int(config.pretrain_use_cls_token), e)
-    _conv(out, "net.patch_embed.proj", config.in_chans, e, config.patch_size)
+        net["net.pos_embed"] = (1, tokens + int(config.pretrain_use_cls_token), e)
+    _conv(net, "net.patch_embed.proj", config.in_chans, e, config.patch_size)
     _vit_blocks(
-        out,
+        net,
         "net.",
         e,
         config.depth,
@@ -204,9 +204,10 @@ def _vitdet(config: ViTDetConfig) -> Shapes:
         set(range(config.depth)) - set(config.window_block_indexes),
         ("fc1", "fc2"),
     )
+    out: Shapes = {}  # detectron2 registers the pyramid stages before ``net``
     c = config.out_channels
-    for scale in config.scale_factors:
-        stage = f"simfp_{int(round(np.log2(16 / scale)))}."
+    for name, scale in zip(config.stage_names(), config.scale_factors, strict=True):
+        stage = f"{name}."
         if scale == 4.0:
             _conv_transpose(out, stage + "0", e, e // 2, 2)
             _norm(out, stage + "1", e // 2)
@@ -225,7 +226,7 @@ def _vitdet(config: ViTDetConfig) -> Shapes:
         _norm(out, f"{stage}{first}.norm", c)
         _conv(out, f"{stage}{first + 1}", c, c, 3, bias=False)
         _norm(out, f"{stage}{first + 1}.norm", c)
-    return out
+    return {**out, **net}
 
 
 def reference_shapes(config: Config) -> Shapes:

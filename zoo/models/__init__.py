@@ -10,6 +10,7 @@ from zoo.models.sam_mask_decoder import MaskDecoder, TwoWayTransformer
 from zoo.models.sam_prompt_encoder import PromptEncoder
 from zoo.models.swin import BasicLayer, SwinTransformer
 from zoo.models.video_swin import I3DHead, SwinTransformer3D, VideoSwin
+from zoo.models.vitdet import SimpleFeaturePyramid, ViT
 
 __all__ = [
     "BasicLayer",
@@ -21,6 +22,8 @@ __all__ = [
     "SwinTransformer",
     "SwinTransformer3D",
     "TwoWayTransformer",
+    "SimpleFeaturePyramid",
+    "ViT",
     "VideoSwin",
     "create_model",
 ]

@@ -34,7 +34,6 @@ __all__ = [
     "SimpleFeaturePyramid",
     "ViT",
     "get_abs_pos",
-    "pyramid_stage_names",
 ]
 
 #: detectron2's ViT norm: ``partial(nn.LayerNorm, eps=1e-6)``.
@@ -158,15 +157,6 @@ class LastLevelMaxPool(nn.Module):
         return F.max_pool2d(x, kernel_size=1, stride=2, padding=0)
 
 
-def pyramid_stage_names(config: ViTDetConfig) -> list[str]:
-    """``simfp_<log2 stride>`` of every scale factor: (4, 2, 1, 0.5) at patch 16 -> simfp_2..5."""
-    names = []
-    for scale in config.scale_factors:
-        stride = int(config.patch_size / scale)
-        names.append(f"simfp_{int(math.log2(stride))}")
-    return names
-
-
 def _stage(dim: int, scale: float, out_channels: int) -> nn.ModuleList:
     if scale == 4.0:
         layers: list[nn.Module] = [
@@ -209,7 +199,7 @@ class SimpleFeaturePyramid(nn.Module):
         super().__init__()
         self.config = config
         # detectron2 registers the stages before the backbone: state-dict order simfp_*, net.*
-        self.stage_names = pyramid_stage_names(config)
+        self.stage_names = config.stage_names()
         for name, scale in zip(self.stage_names, config.scale_factors, strict=True):
             self.add_module(name, _stage(config.embed_dim, scale, config.out_channels))
         self.net = ViT(config)

@@ -11,6 +11,7 @@ from ports.flax.models.sam_mask_decoder import MaskDecoder, TwoWayTransformer
 from ports.flax.models.sam_prompt_encoder import PromptEncoder
 from ports.flax.models.swin import BasicLayer, SwinTransformer
 from ports.flax.models.video_swin import I3DHead, SwinTransformer3D, VideoSwin
+from ports.flax.models.vitdet import SimpleFeaturePyramid, ViT
 from zoo.configs import MODEL_CLASSES, Config, resolve
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "SwinTransformer",
     "SwinTransformer3D",
     "TwoWayTransformer",
+    "SimpleFeaturePyramid",
+    "ViT",
     "VideoSwin",
     "abstract_model",
     "create_model",
@@ -34,6 +37,7 @@ _MODELS = {
     "VideoSwin": VideoSwin,
     "Sam": Sam,
     "ImageEncoderViT": ImageEncoderViT,
+    "SimpleFeaturePyramid": SimpleFeaturePyramid,
 }
 
 

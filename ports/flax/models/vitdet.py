@@ -157,11 +157,6 @@ class LastLevelMaxPool(nnx.Module):
         return x[:, ::2, ::2, :]
 
 
-def _stage_names(config: ViTDetConfig) -> list[str]:
-    """``simfp_<log2 stride>`` per scale factor (as ``zoo.models.vitdet.pyramid_stage_names``)."""
-    return [f"simfp_{int(math.log2(int(config.patch_size / s)))}" for s in config.scale_factors]
-
-
 def _stage(dim: int, scale: float, out_channels: int, rngs: nnx.Rngs) -> nnx.List:
     if scale == 4.0:
         layers: list[nnx.Module] = [
@@ -199,7 +194,7 @@ class SimpleFeaturePyramid(nnx.Module):
 
     def __init__(self, config: ViTDetConfig, *, rngs: nnx.Rngs) -> None:
         self.config = config
-        self.stage_names = _stage_names(config)
+        self.stage_names = config.stage_names()
         for name, scale in zip(self.stage_names, config.scale_factors, strict=True):
             setattr(self, name, _stage(config.embed_dim, scale, config.out_channels, rngs))
         self.net = ViT(config, rngs=rngs)

@@ -12,6 +12,7 @@ from ports.keras.models.sam_mask_decoder import MaskDecoder, TwoWayTransformer
 from ports.keras.models.sam_prompt_encoder import PromptEncoder
 from ports.keras.models.swin import BasicLayer, SwinTransformer
 from ports.keras.models.video_swin import I3DHead, SwinTransformer3D, VideoSwin
+from ports.keras.models.vitdet import SimpleFeaturePyramid, ViT
 from zoo.configs import MODEL_CLASSES, Config, resolve
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "SwinTransformer",
     "SwinTransformer3D",
     "TwoWayTransformer",
+    "SimpleFeaturePyramid",
+    "ViT",
     "VideoSwin",
     "build_model",
     "create_model",
@@ -35,6 +38,7 @@ _MODELS = {
     "VideoSwin": VideoSwin,
     "Sam": Sam,
     "ImageEncoderViT": ImageEncoderViT,
+    "SimpleFeaturePyramid": SimpleFeaturePyramid,
 }
 
 

@@ -195,11 +195,6 @@ class LastLevelMaxPool(keras.layers.Layer):
         return (b, None if h is None else -(-h // 2), None if w is None else -(-w // 2), c)
 
 
-def _stage_names(config: ViTDetConfig) -> list[str]:
-    """``simfp_<log2 stride>`` per scale factor (as ``zoo.models.vitdet.pyramid_stage_names``)."""
-    return [f"simfp_{int(math.log2(int(config.patch_size / s)))}" for s in config.scale_factors]
-
-
 def _stage(name: str, dim: int, scale: float, out_channels: int) -> list[keras.layers.Layer]:
     def n(i: int) -> str:
         return f"{name}-{i}"
@@ -245,7 +240,7 @@ class SimpleFeaturePyramid(keras.Model):
     def __init__(self, config: ViTDetConfig, **kwargs) -> None:
         super().__init__(**kwargs)
         self.config = config
-        self.stage_names = _stage_names(config)
+        self.stage_names = config.stage_names()
         for name, scale in zip(self.stage_names, config.scale_factors, strict=True):
             setattr(self, name, _stage(name, config.embed_dim, scale, config.out_channels))
         self.net = ViT(config, name="net")
