@@ -3,7 +3,8 @@ identical random weights, and every port against the reference (whole-model tole
 layer compared).
 
 Small configs run in CI: grids of 8 x 8 and 10 x 10 tokens with windows of 6 and 4, so the
-windowed blocks pad; the full-size ViT-B at 1024 x 1024 is ``slow``.
+windowed blocks pad. The full-size ViT-B at 1024 x 1024 runs too, once per port (one reference
+run per process).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from weight_convert.frameworks.reference import randomize_
-from weight_convert.parity import MODEL_TOLERANCE, ParityReport, compare
+from weight_convert.parity import MODEL_TOLERANCE, ParityReport, compare, run_reference
 from zoo.configs import SamConfig, resolve
 from zoo.layout import Layout
 from zoo.models.sam_image_encoder import ImageEncoderViT
@@ -98,14 +99,17 @@ def _timm(config: SamConfig) -> torch.nn.Module:
     ).eval()
 
 
-def _port_model(adapter, config: SamConfig):
-    """The port's ImageEncoderViT for ``config``, variables created."""
+def _port_model(adapter, config: SamConfig, abstract: bool = True):
+    """The port's ImageEncoderViT for ``config``, variables created (Flax: abstract ones, to be
+    set by the weight transfer, unless ``abstract`` is False: random init costs a compile per
+    parameter shape)."""
     if adapter.NAME == "flax":
         from flax import nnx
 
+        from ports.flax.models import abstract_model
         from ports.flax.models.sam_image_encoder import ImageEncoderViT as FlaxEncoder
 
-        model = FlaxEncoder(config, rngs=nnx.Rngs(0))
+        model = abstract_model(config) if abstract else FlaxEncoder(config, rngs=nnx.Rngs(0))
         model.eval()
         return model
     from ports.keras.models.sam_image_encoder import ImageEncoderViT as KerasEncoder
@@ -200,7 +204,7 @@ def test_port_matches_reference(overrides, shape, port):
 
 def test_port_grid_must_match_pos_embed(port):
     config = _config(img_size=128, window_size=6)
-    model = _port_model(port, config)
+    model = _port_model(port, config, abstract=False)
     with pytest.raises(ValueError, match="10x8 token grid but pos_embed is 8x8"):
         port.call(model, [_input((1, 160, 128, 3))])
 
@@ -227,10 +231,38 @@ def test_keras_file_round_trip(tmp_path):
         np.testing.assert_array_equal(restored[key], value, err_msg=key)
 
 
-@pytest.mark.slow
-def test_vit_b_1024_matches_reference(port):
-    """Full-size ``samvit_base_patch16`` (the ``sam_vit_b`` image encoder) at 1x3x1024x1024."""
+@pytest.fixture(scope="module")
+def vit_b_1024():
+    """Full-size ``samvit_base_patch16`` (the ``sam_vit_b`` image encoder) with random weights
+    and its run on one 1x3x1024x1024 image, shared by the ports of this process."""
     config = resolve("samvit_base_patch16")[1]
+    reference = randomize_(ImageEncoderViT(config).eval())
+    inputs = [_input((1, 3, 1024, 1024))]
+    return config, reference, inputs, run_reference(reference, inputs)
+
+
+def test_vit_b_1024_matches_reference(vit_b_1024, port):
+    """ViT-B at SAM's own size in CI: every port, one reference run (about 12 GB peak)."""
+    config, reference, inputs, reference_run = vit_b_1024
+    report = compare(
+        reference,
+        _port_model(port, config),
+        port,
+        inputs,
+        [Layout.CHANNELS_FIRST],
+        tolerance=MODEL_TOLERANCE,
+        name="samvit_base_patch16[1, 3, 1024, 1024]",
+        reference_run=reference_run,
+    )
+    _check_report(report, config)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["samvit_large_patch16", "samvit_huge_patch16"])
+def test_vit_l_h_1024_match_reference(name, port):
+    """The ``sam_vit_l`` / ``sam_vit_h`` image encoders at 1x3x1024x1024 (``-m slow``; ViT-H
+    holds every layer's output of both frameworks: tens of GB)."""
+    config = resolve(name)[1]
     reference = randomize_(ImageEncoderViT(config).eval())
     report = compare(
         reference,
@@ -239,6 +271,6 @@ def test_vit_b_1024_matches_reference(port):
         [_input((1, 3, 1024, 1024))],
         [Layout.CHANNELS_FIRST],
         tolerance=MODEL_TOLERANCE,
-        name="samvit_base_patch16[1, 3, 1024, 1024]",
+        name=f"{name}[1, 3, 1024, 1024]",
     )
     _check_report(report, config)

@@ -26,11 +26,13 @@ __all__ = [
     "MODEL_TOLERANCE",
     "LayerError",
     "ParityReport",
+    "ReferenceRun",
     "Tolerance",
     "compare",
     "load_reference_weights",
     "run_case",
     "run_model",
+    "run_reference",
 ]
 
 OUTPUT = "<output>"
@@ -131,6 +133,27 @@ def _error(path, call, ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> Laye
     )
 
 
+@dataclass(frozen=True)
+class ReferenceRun:
+    """The reference's outputs and every submodule's output (path, layout, array) on some
+    inputs, with the numeric settings: what ``compare`` holds a port against."""
+
+    outputs: list[np.ndarray]
+    records: list[tuple[str, Layout, np.ndarray]]
+    layout: Layout
+    settings: dict[str, str]
+
+
+def run_reference(reference, inputs: Sequence[np.ndarray]) -> ReferenceRun:
+    """Run the reference on ``inputs`` (its layouts) with full fp32 matmuls, recording every
+    submodule's output."""
+    with ref_fw.numerics(), ref_fw.capture(reference) as records:
+        out = ref_fw.call(reference, list(inputs))
+        outs = out if isinstance(out, list) else [out]
+        settings = {"dtype": str(outs[0].dtype), **ref_fw.settings()}
+    return ReferenceRun(outs, records, ref_fw.layout(reference), settings)
+
+
 def load_reference_weights(adapter, port, reference, port_inputs: Sequence[np.ndarray]) -> None:
     """Create the port's variables (Keras builds on first call) and give them the reference's
     weights through the structural transfer (strict coverage both ways)."""
@@ -149,6 +172,7 @@ def compare(
     name: str = "",
     after_transfer: Callable[[Any], None] | None = None,
     transfer_weights: bool = True,
+    reference_run: ReferenceRun | None = None,
 ) -> ParityReport:
     """Transfer the reference's weights into ``port`` (unless ``transfer_weights`` is False: the
     port already holds them, e.g. loaded from a converted file), run both on ``inputs``
@@ -156,6 +180,8 @@ def compare(
     by layer.
 
     ``after_transfer(port)`` may alter the port before it runs (used to plant bugs in tests).
+    ``reference_run`` (from ``run_reference`` on the same inputs) saves running a large
+    reference again when several ports are compared with it.
     """
     port_inputs = [to_port(x, lay) for x, lay in zip(inputs, layouts, strict=False)]
     if transfer_weights:
@@ -163,10 +189,10 @@ def compare(
     if after_transfer is not None:
         after_transfer(port)
 
-    with ref_fw.numerics(), ref_fw.capture(reference) as ref_records:
-        ref_out = ref_fw.call(reference, list(inputs))
-        first = ref_out[0] if isinstance(ref_out, list) else ref_out
-        settings = {"dtype": str(first.dtype), **ref_fw.settings()}
+    if reference_run is None:
+        reference_run = run_reference(reference, inputs)
+    ref_out, ref_records = reference_run.outputs, reference_run.records
+    settings = dict(reference_run.settings)
     with adapter.numerics(), adapter.capture(port) as port_records:
         port_out = adapter.call(port, port_inputs)
         settings.update(adapter.settings())
@@ -186,8 +212,8 @@ def compare(
             continue
         layers.append(_error(path, k, expected, candidates[k], tolerance))
 
-    out_layout = ref_fw.layout(reference)
-    ref_outs = ref_out if isinstance(ref_out, list) else [ref_out]
+    out_layout = reference_run.layout
+    ref_outs = ref_out
     port_outs = port_out if isinstance(port_out, list) else [port_out]
     if len(ref_outs) != len(port_outs):
         raise ValueError(f"{name}: port gives {len(port_outs)} outputs, reference {len(ref_outs)}")
