@@ -48,12 +48,10 @@ def _port_model(adapter, config: ViTDetConfig):
         model = KerasSFP(config)
         model.build((None, None, None, config.in_chans))
         return model
-    from flax import nnx
-
-    from ports.flax.models.vitdet import SimpleFeaturePyramid as FlaxSFP
+    from ports.flax.models import abstract_model
 
     # abstract parameters (no random initialization to compile): the weights are assigned anyway
-    model = nnx.eval_shape(lambda: FlaxSFP(config, rngs=nnx.Rngs(0)))
+    model = abstract_model(config)
     model.eval()
     return model
 

@@ -128,14 +128,8 @@ def load(path: str | os.PathLike, *, rngs: nnx.Rngs | None = None) -> nnx.Module
 
     metadata = read_metadata(path)
     config = config_from_dict(json.loads(metadata["config"]))
-    model = abstract_model(config)
+    model = abstract_model(config, rngs=rngs)  # dropout / drop-path streams get concrete keys
     load_weights(model, path)
-    rngs = rngs if rngs is not None else nnx.Rngs(0)
-    for _, node in nnx.iter_graph(model):
-        if isinstance(node, nnx.RngStream):  # dropout / drop-path streams: fresh concrete keys
-            fresh = rngs[node.tag].fork()
-            node.key.set_value(fresh.key.get_value())
-            node.count.set_value(fresh.count.get_value())
     abstract = [
         ".".join(str(p) for p in path)
         for path, v in nnx.iter_graph(model)

@@ -22,6 +22,9 @@ from zoo.registry import Ref
 
 NAME = "flax"
 
+#: (records, {id(submodule): path}) of the active ``capture`` (``call`` fills them), else None.
+_recording: tuple[list[tuple[str, Any]], dict[int, str]] | None = None
+
 
 def resolve(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     ns = ports.flax.layers
@@ -75,8 +78,34 @@ def _to_numpy(out: Any) -> np.ndarray | list[np.ndarray]:
 
 
 def call(module: nnx.Module, inputs: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
-    """Run eagerly; a model returning several arrays gives a list."""
-    return _to_numpy(module(*[jnp.asarray(x) for x in inputs]))
+    """Run eagerly; a model returning several arrays gives a list.
+
+    Inside ``capture`` the module runs compiled instead (``nnx.jit``; eager JAX compiles every op
+    for every new shape, which made large models slow): the recorded layer outputs, traced while
+    compiling, come back as extra results of the compiled function.
+    """
+    arrays = [jnp.asarray(x) for x in inputs]
+    if _recording is None:
+        return _to_numpy(module(*arrays))
+    records, recorded_paths = _recording
+    paths: list[str] = []
+
+    def run(m: nnx.Module, *xs: jax.Array):
+        # nnx.jit hands ``run`` a copy of the module tree: record its submodules by path too
+        recorded_paths.update(
+            {id(n): _join(p) for p, n in nnx.iter_graph(m) if p and isinstance(n, nnx.Module)}
+        )
+        start = len(records)
+        out = m(*xs)
+        traced = records[start:]
+        del records[start:]
+        paths.extend(p for p, _ in traced)
+        return out, [t for _, t in traced]
+
+    # a new function each call: nnx.jit's cache would skip the tracing that records the layers
+    out, recorded = nnx.jit(run)(module, *arrays)
+    records.extend((p, np.asarray(r)) for p, r in zip(paths, recorded, strict=True))
+    return _to_numpy(out)
 
 
 @nnx.jit
@@ -97,6 +126,7 @@ def capture(module: nnx.Module) -> Iterator[list[tuple[str, np.ndarray]]]:
     ``__call__`` is looked up on the class, so each submodule class gets a recording wrapper for
     the duration; it records only the instances of this module tree.
     """
+    global _recording
     records: list[tuple[str, np.ndarray]] = []
     nodes = [(p, node) for p, node in nnx.iter_graph(module) if p and isinstance(node, nnx.Module)]
     paths = {id(node): _join(p) for p, node in nodes}
@@ -116,17 +146,19 @@ def capture(module: nnx.Module) -> Iterator[list[tuple[str, np.ndarray]]]:
                 out = original(self, *args, **kwargs)
             finally:
                 active.discard(id(self))
-            if isinstance(out, jax.Array):
-                records.append((paths[id(self)], np.asarray(out).copy()))
+            if isinstance(out, jax.Array):  # a tracer while ``call`` compiles: it fetches them
+                records.append((paths[id(self)], out))
             return out
 
         return call_and_record
 
     for cls, (resolved, _) in originals.items():
         cls.__call__ = wrap(resolved)
+    _recording = (records, paths)
     try:
         yield records
     finally:
+        _recording = None
         for cls, (_, own) in originals.items():
             if own is None:
                 del cls.__call__

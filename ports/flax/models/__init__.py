@@ -58,8 +58,17 @@ def create_model(name: str, *, rngs: nnx.Rngs | None = None, **overrides) -> nnx
     return model
 
 
-def abstract_model(config: Config) -> nnx.Module:
+def abstract_model(config: Config, *, rngs: nnx.Rngs | None = None) -> nnx.Module:
     """The model ``config`` describes with abstract parameters (``nnx.eval_shape``: no random
-    initialization, which would compile once per parameter shape), for filling from a file."""
+    initialization, which would compile once per parameter shape), for filling from a file or a
+    weight transfer. Its dropout / drop-path streams get concrete keys from ``rngs`` (default
+    ``nnx.Rngs(0)``), so once the parameters are set the model runs, jitted or not."""
     cls = model_class(MODEL_CLASSES[config.family])
-    return nnx.eval_shape(lambda: cls(config, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: cls(config, rngs=nnx.Rngs(0)))
+    rngs = rngs if rngs is not None else nnx.Rngs(0)
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, nnx.RngStream):
+            fresh = rngs[node.tag].fork()
+            node.key.set_value(fresh.key.get_value())
+            node.count.set_value(fresh.count.get_value())
+    return model
