@@ -15,6 +15,7 @@ the peer parity tests (test_swin_peers.py) are what show that mapping right.
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import numpy as np
 import torch
@@ -110,8 +111,6 @@ def official_swin2d(
 def official_sam_module(config) -> torch.nn.Module:
     """``segment_anything.modeling.Sam`` built as ``build_sam`` does, with ``config``'s sizes
     (a ``zoo.configs.SamConfig``), in eval mode, default init."""
-    from functools import partial
-
     from segment_anything.modeling import (
         ImageEncoderViT,
         MaskDecoder,
@@ -168,29 +167,25 @@ def official_sam(path, config, seed: int = 0) -> Made:
     return _from_peer(path, official_sam_module(config), seed)
 
 
-def timm_samvit(path, config, seed: int = 0) -> Made:
-    """timm ``VisionTransformerSAM`` (``samvit_*``) with ``config``'s sizes (encoder only)."""
-    from functools import partial
+def timm_samvit_module(config) -> torch.nn.Module:
+    """timm's ``samvit_base_patch16`` entry point (``VisionTransformerSAM``, the encoder alone)
+    with ``config``'s sizes, in eval mode. timm's blocks default to LayerNorm eps 1e-5; SAM's
+    1e-6 is passed so the two compute the same."""
+    import timm
 
-    from timm.models.vision_transformer_sam import VisionTransformerSAM
-
-    model = VisionTransformerSAM(
+    return timm.create_model(
+        "samvit_base_patch16",
         img_size=config.img_size,
-        patch_size=config.patch_size,
-        in_chans=config.in_chans,
         embed_dim=config.encoder_embed_dim,
         depth=config.encoder_depth,
         num_heads=config.encoder_num_heads,
-        mlp_ratio=config.mlp_ratio,
-        qkv_bias=config.qkv_bias,
-        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-        use_abs_pos=config.use_abs_pos,
-        use_rel_pos=config.use_rel_pos,
-        window_size=config.window_size,
         global_attn_indexes=config.encoder_global_attn_indexes,
+        window_size=config.window_size,
         neck_chans=config.out_chans,
-        num_classes=0,
-        global_pool="",
-        head_hidden_size=None,
-    )
-    return _from_peer(path, model, seed)
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+    ).eval()
+
+
+def timm_samvit(path, config, seed: int = 0) -> Made:
+    """A timm ``samvit_*`` state dict (timm layout) with ``config``'s sizes."""
+    return _from_peer(path, timm_samvit_module(config), seed)

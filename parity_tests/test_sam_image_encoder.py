@@ -9,12 +9,12 @@ run per process).
 
 from __future__ import annotations
 
-from functools import partial
-
+import checkpoint_factory as factory
 import numpy as np
 import pytest
 import torch
 
+from weight_convert import layouts
 from weight_convert.frameworks.reference import randomize_
 from weight_convert.parity import MODEL_TOLERANCE, ParityReport, compare, run_reference
 from zoo.configs import SamConfig, resolve
@@ -49,54 +49,7 @@ CASES = [
 
 def _official(config: SamConfig) -> torch.nn.Module:
     """segment-anything's ImageEncoderViT with ``config``'s architecture (as ``build_sam``)."""
-    from segment_anything.modeling import ImageEncoderViT as Official
-
-    return Official(
-        img_size=config.img_size,
-        patch_size=config.patch_size,
-        in_chans=config.in_chans,
-        embed_dim=config.encoder_embed_dim,
-        depth=config.encoder_depth,
-        num_heads=config.encoder_num_heads,
-        mlp_ratio=config.mlp_ratio,
-        out_chans=config.out_chans,
-        qkv_bias=config.qkv_bias,
-        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-        use_abs_pos=config.use_abs_pos,
-        use_rel_pos=config.use_rel_pos,
-        window_size=config.window_size,
-        global_attn_indexes=config.encoder_global_attn_indexes,
-    ).eval()
-
-
-def timm_to_reference(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """timm ``samvit_*`` keys -> the reference's (= official ``image_encoder.*`` without the
-    prefix): the MLP is ``mlp.fc1`` / ``mlp.fc2`` in timm, ``mlp.lin1`` / ``mlp.lin2`` here."""
-    rename = {".mlp.fc1.": ".mlp.lin1.", ".mlp.fc2.": ".mlp.lin2."}
-    out = {}
-    for key, value in state_dict.items():
-        for theirs, ours in rename.items():
-            key = key.replace(theirs, ours)
-        out[key] = value
-    return out
-
-
-def _timm(config: SamConfig) -> torch.nn.Module:
-    """timm's ``samvit_base_patch16`` entry point with ``config``'s architecture. Its blocks
-    default to LayerNorm eps 1e-5; the official 1e-6 is passed so the two compute the same."""
-    import timm
-
-    return timm.create_model(
-        "samvit_base_patch16",
-        img_size=config.img_size,
-        embed_dim=config.encoder_embed_dim,
-        depth=config.encoder_depth,
-        num_heads=config.encoder_num_heads,
-        global_attn_indexes=config.encoder_global_attn_indexes,
-        window_size=config.window_size,
-        neck_chans=config.out_chans,
-        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-    ).eval()
+    return factory.official_sam_module(config).image_encoder
 
 
 def _port_model(adapter, config: SamConfig, abstract: bool = True):
@@ -153,7 +106,7 @@ def test_reference_matches_segment_anything(overrides, shape):
 
 def test_reference_matches_timm_samvit():
     config = _config(img_size=160, window_size=4)
-    theirs = randomize_(_timm(config))
+    theirs = randomize_(factory.timm_samvit_module(config))
     state = theirs.state_dict()
     # timm's keys are the official ones but for the MLP; no classifier (num_classes is 0).
     ours = ImageEncoderViT(config).eval()
@@ -164,7 +117,12 @@ def test_reference_matches_timm_samvit():
         for leaf in ("weight", "bias")
     }
     assert theirs.num_classes == 0 and not any(k.startswith("head.") for k in state)
-    ours.load_state_dict(timm_to_reference(state), strict=True)
+    # the converter's timm layout (weight_convert.layouts) does the renaming
+    numpy_state = {k: v.numpy() for k, v in state.items()}
+    detected = layouts.detect(numpy_state)
+    assert (detected.layout, detected.family) == ("timm", "sam_image_encoder")
+    renamed = layouts.to_reference(numpy_state, detected)
+    ours.load_state_dict({k: torch.from_numpy(v) for k, v in renamed.items()}, strict=True)
     x = torch.from_numpy(_input((2, 3, 160, 160)))
     with torch.no_grad():
         got, expected = ours(x), theirs.forward_features(x)

@@ -6,17 +6,17 @@ from __future__ import annotations
 import keras
 
 from ports.keras.layers.window import Tensor
+from ports.keras.models.base import ZooModel
 from ports.keras.models.sam_image_encoder import ImageEncoderViT
 from ports.keras.models.sam_mask_decoder import MaskDecoder
 from ports.keras.models.sam_prompt_encoder import PromptEncoder
-from ports.keras.models.swin import config_from_keras, keras_config
 from zoo.configs import SamConfig
 
 __all__ = ["Sam"]
 
 
 @keras.saving.register_keras_serializable(package="vit_zoo")
-class Sam(keras.Model):
+class Sam(ZooModel):
     """SAM with point prompts in one call; the predictor calls the three parts itself.
 
     call(images (B, S, S, in_chans) normalized and padded, point_coords (B, N, 2) as (x, y)
@@ -76,11 +76,3 @@ class Sam(keras.Model):
             masks.append(m)
             ious.append(iou)
         return keras.ops.concatenate(masks), keras.ops.concatenate(ious)
-
-    def get_config(self) -> dict:
-        return keras_config(self, self.config)
-
-    @classmethod
-    def from_config(cls, config: dict, custom_objects=None) -> Sam:
-        zoo_config, kwargs = config_from_keras(config)
-        return cls(zoo_config, **kwargs)

@@ -14,7 +14,7 @@ from ports.keras.layers.mlp import MLPBlock
 from ports.keras.layers.norm import LayerNorm, LayerNorm2d
 from ports.keras.layers.vitdet import Block
 from ports.keras.layers.window import Tensor
-from ports.keras.models.swin import config_from_keras, keras_config
+from ports.keras.models.base import ZooModel
 from zoo.configs import SamConfig
 
 __all__ = ["ImageEncoderViT", "SamPatchEmbed"]
@@ -62,7 +62,7 @@ class SamPatchEmbed(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="vit_zoo")
-class ImageEncoderViT(keras.Model):
+class ImageEncoderViT(ZooModel):
     """SAM image encoder.
 
     Input: (B, H, W, in_chans) channels-last, normalized and padded; the token grid
@@ -135,11 +135,3 @@ class ImageEncoderViT(keras.Model):
         p = self.config.patch_size
         spatial = tuple(None if s is None else s // p for s in input_shape[1:3])
         return (input_shape[0], *spatial, self.config.out_chans)
-
-    def get_config(self) -> dict:
-        return keras_config(self, self.config)
-
-    @classmethod
-    def from_config(cls, config: dict, custom_objects=None) -> ImageEncoderViT:
-        zoo_config, kwargs = config_from_keras(config)
-        return cls(zoo_config, **kwargs)

@@ -18,7 +18,8 @@ from ports.keras.layers.norm import LayerNorm
 from ports.keras.layers.patch import PatchEmbed, PatchMerging
 from ports.keras.layers.swin_block import SwinTransformerBlock
 from ports.keras.layers.window import Tensor
-from zoo.configs import SwinConfig, config_from_dict, config_to_dict
+from ports.keras.models.base import ZooModel
+from zoo.configs import SwinConfig
 
 __all__ = [
     "BasicLayer",
@@ -26,10 +27,8 @@ __all__ = [
     "backbone_features",
     "build_backbone",
     "build_stages",
-    "config_from_keras",
     "init_backbone",
     "global_pool",
-    "keras_config",
     "run_stages",
 ]
 
@@ -169,25 +168,8 @@ def global_pool(x: Tensor) -> Tensor:
     return ops.mean(x, axis=tuple(range(1, len(x.shape) - 1)))
 
 
-def keras_config(model: keras.Layer, config: SwinConfig) -> dict:
-    """``get_config`` of a model: the zoo config as a dict plus Keras' base keys."""
-    base = keras.layers.Layer.get_config(model)
-    return {**base, "config": config_to_dict(config)}
-
-
-def config_from_keras(config: dict) -> tuple[SwinConfig, dict]:
-    """Inverse of ``keras_config``: the zoo config and the base keyword arguments."""
-    kwargs = dict(config)
-    zoo_config = kwargs.pop("config")
-    if isinstance(zoo_config, dict):
-        zoo_config = config_from_dict(zoo_config)
-    if isinstance(kwargs.get("dtype"), dict):
-        kwargs["dtype"] = keras.dtype_policies.deserialize(kwargs["dtype"])
-    return zoo_config, kwargs
-
-
 @keras.saving.register_keras_serializable(package="vit_zoo")
-class SwinTransformer(keras.Model):
+class SwinTransformer(ZooModel):
     """Swin Transformer (2D) with the classification head.
 
     Input: (B, H, W, in_chans) channels-last, any H, W.
@@ -217,11 +199,3 @@ class SwinTransformer(keras.Model):
         if self.head is None:
             return features
         return self.head(global_pool(features[-1]))
-
-    def get_config(self) -> dict:
-        return keras_config(self, self.config)
-
-    @classmethod
-    def from_config(cls, config: dict, custom_objects=None) -> SwinTransformer:
-        zoo_config, kwargs = config_from_keras(config)
-        return cls(zoo_config, **kwargs)

@@ -7,13 +7,12 @@ from __future__ import annotations
 import keras
 
 from ports.keras.layers.window import Tensor
+from ports.keras.models.base import ZooModel
 from ports.keras.models.swin import (
     backbone_features,
     build_backbone,
-    config_from_keras,
     global_pool,
     init_backbone,
-    keras_config,
 )
 from zoo.configs import VideoSwinConfig
 
@@ -63,7 +62,7 @@ class I3DHead(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="vit_zoo")
-class VideoSwin(keras.Model):
+class VideoSwin(ZooModel):
     """Video Swin recognizer: ``backbone`` and ``cls_head``, as the official checkpoints nest them.
 
     Input: (B, T, H, W, in_chans). Output: logits (B, num_classes); with ``config.features_only``
@@ -96,11 +95,3 @@ class VideoSwin(keras.Model):
         if self.cls_head is None:
             return features
         return self.cls_head(features[-1], training=training)
-
-    def get_config(self) -> dict:
-        return keras_config(self, self.config)
-
-    @classmethod
-    def from_config(cls, config: dict, custom_objects=None) -> VideoSwin:
-        zoo_config, kwargs = config_from_keras(config)
-        return cls(zoo_config, **kwargs)

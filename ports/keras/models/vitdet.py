@@ -21,7 +21,7 @@ from ports.keras.layers.norm import LayerNorm, LayerNorm2d
 from ports.keras.layers.patch import PatchEmbed
 from ports.keras.layers.vitdet import Block
 from ports.keras.layers.window import Tensor
-from ports.keras.models.swin import config_from_keras, keras_config
+from ports.keras.models.base import ZooModel
 from zoo.configs import ViTDetConfig
 from zoo.interpolate import resize_matrix
 
@@ -228,7 +228,7 @@ def _stage(name: str, dim: int, scale: float, out_channels: int) -> list[keras.l
 
 
 @keras.saving.register_keras_serializable(package="vit_zoo")
-class SimpleFeaturePyramid(keras.Model):
+class SimpleFeaturePyramid(ZooModel):
     """ViTDet backbone: ``net`` (``ViT``), one pyramid stage per scale factor on its last map
     and ``top_block`` (p6 from p5).
 
@@ -270,11 +270,3 @@ class SimpleFeaturePyramid(keras.Model):
         if self.top_block is not None:
             results.append(self.top_block(results[self.stage_names.index("simfp_5")]))
         return results
-
-    def get_config(self) -> dict:
-        return keras_config(self, self.config)
-
-    @classmethod
-    def from_config(cls, config: dict, custom_objects=None) -> SimpleFeaturePyramid:
-        zoo_config, kwargs = config_from_keras(config)
-        return cls(zoo_config, **kwargs)
