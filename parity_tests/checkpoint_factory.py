@@ -189,3 +189,79 @@ def timm_samvit_module(config) -> torch.nn.Module:
 def timm_samvit(path, config, seed: int = 0) -> Made:
     """A timm ``samvit_*`` state dict (timm layout) with ``config``'s sizes."""
     return _from_peer(path, timm_samvit_module(config), seed)
+
+
+def torchvision_swin(path, config, seed: int = 0) -> Made:
+    """torchvision ``SwinTransformer`` (2D, as ``swin_t``) or ``SwinTransformer3d`` (as
+    ``swin3d_t``) with ``config``'s sizes (a ``SwinConfig`` / ``VideoSwinConfig``), for small
+    checkpoints in the torchvision layout."""
+    sizes = dict(
+        patch_size=list(config.patch_size),
+        embed_dim=config.embed_dim,
+        depths=list(config.depths),
+        num_heads=list(config.num_heads),
+        window_size=list(config.window_size),
+        mlp_ratio=config.mlp_ratio,
+        num_classes=config.num_classes,
+    )
+    if config.family == "video_swin":
+        from torchvision.models.video.swin_transformer import SwinTransformer3d
+
+        return _from_peer(path, SwinTransformer3d(**sizes), seed)
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    return _from_peer(path, SwinTransformer(**sizes), seed)
+
+
+def timm_swin(path, config, seed: int = 0) -> Made:
+    """timm ``SwinTransformer`` with ``config``'s sizes (a 2D ``SwinConfig``; square patch and
+    window), for small checkpoints in the timm layout."""
+    from timm.models.swin_transformer import SwinTransformer
+
+    model = SwinTransformer(
+        img_size=config.img_size,
+        patch_size=config.patch_size[0],
+        in_chans=config.in_chans,
+        num_classes=config.num_classes,
+        embed_dim=config.embed_dim,
+        depths=config.depths,
+        num_heads=config.num_heads,
+        window_size=config.window_size[0],
+        mlp_ratio=config.mlp_ratio,
+        qkv_bias=config.qkv_bias,
+    )
+    return _from_peer(path, model, seed)
+
+
+#: detector tensors a detectron2 ViTDet checkpoint holds besides the backbone (dropped on reading)
+DETECTRON2_HEADS = {
+    "proposal_generator.rpn_head.conv.weight": (32, 32, 3, 3),
+    "proposal_generator.rpn_head.objectness_logits.weight": (3, 32, 1, 1),
+    "roi_heads.box_head.fc1.weight": (64, 32 * 7 * 7),
+    "roi_heads.box_predictor.cls_score.weight": (81, 64),
+    "roi_heads.box_predictor.cls_score.bias": (81,),
+}
+
+
+def detectron2_vitdet(path, config, seed: int = 0) -> Made:
+    """A detectron2 model-zoo ViTDet checkpoint: a pickle of ``{"model": {key: ndarray},
+    "__author__": ..., "matching_heuristics": True}`` with the backbone (the reference with random
+    weights, in the detectron2 keys) and the detector-head tensors of ``DETECTRON2_HEADS``."""
+    import pickle
+
+    from zoo.models import SimpleFeaturePyramid
+
+    ref = _numpy(randomize_(SimpleFeaturePyramid(config), seed).eval())
+    sd = layouts.from_reference(ref, "detectron2", "vitdet", config)
+    rng = np.random.default_rng(seed)
+    for key, shape in DETECTRON2_HEADS.items():
+        sd[key] = rng.standard_normal(shape, dtype=np.float32)
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "wb") as f:
+        data = {"model": sd, "__author__": "checkpoint_factory", "matching_heuristics": True}
+        pickle.dump(data, f)
+    return path, ref
+
+
+__all__ += ["DETECTRON2_HEADS", "detectron2_vitdet", "timm_swin", "torchvision_swin"]

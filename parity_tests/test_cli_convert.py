@@ -1,10 +1,12 @@
 """``weight-convert convert / inspect / list`` on checkpoints made here in the official layouts
-(torchvision and timm from their own code, the official Video Swin / Swin layouts from the
-reference through ``layouts.from_reference``): the written files verify against the reference,
-and user mistakes give one line and their exit code."""
+(torchvision, timm and segment-anything from their own code, the official Video Swin / Swin and
+detectron2 ViTDet layouts from the reference through ``layouts.from_reference``): the written
+files verify against the reference, Keras and Flax files convert back to PyTorch layouts and
+verify against their source, and user mistakes give one line and their exit code."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,7 +15,8 @@ import checkpoint_factory as factory
 import numpy as np
 import pytest
 
-from weight_convert import cli
+from weight_convert import checkpoints, cli
+from zoo.configs import SamConfig, ViTDetConfig
 
 SMALL_CLIP = "1x3x4x64x64"
 
@@ -167,3 +170,104 @@ def test_console_entry_point_runs():
     )
     assert proc.returncode == cli.EXIT_UNREADABLE
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------- SAM, samvit, ViTDet
+
+SAM = SamConfig(
+    img_size=128,
+    encoder_embed_dim=48,
+    encoder_depth=2,
+    encoder_num_heads=3,
+    encoder_global_attn_indexes=(1,),
+    window_size=3,
+    out_chans=32,
+    mask_in_chans=16,
+    transformer_mlp_dim=64,
+    iou_head_hidden_dim=32,
+)
+VITDET = ViTDetConfig(
+    img_size=128,
+    embed_dim=64,
+    depth=2,
+    num_heads=4,
+    window_size=4,
+    window_block_indexes=(0,),
+    pretrain_img_size=64,
+    out_channels=32,
+)
+#: name -> (verify shape, a layer the per-layer table lists, the layout written back, suffix)
+VIT = {
+    "official_sam": ("1x3x128x128", "image_encoder.blocks.1.attn", "official", ".pth"),
+    "timm_samvit": ("1x3x128x128", "blocks.1.mlp", "timm", ".safetensors"),
+    "detectron2_vitdet": ("1x3x64x96", "net.blocks.1.attn", "detectron2", ".pkl"),
+}
+
+
+@pytest.fixture(scope="module")
+def vit_ckpts(tmp_path_factory):
+    """Tiny SAM (segment-anything's own model), timm samvit and detectron2 ViTDet checkpoints."""
+    root = tmp_path_factory.mktemp("vit_ckpts")
+    encoder = dataclasses.replace(SAM, encoder_only=True)
+    return {
+        "official_sam": factory.official_sam(root / "sam.pth", SAM, seed=4)[0],
+        "timm_samvit": factory.timm_samvit(root / "samvit.pth", encoder, seed=5)[0],
+        "detectron2_vitdet": factory.detectron2_vitdet(root / "vitdet.pkl", VITDET, seed=6)[0],
+    }
+
+
+@pytest.mark.parametrize("target", [pytest.param("keras", marks=pytest.mark.keras), "flax"])
+@pytest.mark.parametrize("name", list(VIT))
+def test_vit_families_there_and_back(capsys, vit_ckpts, tmp_path, name, target):
+    """checkpoint -> Keras / Flax -> the checkpoint's layout, both verified layer by layer; the
+    checkpoint written back holds the original's tensors bit for bit (detector heads dropped)."""
+    shape, layer, layout, suffix = VIT[name]
+    source = vit_ckpts[name]
+    verify = ["--verify", "--verify-shape", shape]
+    code, out, err = run(
+        capsys, "convert", source, "--to", target, "-o", str(tmp_path / "m"), *verify
+    )
+    assert code == 0, err
+    assert f"layout:   {layout}" in out and "PASS" in out and layer in out
+    written = [line.split()[-1] for line in out.splitlines() if line.startswith("wrote")]
+
+    back = tmp_path / f"back{suffix}"
+    code, out, err = run(capsys, "convert", written[0], "--to", "torch", "-o", str(back), *verify)
+    assert code == 0, err
+    assert f"source:   {target}" in out and f"target:   torch ({layout} layout)" in out
+    assert "PASS" in out and layer in out
+
+    got, _ = checkpoints.load_state_dict(back)
+    want, _ = checkpoints.load_state_dict(source)
+    assert set(want) - set(got) == (
+        set(factory.DETECTRON2_HEADS) if layout == "detectron2" else set()
+    )
+    for key, value in got.items():
+        assert value.dtype == want[key].dtype and np.array_equal(value, want[key]), key
+
+
+def test_unknown_layout_for_the_family(vit_ckpts, tmp_path):
+    """``--layout`` that the family lacks: exit 2, one line naming the family's layouts, no
+    output. (A .pkl source needs no framework: the subprocess starts fast.)"""
+    out = tmp_path / "m.pth"
+    proc = subprocess.run(
+        [sys.executable, "-m", "weight_convert", "convert", vit_ckpts["detectron2_vitdet"]]
+        + ["--to", "torch", "--layout", "official", "-o", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == cli.EXIT_USAGE
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "'official'" in proc.stderr and "vitdet has: detectron2" in proc.stderr
+    assert not out.exists()
+
+
+def test_layout_usage_errors(capsys, vit_ckpts, tmp_path):
+    """``--layout`` without ``--to torch`` and a ``.pkl`` output outside the detectron2 layout
+    are usage errors (exit 2, one line); nothing is written."""
+    sam = vit_ckpts["official_sam"]
+    code, _, err = run(capsys, "convert", sam, "--to", "flax", "--layout", "official")
+    assert code == cli.EXIT_USAGE and err.count("\n") == 1 and "--to torch" in err
+    code, _, err = run(capsys, "convert", sam, "--to", "torch", "-o", str(tmp_path / "m.pkl"))
+    assert code == cli.EXIT_USAGE and err.count("\n") == 1 and "detectron2" in err
+    assert list(tmp_path.iterdir()) == []

@@ -3,9 +3,10 @@
 - ``parity``: the main job. Every registered building block, every port (Keras on the TensorFlow,
   JAX and torch backends, Flax), random weights, and a table of the maximum absolute error per
   block and port.
-- ``convert CHECKPOINT --to keras|flax``: official / torchvision / timm checkpoints to a Keras
-  ``.keras`` + ``.weights.h5`` or a Flax ``.safetensors``; ``--verify`` compares the written file
-  with the PyTorch reference layer by layer.
+- ``convert SOURCE --to keras|flax|torch``: in every direction between PyTorch checkpoints (official
+  / torchvision / timm / detectron2 layouts), a Keras ``.keras`` + ``.weights.h5`` and a Flax
+  ``.safetensors``; ``--to torch --layout NAME`` picks the PyTorch layout written. ``--verify``
+  loads the written file and compares it with the source layer by layer.
 - ``inspect CHECKPOINT``: layout, family, variant, parameter count, dtypes.
 - ``list``: the registered models and variants.
 
@@ -171,9 +172,13 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def _print_detected(detected: dict) -> None:
-    print(f"layout:   {detected['layout']}")
+    print(f"source:   {detected['source']}")
+    if detected["layout"] is not None:
+        print(f"layout:   {detected['layout']}")
     print(f"family:   {detected['family']}")
     print(f"variant:  {detected['variant'] or '(custom architecture)'}")
+    for note in detected["notes"]:
+        print(f"note:     {note}")
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -185,11 +190,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
         if args.variant not in VARIANTS:
             raise UsageError(f"unknown variant {args.variant!r}; see `weight-convert list`")
+    if args.layout is not None and args.to != "torch":
+        raise UsageError("--layout chooses the PyTorch layout written: use it with --to torch")
     progress = Progress(enabled=args.progress)
     summary, report = convert(
         args.checkpoint,
         args.to,
         args.output,
+        layout=args.layout,
         variant=args.variant,
         verify=args.verify,
         verify_shape=args.verify_shape,
@@ -202,7 +210,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(json.dumps(asdict(summary)))
     else:
         _print_detected(summary.detected)
-        print(f"target:   {summary.target}")
+        layout = f" ({summary.layout} layout)" if summary.layout else ""
+        print(f"target:   {summary.target}{layout}")
         for path in summary.outputs:
             print(f"wrote     {path}")
         print("seconds:  " + ", ".join(f"{k} {v:.1f}" for k, v in summary.seconds.items()))
@@ -286,25 +295,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "convert",
-        help="convert an official / torchvision / timm checkpoint to Keras or Flax",
-        description="Layout (official, torchvision, timm) and variant are detected from the "
-        "checkpoint's keys and shapes. Keras: writes OUT.keras (full model) and OUT.weights.h5, "
-        "on the backend KERAS_BACKEND selects (default tensorflow). Flax: writes "
-        "OUT.safetensors (the nnx state, config in the metadata).",
+        help="convert between PyTorch checkpoints, Keras and Flax, in every direction",
+        description="SOURCE is a PyTorch checkpoint (layout official, torchvision, timm or "
+        "detectron2, and variant, detected from its keys and shapes), a Keras .keras file or a "
+        "Flax .safetensors file written by this tool (told apart from a PyTorch .safetensors by "
+        "its metadata). Keras: writes OUT.keras (full model) and OUT.weights.h5, on the backend "
+        "KERAS_BACKEND selects (default tensorflow). Flax: writes OUT.safetensors (the nnx "
+        "state, config in the metadata). torch: writes a checkpoint in --layout's keys: "
+        "OUT.pth (torch.save), or OUT.safetensors / OUT.pkl (detectron2) when -o ends so.",
     )
-    p.add_argument("checkpoint", help=".pth / .pt / .bin / .safetensors checkpoint")
-    p.add_argument("--to", required=True, choices=["keras", "flax"], help="target framework")
+    p.add_argument(
+        "checkpoint",
+        metavar="SOURCE",
+        help=".pth / .pt / .bin / .safetensors / .pkl checkpoint, .keras model or Flax "
+        ".safetensors",
+    )
+    p.add_argument(
+        "--to", required=True, choices=["keras", "flax", "torch"], help="target framework"
+    )
+    p.add_argument(
+        "--layout",
+        help="--to torch: the PyTorch layout written (default: official where the family has "
+        "one, else its only layout: timm for SAM's encoder alone, detectron2 for ViTDet)",
+    )
     p.add_argument(
         "-o",
         "--output",
-        help="output path without suffix (default: ./CHECKPOINT-STEM_TARGET)",
+        help="output path without suffix (default: ./SOURCE-STEM_TARGET); --to torch: a path "
+        "ending in .pth / .pt / .bin / .safetensors / .pkl is taken as it is",
     )
     p.add_argument("--variant", help="refuse the checkpoint unless it is this variant")
     p.add_argument(
         "--verify",
         action="store_true",
-        help="load the written file and compare it with the PyTorch reference, layer by layer; "
-        "exit 1 above tolerance (1e-4 x output std)",
+        help="load the written file and compare it with the source, layer by layer (Keras / "
+        "Flax outputs against the PyTorch reference holding the source's weights; a PyTorch "
+        "output read back into the reference against the Keras / Flax source, or tensor by "
+        "tensor against a PyTorch source); exit 1 above tolerance (1e-4 x output std)",
     )
     p.add_argument(
         "--verify-shape",
@@ -340,6 +367,8 @@ def _exit_code(error: BaseException) -> int | None:
 
     if isinstance(error, checkpoints.CheckpointError):
         return EXIT_UNREADABLE
+    if isinstance(error, convert.LayoutChoiceError):
+        return EXIT_USAGE
     if isinstance(error, (layouts.LayoutError, convert.ConversionError)):
         return EXIT_WRONG_MODEL
     if isinstance(error, (transfer.CoverageError, transfer.ShapeMismatchError)):

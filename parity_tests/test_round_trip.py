@@ -1,0 +1,173 @@
+"""Conversion in every direction is lossless: a small checkpoint in each PyTorch layout of each
+family (``layouts.RULES``) goes to Keras, from Keras to Flax, and from Flax back to the same
+layout, and every tensor comes back bit-identical (same dtype, same values) except the tensors
+outside the model (detectron2's detector heads), which are dropped and reported. The other
+directions (Flax -> Keras -> PyTorch, PyTorch -> PyTorch between layouts) and the framework-free
+path (a Flax file to a PyTorch ``.safetensors`` with no deep-learning framework importable) are
+checked on one family each."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import checkpoint_factory as factory
+import numpy as np
+import pytest
+
+from weight_convert import checkpoints, convert, layouts
+from zoo.configs import VARIANTS, SamConfig, ViTDetConfig
+
+_SWIN_SMALL = dict(embed_dim=32, depths=(2, 2), num_heads=(1, 2), num_classes=10)
+SWIN = dataclasses.replace(VARIANTS["swin_tiny_patch4_window7_224"].config, **_SWIN_SMALL)
+VIDEO_SWIN = dataclasses.replace(VARIANTS["video_swin_tiny"].config, **_SWIN_SMALL)
+SAM = SamConfig(
+    img_size=128,
+    encoder_embed_dim=48,
+    encoder_depth=2,
+    encoder_num_heads=3,
+    encoder_global_attn_indexes=(1,),
+    window_size=3,
+    out_chans=32,
+    mask_in_chans=16,
+    transformer_mlp_dim=64,
+    iou_head_hidden_dim=32,
+)
+VITDET = ViTDetConfig(
+    img_size=128,
+    embed_dim=64,
+    depth=2,
+    num_heads=4,
+    window_size=4,
+    window_block_indexes=(0,),
+    pretrain_img_size=64,
+    out_channels=32,
+)
+
+#: (layout, family) -> (file name, writer(path, seed)) of a small checkpoint as that layout's
+#: code writes it (peer libraries where installable, else the reference in the layout's keys)
+MAKERS = {
+    ("official", "swin"): ("swin.pth", lambda p, s: factory.official_swin2d(p, s, **_SWIN_SMALL)),
+    ("official", "video_swin"): (
+        "video_swin.pth",
+        lambda p, s: factory.official_video_swin(p, s, **_SWIN_SMALL),
+    ),
+    ("torchvision", "swin"): ("tv_swin.pth", lambda p, s: factory.torchvision_swin(p, SWIN, s)),
+    ("torchvision", "video_swin"): (
+        "tv_swin3d.pth",
+        lambda p, s: factory.torchvision_swin(p, VIDEO_SWIN, s),
+    ),
+    ("timm", "swin"): ("timm_swin.pth", lambda p, s: factory.timm_swin(p, SWIN, s)),
+    ("official", "sam"): ("sam.pth", lambda p, s: factory.official_sam(p, SAM, s)),
+    ("timm", "sam_image_encoder"): (
+        "samvit.pth",
+        lambda p, s: factory.timm_samvit(p, dataclasses.replace(SAM, encoder_only=True), s),
+    ),
+    ("detectron2", "vitdet"): (
+        "vitdet.pkl",
+        lambda p, s: factory.detectron2_vitdet(p, VITDET, s),
+    ),
+}
+#: tensors a layout's checkpoint holds outside the model: dropped on the way
+DROPPED = {("detectron2", "vitdet"): set(factory.DETECTRON2_HEADS)}
+
+
+def test_every_layout_has_a_maker():
+    assert set(MAKERS) == set(layouts.RULES)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> dict[tuple[str, str], str]:
+    """(layout, family) -> path of the checkpoint, each written once per module."""
+    root = tmp_path_factory.mktemp("layouts")
+    return {
+        key: make(root / name, seed)[0] for seed, (key, (name, make)) in enumerate(MAKERS.items())
+    }
+
+
+def assert_same_checkpoint(back: str, original: str, dropped: set[str] = frozenset()) -> None:
+    """``back`` holds exactly ``original``'s tensors less ``dropped``, bit-identical, nested under
+    the same wrapper key."""
+    got, got_info = checkpoints.load_state_dict(back)
+    want, want_info = checkpoints.load_state_dict(original)
+    assert got_info["wrapper"] == want_info["wrapper"]
+    assert set(want) - set(got) == set(dropped)
+    assert set(got) <= set(want)
+    for key, value in got.items():
+        assert value.dtype == want[key].dtype and value.shape == want[key].shape, key
+        assert np.array_equal(value, want[key]), key
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("key", list(MAKERS), ids="/".join)
+def test_keras_flax_back_to_the_layout(made, tmp_path, key):
+    """checkpoint -> Keras -> Flax -> the same layout (same container format): bit-identical."""
+    layout, family = key
+    source = made[key]
+    keras_summary, _ = convert.convert(source, "keras", tmp_path / "m")
+    assert (keras_summary.detected["layout"], keras_summary.detected["family"]) == key
+    flax_summary, _ = convert.convert(keras_summary.outputs[0], "flax", tmp_path / "m")
+    assert flax_summary.detected["source"] == "keras" and flax_summary.detected["layout"] is None
+    back = tmp_path / f"back{Path(source).suffix}"
+    summary, _ = convert.convert(flax_summary.outputs[0], "torch", back, layout=layout)
+    assert summary.detected["source"] == "flax" and summary.layout == layout
+    assert summary.outputs == [str(back)]
+    assert_same_checkpoint(str(back), source, DROPPED.get(key, set()))
+    if key in DROPPED:
+        note = next(n for n in keras_summary.detected["notes"] if "dropped" in n)
+        assert f"{len(DROPPED[key])} tensor(s) outside the model dropped" in note
+
+
+@pytest.mark.keras
+def test_flax_keras_back(made, tmp_path):
+    """checkpoint -> Flax -> Keras -> PyTorch (the other order): bit-identical. (--verify of
+    every step: test_cli_convert.py.)"""
+    source = made[("official", "sam")]
+    flax_file = convert.convert(source, "flax", tmp_path / "m")[0].outputs[0]
+    keras_summary, _ = convert.convert(flax_file, "keras", tmp_path / "m")
+    assert keras_summary.detected["source"] == "flax"
+    summary, _ = convert.convert(keras_summary.outputs[0], "torch", tmp_path / "back.pth")
+    assert summary.detected["source"] == "keras" and summary.layout == "official"
+    assert_same_checkpoint(summary.outputs[0], source)
+
+
+def test_torch_layout_to_layout(made, tmp_path):
+    """official -> torchvision -> timm -> official (2D Swin), verified tensor by tensor; the
+    official layout's derived buffers (relative_position_index, attn_mask) are rebuilt."""
+    source = made[("official", "swin")]
+    current = source
+    for i, layout in enumerate(["torchvision", "timm", "official"]):
+        out = tmp_path / f"{i}_{layout}.pth"
+        summary, report = convert.convert(current, "torch", out, layout=layout, verify=True)
+        assert summary.layout == layout and report.passed
+        assert len(report.layers) == len(layouts.reference_shapes(SWIN))
+        sd, _ = checkpoints.load_state_dict(out)
+        assert layouts.detect(sd).layout == layout
+        current = str(out)
+    assert_same_checkpoint(current, source)
+
+
+def test_flax_to_torch_safetensors_imports_no_framework(made, tmp_path):
+    """A Flax file becomes a PyTorch-layout .safetensors (timm samvit) in a process where torch,
+    TensorFlow, Keras, JAX and Flax cannot be imported; the result equals the original."""
+    source = made[("timm", "sam_image_encoder")]
+    flax_file = convert.convert(source, "flax", tmp_path / "m")[0].outputs[0]
+    out = tmp_path / "samvit.safetensors"
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'tensorflow', 'keras', 'jax', 'flax'):\n"
+        "    sys.modules[name] = None\n"
+        "from weight_convert.cli import main\n"
+        f"sys.exit(main(['convert', {flax_file!r}, '--to', 'torch', '-o', {str(out)!r},"
+        " '--json']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert (summary["detected"]["source"], summary["layout"]) == ("flax", "timm")
+    assert_same_checkpoint(str(out), source)
+    _, info = checkpoints.load_state_dict(out)
+    assert info["metadata"] == {"format": "pt"}  # a PyTorch file, not taken for a Flax one
