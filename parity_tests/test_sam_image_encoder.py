@@ -218,17 +218,23 @@ def test_vit_b_1024_matches_reference(vit_b_1024, port):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["samvit_large_patch16", "samvit_huge_patch16"])
 def test_vit_l_h_1024_match_reference(name, port):
-    """The ``sam_vit_l`` / ``sam_vit_h`` image encoders at 1x3x1024x1024 (``-m slow``; ViT-H
-    holds every layer's output of both frameworks: tens of GB)."""
+    """The ``sam_vit_l`` / ``sam_vit_h`` image encoders at 1x3x1024x1024 (``-m slow``): output
+    within 1e-4 x std. Layer-by-layer capture is left to ViT-B (above, in CI): holding every
+    layer's output of two ViT-L frameworks alone passes 24 GB."""
+    from weight_convert import transfer
+    from weight_convert.frameworks import reference as ref_fw
+    from zoo.layout import to_port
+
     config = resolve(name)[1]
     reference = randomize_(ImageEncoderViT(config).eval())
-    report = compare(
-        reference,
-        _port_model(port, config),
-        port,
-        [_input((1, 3, 1024, 1024))],
-        [Layout.CHANNELS_FIRST],
-        tolerance=MODEL_TOLERANCE,
-        name=f"{name}[1, 3, 1024, 1024]",
-    )
-    _check_report(report, config)
+    x = _input((1, 3, 1024, 1024))
+    with ref_fw.numerics():
+        expected = to_port(ref_fw.call(reference, [x]), Layout.CHANNELS_FIRST)
+    model = _port_model(port, config)
+    port.assign(model, transfer.to_port(ref_fw.state_dict(reference), port.shapes(model)))
+    del reference
+    with port.numerics():
+        got = port.call(model, [to_port(x, Layout.CHANNELS_FIRST)])
+    err = float(np.max(np.abs(got.astype(np.float64) - expected)))
+    assert err <= MODEL_TOLERANCE.bound(expected), f"{name}: max abs {err:.3e}"
+    print(f"{name} {port.NAME}: max abs {err:.3e}, std {expected.std():.3f}")
