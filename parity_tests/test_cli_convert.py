@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from weight_convert import checkpoints, cli
-from zoo.configs import SamConfig, ViTDetConfig
 
 SMALL_CLIP = "1x3x4x64x64"
 
@@ -174,28 +173,7 @@ def test_console_entry_point_runs():
 
 # --------------------------------------------------------------------------- SAM, samvit, ViTDet
 
-SAM = SamConfig(
-    img_size=128,
-    encoder_embed_dim=48,
-    encoder_depth=2,
-    encoder_num_heads=3,
-    encoder_global_attn_indexes=(1,),
-    window_size=3,
-    out_chans=32,
-    mask_in_chans=16,
-    transformer_mlp_dim=64,
-    iou_head_hidden_dim=32,
-)
-VITDET = ViTDetConfig(
-    img_size=128,
-    embed_dim=64,
-    depth=2,
-    num_heads=4,
-    window_size=4,
-    window_block_indexes=(0,),
-    pretrain_img_size=64,
-    out_channels=32,
-)
+SAM, VITDET = factory.SMALL_SAM, factory.SMALL_VITDET
 #: name -> (verify shape, a layer the per-layer table lists, the layout written back, suffix)
 VIT = {
     "official_sam": ("1x3x128x128", "image_encoder.blocks.1.attn", "official", ".pth"),

@@ -19,33 +19,12 @@ import numpy as np
 import pytest
 
 from weight_convert import checkpoints, convert, layouts
-from zoo.configs import VARIANTS, SamConfig, ViTDetConfig
+from zoo.configs import VARIANTS
 
 _SWIN_SMALL = dict(embed_dim=32, depths=(2, 2), num_heads=(1, 2), num_classes=10)
 SWIN = dataclasses.replace(VARIANTS["swin_tiny_patch4_window7_224"].config, **_SWIN_SMALL)
 VIDEO_SWIN = dataclasses.replace(VARIANTS["video_swin_tiny"].config, **_SWIN_SMALL)
-SAM = SamConfig(
-    img_size=128,
-    encoder_embed_dim=48,
-    encoder_depth=2,
-    encoder_num_heads=3,
-    encoder_global_attn_indexes=(1,),
-    window_size=3,
-    out_chans=32,
-    mask_in_chans=16,
-    transformer_mlp_dim=64,
-    iou_head_hidden_dim=32,
-)
-VITDET = ViTDetConfig(
-    img_size=128,
-    embed_dim=64,
-    depth=2,
-    num_heads=4,
-    window_size=4,
-    window_block_indexes=(0,),
-    pretrain_img_size=64,
-    out_channels=32,
-)
+SAM, VITDET = factory.SMALL_SAM, factory.SMALL_VITDET
 
 #: (layout, family) -> (file name, writer(path, seed)) of a small checkpoint as that layout's
 #: code writes it (peer libraries where installable, else the reference in the layout's keys)
