@@ -21,7 +21,8 @@ def test_core_imports_without_frameworks():
         "import weight_convert.rules, weight_convert.transfer, weight_convert.frameworks\n"
         "import zoo.configs, weight_convert.layouts, weight_convert.tolerance\n"
         "import weight_convert.cli, weight_convert.progress, weight_convert.convert\n"
-        "import weight_convert.checkpoints, weight_convert.detectron2\n"
+        "import weight_convert.checkpoints, weight_convert.detectron2, weight_convert.errors\n"
+        "import weight_convert.safetensors_io, weight_convert.tensors\n"
         "import zoo.shapes, zoo.interpolate, zoo.sam_transforms\n"
         "print(len(list(zoo.BLOCKS)))\n"
     )

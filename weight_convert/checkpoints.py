@@ -11,60 +11,168 @@ what it did.
 
 from __future__ import annotations
 
-import json
 import os
-import struct
+import pickle
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-__all__ = ["CheckpointError", "WRAPPER_KEYS", "load_state_dict"]
+from weight_convert import safetensors_io
+from weight_convert.errors import (
+    CheckpointError,
+    EmptyFileError,
+    MissingFileError,
+    NotACheckpointError,
+    UnsafePickleError,
+    WrongFormatError,
+)
+from weight_convert.tensors import LazyTensor, from_torch, release_mapped
+
+__all__ = [
+    "CheckpointError",
+    "SUFFIXES",
+    "WRAPPER_KEYS",
+    "load_state_dict",
+    "open_state_dict",
+    "sniff",
+]
 
 #: Keys under which training code nests the weights, tried in this order.
 WRAPPER_KEYS = ("state_dict", "model", "module")
 _PREFIX = "module."
 
+#: file suffix -> the content it must hold (``sniff``'s names)
+SUFFIXES = {
+    ".pth": ("torch-zip", "pickle"),
+    ".pt": ("torch-zip", "pickle"),
+    ".bin": ("torch-zip", "pickle"),
+    ".ckpt": ("torch-zip", "pickle"),
+    ".safetensors": ("safetensors",),
+    ".pkl": ("pickle",),
+    ".keras": ("zip",),
+    ".weights.h5": ("hdf5",),
+    ".msgpack": ("msgpack",),
+}
+_CONTENT = {
+    "torch-zip": "a PyTorch zip checkpoint (.pth)",
+    "zip": "a zip archive",
+    "pickle": "a pickle (.pth of old PyTorch, or detectron2 .pkl)",
+    "safetensors": "a safetensors file",
+    "hdf5": "an HDF5 file (Keras .weights.h5)",
+    "msgpack": "a msgpack file (Flax .msgpack)",
+}
 
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, unreadable or holds no tensors (message: one line)."""
+
+def _suffix(path: str) -> str | None:
+    name = os.path.basename(path).lower()
+    return next((s for s in SUFFIXES if name.endswith(s)), None)
 
 
-def load_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The flat tensor dict of a checkpoint file and what was found on the way.
+def _content(path: str, size: int) -> str | None:
+    """The format the first bytes announce, or None."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        with open(path, "rb") as f:  # torch zips hold ARCHIVE/data.pkl; .keras zips config.json
+            names = f.read(min(size, 1 << 16))
+        return "torch-zip" if b"data.pkl" in names or b"/version" in names else "zip"
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "hdf5"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    if len(head) >= 9 and head[8:9] == b"{":
+        length = int.from_bytes(head[:8], "little")
+        if length <= size - 8:
+            return "safetensors"
+    if head[:1] and (0x81 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF)):
+        return "msgpack"
+    return None
 
-    ``info`` holds ``format`` ("torch", "safetensors" or "detectron2-pkl"), ``wrapper`` (the
-    nested keys unwrapped, e.g. "state_dict" or "model", or None), ``stripped_prefix``
-    ("module." or None), ``ignored`` (non-tensor entries skipped), ``converted``
-    ({key: "bfloat16->float32"} for tensors NumPy cannot hold as they are) and, for safetensors,
-    ``metadata``.
+
+def sniff(path: str | os.PathLike) -> str:
+    """The format of the file at ``path`` ("torch-zip", "pickle", "safetensors", "zip",
+    "hdf5", "msgpack"), checked against its suffix.
+
+    Raises ``MissingFileError``, ``EmptyFileError``, ``NotACheckpointError`` (content of no known
+    format) or ``WrongFormatError`` (a suffix this tool does not read, or content of another
+    format than the suffix says).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise CheckpointError(f"no checkpoint file at {path}")
-    info: dict[str, Any] = {
-        "format": None,
-        "wrapper": None,
-        "stripped_prefix": None,
-        "ignored": [],
-        "converted": {},
-    }
-    if path.endswith(".safetensors"):
+        what = "a directory" if os.path.isdir(path) else "no such file"
+        raise MissingFileError(f"no checkpoint file at {path} ({what})")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise EmptyFileError(f"{path} is empty (0 bytes)")
+    try:
+        content = _content(path, size)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror}") from None
+    suffix = _suffix(path)
+    if suffix is None:
+        found = f"; its content is {_CONTENT[content]}" if content else ""
+        raise WrongFormatError(
+            f"{path}: unsupported file extension (reads {', '.join(SUFFIXES)}){found}"
+        )
+    if content is None:
+        raise NotACheckpointError(
+            f"{path} is not a checkpoint: its first bytes are no known format "
+            f"({SUFFIXES[suffix][0]} expected for {suffix})"
+        )
+    if content not in SUFFIXES[suffix]:
+        raise WrongFormatError(
+            f"{path}: a {suffix} file should be {_CONTENT[SUFFIXES[suffix][0]]} but this is "
+            f"{_CONTENT[content]}: fix the extension"
+        )
+    return content
+
+
+def open_state_dict(path: str | os.PathLike) -> tuple[dict[str, LazyTensor], dict[str, Any]]:
+    """The flat tensor dict of a PyTorch-side checkpoint (``.pth`` / ``.pt`` / ``.bin``,
+    ``.safetensors``, detectron2 ``.pkl``) as ``LazyTensor``s, and what was found on the way.
+
+    Nothing is read but the header / pickle until a tensor is loaded: safetensors tensors are
+    read from their byte range, ``.pth`` zips are memory-mapped (``torch.load(mmap=True,
+    weights_only=True)``) and each tensor's pages can be released after use.
+
+    ``info`` holds ``format`` ("torch", "safetensors" or "detectron2-pkl"), ``wrapper`` (the
+    nested keys unwrapped, e.g. "state_dict" or "model", or None), ``stripped_prefix``
+    ("module." or None), ``ignored`` (non-tensor entries skipped), ``mmap`` (torch) and, for
+    safetensors, ``metadata``.
+    """
+    path = os.fspath(path)
+    content = sniff(path)
+    if content in ("zip", "hdf5", "msgpack"):
+        raise WrongFormatError(
+            f"{path} is {_CONTENT[content]}, not a PyTorch checkpoint (Keras and Flax files are "
+            "read by `weight-convert convert`)"
+        )
+    info: dict[str, Any] = {"format": None, "wrapper": None, "stripped_prefix": None, "ignored": []}
+    if content == "safetensors":
         info["format"] = "safetensors"
-        tensors, info["metadata"] = _read_safetensors(path, info["converted"])
-    elif path.endswith(".pkl"):
+        tensors, info["metadata"] = safetensors_io.read_lazy(path)
+    elif path.lower().endswith(".pkl"):
         info["format"] = "detectron2-pkl"
         tensors = _read_pkl(path, info)
     else:
         info["format"] = "torch"
         tensors = _read_torch(path, info)
     if not tensors:
-        raise CheckpointError(f"no tensors in {path}" + _found(info))
+        raise NotACheckpointError(f"no tensors in {path}" + _found(info))
     keys = list(tensors)
     if all(k.startswith(_PREFIX) for k in keys):
         tensors = {k[len(_PREFIX) :]: v for k, v in tensors.items()}
         info["stripped_prefix"] = _PREFIX
     return tensors, info
+
+
+def load_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``open_state_dict`` with every tensor loaded (NumPy arrays; bfloat16 as
+    ``ml_dtypes.bfloat16``)."""
+    tensors, info = open_state_dict(path)
+    return {k: v.load() for k, v in tensors.items()}, info
 
 
 def _found(info: Mapping[str, Any]) -> str:
@@ -75,18 +183,59 @@ def _found(info: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- torch pickles
 
 
-def _read_torch(path: str, info: dict[str, Any]) -> dict[str, np.ndarray]:
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _unsafe_reason(error: BaseException) -> str | None:
+    """What ``torch.load(weights_only=True)`` refused (e.g. "global getattr"), when that is why
+    it failed."""
+    text = str(error)
+    if "Weights only load failed" not in text:
+        return None
+    found = re.search(r"Unsupported (?:global|operand|class)[^.\n]*?GLOBAL (\S+)", text)
+    if found:
+        return f"it imports {found.group(1)}"
+    found = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+    return found.group(1).strip().rstrip(".") if found else "it needs more than tensors"
+
+
+def _torch_load(torch, path: str, info: dict[str, Any]):
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            info["mmap"] = True
+        except RuntimeError as e:
+            if "mmap" not in str(e):  # old (non-zip) files cannot be mapped: read them whole
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            info["mmap"] = False
+    except pickle.UnpicklingError as e:
+        reason = _unsafe_reason(e)
+        if reason is not None:
+            raise UnsafePickleError(
+                f"refused {path}: its pickle would run code ({reason}); only tensors and plain "
+                "containers are loaded, nothing from the file ran"
+            ) from None
+        raise CheckpointError(
+            f"cannot read {path} (truncated or corrupt?): {_first_line(e)}"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is one user-facing error
+        raise CheckpointError(
+            f"cannot read {path} (truncated or corrupt?): {_first_line(e)}"
+        ) from None
+    return obj
+
+
+def _read_torch(path: str, info: dict[str, Any]) -> dict[str, LazyTensor]:
     try:
         import torch
     except ImportError as e:  # pragma: no cover - torch is there wherever .pth files are made
         raise CheckpointError(f"reading {path} needs PyTorch ({e})") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is one user-facing error
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {first}") from None
+    obj = _torch_load(torch, path, info)
     if isinstance(obj, torch.Tensor) or not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a dict of tensors")
+        raise NotACheckpointError(f"{path} holds a {type(obj).__name__}, not a dict of tensors")
     chain = []
     while not _has_tensors(obj, torch):
         inner = next(
@@ -101,7 +250,7 @@ def _read_torch(path: str, info: dict[str, Any]) -> dict[str, np.ndarray]:
     out = {}
     for key, value in obj.items():
         if isinstance(value, torch.Tensor):
-            out[str(key)] = _tensor_to_numpy(torch, str(key), value, info["converted"])
+            out[str(key)] = _lazy_torch(value, mapped=info["mmap"])
         else:
             info["ignored"].append("/".join(chain + [str(key)]))
     return out
@@ -111,77 +260,27 @@ def _has_tensors(obj: Mapping, torch) -> bool:
     return any(isinstance(v, torch.Tensor) for v in obj.values())
 
 
-def _tensor_to_numpy(torch, key: str, value, converted: dict[str, str]) -> np.ndarray:
-    value = value.detach().cpu()
-    try:
-        return value.numpy()
-    except TypeError:  # bfloat16 and other dtypes NumPy lacks: widen to float32 (exact for bf16)
-        converted[key] = f"{str(value.dtype).replace('torch.', '')}->float32"
-        return value.to(torch.float32).numpy()
+def _lazy_torch(tensor, mapped: bool) -> LazyTensor:
+    """A torch tensor as a ``LazyTensor``; a memory-mapped one releases its pages when done."""
+    tensor = tensor.detach()
+    dtype = from_torch(tensor.new_empty(0)).dtype
+
+    def release() -> None:
+        release_mapped(tensor.data_ptr(), tensor.numel() * tensor.element_size())
+
+    return LazyTensor(
+        tuple(tensor.shape), dtype, lambda: from_torch(tensor), release if mapped else None
+    )
 
 
 # --------------------------------------------------------------------------- detectron2 pickles
 
 
-def _read_pkl(path: str, info: dict[str, Any]) -> dict[str, np.ndarray]:
+def _read_pkl(path: str, info: dict[str, Any]) -> dict[str, LazyTensor]:
+    """detectron2 pickles hold NumPy arrays: read whole (a pickle cannot be mapped)."""
     from weight_convert.detectron2 import load_pkl  # raises CheckpointError (one line)
 
     tensors, found = load_pkl(path)
     info["wrapper"] = found.get("wrapper")
     info["ignored"] += list(found.get("ignored", []))
-    return tensors
-
-
-# --------------------------------------------------------------------------- safetensors
-
-_ST_DTYPES = {
-    "F64": np.float64,
-    "F32": np.float32,
-    "F16": np.float16,
-    "I64": np.int64,
-    "I32": np.int32,
-    "I16": np.int16,
-    "I8": np.int8,
-    "U8": np.uint8,
-    "BOOL": np.bool_,
-}
-
-
-def _read_safetensors(
-    path: str, converted: dict[str, str]
-) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Read with ``safetensors.numpy``; files with bfloat16 tensors (which NumPy cannot hold) are
-    read from the format directly and those tensors widened to float32, exactly."""
-    try:
-        with open(path, "rb") as f:
-            (length,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(length))
-            start = 8 + length
-    except (OSError, ValueError, struct.error) as e:
-        raise CheckpointError(f"cannot read {path} as safetensors: {e}") from None
-    metadata = header.pop("__metadata__", None) or {}
-    if not any(entry.get("dtype") == "BF16" for entry in header.values()):
-        try:
-            from safetensors.numpy import load_file
-
-            return dict(load_file(path)), metadata
-        except ImportError:
-            pass
-        except Exception as e:  # noqa: BLE001
-            raise CheckpointError(f"cannot read {path} as safetensors: {e}") from None
-    out = {}
-    data = np.memmap(path, dtype=np.uint8, mode="r")
-    for key, entry in header.items():
-        begin, end = entry["data_offsets"]
-        raw = np.asarray(data[start + begin : start + end])
-        shape = tuple(entry["shape"])
-        if entry["dtype"] == "BF16":
-            bits = raw.view("<u2").astype(np.uint32) << 16
-            out[key] = bits.view(np.float32).reshape(shape)
-            converted[key] = "bfloat16->float32"
-        elif entry["dtype"] in _ST_DTYPES:
-            dtype = np.dtype(_ST_DTYPES[entry["dtype"]]).newbyteorder("<")
-            out[key] = raw.view(dtype).reshape(shape).copy()
-        else:
-            raise CheckpointError(f"{path}: tensor {key} has unsupported dtype {entry['dtype']}")
-    return out, metadata
+    return {k: LazyTensor(v.shape, v.dtype, lambda v=v: v) for k, v in tensors.items()}

@@ -10,9 +10,9 @@
 - ``inspect CHECKPOINT``: layout, family, variant, parameter count, dtypes.
 - ``list``: the registered models and variants.
 
-Exit codes: 0 success, 1 verification / parity above tolerance, 2 usage error, 3 unreadable
-checkpoint, 4 checkpoint of an unknown layout or another family / variant than asked, 5 keys or
-shapes that do not fit the model, 6 output exists (use --force), 7 output cannot be written.
+Exit codes: ``weight_convert.errors.EXIT_CODES`` (one per kind of bad input; ``--help`` lists
+them). Every expected failure prints one line, ``weight-convert: error: ...``, and leaves no
+output file behind.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from weight_convert.errors import EXIT_CODES, ConvertError, UsageError
 from weight_convert.tolerance import BLOCK_TOLERANCE
 
 #: target name -> (port framework, KERAS_BACKEND)
@@ -38,17 +39,8 @@ TARGETS = {
 BLOCK_ATOL = BLOCK_TOLERANCE.atol
 
 
-class UsageError(Exception):
-    """A user mistake: reported in one line, exit code 2."""
-
-
 EXIT_VERIFY = 1
 EXIT_USAGE = 2
-EXIT_UNREADABLE = 3
-EXIT_WRONG_MODEL = 4
-EXIT_MISMATCH = 5
-EXIT_EXISTS = 6
-EXIT_UNWRITABLE = 7
 
 
 def _run_target(target: str, blocks: list[str] | None) -> dict:
@@ -202,6 +194,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         verify=args.verify,
         verify_shape=args.verify_shape,
         force=args.force,
+        dtype=args.dtype,
+        allow_missing=args.allow_missing,
+        allow_unused=args.allow_unused,
+        allow_nonfinite=args.allow_nonfinite,
         progress=progress,
     )
     if args.json:
@@ -231,7 +227,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from weight_convert import checkpoints, layouts
 
-    state, info = checkpoints.load_state_dict(args.checkpoint)
+    state, info = checkpoints.open_state_dict(args.checkpoint)
     detected = layouts.detect(state)
     description = layouts.describe(detected, state)
     description["container"] = info
@@ -278,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="weight-convert",
         description="Convert vision-transformer weights between PyTorch, Keras 3 and Flax NNX, "
         "and prove the ports give the same numbers.",
+        epilog="exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items()),
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("parity", help="parity table: every building block x every port")
@@ -342,6 +339,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--force", action="store_true", help="replace existing output files")
     p.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16"],
+        help="cast the floating tensors (default: each keeps the source's dtype)",
+    )
+    p.add_argument(
+        "--allow-missing",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="tensors the source may lack (fnmatch pattern on the checkpoint's or the "
+        "reference's key; repeatable): left at initialization in Keras / Flax, left out of a "
+        "PyTorch output",
+    )
+    p.add_argument(
+        "--allow-unused",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="extra tensors in the source to drop (fnmatch pattern; repeatable)",
+    )
+    p.add_argument(
+        "--allow-nonfinite",
+        action="store_true",
+        help="convert weights holding NaN or Inf (refused by default)",
+    )
+    p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -363,20 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _exit_code(error: BaseException) -> int | None:
     """Exit code for an expected failure, None for a bug (which keeps its traceback)."""
-    from weight_convert import checkpoints, convert, layouts, transfer
-
-    if isinstance(error, checkpoints.CheckpointError):
-        return EXIT_UNREADABLE
-    if isinstance(error, convert.LayoutChoiceError):
-        return EXIT_USAGE
-    if isinstance(error, (layouts.LayoutError, convert.ConversionError)):
-        return EXIT_WRONG_MODEL
-    if isinstance(error, (transfer.CoverageError, transfer.ShapeMismatchError)):
-        return EXIT_MISMATCH
-    if isinstance(error, convert.OutputExistsError):
-        return EXIT_EXISTS
-    if isinstance(error, OSError):
-        return EXIT_UNWRITABLE
+    if isinstance(error, ConvertError):
+        return error.exit_code
     return None
 
 

@@ -24,16 +24,28 @@ import pickle
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from weight_convert import checkpoints, layouts, transfer
-from weight_convert.checkpoints import CheckpointError
+from weight_convert import checkpoints, layouts, rules, safetensors_io, transfer
+from weight_convert.errors import (
+    CheckpointError,
+    MissingKeysError,
+    NonFiniteError,
+    OutputExistsError,
+    OutputNotWritableError,
+    ShapeMismatchError,
+    UnexpectedKeysError,
+    UsageError,
+    WrongFormatError,
+    WrongModelError,
+)
 from weight_convert.progress import Progress
+from weight_convert.tensors import FLOAT_DTYPES, LazyTensor, is_float, release, to_torch
 from zoo.configs import MODEL_CLASSES, VARIANTS, Config, config_from_dict, config_to_dict
 from zoo.layout import Layout
 from zoo.shapes import reference_shapes
@@ -75,17 +87,11 @@ _ASSIGN_BATCH = 32
 _FLAX_METADATA = ("model", "config")
 
 
-class ConversionError(ValueError):
-    """The checkpoint does not fit what was asked (another family or variant)."""
-
-
-class LayoutChoiceError(ValueError):
-    """A usage mistake about the PyTorch layout or output format (``--layout`` not defined for
-    the family, ``--layout`` without ``--to torch``, a ``.pkl`` output for another layout)."""
-
-
-class OutputExistsError(FileExistsError):
-    """An output file exists and ``force`` was not given."""
+#: the checkpoint does not fit what was asked (another family or variant)
+ConversionError = WrongModelError
+#: a usage mistake about the PyTorch layout or output format (``--layout`` not defined for the
+#: family, ``--layout`` without ``--to torch``, a ``.pkl`` output for another layout)
+LayoutChoiceError = UsageError
 
 
 @dataclass
@@ -114,16 +120,18 @@ class Source:
     keys, in its order, numpy arrays); ``detected`` the layout detection of a PyTorch checkpoint
     (None for Keras / Flax files, whose config is stored in them); ``info`` what the reader found
     (container format, wrappers, metadata); ``model`` the loaded Keras model (Keras sources; a
-    Flax source is loaded only for ``--verify``).
+    Flax source is loaded only for ``--verify``). Values are arrays or ``LazyTensor``s.
     """
 
     path: str
     kind: str
     config: Config
-    reference: dict[str, np.ndarray]
+    reference: dict[str, Any]
     detected: layouts.Detected | None
     info: dict[str, Any]
     model: Any = None
+    #: reference keys the file lacks, allowed by ``--allow-missing`` (left at initialization)
+    missing: list[str] = field(default_factory=list)
 
     @property
     def family(self) -> str:
@@ -204,25 +212,45 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def port_to_reference(values: Mapping[str, np.ndarray], config: Config) -> dict[str, np.ndarray]:
+def port_to_reference(
+    values: Mapping[str, Any], config: Config, allow: layouts.Allow = layouts.STRICT
+) -> tuple[dict[str, Any], list[str]]:
     """The reference state dict (its keys, in its order) from port variables by dotted path
-    (Keras or Flax layout), strict both ways: raises ``transfer.CoverageError`` for a missing or
-    an extra tensor and ``transfer.ShapeMismatchError`` for a wrong shape."""
-    state = transfer.to_torch(values)
+    (Keras or Flax layout; arrays or ``LazyTensor``s, which stay lazy), and the reference keys
+    missing by ``allow``. Strict both ways otherwise: ``MissingKeysError``,
+    ``UnexpectedKeysError``, ``ShapeMismatchError``."""
+    state: dict[str, Any] = {}
+    ports_of: dict[str, str] = {}
+    for path, value in values.items():
+        key = rules.torch_key(path)
+        if key in state:
+            raise CheckpointError(f"{ports_of[key]} and {path} both map to {key}")
+        ports_of[key] = path
+        if isinstance(value, LazyTensor):
+            shape = rules.torch_shape(path, value.shape)
+            state[key] = value.map(lambda x, path=path: rules.to_torch(path, x), shape)
+        else:
+            state[key] = rules.to_torch(path, np.asarray(value))
     shapes = reference_shapes(config)
-    unused = [k for k in state if k not in shapes]
+    unused = [ports_of[k] for k in state if k not in shapes]
+    unused = [p for p in unused if not allow.allows_unused(p, rules.torch_key(p))]
+    if unused:
+        raise UnexpectedKeysError(unused, f"{MODEL_CLASSES[config.family]} file")
     unset = [k for k in shapes if k not in state]
-    if unused or unset:
-        raise transfer.CoverageError(unused, unset)
+    missing = [k for k in unset if allow.allows_missing(k)]
+    if len(missing) < len(unset):
+        raise MissingKeysError(
+            [k for k in unset if k not in missing], f"{MODEL_CLASSES[config.family]} file"
+        )
     for key, shape in shapes.items():
-        if tuple(state[key].shape) != shape:
-            raise transfer.ShapeMismatchError(
+        if key in state and tuple(state[key].shape) != shape:
+            raise ShapeMismatchError(
                 f"{key}: the file holds shape {tuple(state[key].shape)}, the model needs {shape}"
             )
-    return {key: state[key] for key in shapes}
+    return {key: state[key] for key in shapes if key in state}, missing
 
 
-def _read_keras(path: str) -> Source:
+def _read_keras(path: str, allow: layouts.Allow) -> Source:
     try:
         import keras
 
@@ -233,18 +261,22 @@ def _read_keras(path: str) -> Source:
     try:
         model = keras.saving.load_model(path)
     except Exception as e:  # noqa: BLE001 - any failure to load is one user-facing error
-        raise CheckpointError(f"cannot read {path} as a Keras model: {_first_line(e)}") from None
+        raise CheckpointError(
+            f"cannot read {path} as a Keras model (truncated or corrupt?): {_first_line(e)}"
+        ) from None
     config = getattr(model, "config", None)
     if not isinstance(config, Config) or type(model).__name__ != MODEL_CLASSES[config.family]:
-        raise CheckpointError(
+        raise WrongFormatError(
             f"{path} holds a {type(model).__name__}, not a model of this zoo (ports.keras.models)"
         )
     info = {"format": "keras", "backend": keras.backend.backend(), "model": type(model).__name__}
-    reference = port_to_reference(keras_port.read(model), config)
-    return Source(path, "keras", config, reference, None, info, model)
+    reference, missing = port_to_reference(keras_port.read(model), config, allow)
+    return Source(path, "keras", config, reference, None, info, model, missing)
 
 
-def _read_flax(path: str, tensors: dict[str, np.ndarray], info: dict[str, Any]) -> Source:
+def _read_flax(
+    path: str, tensors: Mapping[str, LazyTensor], info: dict[str, Any], allow: layouts.Allow
+) -> Source:
     metadata = info["metadata"]
     try:
         config = config_from_dict(json.loads(metadata["config"]))
@@ -255,35 +287,38 @@ def _read_flax(path: str, tensors: dict[str, np.ndarray], info: dict[str, Any]) 
             f"{path}: metadata names model {metadata['model']} but a {config.family} config"
         )
     info = {**info, "format": "flax", "model": metadata["model"]}
-    return Source(path, "flax", config, port_to_reference(tensors, config), None, info)
+    reference, missing = port_to_reference(tensors, config, allow)
+    return Source(path, "flax", config, reference, None, info, missing=missing)
 
 
-def read_source(path: str | os.PathLike) -> Source:
+def read_source(path: str | os.PathLike, allow: layouts.Allow = layouts.STRICT) -> Source:
     """Read ``path`` into the reference's keys: a Keras ``.keras`` file, a Flax ``.safetensors``
-    written by ``ports.flax.serialization.save`` (told from a PyTorch ``.safetensors`` by its
-    metadata), or a PyTorch checkpoint of a known layout (``.pth`` / ``.pt`` / ``.bin`` /
-    ``.safetensors`` / detectron2 ``.pkl``).
+    written by this tool (told from a PyTorch ``.safetensors`` by its metadata), or a PyTorch
+    checkpoint of a known layout (``.pth`` / ``.pt`` / ``.bin`` / ``.safetensors`` / detectron2
+    ``.pkl``). Tensors of checkpoints and Flax files stay ``LazyTensor``s until written.
 
-    Raises ``CheckpointError`` (unreadable), ``layouts.LayoutError`` (unknown layout) or
-    ``transfer.CoverageError`` / ``ShapeMismatchError`` (a port file whose tensors do not form
-    its model).
+    Raises the ``weight_convert.errors`` kind of each failure: ``MissingFileError``,
+    ``EmptyFileError``, ``NotACheckpointError``, ``WrongFormatError``, ``CheckpointError``
+    (truncated / corrupt), ``UnsafePickleError``, ``LayoutError`` (no known layout),
+    ``MissingKeysError`` / ``UnexpectedKeysError`` (beyond ``allow``), ``ShapeMismatchError``.
     """
     path = os.fspath(path)
+    content = checkpoints.sniff(path)
     if path.endswith(".weights.h5"):
-        raise CheckpointError(
+        raise WrongFormatError(
             f"{path} holds Keras weights without the model: convert the .keras file beside it"
         )
-    if path.endswith(".keras"):
-        if not os.path.isfile(path):
-            raise CheckpointError(f"no Keras model file at {path}")
-        return _read_keras(path)
-    tensors, info = checkpoints.load_state_dict(path)
+    if content == "zip" and path.endswith(".keras"):
+        return _read_keras(path, allow)
+    tensors, info = checkpoints.open_state_dict(path)
     metadata = info.get("metadata") or {}
     if all(k in metadata for k in _FLAX_METADATA):
-        return _read_flax(path, tensors, info)
-    detected = layouts.detect(tensors)
+        return _read_flax(path, tensors, info, allow)
+    detected = layouts.detect(tensors, allow)
     reference = layouts.to_reference(tensors, detected)
-    return Source(path, "torch", detected.config, reference, detected, info)
+    return Source(
+        path, "torch", detected.config, reference, detected, info, missing=detected.missing
+    )
 
 
 def _check_variant(source: Source, variant: str | None) -> None:
@@ -338,8 +373,52 @@ def verify_inputs(
 # --------------------------------------------------------------------------- writing
 
 
-def build_port(target: str, config: Config):
-    """(adapter, model) for ``target`` built from ``config``, variables created."""
+class Tensors:
+    """Loads each tensor as it is written: checks it for NaN / Inf (collected, raised by
+    ``check`` once the pass is over unless ``allow_nonfinite``) and casts floating tensors to
+    ``dtype`` (None: keep each tensor's dtype)."""
+
+    def __init__(self, dtype: str | None = None, allow_nonfinite: bool = False) -> None:
+        if dtype is not None and dtype not in FLOAT_DTYPES:
+            raise UsageError(f"unknown dtype {dtype!r}; choose {', '.join(FLOAT_DTYPES)}")
+        self.dtype = None if dtype is None else FLOAT_DTYPES[dtype]
+        self.allow_nonfinite = allow_nonfinite
+        self.nonfinite: dict[str, tuple[int, int]] = {}
+
+    def __call__(self, key: str, value: Any) -> np.ndarray:
+        array = value.load() if isinstance(value, LazyTensor) else np.asarray(value)
+        if not is_float(array.dtype):
+            return array
+        if not self.allow_nonfinite:
+            finite = np.isfinite(array)
+            if not finite.all():
+                nan = int(np.isnan(array).sum())
+                self.nonfinite[key] = (nan, int(finite.size - finite.sum()) - nan)
+        if self.dtype is not None and array.dtype != self.dtype:
+            array = array.astype(self.dtype)
+        return array
+
+    def out_dtype(self, value: Any) -> np.dtype:
+        dtype = np.dtype(value.dtype)
+        return self.dtype if self.dtype is not None and is_float(dtype) else dtype
+
+    def check(self) -> None:
+        if self.nonfinite:
+            keys = list(self.nonfinite)
+            shown = ", ".join(
+                f"{k} ({nan} NaN, {inf} Inf)" for k, (nan, inf) in list(self.nonfinite.items())[:4]
+            )
+            more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
+            raise NonFiniteError(
+                f"{len(keys)} tensor(s) hold NaN or Inf: {shown}{more} (--allow-nonfinite "
+                "converts them anyway)"
+            )
+
+
+def build_port(target: str, config: Config, initialized: bool = False):
+    """(adapter, model) for ``target`` built from ``config``. Keras variables are created
+    (initialized); a Flax model is abstract (shapes only: every variable is set before it is
+    written) unless ``initialized``."""
     from weight_convert.frameworks import port
 
     adapter = port(target)
@@ -347,86 +426,223 @@ def build_port(target: str, config: Config):
         from ports.keras.models import build_model
 
         model = build_model(config)
+    elif initialized:
+        from flax import nnx
+
+        from ports.flax.models import model_class
+
+        model = model_class(MODEL_CLASSES[config.family])(config, rngs=nnx.Rngs(0))
+        model.eval()
     else:
         from ports.flax.models import abstract_model
 
-        # Abstract parameters: every one is set by the strict transfer before the model is
-        # written (an unset one is a CoverageError).
         model = abstract_model(config)
         model.eval()
     return adapter, model
 
 
+def check_writable(paths: Sequence[Path]) -> None:
+    """Raise ``OutputNotWritableError`` unless the outputs' directory exists and can be written
+    or can be created (checked before anything is read)."""
+    directory = Path(paths[0]).parent.absolute()
+    probe = directory
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputNotWritableError(f"cannot write {paths[0]}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputNotWritableError(f"cannot write {paths[0]}: {probe} is not writable")
+
+
 def _atomic(paths: list[Path], write: Callable[[list[Path]], None]) -> None:
     """``write`` the files into a temporary directory beside the outputs, then rename each over
-    its output: no half-written file under an output's name."""
+    its output: no half-written file under an output's name, and nothing left when ``write``
+    fails. An ``OSError`` on the way is an ``OutputNotWritableError``."""
     directory = paths[0].parent
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".weight-convert-", dir=directory))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".weight-convert-", dir=directory))
+    except OSError as e:
+        raise OutputNotWritableError(f"cannot write into {directory}: {e.strerror}") from None
     try:
         staged = [tmp / p.name for p in paths]
-        write(staged)
-        for src, dst in zip(staged, paths, strict=True):
-            os.replace(src, dst)
+        try:
+            write(staged)
+            for src, dst in zip(staged, paths, strict=True):
+                os.replace(src, dst)
+        except OSError as e:
+            if isinstance(e, (OutputExistsError, OutputNotWritableError)):
+                raise
+            raise OutputNotWritableError(
+                f"cannot write {paths[0]}: {e.strerror or _first_line(e)}"
+            ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _save_port(target: str, model, paths: list[Path]) -> None:
-    def write(staged: list[Path]) -> None:
-        if target == "keras":
-            model.save(str(staged[0]))
-            model.save_weights(str(staged[1]))
-        else:
-            from ports.flax import serialization
+def _stream_safetensors(
+    out: Path,
+    items: Iterable[tuple[str, str, Any]],
+    tensors: Tensors,
+    metadata: Mapping[str, str],
+    progress: Progress,
+) -> None:
+    """Write ``(name, key, value)`` items one at a time: load, check, cast, write, release."""
+    writer = safetensors_io.StreamWriter(out, metadata)
+    try:
+        for name, key, value in progress.track(list(items), "write"):
+            writer.add(name, tensors(key, value))
+            release(value)
+        tensors.check()
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
 
-            serialization.save(model, staged[0])
+
+def write_flax(
+    source: Source, path: Path, tensors: Tensors, progress: Progress | None = None
+) -> None:
+    """The Flax ``.safetensors`` file of ``ports.flax.serialization`` (every checkpoint variable
+    by nnx path, config in the metadata), streamed: the model is built abstractly (shapes only)
+    and each tensor is loaded, rearranged and written in turn. Tensors ``source.missing`` names
+    come from a freshly initialized model."""
+    from ports.flax.serialization import FORMAT
+
+    progress = progress or Progress(enabled=False)
+    adapter, model = build_port("flax", source.config, initialized=bool(source.missing))
+    shapes = adapter.shapes(model)
+    missing = set(source.missing)
+    fresh = [p for p in shapes if rules.torch_key(p) in missing]
+    plan = transfer.plan_to_port(shapes, source.reference, allow_missing=fresh)
+    initial = {p: v for p, v in adapter.read(model).items() if p in fresh} if fresh else {}
+
+    def items():
+        for port_path in shapes:
+            if port_path in initial:
+                yield port_path, port_path, initial[port_path]
+                continue
+            key = plan[port_path]
+            value = source.reference[key]
+            got = rules.port_shape(port_path, tuple(value.shape))
+            if got != tuple(shapes[port_path]):
+                raise ShapeMismatchError(
+                    f"{key}: shape {tuple(value.shape)} gives {got} for {port_path}, which "
+                    f"expects {tuple(shapes[port_path])}"
+                )
+            lazy = (
+                value
+                if isinstance(value, LazyTensor)
+                else LazyTensor(value.shape, value.dtype, lambda v=value: np.asarray(v))
+            )
+            yield port_path, key, lazy.map(lambda x, p=port_path: rules.to_port(p, x), got)
+
+    metadata = {
+        "format": FORMAT,
+        "model": MODEL_CLASSES[source.config.family],
+        "config": json.dumps(config_to_dict(source.config)),
+    }
+    _atomic(
+        [path],
+        lambda staged: _stream_safetensors(staged[0], items(), tensors, metadata, progress),
+    )
+
+
+def write_keras(
+    source: Source, paths: list[Path], tensors: Tensors, progress: Progress | None = None
+) -> None:
+    """``OUT.keras`` and ``OUT.weights.h5``: the Keras model built from the config, every
+    variable assigned (in batches: each assignment walks the model's variables), then saved.
+    Unlike the other targets this holds the whole model in memory."""
+    progress = progress or Progress(enabled=False)
+    adapter, model = build_port("keras", source.config)
+    shapes = adapter.shapes(model)
+    missing = set(source.missing)
+    fresh = [p for p in shapes if rules.torch_key(p) in missing]
+    plan = transfer.plan_to_port(shapes, source.reference, allow_missing=fresh)
+    batch: dict[str, np.ndarray] = {}
+    order = list(plan)
+    for port_path in progress.track(order, "assign"):
+        key = plan[port_path]
+        value = source.reference[key]
+        array = rules.to_port(port_path, tensors(key, value))
+        if tuple(array.shape) != tuple(shapes[port_path]):
+            raise ShapeMismatchError(
+                f"{key}: shape {tuple(value.shape)} gives {tuple(array.shape)} for "
+                f"{port_path}, which expects {tuple(shapes[port_path])}"
+            )
+        batch[port_path] = array
+        release(value)
+        if len(batch) == _ASSIGN_BATCH or port_path == order[-1]:
+            adapter.assign(model, batch)
+            batch = {}
+    tensors.check()
+
+    def write(staged: list[Path]) -> None:
+        model.save(str(staged[0]))
+        model.save_weights(str(staged[1]))
 
     _atomic(paths, write)
 
 
-def write_torch(state: Mapping[str, np.ndarray], path: str | Path, layout: str, family: str):
+def write_torch(
+    state: Mapping[str, Any],
+    path: str | Path,
+    layout: str,
+    family: str,
+    tensors: Tensors | None = None,
+    progress: Progress | None = None,
+) -> None:
     """Write a PyTorch checkpoint in ``layout``'s keys (``state``: from
-    ``layouts.from_reference``), the format chosen by the suffix of ``path``:
+    ``layouts.from_reference``; arrays or ``LazyTensor``s), the format chosen by the suffix of
+    ``path``:
 
-    - ``.pth`` / ``.pt`` / ``.bin``: ``torch.save`` of the flat ``{key: tensor}`` dict, nested
-      under ``TORCH_WRAPPERS[(layout, family)]`` where that layout's releases nest it;
-    - ``.safetensors``: ``safetensors.numpy`` (no framework), metadata ``{"format": "pt"}``;
+    - ``.safetensors``: streamed one tensor at a time (no framework), metadata
+      ``{"format": "pt"}``;
+    - ``.pth`` / ``.pt`` / ``.bin``: ``torch.save`` of the flat ``{key: tensor}`` dict (which
+      holds every tensor at once), nested under ``TORCH_WRAPPERS[(layout, family)]`` where that
+      layout's releases nest it;
     - ``.pkl``: detectron2's model-zoo pickle ``{"model": {key: ndarray}, "__author__": ...,
       "matching_heuristics": True}`` (detectron2 layout only).
 
-    Atomic (temporary file, then rename). The arrays keep their dtypes.
+    Atomic (temporary file, then rename). dtypes are kept unless ``tensors`` casts them.
     """
     path = Path(path)
+    tensors = tensors or Tensors(allow_nonfinite=True)
+    progress = progress or Progress(enabled=False)
     if path.name.endswith(".pkl") and layout != "detectron2":
         raise LayoutChoiceError(
             f"{path.name}: .pkl is detectron2's format; write {layout} checkpoints as .pth, .pt, "
             ".bin or .safetensors"
         )
-    arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
+    if path.name.endswith(".safetensors"):
+        items = ((k, k, v) for k, v in state.items())
+        _atomic(
+            [path],
+            lambda staged: _stream_safetensors(
+                staged[0], items, tensors, {"format": "pt"}, progress
+            ),
+        )
+        return
 
     def write(staged: list[Path]) -> None:
         (out,) = staged
-        if out.name.endswith(".safetensors"):
-            try:
-                from safetensors.numpy import save_file
-            except ImportError as e:
-                raise OSError(f"writing {path} needs the safetensors package ({e})") from None
-            save_file(arrays, str(out), metadata={"format": "pt"})
-        elif out.name.endswith(".pkl"):
+        arrays = {}
+        for key, value in progress.track(list(state.items()), "load"):
+            arrays[key] = np.ascontiguousarray(tensors(key, value))
+        tensors.check()
+        if out.name.endswith(".pkl"):
             data = {"model": arrays, "__author__": "weight-convert", "matching_heuristics": True}
             with open(out, "wb") as f:
                 pickle.dump(data, f, protocol=4)
-        else:
-            try:
-                import torch
-            except ImportError as e:
-                raise OSError(f"writing {path} needs PyTorch ({e})") from None
-            tensors = {
-                k: torch.from_numpy(v if v.flags.writeable else v.copy()) for k, v in arrays.items()
-            }
-            wrapper = TORCH_WRAPPERS.get((layout, family))
-            torch.save({wrapper: tensors} if wrapper else tensors, str(out))
+            return
+        try:
+            import torch
+        except ImportError as e:
+            raise UsageError(f"writing {path} needs PyTorch ({e}); write .safetensors") from None
+        wrapper = TORCH_WRAPPERS.get((layout, family))
+        flat = {k: to_torch(v) for k, v in arrays.items()}
+        torch.save({wrapper: flat} if wrapper else flat, str(out))
 
     _atomic([path], write)
 
@@ -481,17 +697,34 @@ def verify_files(
     seed: int = 0,
 ):
     """Load the written Keras / Flax model back and compare it with the PyTorch reference
-    holding the source's weights, layer by layer, on N(0, 1) input of ``shape``."""
-    reference = _reference_model(config, reference_state)
+    holding the source's weights, layer by layer, on N(0, 1) input of ``shape``. Tensors the
+    source lacked (``--allow-missing``) are given to the reference from the written model."""
+    from weight_convert.frameworks import port
+
     model = _load_saved(target, paths)
+    state = dict(reference_state)
+    if len(state) < len(reference_shapes(config)):
+        written, _ = port_to_reference(port(target).read(model), config)
+        state = {k: state.get(k, v) for k, v in written.items()}
+    reference = _reference_model(config, state)
     return _compare(reference, model, target, config, shape, Path(paths[0]).name, seed)
 
 
-def read_torch_file(path: str | Path, layout: str, config: Config) -> dict[str, np.ndarray]:
+def read_torch_file(
+    path: str | Path, layout: str, config: Config, missing: Sequence[str] = ()
+) -> dict[str, np.ndarray]:
     """A written PyTorch checkpoint read back into the reference's keys, strictly in ``layout``
-    with ``config``'s architecture (``layouts.LayoutError`` otherwise)."""
+    with ``config``'s architecture (``layouts.LayoutError`` otherwise) but for the reference
+    keys ``missing`` names."""
     state, _ = checkpoints.load_state_dict(path)
-    asked = layouts.Detected(layout, config.family, config, layouts.match_variant(config))
+    asked = layouts.Detected(
+        layout,
+        config.family,
+        config,
+        layouts.match_variant(config),
+        missing=list(missing),
+        allow=layouts.Allow(missing=tuple(missing)),
+    )
     return layouts.to_reference(state, asked)
 
 
@@ -515,19 +748,34 @@ def _exact_report(name: str, got: Mapping[str, np.ndarray], want: Mapping[str, n
     return ParityReport(name, "torch (tensors, bit-exact)", [total], rows)
 
 
-def verify_torch(path: Path, layout: str, source: Source, shape: Sequence[int], seed: int = 0):
+def verify_torch(
+    path: Path,
+    layout: str,
+    source: Source,
+    shape: Sequence[int],
+    tensors: Tensors | None = None,
+    seed: int = 0,
+):
     """Read the written checkpoint back through ``checkpoints`` and ``layouts`` into the PyTorch
     reference and compare it layer by layer with the source's port model (a Keras or Flax
-    source). A PyTorch source (a layout change) is compared tensor by tensor: bit-identical."""
-    back = read_torch_file(path, layout, source.config)
+    source). A PyTorch source (a layout change) is compared tensor by tensor: bit-identical to
+    the source (cast as ``tensors`` casts)."""
+    tensors = tensors or Tensors(allow_nonfinite=True)
+    back = read_torch_file(path, layout, source.config, source.missing)
     if source.kind == "torch":
-        return _exact_report(f"{path.name} vs {Path(source.path).name}", back, source.reference)
-    reference = _reference_model(source.config, back)
+        want = {k: tensors(k, v) for k, v in source.reference.items()}
+        return _exact_report(f"{path.name} vs {Path(source.path).name}", back, want)
     model = source.model
     if model is None:  # a Flax source: load it now
         from ports.flax import serialization
 
         model = serialization.load(source.path)
+    if source.missing:
+        from weight_convert.frameworks import port
+
+        written, _ = port_to_reference(port(source.kind).read(model), source.config)
+        back = {k: back.get(k, v) for k, v in written.items()}
+    reference = _reference_model(source.config, back)
     return _compare(reference, model, source.kind, source.config, shape, path.name, seed)
 
 
@@ -544,57 +792,61 @@ def convert(
     verify: bool = False,
     verify_shape: Sequence[int] | None = None,
     force: bool = False,
+    dtype: str | None = None,
+    allow_missing: Sequence[str] = (),
+    allow_unused: Sequence[str] = (),
+    allow_nonfinite: bool = False,
     progress: Progress | None = None,
 ) -> tuple[Conversion, Any]:
     """Convert the file at ``source`` (PyTorch checkpoint, Keras ``.keras`` or Flax
     ``.safetensors``) to ``target``: "keras", "flax", or "torch" in ``layout`` (default
     ``default_layout(family)``).
 
+    Each tensor keeps its dtype unless ``dtype`` ("float32", "float16", "bfloat16") casts the
+    floating ones. Flax and PyTorch ``.safetensors`` outputs are streamed (one tensor in memory
+    at a time; ``.pth`` inputs memory-mapped); NaN / Inf anywhere fails the conversion unless
+    ``allow_nonfinite``; ``allow_missing`` / ``allow_unused`` are fnmatch patterns of tensors
+    deliberately absent (left at initialization, or left out of a PyTorch output) or extra
+    (dropped). Failures raise the ``weight_convert.errors`` kinds and leave no output behind.
+
     Returns the ``Conversion`` summary and the verification ``ParityReport`` (or None).
     """
     if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
+        raise UsageError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
     if layout is not None and target != "torch":
         raise LayoutChoiceError(f"a layout is chosen only for --to torch (not {target})")
+    tensors = Tensors(dtype, allow_nonfinite)
     progress = progress or Progress(enabled=False)
     paths = output_paths(source, target, output)
     existing = [str(p) for p in paths if p.exists()]
     if existing and not force:
         raise OutputExistsError(f"output exists: {', '.join(existing)} (use --force to replace)")
+    check_writable(paths)
     times: dict[str, float] = {}
 
     start = time.perf_counter()
     progress.step(f"reading {source}")
-    src = read_source(source)
+    src = read_source(source, layouts.Allow(tuple(allow_missing), tuple(allow_unused)))
     _check_variant(src, variant)
     if target == "torch":
         layout = _choose_layout(src.family, layout)
     times["read"] = time.perf_counter() - start
 
     start = time.perf_counter()
+    name = src.variant or "custom config"
     if target == "torch":
-        progress.step(f"mapping to the {layout} layout ({src.variant or 'custom config'})")
-        state = layouts.from_reference(src.reference, layout, src.family, src.config)
-        times["convert"] = time.perf_counter() - start
-        start = time.perf_counter()
-        progress.step(f"writing {paths[0]}")
-        write_torch(state, paths[0], layout, src.family)
+        progress.step(f"writing {paths[0]} in the {layout} layout ({name})")
+        state = layouts.from_reference(
+            src.reference, layout, src.family, src.config, missing=src.missing
+        )
+        write_torch(state, paths[0], layout, src.family, tensors, progress)
         del state
+    elif target == "flax":
+        progress.step(f"writing {paths[0]} ({name})")
+        write_flax(src, paths[0], tensors, progress)
     else:
-        progress.step(f"building the {target} model ({src.variant or 'custom config'})")
-        adapter, model = build_port(target, src.config)
-        values = transfer.to_port(src.reference, adapter.shapes(model))
-        paths_in_order, batch = list(values), {}
-        for path in progress.track(paths_in_order, "assign"):
-            batch[path] = values[path]  # in batches: each assign walks the model's variables
-            if len(batch) == _ASSIGN_BATCH or path == paths_in_order[-1]:
-                adapter.assign(model, batch)
-                batch = {}
-        times["convert"] = time.perf_counter() - start
-        start = time.perf_counter()
-        progress.step("writing " + ", ".join(str(p) for p in paths))
-        _save_port(target, model, paths)
-        del model, values
+        progress.step(f"building the keras model ({name}) and writing {paths[0]}")
+        write_keras(src, paths, tensors, progress)
     times["write"] = time.perf_counter() - start
 
     report = None
@@ -604,7 +856,7 @@ def convert(
         if target == "torch":
             against = "the source" if src.kind == "torch" else f"the {src.kind} source"
             progress.step(f"verifying the written checkpoint against {against}")
-            report = verify_torch(paths[0], layout, src, shape)
+            report = verify_torch(paths[0], layout, src, shape, tensors)
         else:
             progress.step(f"verifying against the PyTorch reference on input {list(shape)}")
             report = verify_files(target, paths, src.config, src.reference, shape)
@@ -621,6 +873,7 @@ def convert(
             "container": src.info,
             "notes": list(src.detected.notes) if src.detected else [],
             "config": config_to_dict(src.config),
+            "missing": list(src.missing),
         },
         outputs=[str(p) for p in paths],
         layout=layout,

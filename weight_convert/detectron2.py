@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from weight_convert.checkpoints import CheckpointError
+from weight_convert.errors import (
+    CheckpointError,
+    MissingFileError,
+    NotACheckpointError,
+    UnsafePickleError,
+)
 
 __all__ = ["ALLOWED_GLOBALS", "UnsafePickleError", "load_pkl"]
-
-
-class UnsafePickleError(CheckpointError):
-    """The pickle refers to a global outside ``ALLOWED_GLOBALS`` (it could run code); nothing from
-    the file was executed. The message names the refused global."""
 
 
 def _numpy_internals() -> tuple[Any, Any]:
@@ -88,7 +88,7 @@ def load_pkl(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, 
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise CheckpointError(f"no checkpoint file at {path}")
+        raise MissingFileError(f"no checkpoint file at {path}")
     with open(path, "rb") as f:
         try:
             data = _SafeUnpickler(f, encoding="latin1").load()
@@ -100,7 +100,7 @@ def load_pkl(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, 
                 f"cannot read {path} as a pickle (truncated or corrupt?): {reason}"
             ) from None
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path} holds a {type(data).__name__}, not a dict of arrays")
+        raise NotACheckpointError(f"{path} holds a {type(data).__name__}, not a dict of arrays")
     info: dict[str, Any] = {
         "format": "detectron2-pkl",
         "wrapper": None,
@@ -122,5 +122,5 @@ def load_pkl(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, 
             info["ignored"].append(str(key))
     if not tensors:
         found = f" (found {info['ignored'][:5]})" if info["ignored"] else ""
-        raise CheckpointError(f"no arrays in {path}{found}")
+        raise NotACheckpointError(f"no arrays in {path}{found}")
     return tensors, info

@@ -34,6 +34,7 @@ whose reference side is None marks keys outside the reference model (dropped, an
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,12 @@ from typing import Any
 
 import numpy as np
 
+from weight_convert.errors import (
+    LayoutError,
+    MissingKeysError,
+    ShapeMismatchError,
+    UnexpectedKeysError,
+)
 from zoo.configs import (
     VARIANTS,
     Config,
@@ -191,8 +198,27 @@ _WRITES = {
 }
 
 
-class LayoutError(ValueError):
-    """The tensors do not form a known layout of a known family (message: one line)."""
+@dataclass(frozen=True)
+class Allow:
+    """Deliberate exceptions to strict coverage (``--allow-missing`` / ``--allow-unused``):
+    fnmatch patterns matched against a key in the checkpoint's layout or in the reference's
+    names."""
+
+    missing: tuple[str, ...] = ()
+    unused: tuple[str, ...] = ()
+
+    @staticmethod
+    def _match(names: Iterable[str], patterns: Iterable[str]) -> bool:
+        return any(fnmatch.fnmatchcase(n, p) for n in names for p in patterns)
+
+    def allows_missing(self, *names: str) -> bool:
+        return self._match(names, self.missing)
+
+    def allows_unused(self, *names: str) -> bool:
+        return self._match(names, self.unused)
+
+
+STRICT = Allow()
 
 
 # --------------------------------------------------------------------------- templates
@@ -610,6 +636,9 @@ class Detected:
     config: Config
     variant: str | None
     notes: list[str] = field(default_factory=list)
+    #: reference keys the checkpoint lacks, allowed by ``allow``
+    missing: list[str] = field(default_factory=list)
+    allow: Allow = STRICT
 
     def overrides(self) -> dict[str, Any]:
         """Config fields that differ from the variant's: ``create_model(variant, **overrides())``
@@ -654,13 +683,17 @@ def _check_derived(
 
 
 def _resolve(
-    state_dict: Mapping[str, np.ndarray], layout: str, family: str
-) -> tuple[Config, dict[str, str], list[str]]:
-    """Config, layout key -> reference key for the learned tensors, notes; LayoutError when the
-    tensors do not form this layout of this family exactly."""
+    state_dict: Mapping[str, Any], layout: str, family: str, allow: Allow = STRICT
+) -> tuple[Config, dict[str, str], list[str], list[str]]:
+    """Config, layout key -> reference key for the learned tensors, notes, and the reference keys
+    missing by ``allow``. Raises ``UnexpectedKeysError`` / ``MissingKeysError`` /
+    ``ShapeMismatchError`` (or ``LayoutError`` when the architecture cannot be solved) unless the
+    tensors form this layout of this family exactly."""
+    rules = RULES[(layout, family)]
+    where = f"{layout}/{family}"
     mapping, unmatched, dropped = _map_keys(state_dict, layout, family)
-    if unmatched:
-        raise LayoutError(f"{len(unmatched)} key(s) outside the layout, e.g. {unmatched[:3]}")
+    ignored = [k for k in unmatched if allow.allows_unused(k)]
+    unmatched = [k for k in unmatched if k not in ignored]
     if not mapping:
         raise LayoutError("no tensor of the model")
     seen: dict[str, str] = {}
@@ -669,7 +702,12 @@ def _resolve(
             raise LayoutError(f"{seen[ref]} and {key} both map to {ref}")
         seen[ref] = key
     reference = {ref: state_dict[key] for key, ref in mapping.items()}
-    config, notes = infer_config(reference, family)
+    try:
+        config, notes = infer_config(reference, family)
+    except LayoutError:
+        if unmatched:  # the keys outside the layout say more than what could not be solved
+            raise UnexpectedKeysError(unmatched, f"{where} checkpoint") from None
+        raise
     if dropped:
         notes.append(_dropped_note(dropped))
     derived = {k: r for k, r in mapping.items() if _leaf(r) in DERIVED}
@@ -678,22 +716,33 @@ def _resolve(
         notes.append(f"{count} derived buffer(s) checked and dropped")
     learned = {k: r for k, r in mapping.items() if k not in derived}
     shapes = reference_shapes(config)
-    missing = [k for k in shapes if k not in seen]
-    extra = [learned_key for learned_key, r in learned.items() if r not in shapes]
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing, e.g. {missing[:3]}")
-        if extra:
-            parts.append(f"{len(extra)} unexpected, e.g. {extra[:3]}")
-        raise LayoutError("keys do not form the inferred architecture: " + "; ".join(parts))
+    extra = [k for k, r in learned.items() if r not in shapes]
+    ignored += [k for k in extra if allow.allows_unused(k, learned[k])]
+    unexpected = unmatched + [k for k in extra if k not in ignored]
+    learned = {k: r for k, r in learned.items() if r in shapes}
+    missing = [r for r in shapes if r not in seen]
+    named = {r: _rename(r, rules, reverse=True) or r for r in missing}
+    allowed = [r for r in missing if allow.allows_missing(r, named[r])]
+    if len(allowed) < len(missing):
+        absent = [named[r] for r in missing if r not in allowed]
+        raise MissingKeysError(absent, f"{where} checkpoint", unexpected)
+    if unexpected:
+        raise UnexpectedKeysError(unexpected, f"{where} checkpoint")
+    if ignored:
+        notes.append(f"{len(ignored)} unexpected tensor(s) dropped by --allow-unused: {ignored}")
+    if allowed:
+        notes.append(
+            f"{len(allowed)} missing tensor(s) allowed by --allow-missing: "
+            f"{[named[r] for r in allowed]}"
+        )
     for key, ref in learned.items():
         got = tuple(np.shape(state_dict[key]))
         if got != shapes[ref]:
-            raise LayoutError(
-                f"{key} has shape {got}; the inferred architecture needs {shapes[ref]}"
+            raise ShapeMismatchError(
+                f"{where} checkpoint: {key} has shape {got}; the inferred architecture "
+                f"needs {shapes[ref]}"
             )
-    return config, learned, notes
+    return config, learned, notes, allowed
 
 
 def _summary(state_dict: Mapping[str, Any]) -> str:
@@ -701,29 +750,45 @@ def _summary(state_dict: Mapping[str, Any]) -> str:
     return f"{len(keys)} tensor(s), first keys {keys[:4]}"
 
 
-def detect(state_dict: Mapping[str, np.ndarray]) -> Detected:
-    """Layout, family, config and variant of a flat state dict, from key names and shapes.
+def detect(state_dict: Mapping[str, Any], allow: Allow = STRICT) -> Detected:
+    """Layout, family, config and variant of a flat state dict, from key names and shapes
+    (values stay unread but for the small derived buffers).
 
     Raises ``LayoutError`` (one line: what was found and which layouts matched how far) when no
-    layout, or more than one giving different results, fits every tensor.
+    layout, or more than one giving different results, fits every tensor. When the layout that
+    covers most keys (at least half) fails only by missing or unexpected keys or a shape, that
+    error is raised (``MissingKeysError``, ``UnexpectedKeysError``, ``ShapeMismatchError``) so
+    the message names the tensors.
     """
     if not state_dict:
         raise LayoutError("empty state dict: no tensors")
     found, tried = [], []
     for layout, family in RULES:
         try:
-            config, learned, notes = _resolve(state_dict, layout, family)
+            config, learned, notes, missing = _resolve(state_dict, layout, family, allow)
         except LayoutError as e:
             mapped, _, dropped = _map_keys(state_dict, layout, family)
             covered = len(mapped) + len(dropped)
             if covered:
-                tried.append(f"{layout}/{family}: {covered}/{len(state_dict)} keys ({e})")
+                tried.append((covered, f"{layout}/{family}: {covered}/{len(state_dict)} keys", e))
             continue
-        found.append((layout, family, config, learned, notes))
+        found.append((layout, family, config, learned, notes, missing))
     if not found:
-        partial = "; ".join(tried) if tried else "no layout matched any key"
+        # The layout covering most keys (at least half) with the fewest problems names what is
+        # wrong better than "unknown" when its problem is missing / unexpected tensors or a shape.
+        specific = (MissingKeysError, UnexpectedKeysError, ShapeMismatchError)
+
+        def problems(t) -> tuple[int, int]:
+            e = t[2]
+            count = len(getattr(e, "keys", ())) + len(getattr(e, "unexpected", ())) or 1
+            return count, -t[0]
+
+        close = [t for t in tried if 2 * t[0] >= len(state_dict)]
+        if close and isinstance(min(close, key=problems)[2], specific):
+            raise min(close, key=problems)[2]
+        partial = "; ".join(f"{t[1]} ({t[2]})" for t in tried) or "no layout matched any key"
         raise LayoutError(f"unknown checkpoint: {_summary(state_dict)}; {partial}")
-    layout, family, config, learned, notes = found[0]
+    layout, family, config, learned, notes, missing = found[0]
     if len(found) > 1:
         if any(f[3] != learned for f in found[1:]):
             names = ", ".join(f"{f[0]}/{f[1]}" for f in found)
@@ -743,20 +808,21 @@ def detect(state_dict: Mapping[str, np.ndarray]) -> Detected:
         and config.num_classes != VARIANTS[variant].config.num_classes
     ):
         notes.append(f"head has {config.num_classes} classes (variant default differs)")
-    return Detected(layout, family, config, variant, notes)
+    return Detected(layout, family, config, variant, notes, missing, allow)
 
 
 # --------------------------------------------------------------------------- conversion
 
 
-def to_reference(state_dict: Mapping[str, np.ndarray], detected: Detected) -> dict[str, np.ndarray]:
-    """The reference model's state dict (its keys exactly, in its order), arrays as they are."""
-    config, learned, _ = _resolve(state_dict, detected.layout, detected.family)
+def to_reference(state_dict: Mapping[str, Any], detected: Detected) -> dict[str, Any]:
+    """The reference model's state dict (its keys exactly, in its order, less the keys
+    ``detected.missing`` names), values as they are (arrays or ``LazyTensor``s)."""
+    config, learned, _, _ = _resolve(state_dict, detected.layout, detected.family, detected.allow)
     fields = arch_fields(config)
     if {f: getattr(config, f) for f in fields} != {f: getattr(detected.config, f) for f in fields}:
         raise LayoutError(f"state dict does not have the detected architecture {detected.variant}")
     by_ref = {ref: key for key, ref in learned.items()}
-    return {ref: state_dict[by_ref[ref]] for ref in reference_shapes(config)}
+    return {ref: state_dict[by_ref[ref]] for ref in reference_shapes(config) if ref in by_ref}
 
 
 def _official_attn_masks(config: SwinConfig) -> dict[str, np.ndarray]:
@@ -776,20 +842,23 @@ def _official_attn_masks(config: SwinConfig) -> dict[str, np.ndarray]:
 
 
 def from_reference(
-    ref_state_dict: Mapping[str, np.ndarray],
+    ref_state_dict: Mapping[str, Any],
     layout: str,
     family: str,
     config: Config | None = None,
-) -> dict[str, np.ndarray]:
+    missing: Iterable[str] = (),
+) -> dict[str, Any]:
     """The reference state dict in ``layout``'s keys, with the derived buffers that layout's
     checkpoints carry (``relative_position_index`` for official and torchvision; official 2D also
-    ``attn_mask`` at ``config.img_size``). ``config`` defaults to the one the shapes imply."""
+    ``attn_mask`` at ``config.img_size``). ``config`` defaults to the one the shapes imply;
+    ``missing`` names reference keys deliberately absent (``--allow-missing``), left out."""
     if (layout, family) not in RULES:
         known = ", ".join(f"{a}/{b}" for a, b in RULES)
         raise LayoutError(f"no layout {layout}/{family}; known: {known}")
     if config is None:
         config, _ = infer_config(ref_state_dict, family)
-    shapes = reference_shapes(config)
+    missing = set(missing)
+    shapes = {k: v for k, v in reference_shapes(config).items() if k not in missing}
     if set(shapes) != set(ref_state_dict):
         missing = sorted(set(shapes) - set(ref_state_dict))[:3]
         extra = sorted(set(ref_state_dict) - set(shapes))[:3]
@@ -825,7 +894,7 @@ def from_reference(
     return out
 
 
-def describe(detected: Detected, state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
+def describe(detected: Detected, state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """Summary for ``inspect``: layout, family, variant, config, parameter count, dtypes."""
     reference = to_reference(state_dict, detected)
     return {
@@ -834,9 +903,9 @@ def describe(detected: Detected, state_dict: Mapping[str, np.ndarray]) -> dict[s
         "variant": detected.variant,
         "overrides": detected.overrides(),
         "config": config_to_dict(detected.config),
-        "parameters": int(sum(np.size(v) for v in reference.values())),
+        "parameters": int(sum(int(np.prod(v.shape)) for v in reference.values())),
         "tensors": len(state_dict),
         "derived_buffers": len(state_dict) - len(reference),
-        "dtypes": sorted({str(np.asarray(v).dtype) for v in state_dict.values()}),
+        "dtypes": sorted({str(v.dtype) for v in state_dict.values()}),
         "notes": list(detected.notes),
     }

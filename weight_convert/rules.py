@@ -14,57 +14,60 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LeafRule", "RULES", "torch_key", "to_port", "to_torch"]
+__all__ = ["LeafRule", "RULES", "port_shape", "torch_key", "torch_shape", "to_port", "to_torch"]
 
 
 def _kernel_perm(ndim: int) -> tuple[int, ...]:
     """torch (out, in, *k) -> port (*k, in, out); covers Linear (ndim 2) and Conv1d/2d/3d."""
-    return tuple(range(2, ndim)) + (1, 0)
+    return (*range(2, ndim), 1, 0)
 
 
-def _kernel_to_port(w: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.transpose(w, _kernel_perm(w.ndim)))
-
-
-def _kernel_to_torch(k: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.transpose(k, np.argsort(_kernel_perm(k.ndim))))
-
-
-def _transpose_kernel_to_port(w: np.ndarray) -> np.ndarray:
+def _transpose_kernel_perm(ndim: int) -> tuple[int, ...]:
     """torch ConvTranspose (in, out, *k) -> port (*k, in, out)."""
-    return np.ascontiguousarray(np.transpose(w, (*range(2, w.ndim), 0, 1)))
-
-
-def _transpose_kernel_to_torch(k: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.transpose(k, (k.ndim - 2, k.ndim - 1, *range(k.ndim - 2))))
-
-
-def _same(x: np.ndarray) -> np.ndarray:
-    return x
+    return (*range(2, ndim), 0, 1)
 
 
 @dataclass(frozen=True)
 class LeafRule:
-    """How one port leaf name corresponds to a PyTorch parameter name and layout."""
+    """How one port leaf name corresponds to a PyTorch parameter name and layout: the PyTorch
+    leaf name and, for kernels, the axis permutation torch -> port (by the tensor's rank)."""
 
     torch_leaf: str
-    to_port: Callable[[np.ndarray], np.ndarray]
-    to_torch: Callable[[np.ndarray], np.ndarray]
+    perm: Callable[[int], tuple[int, ...]] | None = None
+
+    def _axes(self, ndim: int, to_port: bool) -> tuple[int, ...] | None:
+        if self.perm is None:
+            return None
+        perm = self.perm(ndim)
+        return perm if to_port else tuple(int(i) for i in np.argsort(perm))
+
+    def to_port(self, x: np.ndarray) -> np.ndarray:
+        axes = self._axes(x.ndim, to_port=True)
+        return x if axes is None else np.ascontiguousarray(np.transpose(x, axes))
+
+    def to_torch(self, x: np.ndarray) -> np.ndarray:
+        axes = self._axes(x.ndim, to_port=False)
+        return x if axes is None else np.ascontiguousarray(np.transpose(x, axes))
+
+    def shape(self, shape: tuple[int, ...], to_port: bool) -> tuple[int, ...]:
+        """The shape ``to_port`` / ``to_torch`` gives a tensor of ``shape`` (no data needed)."""
+        axes = self._axes(len(shape), to_port)
+        return tuple(shape) if axes is None else tuple(shape[i] for i in axes)
 
 
 #: Port leaf name -> rule. Leaves not listed (bias tables, rel_pos_h, pos_embed, ...) keep their
 #: name and are copied as they are.
 RULES: dict[str, LeafRule] = {
-    "kernel": LeafRule("weight", _kernel_to_port, _kernel_to_torch),  # Dense / Linear / Conv
+    "kernel": LeafRule("weight", _kernel_perm),  # Dense / Linear / Conv
     # ConvTranspose (the ports' ConvTranspose2d layers name their kernel so)
-    "transpose_kernel": LeafRule("weight", _transpose_kernel_to_port, _transpose_kernel_to_torch),
-    "gamma": LeafRule("weight", _same, _same),  # Keras LayerNormalization
-    "scale": LeafRule("weight", _same, _same),  # Flax LayerNorm
-    "beta": LeafRule("bias", _same, _same),  # Keras LayerNormalization
-    "embedding": LeafRule("weight", _same, _same),  # Embedding tables
+    "transpose_kernel": LeafRule("weight", _transpose_kernel_perm),
+    "gamma": LeafRule("weight"),  # Keras LayerNormalization
+    "scale": LeafRule("weight"),  # Flax LayerNorm
+    "beta": LeafRule("bias"),  # Keras LayerNormalization
+    "embedding": LeafRule("weight"),  # Embedding tables
 }
 
-_IDENTITY = LeafRule("", _same, _same)
+_IDENTITY = LeafRule("")
 
 
 def _rule(port_path: str) -> tuple[str, LeafRule]:
@@ -87,3 +90,13 @@ def to_port(port_path: str, tensor: np.ndarray) -> np.ndarray:
 def to_torch(port_path: str, value: np.ndarray) -> np.ndarray:
     """The port value at ``port_path`` rearranged into the PyTorch layout."""
     return _rule(port_path)[1].to_torch(value)
+
+
+def port_shape(port_path: str, torch_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The port variable's shape for a PyTorch tensor of ``torch_shape``."""
+    return _rule(port_path)[1].shape(torch_shape, to_port=True)
+
+
+def torch_shape(port_path: str, port_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The PyTorch tensor's shape for the port variable at ``port_path`` of ``port_shape``."""
+    return _rule(port_path)[1].shape(port_shape, to_port=False)

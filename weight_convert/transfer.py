@@ -12,28 +12,9 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from weight_convert import rules
+from weight_convert.errors import CoverageError, ShapeMismatchError
 
 __all__ = ["CoverageError", "ShapeMismatchError", "plan_to_port", "to_port", "to_torch"]
-
-
-class CoverageError(KeyError):
-    """Some source tensors were not used or some target variables were not set."""
-
-    def __init__(self, unused: Sequence[str], unset: Sequence[str]) -> None:
-        self.unused, self.unset = list(unused), list(unset)
-        parts = []
-        if self.unused:
-            parts.append(f"{len(self.unused)} unused source key(s): {', '.join(self.unused)}")
-        if self.unset:
-            parts.append(f"{len(self.unset)} unset target variable(s): {', '.join(self.unset)}")
-        super().__init__("; ".join(parts))
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return self.args[0]
-
-
-class ShapeMismatchError(ValueError):
-    """A source tensor does not fit its target variable after the layout rule."""
 
 
 def _matches(name: str, patterns: Iterable[str]) -> bool:

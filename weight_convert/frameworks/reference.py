@@ -57,7 +57,9 @@ def state_dict(module: nn.Module) -> dict[str, np.ndarray]:
 
 def load_state_dict(module: nn.Module, values: Mapping[str, np.ndarray]) -> None:
     """Strict load of numpy arrays."""
-    module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in values.items()})
+    from weight_convert.tensors import load, to_torch
+
+    module.load_state_dict({k: to_torch(load(v)) for k, v in values.items()})
 
 
 def create(name: str, **overrides) -> nn.Module:

@@ -1,0 +1,197 @@
+"""What can go wrong in a conversion: one class per kind of bad input, each with the CLI's exit
+code. Framework-free.
+
+The CLI prints ``weight-convert: error: <message>`` (one line) and exits with the error's
+``exit_code``; anything that is not a ``ConvertError`` (or an ``OSError`` while writing, turned
+into ``OutputNotWritableError``) is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "EXIT_CODES",
+    "CheckpointError",
+    "ConvertError",
+    "CoverageError",
+    "EmptyFileError",
+    "LayoutError",
+    "MissingFileError",
+    "MissingKeysError",
+    "NonFiniteError",
+    "NotACheckpointError",
+    "OutputExistsError",
+    "OutputNotWritableError",
+    "ShapeMismatchError",
+    "UnexpectedKeysError",
+    "UnsafePickleError",
+    "UsageError",
+    "VerificationError",
+    "WrongFormatError",
+    "WrongModelError",
+]
+
+#: exit code -> what it means (the CLI's --help and the README print this table)
+EXIT_CODES = {
+    0: "success",
+    1: "verification (or parity) above tolerance",
+    2: "usage error (a flag, a layout the family lacks)",
+    3: "no such input file",
+    4: "input file is empty",
+    5: "input file is truncated or corrupt",
+    6: "input is not a checkpoint (unrecognised content)",
+    7: "file extension does not match the content, or is not a supported one",
+    8: "unsafe pickle refused (nothing from it ran)",
+    9: "checkpoint of another family or variant than --variant asks",
+    10: "checkpoint of no known layout",
+    11: "a tensor's shape does not fit the model",
+    12: "tensors missing (allow with --allow-missing PATTERN)",
+    13: "unexpected tensors (allow with --allow-unused PATTERN)",
+    14: "NaN or Inf in the weights (allow with --allow-nonfinite)",
+    15: "output exists (replace with --force)",
+    16: "output directory cannot be written",
+}
+
+
+class ConvertError(Exception):
+    """A failure caused by the input or the request, reported in one line."""
+
+    exit_code = 1
+
+
+class UsageError(ConvertError, ValueError):
+    exit_code = 2
+
+
+class VerificationError(ConvertError):
+    exit_code = 1
+
+
+class CheckpointError(ConvertError, ValueError):
+    """A checkpoint file cannot be read: truncated, corrupt or not holding tensors."""
+
+    exit_code = 5
+
+
+class MissingFileError(CheckpointError):
+    exit_code = 3
+
+
+class EmptyFileError(CheckpointError):
+    exit_code = 4
+
+
+class NotACheckpointError(CheckpointError):
+    """The bytes are no format the converter reads (random bytes, a text file, an image)."""
+
+    exit_code = 6
+
+
+class WrongFormatError(CheckpointError):
+    """The extension says one format, the content another (or the extension is unknown)."""
+
+    exit_code = 7
+
+
+class UnsafePickleError(CheckpointError):
+    """The pickle refers to a global outside what tensors need (it could run code); nothing from
+    the file was executed. The message names the refused global."""
+
+    exit_code = 8
+
+
+class WrongModelError(ConvertError, ValueError):
+    """The checkpoint is another family or variant than asked (``--variant``)."""
+
+    exit_code = 9
+
+
+class LayoutError(ConvertError, ValueError):
+    """A state dict fits no known layout, or not the one asked for."""
+
+    exit_code = 10
+
+
+class ShapeMismatchError(LayoutError):
+    """A tensor's shape does not fit the model (after the layout rule)."""
+
+    exit_code = 11
+
+
+def _listed(keys: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+class MissingKeysError(LayoutError, KeyError):
+    """Tensors the model needs are not in the file (and maybe others it does not have)."""
+
+    exit_code = 12
+
+    def __init__(self, keys: Sequence[str], where: str = "", unexpected: Sequence[str] = ()):
+        self.keys, self.unexpected = list(keys), list(unexpected)
+        prefix = f"{where}: " if where else ""
+        extra = (
+            f"; {len(self.unexpected)} unexpected: {_listed(self.unexpected)}"
+            if self.unexpected
+            else ""
+        )
+        super().__init__(
+            f"{prefix}{len(self.keys)} missing tensor(s): {_listed(self.keys)}{extra} "
+            "(--allow-missing PATTERN leaves matching ones at their initial values)"
+        )
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+class UnexpectedKeysError(LayoutError, KeyError):
+    """The file holds tensors the model does not have."""
+
+    exit_code = 13
+
+    def __init__(self, keys: Sequence[str], where: str = "") -> None:
+        self.keys, self.unexpected = list(keys), []
+        prefix = f"{where}: " if where else ""
+        super().__init__(
+            f"{prefix}{len(self.keys)} unexpected tensor(s): {_listed(self.keys)} "
+            "(--allow-unused PATTERN drops matching ones)"
+        )
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class CoverageError(ConvertError, KeyError):
+    """Port variables and PyTorch tensors do not correspond one to one: some source tensors
+    unused, some target variables unset (exit code: missing if any are unset, else
+    unexpected)."""
+
+    def __init__(self, unused: Sequence[str], unset: Sequence[str]) -> None:
+        self.unused, self.unset = list(unused), list(unset)
+        parts = []
+        if self.unused:
+            parts.append(f"{len(self.unused)} unused source key(s): {_listed(self.unused)}")
+        if self.unset:
+            parts.append(f"{len(self.unset)} unset target variable(s): {_listed(self.unset)}")
+        super().__init__("; ".join(parts))
+
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        return MissingKeysError.exit_code if self.unset else UnexpectedKeysError.exit_code
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class NonFiniteError(ConvertError, ValueError):
+    exit_code = 14
+
+
+class OutputExistsError(ConvertError, FileExistsError):
+    exit_code = 15
+
+
+class OutputNotWritableError(ConvertError, OSError):
+    exit_code = 16

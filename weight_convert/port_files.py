@@ -1,0 +1,375 @@
+"""Port files beyond ``.keras`` and the Flax ``.safetensors``, and port models in a chosen dtype.
+
+- Flax ``.msgpack``: the nested pure dict ``flax.serialization.msgpack_serialize(
+  nnx.state(model, (nnx.Param, Buffer)).to_pure_dict())`` gives, byte for byte. nnx paths
+  (``layers.0.blocks.1.attn.qkv.kernel``) nest as dicts; list indices (``nnx.List``) are int
+  keys, as ``to_pure_dict`` makes them. A Flax user restores the file with the standard API::
+
+      state = nnx.state(model)  # or nnx.split(abstract_model)
+      nnx.replace_by_pure_dict(state, serialization.msgpack_restore(data))
+      nnx.update(model, state)  # or nnx.merge(graphdef, state)
+
+  (or ``nnx.update(model, serialization.msgpack_restore(data))``). msgpack has no metadata
+  slot, so the file holds no config: ``infer_config`` recovers the architecture from the
+  variables' paths and shapes.
+- Keras ``.weights.h5`` as input: the model is built from the config and loads the file
+  (``read_keras_weights_h5``); ``write_config_attr`` stores the zoo config as an HDF5 attribute
+  of the file's root, so a bare ``.weights.h5`` names its architecture (``model.load_weights``
+  ignores attributes and accepts the file unchanged).
+- dtypes: ``build_keras_model`` builds a Keras model whose variables are float32, float16 or
+  bfloat16 (the global dtype policy is set while the model is built); ``load_keras_model``
+  loads a ``.keras`` file in the dtype its weights are stored in, or another one;
+  ``abstract_flax_model`` gives the abstract Flax model's variables a dtype. Keras stores
+  bfloat16 in HDF5 as 2-byte opaque data with the attribute ``dtype="bfloat16"``; ``.keras``
+  and ``.weights.h5`` both keep float16 and bfloat16 as they are.
+
+Arrays are NumPy (bfloat16 as ``ml_dtypes.bfloat16``); values may also be
+``weight_convert.tensors.LazyTensor``s, loaded one at a time. Importing this module needs NumPy
+only: Flax, Keras and h5py are imported by the functions that use them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from zoo.configs import MODEL_CLASSES, Config, config_from_dict, config_to_dict
+
+__all__ = [
+    "CONFIG_ATTR",
+    "abstract_flax_model",
+    "build_keras_model",
+    "infer_config",
+    "keras_file_dtype",
+    "load_keras_model",
+    "read_config_attr",
+    "read_flax_msgpack",
+    "read_keras_weights_h5",
+    "shared_float_dtype",
+    "write_config_attr",
+    "write_flax_msgpack",
+]
+
+#: HDF5 root attribute of a ``.weights.h5`` holding the zoo config (JSON of ``config_to_dict``)
+CONFIG_ATTR = "vit_zoo_config"
+
+#: dtypes a port model is built in (``weight_convert.tensors.FLOAT_DTYPES``)
+_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _check_dtype(dtype: str) -> None:
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose {', '.join(_DTYPES)}")
+
+
+def shared_float_dtype(dtypes: Iterable[Any]) -> str | None:
+    """The name ("float32", "float16" or "bfloat16") of the one floating dtype among
+    ``dtypes`` (non-floating ones ignored); None when there are several or another one
+    (float64): a model in one dtype cannot hold them as they are."""
+    from weight_convert.tensors import FLOAT_DTYPES, is_float
+
+    found = {np.dtype(d) for d in dtypes if is_float(d)}
+    names = [name for name, d in FLOAT_DTYPES.items() if d in found]
+    return names[0] if len(found) == 1 and names else None
+
+
+# --------------------------------------------------------------------------- Flax msgpack
+
+
+def _nest(items: Iterable[tuple[str, Any]]) -> dict:
+    """Dotted paths -> nested dicts, digit components as int keys (``nnx.List`` indices: a
+    Python attribute never starts with a digit)."""
+    tree: dict = {}
+    for name, value in items:
+        keys = [int(p) if p.isdigit() else p for p in name.split(".")]
+        node = tree
+        for i, key in enumerate(keys[:-1]):
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"{name}: {'.'.join(map(str, keys[: i + 1]))} is a tensor too")
+        if keys[-1] in node:
+            raise ValueError(f"{name} given twice, or a tensor and a module at once")
+        node[keys[-1]] = value
+    return tree
+
+
+def write_flax_msgpack(path: str | os.PathLike, items: Iterable[tuple[str, Any]]) -> None:
+    """Write ``(nnx path, array)`` items as the Flax msgpack of their nested pure dict (keys in
+    ``nnx.state``'s sorted order, so the bytes equal ``msgpack_serialize(...to_pure_dict())``).
+
+    Arrays keep their dtype (bfloat16 included). Values may be ``LazyTensor``s: the file is
+    written one tensor at a time (loaded, serialized, released), so memory holds one tensor.
+    Not atomic: write to a staging path (``convert._atomic``).
+    """
+    import msgpack
+    from flax import serialization
+
+    from weight_convert.tensors import load, release
+
+    tree = _nest(items)
+    packer = msgpack.Packer()
+
+    def write(f, node: dict) -> None:
+        f.write(packer.pack_map_header(len(node)))
+        for key in sorted(node):
+            f.write(packer.pack(key))
+            value = node[key]
+            if isinstance(value, dict):
+                write(f, value)
+            else:
+                f.write(serialization.msgpack_serialize(load(value)))
+                release(value)
+
+    with open(os.fspath(path), "wb") as f:
+        write(f, tree)
+
+
+def read_flax_msgpack(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """``{nnx path: array}`` of a Flax msgpack file of nested dicts with array leaves (int or
+    string list indices alike), arrays in the file's dtypes (read-only views of the file's
+    bytes). Raises ``ValueError`` for a leaf that is no array."""
+    from flax import serialization
+
+    with open(os.fspath(path), "rb") as f:
+        tree = serialization.msgpack_restore(f.read())
+    if not isinstance(tree, dict):
+        raise ValueError(f"{os.fspath(path)}: holds a {type(tree).__name__}, not a dict of arrays")
+    out: dict[str, np.ndarray] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, name + ".")
+            elif isinstance(value, (np.ndarray, np.generic)):
+                out[name] = np.asarray(value)
+            else:
+                raise ValueError(f"{os.fspath(path)}: {name} is a {type(value).__name__}")
+
+    walk(tree, "")
+    return out
+
+
+def infer_config(values: Mapping[str, Any]) -> tuple[Config, list[str]]:
+    """The architecture of port variables (``{port path: array or anything with .shape}``,
+    Keras or Flax paths), from their paths and shapes alone (no data is read): the paths map to
+    the reference's keys (``rules.torch_key``) and ``layouts.infer_config`` is tried for every
+    family; the one whose model has exactly these tensors and shapes wins.
+
+    Returns (config, notes). Fields that no tensor shape shows come from the defaults: the
+    training resolution (``img_size``, ``frames``), drop rates, SAM's decoder head count (a
+    note says so). Raises ``layouts.LayoutError`` when no family fits.
+    """
+    from weight_convert import layouts, rules
+    from zoo.shapes import reference_shapes
+
+    state: dict[str, np.ndarray] = {}
+    for path, value in values.items():
+        shape = rules.torch_shape(path, tuple(np.shape(value)))
+        state[rules.torch_key(path)] = np.broadcast_to(np.zeros((), np.float32), shape)
+    shapes = {k: v.shape for k, v in state.items()}
+    tried = []
+    for family in layouts.FAMILIES:
+        try:
+            config, notes = layouts.infer_config(state, family)
+        except layouts.LayoutError as e:
+            tried.append(f"{family}: {e}")
+            continue
+        if reference_shapes(config) == shapes:
+            return config, notes
+        tried.append(f"{family}: the inferred model has other tensors or shapes")
+    raise layouts.LayoutError(
+        f"no model of this zoo has these {len(values)} variables ({'; '.join(tried)})"
+    )
+
+
+def abstract_flax_model(config: Config, dtype: str | None = None):
+    """``ports.flax.models.abstract_model(config)`` with every checkpoint variable (``nnx.Param``
+    and ``Buffer``) declared ``dtype`` (None: as the model makes them, float32). The Flax port
+    takes no ``param_dtype``, but an abstract variable is only a shape and a dtype: the weight
+    transfer (``flax_port.assign``) and ``ports.flax.serialization.load_weights`` cast to it.
+    A model holding bfloat16 parameters computes in float32 on float32 input (Flax promotes)
+    and in bfloat16 on bfloat16 input."""
+    import jax
+    from flax import nnx
+
+    from ports.flax.layers.variables import CHECKPOINT_VARIABLES
+    from ports.flax.models import abstract_model
+    from weight_convert.tensors import FLOAT_DTYPES
+
+    model = abstract_model(config)
+    if dtype is not None:
+        _check_dtype(dtype)
+        for _, node in nnx.iter_graph(model):
+            if isinstance(node, CHECKPOINT_VARIABLES):
+                shape = node.get_value().shape
+                node.set_value(jax.ShapeDtypeStruct(shape, FLOAT_DTYPES[dtype]))
+    return model
+
+
+# --------------------------------------------------------------------------- Keras
+
+
+def write_config_attr(path: str | os.PathLike, config: Config) -> None:
+    """Store ``config`` (JSON of ``config_to_dict``) as the root attribute ``CONFIG_ATTR`` of
+    the HDF5 file at ``path`` (a ``.weights.h5`` written by ``model.save_weights``)."""
+    import h5py
+
+    with h5py.File(os.fspath(path), "a") as f:
+        f.attrs[CONFIG_ATTR] = json.dumps(config_to_dict(config))
+
+
+def read_config_attr(path: str | os.PathLike) -> Config | None:
+    """The zoo config ``write_config_attr`` stored in the HDF5 file at ``path``; None when the
+    file has none (a ``.weights.h5`` Keras wrote alone). Raises ``ValueError`` for an
+    unreadable one."""
+    import h5py
+
+    with h5py.File(os.fspath(path), "r") as f:
+        text = f.attrs.get(CONFIG_ATTR)
+    if text is None:
+        return None
+    try:
+        return config_from_dict(json.loads(text))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{os.fspath(path)}: unreadable {CONFIG_ATTR} attribute ({e})") from None
+
+
+def _weights_datasets(f) -> list:
+    """Datasets of a Keras weights HDF5 file but the optimizer's (``save_weights`` of a
+    compiled model stores its state under ``optimizer/``)."""
+    import h5py
+
+    found = []
+    for name, item in f.items():
+        if name == "optimizer":
+            continue
+        if isinstance(item, h5py.Dataset):
+            found.append(item)
+        else:
+            item.visititems(lambda _, o: found.append(o) if isinstance(o, h5py.Dataset) else None)
+    return found
+
+
+def _dataset_dtype(dataset) -> np.dtype:
+    if dataset.attrs.get("dtype") == "bfloat16":  # Keras writes bfloat16 as opaque 2-byte data
+        from weight_convert.tensors import BFLOAT16
+
+        return BFLOAT16
+    return dataset.dtype
+
+
+@contextlib.contextmanager
+def _open_keras_weights(path: str) -> Iterator[Any]:
+    """The weights HDF5 of a ``.weights.h5`` or of a ``.keras`` archive (its
+    ``model.weights.h5`` member, read in place: Keras stores it uncompressed)."""
+    import zipfile
+
+    import h5py
+
+    if not zipfile.is_zipfile(path):
+        with h5py.File(path, "r") as f:
+            yield f
+        return
+    with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as member:
+        with h5py.File(member, "r") as f:
+            yield f
+
+
+def keras_file_dtype(path: str | os.PathLike) -> str | None:
+    """The one floating dtype ("float32", "float16", "bfloat16") the weights of a Keras
+    ``.keras`` or ``.weights.h5`` file are stored in; None when they mix dtypes."""
+    with _open_keras_weights(os.fspath(path)) as f:
+        return shared_float_dtype(_dataset_dtype(d) for d in _weights_datasets(f))
+
+
+def build_keras_model(config: Config, dtype: str | None = None):
+    """``ports.keras.models.build_model(config)`` with every variable in ``dtype`` ("float32",
+    "float16", "bfloat16"; None: the global dtype policy's). The global policy is ``dtype``
+    while the model is made and built (a Keras layer takes it when constructed, its variables
+    when built; the models pass no dtype to their sublayers) and restored afterwards, also on
+    error. The model's own policy is ``dtype`` too, so ``model.save`` records it."""
+    import keras
+
+    from ports.keras.models import build_model
+
+    if dtype is None:
+        return build_model(config)
+    _check_dtype(dtype)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype)
+    try:
+        return build_model(config)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def load_keras_model(path: str | os.PathLike, dtype: str | None = None):
+    """The zoo model of a ``.keras`` file with its variables, and its computation, in ``dtype``
+    (None: the dtype its weights are stored in, ``keras_file_dtype``; float32 if mixed).
+
+    ``keras.saving.load_model`` alone does not give that: it restores the saved dtype policy
+    on the top model only, so a bfloat16 file loads under the default policy as float32
+    variables (holding the bfloat16 values exactly) behind a top model that rounds its inputs
+    to bfloat16. Here the top model's policy is set to ``dtype`` and, where the variables are
+    in another dtype, the model is rebuilt in ``dtype`` (``build_keras_model``) and given the
+    loaded values (exact when widening).
+    """
+    import keras
+
+    import ports.keras.models  # noqa: F401  (registers the serializable classes)
+    from weight_convert.frameworks import keras_port
+
+    path = os.fspath(path)
+    want = dtype or keras_file_dtype(path) or "float32"
+    _check_dtype(want)
+    model = keras.saving.load_model(path)
+    config = getattr(model, "config", None)
+    if not isinstance(config, Config) or type(model).__name__ != MODEL_CLASSES[config.family]:
+        raise ValueError(f"{path} holds a {type(model).__name__}, not a model of this zoo")
+    if any(keras.backend.standardize_dtype(v.dtype) != want for v in model.weights):
+        rebuilt = build_keras_model(config, want)
+        keras_port.assign(rebuilt, keras_port.read(model))
+        return rebuilt
+    model.dtype_policy = want
+    return model
+
+
+def read_keras_weights_h5(
+    path: str | os.PathLike, config: Config | None = None
+) -> dict[str, np.ndarray]:
+    """``{port path: array}`` (``keras_port.read`` names) of a Keras ``.weights.h5`` of a zoo
+    model, arrays in the dtype the file stores (``keras_file_dtype``; float32 when mixed).
+
+    ``config`` defaults to the one ``write_config_attr`` stored (``ValueError`` when the file
+    has none). The model is built from it and loads the file: the file names no variable
+    (a layer's variables are ``vars/0``, ``vars/1``, ... in the order its ``build`` creates
+    them; list items are groups named after the layer's class), so only the model can read it.
+    Strict both ways: ``load_weights`` raises for a variable the file lacks or of another shape,
+    and a file holding more variables than the model (which ``load_weights`` would ignore) is a
+    ``ValueError`` here.
+    """
+    from weight_convert.frameworks import keras_port
+
+    path = os.fspath(path)
+    if config is None:
+        config = read_config_attr(path)
+        if config is None:
+            raise ValueError(f"{path} does not name its model ({CONFIG_ATTR}): give the config")
+    with _open_keras_weights(path) as f:
+        datasets = _weights_datasets(f)
+        dtype = shared_float_dtype(_dataset_dtype(d) for d in datasets) or "float32"
+        count = len(datasets)
+    model = build_keras_model(config, dtype)
+    if count != len(model.weights):
+        raise ValueError(
+            f"{path} holds {count} variables; the {MODEL_CLASSES[config.family]} of this config "
+            f"has {len(model.weights)}"
+        )
+    model.load_weights(path)
+    return keras_port.read(model)

@@ -1,0 +1,159 @@
+"""Tensors read on demand, and the dtypes the converter carries. Framework-free (NumPy and
+ml_dtypes; torch only for tensors that come from a torch file).
+
+A ``LazyTensor`` knows its shape and dtype from the file's header and reads its bytes only when
+``load()`` is called, so a conversion holds one tensor at a time: detection and planning look at
+shapes, the writer loads, converts and writes each tensor, then ``release()`` lets its pages go.
+
+bfloat16 travels as ``ml_dtypes.bfloat16`` NumPy arrays (what JAX and TensorFlow use), so every
+dtype a checkpoint holds (float32, float16, bfloat16) reaches the output as it was.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+from collections.abc import Callable
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+__all__ = [
+    "BFLOAT16",
+    "FLOAT_DTYPES",
+    "LazyTensor",
+    "from_torch",
+    "is_float",
+    "load",
+    "release",
+    "to_torch",
+]
+
+BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+#: the floating dtypes ``--dtype`` accepts, by name
+FLOAT_DTYPES = {
+    "float32": np.dtype(np.float32),
+    "float16": np.dtype(np.float16),
+    "bfloat16": BFLOAT16,
+}
+
+
+def is_float(dtype: Any) -> bool:
+    """True for float16/32/64 and bfloat16 (which NumPy counts as a void kind)."""
+    dtype = np.dtype(dtype)
+    return dtype.kind == "f" or dtype == BFLOAT16
+
+
+class LazyTensor:
+    """A tensor in a file: ``shape`` and ``dtype`` now, the data on ``load()``.
+
+    ``np.asarray(t)`` loads it too, so code written for arrays accepts it; code that needs only
+    the shape (``np.shape(t)``, ``t.shape``) reads nothing.
+    """
+
+    __slots__ = ("shape", "dtype", "_load", "_release")
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        dtype: Any,
+        load: Callable[[], np.ndarray],
+        release: Callable[[], None] | None = None,
+    ) -> None:
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = np.dtype(dtype)
+        self._load, self._release = load, release
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def load(self) -> np.ndarray:
+        return self._load()
+
+    def release(self) -> None:
+        """Drop the pages the last ``load`` mapped (memory-mapped sources); a no-op otherwise."""
+        if self._release is not None:
+            self._release()
+
+    def map(self, fn: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...]) -> LazyTensor:
+        """A lazy ``fn(self.load())`` of the given result shape (same dtype)."""
+        return LazyTensor(shape, self.dtype, lambda: fn(self.load()), self._release)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        value = self.load()
+        return value if dtype is None else value.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"LazyTensor(shape={self.shape}, dtype={self.dtype})"
+
+
+def load(value: Any) -> np.ndarray:
+    """The array of a ``LazyTensor`` or an array-like."""
+    return value.load() if isinstance(value, LazyTensor) else np.asarray(value)
+
+
+def release(value: Any) -> None:
+    if isinstance(value, LazyTensor):
+        value.release()
+
+
+# --------------------------------------------------------------------------- torch
+
+
+def from_torch(tensor) -> np.ndarray:
+    """A NumPy view of a CPU torch tensor, bfloat16 as ``ml_dtypes.bfloat16`` (no copy)."""
+    import torch
+
+    tensor = tensor.detach()
+    if tensor.dtype == torch.bfloat16:
+        return tensor.view(torch.int16).numpy().view(BFLOAT16)
+    return tensor.numpy()
+
+
+def to_torch(array: np.ndarray):
+    """A torch tensor of ``array`` (bfloat16 kept), sharing memory where NumPy allows it."""
+    import torch
+
+    array = np.asarray(array)
+    if not array.flags.writeable:  # torch.from_numpy warns on read-only memory
+        array = array.copy()
+    if array.dtype == BFLOAT16:
+        return torch.from_numpy(np.ascontiguousarray(array).view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+_PAGE = mmap.PAGESIZE
+_MADV_DONTNEED = 4
+
+
+def _libc():
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:  # pragma: no cover - no libc to call (not Linux): pages stay until unmapped
+        return None
+
+
+_LIBC = _libc() if os.name == "posix" else None
+
+
+def release_mapped(address: int, nbytes: int) -> None:
+    """Give back the resident pages of a read-only file mapping (``madvise(MADV_DONTNEED)`` on
+    the whole pages inside ``[address, address + nbytes)``): they are read again from the file if
+    touched later, so nothing changes but the process's resident memory."""
+    if _LIBC is None or nbytes <= 0:
+        return
+    start = -(-address // _PAGE) * _PAGE
+    end = (address + nbytes) // _PAGE * _PAGE
+    if end > start:
+        _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED)
