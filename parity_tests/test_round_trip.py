@@ -113,6 +113,33 @@ def test_flax_keras_back(made, tmp_path):
     assert_same_checkpoint(summary.outputs[0], source)
 
 
+@pytest.mark.keras
+@pytest.mark.parametrize("key", [("official", "sam"), ("detectron2", "vitdet")], ids="/".join)
+def test_msgpack_and_weights_h5_keep_bfloat16(made, tmp_path, key):
+    """The other port formats, in bfloat16: checkpoint -> Flax .msgpack (``--dtype bfloat16``;
+    the msgpack holds no config, the architecture is solved from its shapes) -> Keras, read
+    back from the bare .weights.h5 (its config attribute names the model) -> the layout: the
+    source's tensors cast to bfloat16, bit for bit, still bfloat16."""
+    from weight_convert.tensors import BFLOAT16, is_float
+
+    layout, _ = key
+    source = made[key]
+    msgpack = tmp_path / "m.msgpack"
+    convert.convert(source, "flax", msgpack, dtype="bfloat16")
+    keras_summary, _ = convert.convert(msgpack, "keras", tmp_path / "k")
+    assert keras_summary.detected["source"] == "flax"
+    back = tmp_path / "back.safetensors"
+    summary, _ = convert.convert(tmp_path / "k.weights.h5", "torch", back, layout=layout)
+    assert summary.detected["source"] == "keras"
+    got, _ = checkpoints.load_state_dict(back)
+    want, _ = checkpoints.load_state_dict(source)
+    assert set(want) - set(got) == DROPPED.get(key, set())
+    for name, value in got.items():
+        expected = want[name].astype(BFLOAT16) if is_float(want[name].dtype) else want[name]
+        assert value.dtype == expected.dtype, name
+        assert np.array_equal(value.view(np.uint8), expected.view(np.uint8)), name
+
+
 def test_torch_layout_to_layout(made, tmp_path):
     """official -> torchvision -> timm -> official (2D Swin), verified tensor by tensor; the
     official layout's derived buffers (relative_position_index, attn_mask) are rebuilt."""

@@ -294,18 +294,20 @@ def build_parser() -> argparse.ArgumentParser:
         "convert",
         help="convert between PyTorch checkpoints, Keras and Flax, in every direction",
         description="SOURCE is a PyTorch checkpoint (layout official, torchvision, timm or "
-        "detectron2, and variant, detected from its keys and shapes), a Keras .keras file or a "
-        "Flax .safetensors file written by this tool (told apart from a PyTorch .safetensors by "
-        "its metadata). Keras: writes OUT.keras (full model) and OUT.weights.h5, on the backend "
-        "KERAS_BACKEND selects (default tensorflow). Flax: writes OUT.safetensors (the nnx "
-        "state, config in the metadata). torch: writes a checkpoint in --layout's keys: "
-        "OUT.pth (torch.save), or OUT.safetensors / OUT.pkl (detectron2) when -o ends so.",
+        "detectron2, and variant, detected from its keys and shapes), a Keras .keras or "
+        ".weights.h5 file, or a Flax .safetensors file written by this tool (told apart from a "
+        "PyTorch .safetensors by its metadata) or .msgpack. Keras: writes OUT.keras (full model) "
+        "and OUT.weights.h5, on the backend KERAS_BACKEND selects (default tensorflow). Flax: "
+        "writes OUT.safetensors (the nnx state, config in the metadata) or, when -o ends so, "
+        "OUT.msgpack. torch: writes a checkpoint in --layout's keys: OUT.pth (torch.save), or "
+        "OUT.safetensors / OUT.pkl (detectron2) when -o ends so. dtypes are kept unless --dtype; "
+        "Flax, Keras and .safetensors outputs are written one tensor at a time.",
     )
     p.add_argument(
         "checkpoint",
         metavar="SOURCE",
-        help=".pth / .pt / .bin / .safetensors / .pkl checkpoint, .keras model or Flax "
-        ".safetensors",
+        help=".pth / .pt / .bin / .safetensors / .pkl checkpoint, Keras .keras / .weights.h5, "
+        "Flax .safetensors / .msgpack",
     )
     p.add_argument(
         "--to", required=True, choices=["keras", "flax", "torch"], help="target framework"
@@ -321,7 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="output path without suffix (default: ./SOURCE-STEM_TARGET); --to torch: a path "
         "ending in .pth / .pt / .bin / .safetensors / .pkl is taken as it is",
     )
-    p.add_argument("--variant", help="refuse the checkpoint unless it is this variant")
+    p.add_argument(
+        "--variant",
+        help="refuse the checkpoint unless it is this variant (and: the model of a bare "
+        ".weights.h5 that does not name one)",
+    )
     p.add_argument(
         "--verify",
         action="store_true",

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from weight_convert import checkpoints, layouts, rules, safetensors_io, transfer
+from weight_convert import checkpoints, layouts, port_files, rules, safetensors_io, transfer
 from weight_convert.errors import (
     CheckpointError,
     MissingKeysError,
@@ -80,8 +80,6 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".pkl")
 #: ``state_dict``). Others are written flat, as the segment-anything and timm releases are.
 TORCH_WRAPPERS = {("official", "swin"): "model", ("official", "video_swin"): "state_dict"}
 
-#: port variables assigned per call while converting (each call walks the model's variables)
-_ASSIGN_BATCH = 32
 
 #: Flax files written by ``ports.flax.serialization.save`` name the model and its config here
 _FLAX_METADATA = ("model", "config")
@@ -191,13 +189,15 @@ def output_paths(source: str | Path, target: str, output: str | Path | None) -> 
     """Files for ``target``. Keras / Flax: ``output`` with its known suffix removed, or the
     source's stem in the current directory (``STEM_keras``), plus each of the target's suffixes.
     torch: ``output`` as it is when it ends in one of ``TORCH_SUFFIXES``, else ``output`` (default
-    ``./STEM_torch``) plus ``.pth``."""
+    ``./STEM_torch``) plus ``.pth``. flax: ``output`` as it is when it ends in ``.msgpack``."""
     if output is None:
-        stem = _strip(Path(source).name, (*TORCH_SUFFIXES, ".keras"))
+        stem = _strip(Path(source).name, (*TORCH_SUFFIXES, ".keras", ".weights.h5", ".msgpack"))
         base = Path.cwd() / f"{stem}_{target}"
     else:
         base = Path(output)
         if target == "torch" and base.name.endswith(TORCH_SUFFIXES):
+            return [base]
+        if target == "flax" and base.name.endswith(".msgpack"):
             return [base]
         if target != "torch":
             base = base.with_name(_strip(base.name, TARGETS[target]))
@@ -270,8 +270,63 @@ def _read_keras(path: str, allow: layouts.Allow) -> Source:
             f"{path} holds a {type(model).__name__}, not a model of this zoo (ports.keras.models)"
         )
     info = {"format": "keras", "backend": keras.backend.backend(), "model": type(model).__name__}
-    reference, missing = port_to_reference(keras_port.read(model), config, allow)
+    reference, missing = port_to_reference(
+        _stored_dtype(path, keras_port.read(model)), config, allow
+    )
     return Source(path, "keras", config, reference, None, info, model, missing)
+
+
+def _stored_dtype(path: str, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Keras loads float16 / bfloat16 weights into float32 variables (exactly): give the values
+    back the dtype the file stores them in."""
+    stored = port_files.keras_file_dtype(path)
+    if stored is None or stored == "float32":
+        return values
+    return {
+        p: v.astype(FLOAT_DTYPES[stored]) if is_float(v.dtype) else v for p, v in values.items()
+    }
+
+
+def _read_keras_weights(path: str, allow: layouts.Allow, variant: str | None) -> Source:
+    """A bare ``.weights.h5``: the model is the one its ``vit_zoo_config`` attribute names (this
+    tool writes it), else ``--variant``."""
+    try:
+        config = port_files.read_config_attr(path)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(
+            f"cannot read {path} (truncated or corrupt?): {_first_line(e)}"
+        ) from None
+    if config is None:
+        if variant is None:
+            raise UsageError(
+                f"{path} holds Keras weights without naming their model: give --variant NAME"
+            )
+        config = VARIANTS[variant].config
+    try:
+        values = port_files.read_keras_weights_h5(path, config)
+    except (OSError, ValueError) as e:
+        raise WrongModelError(
+            f"{path} does not hold {MODEL_CLASSES[config.family]} weights of this config: "
+            f"{_first_line(e)}"
+        ) from None
+    info = {"format": "keras-weights", "model": MODEL_CLASSES[config.family]}
+    reference, missing = port_to_reference(_stored_dtype(path, values), config, allow)
+    return Source(path, "keras", config, reference, None, info, missing=missing)
+
+
+def _read_flax_msgpack(path: str, allow: layouts.Allow) -> Source:
+    """A Flax msgpack (the nested pure dict of the nnx state): no config inside, so the
+    architecture is solved from the variables' paths and shapes."""
+    try:
+        values = port_files.read_flax_msgpack(path)
+    except Exception as e:  # noqa: BLE001 - any failure to unpack is one user-facing error
+        raise CheckpointError(
+            f"cannot read {path} as a Flax msgpack file (truncated or corrupt?): {_first_line(e)}"
+        ) from None
+    config, notes = port_files.infer_config({p: tuple(v.shape) for p, v in values.items()})
+    info = {"format": "flax-msgpack", "model": MODEL_CLASSES[config.family], "notes": notes}
+    reference, missing = port_to_reference(values, config, allow)
+    return Source(path, "flax", config, reference, None, info, missing=missing)
 
 
 def _read_flax(
@@ -291,7 +346,9 @@ def _read_flax(
     return Source(path, "flax", config, reference, None, info, missing=missing)
 
 
-def read_source(path: str | os.PathLike, allow: layouts.Allow = layouts.STRICT) -> Source:
+def read_source(
+    path: str | os.PathLike, allow: layouts.Allow = layouts.STRICT, variant: str | None = None
+) -> Source:
     """Read ``path`` into the reference's keys: a Keras ``.keras`` file, a Flax ``.safetensors``
     written by this tool (told from a PyTorch ``.safetensors`` by its metadata), or a PyTorch
     checkpoint of a known layout (``.pth`` / ``.pt`` / ``.bin`` / ``.safetensors`` / detectron2
@@ -304,12 +361,12 @@ def read_source(path: str | os.PathLike, allow: layouts.Allow = layouts.STRICT) 
     """
     path = os.fspath(path)
     content = checkpoints.sniff(path)
-    if path.endswith(".weights.h5"):
-        raise WrongFormatError(
-            f"{path} holds Keras weights without the model: convert the .keras file beside it"
-        )
+    if content == "hdf5":
+        return _read_keras_weights(path, allow, variant)
     if content == "zip" and path.endswith(".keras"):
         return _read_keras(path, allow)
+    if content == "msgpack":
+        return _read_flax_msgpack(path, allow)
     tensors, info = checkpoints.open_state_dict(path)
     metadata = info.get("metadata") or {}
     if all(k in metadata for k in _FLAX_METADATA):
@@ -487,10 +544,13 @@ def _stream_safetensors(
     metadata: Mapping[str, str],
     progress: Progress,
 ) -> None:
-    """Write ``(name, key, value)`` items one at a time: load, check, cast, write, release."""
-    writer = safetensors_io.StreamWriter(out, metadata)
+    """Write ``(name, key, value)`` items one at a time (load, check, cast, write, release)
+    after the header, which the values' shapes and dtypes give before any is loaded."""
+    items = list(items)
+    entries = [(name, tuple(value.shape), tensors.out_dtype(value)) for name, _, value in items]
+    writer = safetensors_io.StreamWriter(out, entries, metadata)
     try:
-        for name, key, value in progress.track(list(items), "write"):
+        for name, key, value in progress.track(items, "write"):
             writer.add(name, tensors(key, value))
             release(value)
         tensors.check()
@@ -504,9 +564,10 @@ def write_flax(
     source: Source, path: Path, tensors: Tensors, progress: Progress | None = None
 ) -> None:
     """The Flax ``.safetensors`` file of ``ports.flax.serialization`` (every checkpoint variable
-    by nnx path, config in the metadata), streamed: the model is built abstractly (shapes only)
-    and each tensor is loaded, rearranged and written in turn. Tensors ``source.missing`` names
-    come from a freshly initialized model."""
+    by nnx path, config in the metadata) or, for a ``.msgpack`` path, the msgpack of the nnx
+    state's pure dict (``port_files.write_flax_msgpack``), streamed: the model is built
+    abstractly (shapes only) and each tensor is loaded, rearranged and written in turn. Tensors
+    ``source.missing`` names come from a freshly initialized model."""
     from ports.flax.serialization import FORMAT
 
     progress = progress or Progress(enabled=False)
@@ -537,6 +598,26 @@ def write_flax(
             )
             yield port_path, key, lazy.map(lambda x, p=port_path: rules.to_port(p, x), got)
 
+    if path.name.endswith(".msgpack"):
+
+        def write_msgpack(staged: list[Path]) -> None:
+            checked = [
+                (
+                    name,
+                    LazyTensor(
+                        v.shape,
+                        tensors.out_dtype(v),
+                        lambda k=key, v=v: tensors(k, v),
+                        lambda v=v: release(v),
+                    ),
+                )
+                for name, key, v in items()
+            ]
+            port_files.write_flax_msgpack(staged[0], progress.track(checked, "write"))
+            tensors.check()
+
+        _atomic([path], write_msgpack)
+        return
     metadata = {
         "format": FORMAT,
         "model": MODEL_CLASSES[source.config.family],
@@ -551,36 +632,48 @@ def write_flax(
 def write_keras(
     source: Source, paths: list[Path], tensors: Tensors, progress: Progress | None = None
 ) -> None:
-    """``OUT.keras`` and ``OUT.weights.h5``: the Keras model built from the config, every
-    variable assigned (in batches: each assignment walks the model's variables), then saved.
-    Unlike the other targets this holds the whole model in memory."""
+    """``OUT.keras`` and ``OUT.weights.h5``, streamed: the Keras model is built without values
+    (``keras_port.abstract_model``) and Keras' own saver pulls each variable's value, loaded,
+    rearranged and checked just then (``keras_port.save_streamed``). Tensors ``source.missing``
+    names come from a freshly initialized model."""
+    from weight_convert.frameworks import keras_port
+
     progress = progress or Progress(enabled=False)
-    adapter, model = build_port("keras", source.config)
-    shapes = adapter.shapes(model)
+    model = keras_port.abstract_model(source.config)
+    shapes = keras_port.shapes(model)
     missing = set(source.missing)
     fresh = [p for p in shapes if rules.torch_key(p) in missing]
     plan = transfer.plan_to_port(shapes, source.reference, allow_missing=fresh)
-    batch: dict[str, np.ndarray] = {}
-    order = list(plan)
-    for port_path in progress.track(order, "assign"):
+    initial = {}
+    if fresh:
+        _, initialized = build_port("keras", source.config)
+        initial = {p: v for p, v in keras_port.read(initialized).items() if p in fresh}
+        del initialized
+    bar = iter(progress.track(range(len(shapes)), "write"))
+
+    def value_of(port_path: str) -> np.ndarray:
+        next(bar, None)
+        if port_path in initial:
+            return initial.pop(port_path)
         key = plan[port_path]
         value = source.reference[key]
-        array = rules.to_port(port_path, tensors(key, value))
-        if tuple(array.shape) != tuple(shapes[port_path]):
+        got = rules.port_shape(port_path, tuple(value.shape))
+        if got != tuple(shapes[port_path]):
             raise ShapeMismatchError(
-                f"{key}: shape {tuple(value.shape)} gives {tuple(array.shape)} for "
-                f"{port_path}, which expects {tuple(shapes[port_path])}"
+                f"{key}: shape {tuple(value.shape)} gives {got} for {port_path}, which "
+                f"expects {tuple(shapes[port_path])}"
             )
-        batch[port_path] = array
+        array = rules.to_port(port_path, tensors(key, value))
         release(value)
-        if len(batch) == _ASSIGN_BATCH or port_path == order[-1]:
-            adapter.assign(model, batch)
-            batch = {}
-    tensors.check()
+        return array
 
     def write(staged: list[Path]) -> None:
-        model.save(str(staged[0]))
-        model.save_weights(str(staged[1]))
+        attrs = {port_files.CONFIG_ATTR: json.dumps(config_to_dict(source.config))}
+        count = keras_port.save_streamed(model, staged[1], staged[0], value_of, attrs)
+        if count != len(shapes):
+            raise RuntimeError(f"Keras saved {count} of the model's {len(shapes)} variables")
+        next(bar, None)
+        tensors.check()
 
     _atomic(paths, write)
 
@@ -650,16 +743,30 @@ def write_torch(
 # --------------------------------------------------------------------------- verifying
 
 
-def _load_saved(target: str, paths: list[Path]):
-    if target == "keras":
+def _load_port_file(kind: str, path: str | Path, config: Config):
+    """The Keras / Flax model of a file this tool reads or writes, float32, for ``--verify``."""
+    path = str(path)
+    if kind == "keras":
         import keras
 
         import ports.keras.models  # noqa: F401  (registers the serializable classes)
 
-        return keras.saving.load_model(str(paths[0]))
+        if path.endswith(".keras"):
+            return keras.saving.load_model(path)
+        from ports.keras.models import build_model
+
+        model = build_model(config)
+        model.load_weights(path)
+        return model
     from ports.flax import serialization
 
-    return serialization.load(paths[0])
+    if not path.endswith(".msgpack"):
+        return serialization.load(path)
+    from weight_convert.frameworks import flax_port
+
+    _, model = build_port("flax", config)
+    flax_port.assign(model, port_files.read_flax_msgpack(path))
+    return model
 
 
 def _reference_model(config: Config, state: Mapping[str, np.ndarray]):
@@ -701,7 +808,7 @@ def verify_files(
     source lacked (``--allow-missing``) are given to the reference from the written model."""
     from weight_convert.frameworks import port
 
-    model = _load_saved(target, paths)
+    model = _load_port_file(target, paths[0], config)
     state = dict(reference_state)
     if len(state) < len(reference_shapes(config)):
         written, _ = port_to_reference(port(target).read(model), config)
@@ -766,10 +873,8 @@ def verify_torch(
         want = {k: tensors(k, v) for k, v in source.reference.items()}
         return _exact_report(f"{path.name} vs {Path(source.path).name}", back, want)
     model = source.model
-    if model is None:  # a Flax source: load it now
-        from ports.flax import serialization
-
-        model = serialization.load(source.path)
+    if model is None:  # load the Flax / Keras weights source now
+        model = _load_port_file(source.kind, source.path, source.config)
     if source.missing:
         from weight_convert.frameworks import port
 
@@ -826,7 +931,7 @@ def convert(
 
     start = time.perf_counter()
     progress.step(f"reading {source}")
-    src = read_source(source, layouts.Allow(tuple(allow_missing), tuple(allow_unused)))
+    src = read_source(source, layouts.Allow(tuple(allow_missing), tuple(allow_unused)), variant)
     _check_variant(src, variant)
     if target == "torch":
         layout = _choose_layout(src.family, layout)

@@ -9,7 +9,9 @@
       nnx.replace_by_pure_dict(state, serialization.msgpack_restore(data))
       nnx.update(model, state)  # or nnx.merge(graphdef, state)
 
-  (or ``nnx.update(model, serialization.msgpack_restore(data))``). msgpack has no metadata
+  or ``nnx.update(model, serialization.msgpack_restore(data))`` (the state of
+  ``nnx.state(model, nnx.Param)`` lacks SAM's ``Buffer``; ``serialization.from_bytes`` wants
+  string list indices and does not take the file). msgpack has no metadata
   slot, so the file holds no config: ``infer_config`` recovers the architecture from the
   variables' paths and shapes.
 - Keras ``.weights.h5`` as input: the model is built from the config and loads the file
@@ -38,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from weight_convert.errors import WrongFormatError
 from zoo.configs import MODEL_CLASSES, Config, config_from_dict, config_to_dict
 
 __all__ = [
@@ -155,11 +158,11 @@ def read_flax_msgpack(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return out
 
 
-def infer_config(values: Mapping[str, Any]) -> tuple[Config, list[str]]:
-    """The architecture of port variables (``{port path: array or anything with .shape}``,
-    Keras or Flax paths), from their paths and shapes alone (no data is read): the paths map to
-    the reference's keys (``rules.torch_key``) and ``layouts.infer_config`` is tried for every
-    family; the one whose model has exactly these tensors and shapes wins.
+def infer_config(shapes: Mapping[str, tuple[int, ...]]) -> tuple[Config, list[str]]:
+    """The architecture of port variables from their paths and shapes alone (``{port path:
+    shape}``, Keras or Flax paths): the paths map to the reference's keys (``rules.torch_key``)
+    and ``layouts.infer_config`` is tried for every family; the one whose model has exactly
+    these tensors and shapes wins.
 
     Returns (config, notes). Fields that no tensor shape shows come from the defaults: the
     training resolution (``img_size``, ``frames``), drop rates, SAM's decoder head count (a
@@ -168,11 +171,15 @@ def infer_config(values: Mapping[str, Any]) -> tuple[Config, list[str]]:
     from weight_convert import layouts, rules
     from zoo.shapes import reference_shapes
 
-    state: dict[str, np.ndarray] = {}
-    for path, value in values.items():
-        shape = rules.torch_shape(path, tuple(np.shape(value)))
-        state[rules.torch_key(path)] = np.broadcast_to(np.zeros((), np.float32), shape)
-    shapes = {k: v.shape for k, v in state.items()}
+    state: dict[str, np.ndarray] = {}  # zero-strided stand-ins: shapes without data
+    for path, shape in shapes.items():
+        key = rules.torch_key(path)
+        if key in state:
+            raise layouts.LayoutError(f"two variables map to {key}, {path} the second")
+        state[key] = np.broadcast_to(
+            np.zeros((), np.float32), rules.torch_shape(path, tuple(shape))
+        )
+    want = {k: v.shape for k, v in state.items()}
     tried = []
     for family in layouts.FAMILIES:
         try:
@@ -180,11 +187,11 @@ def infer_config(values: Mapping[str, Any]) -> tuple[Config, list[str]]:
         except layouts.LayoutError as e:
             tried.append(f"{family}: {e}")
             continue
-        if reference_shapes(config) == shapes:
+        if reference_shapes(config) == want:
             return config, notes
         tried.append(f"{family}: the inferred model has other tensors or shapes")
     raise layouts.LayoutError(
-        f"no model of this zoo has these {len(values)} variables ({'; '.join(tried)})"
+        f"no model of this zoo has these {len(shapes)} variables ({'; '.join(tried)})"
     )
 
 
@@ -318,7 +325,8 @@ def load_keras_model(path: str | os.PathLike, dtype: str | None = None):
     variables (holding the bfloat16 values exactly) behind a top model that rounds its inputs
     to bfloat16. Here the top model's policy is set to ``dtype`` and, where the variables are
     in another dtype, the model is rebuilt in ``dtype`` (``build_keras_model``) and given the
-    loaded values (exact when widening).
+    loaded values (exact when widening). Raises ``WrongFormatError`` for a model that is not
+    one of ``ports.keras.models``.
     """
     import keras
 
@@ -331,7 +339,7 @@ def load_keras_model(path: str | os.PathLike, dtype: str | None = None):
     model = keras.saving.load_model(path)
     config = getattr(model, "config", None)
     if not isinstance(config, Config) or type(model).__name__ != MODEL_CLASSES[config.family]:
-        raise ValueError(f"{path} holds a {type(model).__name__}, not a model of this zoo")
+        raise WrongFormatError(f"{path} holds a {type(model).__name__}, not a model of this zoo")
     if any(keras.backend.standardize_dtype(v.dtype) != want for v in model.weights):
         rebuilt = build_keras_model(config, want)
         keras_port.assign(rebuilt, keras_port.read(model))

@@ -2,19 +2,20 @@
 
 A file is an 8-byte little-endian header length, a JSON header ``{name: {"dtype", "shape",
 "data_offsets": [begin, end]}, "__metadata__": {str: str}}`` and the tensors' bytes. Reading
-gives ``LazyTensor``s that read their own byte range on ``load()`` (``os.pread`` into a fresh
-array: no memory-mapped pages stay resident). ``StreamWriter`` writes each tensor's bytes as it
-comes and the header at the end, so converting a checkpoint never holds more than one tensor.
+gives ``LazyTensor``s that read their own byte range on ``load()`` (``os.preadv`` into a fresh
+array: no memory-mapped pages stay resident). ``StreamWriter`` writes the header from the
+announced shapes and dtypes, then each tensor's bytes as it comes, so converting a checkpoint
+never holds more than one tensor.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -112,51 +113,55 @@ def read_lazy(path: str) -> tuple[dict[str, LazyTensor], dict[str, str]]:
 
 
 class StreamWriter:
-    """Write a safetensors file tensor by tensor: ``add(name, array)`` appends the bytes to a
-    scratch file beside ``path``; ``close()`` writes the header and the data to ``path`` (the
-    header needs every shape, so it comes last). ``path`` should itself be a temporary name that
-    the caller renames (``convert._atomic``)."""
+    """Write a safetensors file tensor by tensor. The header needs every name, shape and dtype
+    first: ``StreamWriter(path, [(name, shape, dtype), ...], metadata)`` writes it, then
+    ``add(name, array)`` appends each tensor's bytes in that order and ``close()`` checks they
+    all came. ``path`` should be a temporary name that the caller renames
+    (``convert._atomic``)."""
 
-    def __init__(self, path: str | Path, metadata: Mapping[str, str] | None = None) -> None:
-        self.path = Path(path)
-        self.metadata = dict(metadata or {})
-        self._data_path = self.path.with_name(self.path.name + ".data")
-        self._data = open(self._data_path, "wb")  # noqa: SIM115 - closed in close()
-        self._header: dict[str, dict] = {}
-        self._offset = 0
-
-    def add(self, name: str, array: np.ndarray) -> None:
-        if name in self._header:
-            raise ValueError(f"tensor {name} written twice")
-        array = np.ascontiguousarray(array)
-        dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
-        if dtype not in _NAMES:
-            raise ValueError(f"{name}: dtype {array.dtype} has no safetensors name")
-        data = array.astype(dtype, copy=False).reshape(-1).view(np.uint8)
-        self._data.write(memoryview(data))
-        end = self._offset + data.nbytes
-        self._header[name] = {
-            "dtype": _NAMES[dtype],
-            "shape": list(array.shape),
-            "data_offsets": [self._offset, end],
-        }
-        self._offset = end
-
-    def close(self) -> None:
-        self._data.close()
-        header = dict(self._header)
-        if self.metadata:
-            header["__metadata__"] = self.metadata
+    def __init__(
+        self,
+        path: str | Path,
+        entries: Sequence[tuple[str, tuple[int, ...], np.dtype]],
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        header: dict[str, Any] = {}
+        offset = 0
+        for name, shape, dtype in entries:
+            dtype = np.dtype(dtype)
+            if dtype not in _NAMES:
+                raise ValueError(f"{name}: dtype {dtype} has no safetensors name")
+            if name in header:
+                raise ValueError(f"tensor {name} listed twice")
+            end = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            header[name] = {
+                "dtype": _NAMES[dtype],
+                "shape": list(shape),
+                "data_offsets": [offset, end],
+            }
+            offset = end
+        self._expected = [(name, tuple(shape), np.dtype(dtype)) for name, shape, dtype in entries]
+        if metadata:
+            header["__metadata__"] = dict(metadata)
         text = json.dumps(header, separators=(",", ":")).encode()
         text += b" " * (-len(text) % 8)  # the format pads the header to 8 bytes with spaces
-        try:
-            with open(self.path, "wb") as out, open(self._data_path, "rb") as data:
-                out.write(struct.pack("<Q", len(text)))
-                out.write(text)
-                shutil.copyfileobj(data, out, 1 << 24)
-        finally:
-            self._data_path.unlink(missing_ok=True)
+        self._file = open(path, "wb")  # noqa: SIM115 - closed in close() / abort()
+        self._file.write(struct.pack("<Q", len(text)) + text)
+        self._done = 0
+
+    def add(self, name: str, array: np.ndarray) -> None:
+        want = self._expected[self._done] if self._done < len(self._expected) else None
+        array = np.ascontiguousarray(array)
+        if want is None or (name, tuple(array.shape), array.dtype) != want:
+            got = (name, tuple(array.shape), array.dtype)
+            raise ValueError(f"tensor {got} written where the header announced {want}")
+        self._file.write(memoryview(array.reshape(-1).view(np.uint8)))
+        self._done += 1
+
+    def close(self) -> None:
+        self._file.close()
+        if self._done != len(self._expected):
+            raise ValueError(f"{len(self._expected) - self._done} announced tensor(s) not written")
 
     def abort(self) -> None:
-        self._data.close()
-        self._data_path.unlink(missing_ok=True)
+        self._file.close()

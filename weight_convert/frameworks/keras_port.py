@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Iterator, Mapping
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import keras
@@ -187,3 +188,66 @@ def numerics():
 
         return torch_numerics()
     return contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------- streamed files
+
+
+def abstract_model(config) -> keras.Model:
+    """The model ``config`` describes, built inside a ``keras.StatelessScope``: its variables
+    have paths, shapes and dtypes but no values (no memory), for ``save_streamed``."""
+    from ports.keras.models import build_model
+
+    with keras.StatelessScope():
+        return build_model(config)
+
+
+def save_streamed(
+    model: keras.Model,
+    weights_path,
+    keras_path,
+    value_of: Callable[[str], np.ndarray],
+    attrs: Mapping[str, str] | None = None,
+) -> int:
+    """Write ``model``'s ``.weights.h5`` and ``.keras`` files with every variable's value taken
+    from ``value_of(port path)`` as Keras' saver reaches it, so only one value is in memory at a
+    time and the model itself needs none (``abstract_model``). Values are written in their own
+    dtype (bfloat16 as Keras marks it); ``attrs`` go on the HDF5 root. The ``.keras`` archive is
+    the one ``model.save`` writes: ``metadata.json``, ``config.json`` and the same
+    ``model.weights.h5``. Returns the number of variables written.
+
+    Keras' saver is driven through ``keras.src.saving.saving_lib`` (its H5 store and state walk),
+    the only way to hand it values one at a time.
+    """
+    from keras.src.saving import saving_lib
+
+    written = []
+
+    class Store(saving_lib.H5IOStore):
+        def __setitem__(self, key, value):
+            if isinstance(value, keras.Variable):
+                path = _port_path(value.path, model)
+                written.append(path)
+                value = value_of(path)
+            super().__setitem__(key, value)
+
+    store = Store(str(weights_path), mode="w")
+    try:
+        saving_lib._save_state(
+            model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set()
+        )
+    finally:
+        store.close()
+    if attrs:
+        import h5py
+
+        with h5py.File(str(weights_path), "a") as f:
+            f.attrs.update(attrs)
+    if len(set(written)) != len(written):
+        raise ValueError("a variable was written twice")
+    config_json, metadata_json = saving_lib._serialize_model_as_json(model)
+    with zipfile.ZipFile(str(keras_path), "w") as zf:
+        zf.writestr(saving_lib._METADATA_FILENAME, metadata_json)
+        zf.writestr(saving_lib._CONFIG_FILENAME, config_json)
+        zf.write(str(weights_path), saving_lib._VARS_FNAME_H5)
+    return len(written)
