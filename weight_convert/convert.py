@@ -560,6 +560,43 @@ def _stream_safetensors(
     writer.close()
 
 
+def _as_lazy(value: Any) -> LazyTensor:
+    if isinstance(value, LazyTensor):
+        return value
+    array = np.asarray(value)
+    return LazyTensor(array.shape, array.dtype, lambda: array)
+
+
+def port_values(
+    source: Source,
+    shapes: Mapping[str, tuple[int, ...]],
+    initialized: Callable[[], Mapping[str, np.ndarray]],
+) -> dict[str, tuple[str, LazyTensor]]:
+    """Port path -> (source key, lazy value in the port's layout) for every variable of a port
+    model with ``shapes``; every shape is checked before anything is loaded
+    (``ShapeMismatchError``). Variables of tensors ``source.missing`` names take their values
+    from ``initialized()`` (a freshly initialized model's, by port path)."""
+    missing = set(source.missing)
+    fresh = [p for p in shapes if rules.torch_key(p) in missing]
+    plan = transfer.plan_to_port(shapes, source.reference, allow_missing=fresh)
+    initial = {p: v for p, v in initialized().items() if p in fresh} if fresh else {}
+    out = {}
+    for port_path, shape in shapes.items():
+        if port_path in initial:
+            out[port_path] = (port_path, _as_lazy(initial[port_path]))
+            continue
+        key = plan[port_path]
+        value = _as_lazy(source.reference[key])
+        got = rules.port_shape(port_path, value.shape)
+        if got != tuple(shape):
+            raise ShapeMismatchError(
+                f"{key}: shape {value.shape} gives {got} for {port_path}, which expects "
+                f"{tuple(shape)}"
+            )
+        out[port_path] = (key, value.map(lambda x, p=port_path: rules.to_port(p, x), got))
+    return out
+
+
 def write_flax(
     source: Source, path: Path, tensors: Tensors, progress: Progress | None = None
 ) -> None:
@@ -571,33 +608,12 @@ def write_flax(
     from ports.flax.serialization import FORMAT
 
     progress = progress or Progress(enabled=False)
-    adapter, model = build_port("flax", source.config, initialized=bool(source.missing))
-    shapes = adapter.shapes(model)
-    missing = set(source.missing)
-    fresh = [p for p in shapes if rules.torch_key(p) in missing]
-    plan = transfer.plan_to_port(shapes, source.reference, allow_missing=fresh)
-    initial = {p: v for p, v in adapter.read(model).items() if p in fresh} if fresh else {}
+    adapter, model = build_port("flax", source.config)
 
-    def items():
-        for port_path in shapes:
-            if port_path in initial:
-                yield port_path, port_path, initial[port_path]
-                continue
-            key = plan[port_path]
-            value = source.reference[key]
-            got = rules.port_shape(port_path, tuple(value.shape))
-            if got != tuple(shapes[port_path]):
-                raise ShapeMismatchError(
-                    f"{key}: shape {tuple(value.shape)} gives {got} for {port_path}, which "
-                    f"expects {tuple(shapes[port_path])}"
-                )
-            lazy = (
-                value
-                if isinstance(value, LazyTensor)
-                else LazyTensor(value.shape, value.dtype, lambda v=value: np.asarray(v))
-            )
-            yield port_path, key, lazy.map(lambda x, p=port_path: rules.to_port(p, x), got)
+    def initialized() -> Mapping[str, np.ndarray]:
+        return adapter.read(build_port("flax", source.config, initialized=True)[1])
 
+    planned = port_values(source, adapter.shapes(model), initialized)
     if path.name.endswith(".msgpack"):
 
         def write_msgpack(staged: list[Path]) -> None:
@@ -611,7 +627,7 @@ def write_flax(
                         lambda v=v: release(v),
                     ),
                 )
-                for name, key, v in items()
+                for name, (key, v) in planned.items()
             ]
             port_files.write_flax_msgpack(staged[0], progress.track(checked, "write"))
             tensors.check()
@@ -623,9 +639,10 @@ def write_flax(
         "model": MODEL_CLASSES[source.config.family],
         "config": json.dumps(config_to_dict(source.config)),
     }
+    items = [(name, key, value) for name, (key, value) in planned.items()]
     _atomic(
         [path],
-        lambda staged: _stream_safetensors(staged[0], items(), tensors, metadata, progress),
+        lambda staged: _stream_safetensors(staged[0], items, tensors, metadata, progress),
     )
 
 
@@ -641,29 +658,15 @@ def write_keras(
     progress = progress or Progress(enabled=False)
     model = keras_port.abstract_model(source.config)
     shapes = keras_port.shapes(model)
-    missing = set(source.missing)
-    fresh = [p for p in shapes if rules.torch_key(p) in missing]
-    plan = transfer.plan_to_port(shapes, source.reference, allow_missing=fresh)
-    initial = {}
-    if fresh:
-        _, initialized = build_port("keras", source.config)
-        initial = {p: v for p, v in keras_port.read(initialized).items() if p in fresh}
-        del initialized
+    planned = port_values(
+        source, shapes, lambda: keras_port.read(build_port("keras", source.config)[1])
+    )
     bar = iter(progress.track(range(len(shapes)), "write"))
 
     def value_of(port_path: str) -> np.ndarray:
         next(bar, None)
-        if port_path in initial:
-            return initial.pop(port_path)
-        key = plan[port_path]
-        value = source.reference[key]
-        got = rules.port_shape(port_path, tuple(value.shape))
-        if got != tuple(shapes[port_path]):
-            raise ShapeMismatchError(
-                f"{key}: shape {tuple(value.shape)} gives {got} for {port_path}, which "
-                f"expects {tuple(shapes[port_path])}"
-            )
-        array = rules.to_port(port_path, tensors(key, value))
+        key, value = planned[port_path]
+        array = tensors(key, value)
         release(value)
         return array
 

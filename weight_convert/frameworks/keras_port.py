@@ -194,11 +194,12 @@ def numerics():
 
 
 def abstract_model(config) -> keras.Model:
-    """The model ``config`` describes, built inside a ``keras.StatelessScope``: its variables
-    have paths, shapes and dtypes but no values (no memory), for ``save_streamed``."""
+    """The model ``config`` describes, built inside a ``keras.StatelessScope`` that leaves its
+    variables uninitialized: they have paths, shapes and dtypes but no values (no memory), for
+    ``save_streamed``."""
     from ports.keras.models import build_model
 
-    with keras.StatelessScope():
+    with keras.StatelessScope(initialize_variables=False):
         return build_model(config)
 
 
