@@ -16,6 +16,7 @@ from zoo.layout import Layout
 from zoo.models.sam_image_encoder import ImageEncoderViT
 from zoo.models.sam_mask_decoder import MaskDecoder
 from zoo.models.sam_prompt_encoder import PromptEncoder
+from zoo.validate import check_image, check_points, reference_dtypes
 
 __all__ = ["Sam", "build_prompt_encoder", "build_mask_decoder"]
 
@@ -70,6 +71,17 @@ class Sam(nn.Module):
         point_labels: torch.Tensor,
         multimask_output: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        check_image(
+            self, images.shape, images.dtype, framework="torch", **reference_dtypes(self, images)
+        )
+        check_points(
+            "Sam",
+            point_coords.shape,
+            point_coords.dtype,
+            point_labels.shape,
+            point_labels.dtype,
+            batch=images.shape[0],
+        )
         embeddings = self.image_encoder(images)
         image_pe = self.prompt_encoder.get_dense_pe()
         masks, ious = [], []

@@ -16,6 +16,7 @@ from zoo.layers.mlp import MLPBlock
 from zoo.layers.norm import LayerNorm2d
 from zoo.layers.vitdet import Block
 from zoo.layout import Layout
+from zoo.validate import check_image, reference_dtypes
 
 __all__ = ["ImageEncoderViT", "SamPatchEmbed"]
 
@@ -98,6 +99,7 @@ class ImageEncoderViT(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image(self, x.shape, x.dtype, framework="torch", **reference_dtypes(self, x))
         x = self.patch_embed(x)
         if self.pos_embed is not None:
             _check_grid(x.shape[1:3], self.pos_embed.shape[1:3])

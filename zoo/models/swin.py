@@ -15,6 +15,7 @@ from zoo.configs import SwinConfig
 from zoo.layers.norm import LayerNorm
 from zoo.layers.patch import PatchEmbed, PatchMerging
 from zoo.layers.swin_block import SwinTransformerBlock
+from zoo.validate import check_image, reference_dtypes
 
 __all__ = [
     "BasicLayer",
@@ -130,6 +131,7 @@ class SwinTransformer(nn.Module):
         return backbone_features(self, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        check_image(self, x.shape, x.dtype, framework="torch", **reference_dtypes(self, x))
         features = self.forward_features(x)
         if self.config.features_only:
             return features

@@ -8,6 +8,7 @@ from torch import nn
 
 from zoo.configs import VideoSwinConfig
 from zoo.models.swin import backbone_features, init_backbone
+from zoo.validate import check_image, reference_dtypes
 
 __all__ = ["I3DHead", "SwinTransformer3D", "VideoSwin"]
 
@@ -23,9 +24,11 @@ class SwinTransformer3D(nn.Module):
 
     def __init__(self, config: VideoSwinConfig) -> None:
         super().__init__()
+        self.config = config
         init_backbone(self, config)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        check_image(self, x.shape, x.dtype, framework="torch", **reference_dtypes(self, x))
         return backbone_features(self, x)
 
 
@@ -61,6 +64,7 @@ class VideoSwin(nn.Module):
             self.cls_head = I3DHead(dim, config.num_classes, config.head_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        check_image(self, x.shape, x.dtype, framework="torch", **reference_dtypes(self, x))
         features = self.backbone(x)
         if self.config.features_only:
             return features

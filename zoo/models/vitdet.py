@@ -25,6 +25,7 @@ from zoo.layers.norm import LayerNorm2d
 from zoo.layers.patch import PatchEmbed
 from zoo.layers.vitdet import Block
 from zoo.layout import Layout
+from zoo.validate import check_image, reference_dtypes
 
 __all__ = [
     "Conv2d",
@@ -107,6 +108,7 @@ class ViT(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image(self, x.shape, x.dtype, framework="torch", **reference_dtypes(self, x))
         x = self.patch_embed(x)  # (B, h, w, C)
         if self.pos_embed is not None:
             x = x + get_abs_pos(
@@ -208,6 +210,7 @@ class SimpleFeaturePyramid(nn.Module):
             raise ValueError("top_block needs the stride-32 stage (scale factor 0.5 at patch 16)")
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        check_image(self, x.shape, x.dtype, framework="torch", **reference_dtypes(self, x))
         features = self.net(x)
         results = []
         for name in self.stage_names:

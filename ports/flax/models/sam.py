@@ -11,6 +11,7 @@ from ports.flax.models.sam_image_encoder import ImageEncoderViT
 from ports.flax.models.sam_mask_decoder import MaskDecoder
 from ports.flax.models.sam_prompt_encoder import PromptEncoder
 from zoo.configs import SamConfig
+from zoo.validate import check_image, check_points
 
 __all__ = ["Sam"]
 
@@ -49,6 +50,15 @@ class Sam(nnx.Module):
         point_labels: jax.Array,
         multimask_output: bool = True,
     ) -> tuple[jax.Array, jax.Array]:
+        check_image(self, images.shape, images.dtype, framework="flax")
+        check_points(
+            "Sam",
+            point_coords.shape,
+            point_coords.dtype,
+            point_labels.shape,
+            point_labels.dtype,
+            batch=images.shape[0],
+        )
         embeddings = self.image_encoder(images)
         image_pe = self.prompt_encoder.get_dense_pe()
         masks, ious = [], []

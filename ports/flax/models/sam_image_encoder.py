@@ -12,6 +12,7 @@ from ports.flax.layers.mlp import MLPBlock
 from ports.flax.layers.norm import LayerNorm2d
 from ports.flax.layers.vitdet import Block
 from zoo.configs import SamConfig
+from zoo.validate import check_image
 
 __all__ = ["ImageEncoderViT", "SamPatchEmbed"]
 
@@ -102,6 +103,7 @@ class ImageEncoderViT(nnx.Module):
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        check_image(self, x.shape, x.dtype, framework="flax")
         x = self.patch_embed(x)
         if self.pos_embed is not None:
             pos = self.pos_embed[...]

@@ -17,6 +17,7 @@ from ports.flax.layers.norm import LayerNorm
 from ports.flax.layers.patch import PatchEmbed, PatchMerging
 from ports.flax.layers.swin_block import SwinTransformerBlock
 from zoo.configs import SwinConfig
+from zoo.validate import check_image
 
 __all__ = [
     "BasicLayer",
@@ -149,6 +150,7 @@ class SwinTransformer(nnx.Module):
         return backbone_features(self, x)
 
     def __call__(self, x: jax.Array) -> jax.Array | list[jax.Array]:
+        check_image(self, x.shape, x.dtype, framework="flax")
         features = self.forward_features(x)
         if self.config.features_only:
             return features

@@ -10,6 +10,7 @@ from flax import nnx
 
 from ports.flax.models.swin import backbone_features, init_backbone
 from zoo.configs import VideoSwinConfig
+from zoo.validate import check_image
 
 __all__ = ["I3DHead", "SwinTransformer3D", "VideoSwin"]
 
@@ -23,9 +24,11 @@ class SwinTransformer3D(nnx.Module):
     """
 
     def __init__(self, config: VideoSwinConfig, *, rngs: nnx.Rngs) -> None:
+        self.config = config
         init_backbone(self, config, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> list[jax.Array]:
+        check_image(self, x.shape, x.dtype, framework="flax")
         return backbone_features(self, x)
 
 
@@ -61,6 +64,7 @@ class VideoSwin(nnx.Module):
             self.cls_head = I3DHead(dim, config.num_classes, config.head_dropout, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array | list[jax.Array]:
+        check_image(self, x.shape, x.dtype, framework="flax")
         features = self.backbone(x)
         if self.config.features_only:
             return features

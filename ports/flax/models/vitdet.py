@@ -21,6 +21,7 @@ from ports.flax.layers.patch import PatchEmbed
 from ports.flax.layers.vitdet import Block
 from zoo.configs import ViTDetConfig
 from zoo.interpolate import resize_matrix
+from zoo.validate import check_image
 
 __all__ = [
     "Conv2d",
@@ -99,6 +100,7 @@ class ViT(nnx.Module):
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        check_image(self, x.shape, x.dtype, framework="flax")
         x = self.patch_embed(x)
         if self.pos_embed is not None:
             x = x + get_abs_pos(
@@ -203,6 +205,7 @@ class SimpleFeaturePyramid(nnx.Module):
             raise ValueError("top_block needs the stride-32 stage (scale factor 0.5 at patch 16)")
 
     def __call__(self, x: jax.Array) -> list[jax.Array]:
+        check_image(self, x.shape, x.dtype, framework="flax")
         features = self.net(x)
         results = []
         for name in self.stage_names:

@@ -11,6 +11,7 @@ from ports.keras.models.sam_image_encoder import ImageEncoderViT
 from ports.keras.models.sam_mask_decoder import MaskDecoder
 from ports.keras.models.sam_prompt_encoder import PromptEncoder
 from zoo.configs import SamConfig
+from zoo.validate import check_image, check_points
 
 __all__ = ["Sam"]
 
@@ -63,6 +64,15 @@ class Sam(ZooModel):
         multimask_output: bool = True,
         training: bool | None = None,
     ) -> tuple[Tensor, Tensor]:
+        check_image(self, images.shape, images.dtype, framework="keras")
+        check_points(
+            "Sam",
+            point_coords.shape,
+            point_coords.dtype,
+            point_labels.shape,
+            point_labels.dtype,
+            batch=images.shape[0],
+        )
         embeddings = self.image_encoder(images)
         image_pe = self.prompt_encoder.get_dense_pe()
         masks, ious = [], []

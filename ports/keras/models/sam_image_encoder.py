@@ -16,6 +16,7 @@ from ports.keras.layers.vitdet import Block
 from ports.keras.layers.window import Tensor
 from ports.keras.models.base import ZooModel
 from zoo.configs import SamConfig
+from zoo.validate import check_image
 
 __all__ = ["ImageEncoderViT", "SamPatchEmbed"]
 
@@ -120,6 +121,7 @@ class ImageEncoderViT(ZooModel):
             layer.build((batch, None, None, channels))
 
     def call(self, x: Tensor, training: bool | None = None) -> Tensor:
+        check_image(self, x.shape, x.dtype, framework="keras")
         x = self.patch_embed(x)
         if self.pos_embed is not None:
             if None not in x.shape[1:3]:

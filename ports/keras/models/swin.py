@@ -20,6 +20,7 @@ from ports.keras.layers.swin_block import SwinTransformerBlock
 from ports.keras.layers.window import Tensor
 from ports.keras.models.base import ZooModel
 from zoo.configs import SwinConfig
+from zoo.validate import check_image
 
 __all__ = [
     "BasicLayer",
@@ -195,6 +196,7 @@ class SwinTransformer(ZooModel):
         return backbone_features(self, x, training)
 
     def call(self, x: Tensor, training: bool | None = None) -> Tensor | list[Tensor]:
+        check_image(self, x.shape, x.dtype, framework="keras")
         features = self.forward_features(x, training)
         if self.head is None:
             return features

@@ -15,6 +15,7 @@ from ports.keras.models.swin import (
     init_backbone,
 )
 from zoo.configs import VideoSwinConfig
+from zoo.validate import check_image
 
 __all__ = ["I3DHead", "SwinTransformer3D", "VideoSwin"]
 
@@ -37,6 +38,7 @@ class SwinTransformer3D(keras.layers.Layer):
         build_backbone(self, self.config, input_shape)
 
     def call(self, x: Tensor, training: bool | None = None) -> list[Tensor]:
+        check_image(self, x.shape, x.dtype, framework="keras")
         return backbone_features(self, x, training)
 
 
@@ -91,6 +93,7 @@ class VideoSwin(ZooModel):
             self.cls_head.build((input_shape[0], *(None,) * nd, self.backbone.num_features))
 
     def call(self, x: Tensor, training: bool | None = None) -> Tensor | list[Tensor]:
+        check_image(self, x.shape, x.dtype, framework="keras")
         features = self.backbone(x, training=training)
         if self.cls_head is None:
             return features

@@ -24,6 +24,7 @@ from ports.keras.layers.window import Tensor
 from ports.keras.models.base import ZooModel
 from zoo.configs import ViTDetConfig
 from zoo.interpolate import resize_matrix
+from zoo.validate import check_image
 
 __all__ = [
     "Conv2d",
@@ -103,6 +104,7 @@ class ViT(keras.layers.Layer):
             block.build((batch, None, None, config.embed_dim))
 
     def call(self, x: Tensor, training: bool | None = None) -> Tensor:
+        check_image(self, x.shape, x.dtype, framework="keras")
         x = self.patch_embed(x, training=training)
         if self.pos_embed is not None:
             pos = ops.convert_to_tensor(self.pos_embed)
@@ -260,6 +262,7 @@ class SimpleFeaturePyramid(ZooModel):
             self.top_block.build((batch, None, None, self.config.out_channels))
 
     def call(self, x: Tensor, training: bool | None = None) -> list[Tensor]:
+        check_image(self, x.shape, x.dtype, framework="keras")
         features = self.net(x, training=training)
         results = []
         for name in self.stage_names:
