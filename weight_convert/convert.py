@@ -24,6 +24,8 @@ import pickle
 import shutil
 import tempfile
 import time
+import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +47,7 @@ from weight_convert.errors import (
     WrongModelError,
 )
 from weight_convert.progress import Progress
-from weight_convert.tensors import FLOAT_DTYPES, LazyTensor, is_float, release, to_torch
+from weight_convert.tensors import FLOAT_DTYPES, LazyTensor, is_float, release, torch_dtype
 from zoo.configs import MODEL_CLASSES, VARIANTS, Config, config_from_dict, config_to_dict
 from zoo.layout import Layout
 from zoo.shapes import reference_shapes
@@ -681,6 +683,77 @@ def write_keras(
     _atomic(paths, write)
 
 
+def _zip_records(path: Path) -> dict[int, tuple[int, int, int, int]]:
+    """Storage key -> (offset of its data, size, offset of its local header, offset of its
+    central directory entry) of the ``data/<key>`` records of a ``torch.save`` zip (stored
+    uncompressed, so a record's bytes lie at one offset)."""
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        central = zf.start_dir
+    records = {}
+    with open(path, "rb") as f:
+        for info in infos:
+            f.seek(central)
+            entry = f.read(46)  # central directory entry: name / extra / comment lengths at 28
+            lengths = [int.from_bytes(entry[i : i + 2], "little") for i in (28, 30, 32)]
+            here, central = central, central + 46 + sum(lengths)
+            head, _, key = info.filename.rpartition("/")
+            if not head.endswith("/data") or not key.isdigit():
+                continue
+            f.seek(info.header_offset)
+            local = f.read(30)  # local header: name and extra field lengths at 26, 28
+            names = int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+            data = info.header_offset + 30 + names
+            records[int(key)] = (data, info.file_size, info.header_offset, here)
+    return records
+
+
+def _stream_pth(
+    out: Path,
+    items: list[tuple[str, str, Any]],
+    tensors: Tensors,
+    wrapper: str | None,
+    progress: Progress,
+) -> None:
+    """A ``torch.save`` checkpoint written one tensor at a time: ``torch.save`` writes the file
+    from fake tensors (shapes and dtypes, no data) under ``torch.serialization.skip_data``,
+    which leaves each storage's bytes as reserved space, then each tensor's bytes are loaded,
+    checked and written into its record (``torch.save`` numbers storages in pickling order) and
+    the record's CRC-32 set in the zip's headers."""
+    try:
+        import torch
+        from torch._subclasses.fake_tensor import FakeTensorMode
+        from torch.serialization import skip_data
+    except ImportError as e:
+        raise UsageError(f"writing {out.name} needs PyTorch ({e}); write .safetensors") from None
+    with FakeTensorMode():
+        fake = {
+            name: torch.empty(value.shape, dtype=torch_dtype(tensors.out_dtype(value)))
+            for name, _, value in items
+        }
+    with skip_data(materialize_fake_tensors=True):
+        torch.save({wrapper: fake} if wrapper else fake, str(out))
+    records = _zip_records(out)
+    sizes = [
+        (records.get(i, (0, -1))[1], int(np.prod(v.shape)) * tensors.out_dtype(v).itemsize)
+        for i, (_, _, v) in enumerate(items)
+    ]
+    if len(records) != len(items) or any(a != b for a, b in sizes):
+        raise RuntimeError(f"{out.name}: torch.save laid out the storages unexpectedly")
+    with open(out, "r+b") as f:
+        for i, (_, key, value) in enumerate(progress.track(items, "write")):
+            data, _, local, central = records[i]
+            raw = memoryview(np.ascontiguousarray(tensors(key, value)).reshape(-1).view(np.uint8))
+            f.seek(data)
+            f.write(raw)
+            crc = zlib.crc32(raw).to_bytes(4, "little")  # the zip's CRC-32 of the real bytes
+            for header, at in ((local, 14), (central, 16)):
+                f.seek(header + at)
+                f.write(crc)
+            release(value)
+    tensors.check()
+
+
 def write_torch(
     state: Mapping[str, Any],
     path: str | Path,
@@ -695,9 +768,9 @@ def write_torch(
 
     - ``.safetensors``: streamed one tensor at a time (no framework), metadata
       ``{"format": "pt"}``;
-    - ``.pth`` / ``.pt`` / ``.bin``: ``torch.save`` of the flat ``{key: tensor}`` dict (which
-      holds every tensor at once), nested under ``TORCH_WRAPPERS[(layout, family)]`` where that
-      layout's releases nest it;
+    - ``.pth`` / ``.pt`` / ``.bin``: ``torch.save``'s zip of the flat ``{key: tensor}`` dict,
+      nested under ``TORCH_WRAPPERS[(layout, family)]`` where that layout's releases nest it,
+      streamed too (``_stream_pth``);
     - ``.pkl``: detectron2's model-zoo pickle ``{"model": {key: ndarray}, "__author__": ...,
       "matching_heuristics": True}`` (detectron2 layout only).
 
@@ -721,24 +794,20 @@ def write_torch(
         )
         return
 
+    wrapper = TORCH_WRAPPERS.get((layout, family))
+    if not path.name.endswith(".pkl"):
+        items = [(k, k, v) for k, v in state.items()]
+        _atomic([path], lambda staged: _stream_pth(staged[0], items, tensors, wrapper, progress))
+        return
+
     def write(staged: list[Path]) -> None:
-        (out,) = staged
         arrays = {}
         for key, value in progress.track(list(state.items()), "load"):
             arrays[key] = np.ascontiguousarray(tensors(key, value))
         tensors.check()
-        if out.name.endswith(".pkl"):
-            data = {"model": arrays, "__author__": "weight-convert", "matching_heuristics": True}
-            with open(out, "wb") as f:
-                pickle.dump(data, f, protocol=4)
-            return
-        try:
-            import torch
-        except ImportError as e:
-            raise UsageError(f"writing {path} needs PyTorch ({e}); write .safetensors") from None
-        wrapper = TORCH_WRAPPERS.get((layout, family))
-        flat = {k: to_torch(v) for k, v in arrays.items()}
-        torch.save({wrapper: flat} if wrapper else flat, str(out))
+        data = {"model": arrays, "__author__": "weight-convert", "matching_heuristics": True}
+        with open(staged[0], "wb") as f:
+            pickle.dump(data, f, protocol=4)
 
     _atomic([path], write)
 

@@ -29,6 +29,7 @@ __all__ = [
     "load",
     "release",
     "to_torch",
+    "torch_dtype",
 ]
 
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
@@ -119,6 +120,16 @@ def from_torch(tensor) -> np.ndarray:
     if tensor.dtype == torch.bfloat16:
         return tensor.view(torch.int16).numpy().view(BFLOAT16)
     return tensor.numpy()
+
+
+def torch_dtype(dtype: Any):
+    """The torch dtype of a NumPy dtype (bfloat16 included)."""
+    import torch
+
+    dtype = np.dtype(dtype)
+    if dtype == BFLOAT16:
+        return torch.bfloat16
+    return torch.from_numpy(np.empty(0, dtype)).dtype
 
 
 def to_torch(array: np.ndarray):
