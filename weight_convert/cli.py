@@ -39,8 +39,8 @@ TARGETS = {
 BLOCK_ATOL = BLOCK_TOLERANCE.atol
 
 
-EXIT_VERIFY = 1
-EXIT_USAGE = 2
+EXIT_VERIFY = 1  # the written file differs from its source beyond tolerance (EXIT_CODES[1])
+EXIT_USAGE = UsageError.exit_code
 
 
 def _run_target(target: str, blocks: list[str] | None) -> dict:
@@ -182,8 +182,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
         if args.variant not in VARIANTS:
             raise UsageError(f"unknown variant {args.variant!r}; see `weight-convert list`")
-    if args.layout is not None and args.to != "torch":
-        raise UsageError("--layout chooses the PyTorch layout written: use it with --to torch")
     progress = Progress(enabled=args.progress)
     summary, report = convert(
         args.checkpoint,
@@ -301,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         "writes OUT.safetensors (the nnx state, config in the metadata) or, when -o ends so, "
         "OUT.msgpack. torch: writes a checkpoint in --layout's keys: OUT.pth (torch.save), or "
         "OUT.safetensors / OUT.pkl (detectron2) when -o ends so. dtypes are kept unless --dtype; "
-        "Flax, Keras and .safetensors outputs are written one tensor at a time.",
+        "every output but .pkl is written one tensor at a time.",
     )
     p.add_argument(
         "checkpoint",

@@ -1,16 +1,17 @@
 """Conversion in every direction between PyTorch checkpoints (any supported layout), Keras 3
-``.keras`` files and Flax NNX ``.safetensors`` files: read the source, map it to the reference's
-state dict, then write the target (a port model filled by the structural transfer, or a
-checkpoint in a chosen PyTorch layout), atomically, and optionally verify the written file layer
-by layer.
+``.keras`` / ``.weights.h5`` files and Flax NNX ``.safetensors`` / ``.msgpack`` files: read the
+source, map it to the reference's state dict, then write the target (a port model's files or a
+checkpoint in a chosen PyTorch layout) one tensor at a time, atomically, and optionally verify
+the written file layer by layer.
 
-Every path goes through the reference's state dict (``{reference key: numpy array}``), so weights
+Every path goes through the reference's state dict (``{reference key: array or LazyTensor}``),
+so weights
 arrive unchanged: the layout rules only transpose and rename, and a round trip through Keras and
 Flax back to the source layout is bit-identical (tensors outside the model, such as detectron2's
 detector heads, are dropped).
 
 Only the frameworks a conversion needs are imported: reading a Flax file and writing a PyTorch
-``.safetensors`` import none (NumPy and safetensors only); reading or writing Keras imports Keras
+``.safetensors`` import none (NumPy only); reading or writing Keras imports Keras
 on the backend ``KERAS_BACKEND`` selects; ``.pth`` files need torch; ``--verify`` needs torch
 (the reference) and the port being compared.
 """
@@ -72,9 +73,9 @@ __all__ = [
 SOURCES = ("torch", "keras", "flax")
 #: target framework -> files written, by suffix (torch: the default; see ``TORCH_SUFFIXES``)
 TARGETS = {"keras": (".keras", ".weights.h5"), "flax": (".safetensors",), "torch": (".pth",)}
-#: PyTorch checkpoint files ``--to torch`` writes, by the suffix of ``-o``: ``torch.save`` for
-#: .pth / .pt / .bin, ``safetensors.numpy`` for .safetensors, a pickle of NumPy arrays as
-#: detectron2's model zoo ships them for .pkl (detectron2 layout only)
+#: PyTorch checkpoint files ``--to torch`` writes, by the suffix of ``-o``: ``torch.save``'s zip
+#: for .pth / .pt / .bin, safetensors for .safetensors, a pickle of NumPy arrays as detectron2's
+#: model zoo ships them for .pkl (detectron2 layout only)
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".pkl")
 
 #: (layout, family) -> the key releases in that layout nest the state dict under in a ``.pth``
@@ -119,8 +120,9 @@ class Source:
     ``kind`` is "torch", "keras" or "flax"; ``reference`` the reference model's state dict (its
     keys, in its order, numpy arrays); ``detected`` the layout detection of a PyTorch checkpoint
     (None for Keras / Flax files, whose config is stored in them); ``info`` what the reader found
-    (container format, wrappers, metadata); ``model`` the loaded Keras model (Keras sources; a
-    Flax source is loaded only for ``--verify``). Values are arrays or ``LazyTensor``s.
+    (container format, wrappers, metadata); ``model`` the loaded Keras model (``.keras``
+    sources; other port files are loaded only for ``--verify``). Values are arrays or
+    ``LazyTensor``s.
     """
 
     path: str
@@ -312,7 +314,7 @@ def _read_keras_weights(path: str, allow: layouts.Allow, variant: str | None) ->
             f"{_first_line(e)}"
         ) from None
     info = {"format": "keras-weights", "model": MODEL_CLASSES[config.family]}
-    reference, missing = port_to_reference(_stored_dtype(path, values), config, allow)
+    reference, missing = port_to_reference(values, config, allow)  # already in the stored dtype
     return Source(path, "keras", config, reference, None, info, missing=missing)
 
 
@@ -673,10 +675,10 @@ def write_keras(
         return array
 
     def write(staged: list[Path]) -> None:
-        attrs = {port_files.CONFIG_ATTR: json.dumps(config_to_dict(source.config))}
-        count = keras_port.save_streamed(model, staged[1], staged[0], value_of, attrs)
+        count = keras_port.save_streamed(model, staged[1], staged[0], value_of)
         if count != len(shapes):
             raise RuntimeError(f"Keras saved {count} of the model's {len(shapes)} variables")
+        port_files.write_config_attr(staged[1], source.config)  # a bare .weights.h5 names it
         next(bar, None)
         tensors.check()
 
@@ -878,15 +880,20 @@ def verify_files(
     """Load the written Keras / Flax model back and compare it with the PyTorch reference
     holding the source's weights, layer by layer, on N(0, 1) input of ``shape``. Tensors the
     source lacked (``--allow-missing``) are given to the reference from the written model."""
+    model = _load_port_file(target, paths[0], config)
+    reference = _reference_model(config, _completed(reference_state, model, target, config))
+    return _compare(reference, model, target, config, shape, Path(paths[0]).name, seed)
+
+
+def _completed(state: Mapping[str, Any], model, kind: str, config: Config) -> Mapping[str, Any]:
+    """``state`` with the reference keys it lacks (``--allow-missing``) taken from the port
+    ``model`` (Keras or Flax), so the reference and the port hold the same weights."""
+    if len(state) == len(reference_shapes(config)):
+        return state
     from weight_convert.frameworks import port
 
-    model = _load_port_file(target, paths[0], config)
-    state = dict(reference_state)
-    if len(state) < len(reference_shapes(config)):
-        written, _ = port_to_reference(port(target).read(model), config)
-        state = {k: state.get(k, v) for k, v in written.items()}
-    reference = _reference_model(config, state)
-    return _compare(reference, model, target, config, shape, Path(paths[0]).name, seed)
+    written, _ = port_to_reference(port(kind).read(model), config)
+    return {k: state.get(k, v) for k, v in written.items()}
 
 
 def read_torch_file(
@@ -947,12 +954,7 @@ def verify_torch(
     model = source.model
     if model is None:  # load the Flax / Keras weights source now
         model = _load_port_file(source.kind, source.path, source.config)
-    if source.missing:
-        from weight_convert.frameworks import port
-
-        written, _ = port_to_reference(port(source.kind).read(model), source.config)
-        back = {k: back.get(k, v) for k, v in written.items()}
-    reference = _reference_model(source.config, back)
+    reference = _reference_model(source.config, _completed(back, model, source.kind, source.config))
     return _compare(reference, model, source.kind, source.config, shape, path.name, seed)
 
 
@@ -980,8 +982,8 @@ def convert(
     ``default_layout(family)``).
 
     Each tensor keeps its dtype unless ``dtype`` ("float32", "float16", "bfloat16") casts the
-    floating ones. Flax and PyTorch ``.safetensors`` outputs are streamed (one tensor in memory
-    at a time; ``.pth`` inputs memory-mapped); NaN / Inf anywhere fails the conversion unless
+    floating ones. Every output but detectron2's ``.pkl`` is streamed (one tensor in memory at a
+    time; ``.pth`` inputs memory-mapped); NaN / Inf anywhere fails the conversion unless
     ``allow_nonfinite``; ``allow_missing`` / ``allow_unused`` are fnmatch patterns of tensors
     deliberately absent (left at initialization, or left out of a PyTorch output) or extra
     (dropped). Failures raise the ``weight_convert.errors`` kinds and leave no output behind.
@@ -991,7 +993,9 @@ def convert(
     if target not in TARGETS:
         raise UsageError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
     if layout is not None and target != "torch":
-        raise LayoutChoiceError(f"a layout is chosen only for --to torch (not {target})")
+        raise LayoutChoiceError(
+            f"--layout chooses the PyTorch layout written: use it with --to torch (not {target})"
+        )
     tensors = Tensors(dtype, allow_nonfinite)
     progress = progress or Progress(enabled=False)
     paths = output_paths(source, target, output)

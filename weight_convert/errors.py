@@ -27,7 +27,6 @@ __all__ = [
     "UnexpectedKeysError",
     "UnsafePickleError",
     "UsageError",
-    "VerificationError",
     "WrongFormatError",
     "WrongModelError",
 ]
@@ -62,10 +61,6 @@ class ConvertError(Exception):
 
 class UsageError(ConvertError, ValueError):
     exit_code = 2
-
-
-class VerificationError(ConvertError):
-    exit_code = 1
 
 
 class CheckpointError(ConvertError, ValueError):

@@ -784,8 +784,9 @@ def detect(state_dict: Mapping[str, Any], allow: Allow = STRICT) -> Detected:
             return count, -t[0]
 
         close = [t for t in tried if 2 * t[0] >= len(state_dict)]
-        if close and isinstance(min(close, key=problems)[2], specific):
-            raise min(close, key=problems)[2]
+        best = min(close, key=problems)[2] if close else None
+        if isinstance(best, specific):
+            raise best
         partial = "; ".join(f"{t[1]} ({t[2]})" for t in tried) or "no layout matched any key"
         raise LayoutError(f"unknown checkpoint: {_summary(state_dict)}; {partial}")
     layout, family, config, learned, notes, missing = found[0]

@@ -208,14 +208,13 @@ def save_streamed(
     weights_path,
     keras_path,
     value_of: Callable[[str], np.ndarray],
-    attrs: Mapping[str, str] | None = None,
 ) -> int:
     """Write ``model``'s ``.weights.h5`` and ``.keras`` files with every variable's value taken
     from ``value_of(port path)`` as Keras' saver reaches it, so only one value is in memory at a
     time and the model itself needs none (``abstract_model``). Values are written in their own
-    dtype (bfloat16 as Keras marks it); ``attrs`` go on the HDF5 root. The ``.keras`` archive is
-    the one ``model.save`` writes: ``metadata.json``, ``config.json`` and the same
-    ``model.weights.h5``. Returns the number of variables written.
+    dtype (bfloat16 as Keras marks it). The ``.keras`` archive is the one ``model.save`` writes:
+    ``metadata.json``, ``config.json`` and the same ``model.weights.h5``. Returns the number of
+    variables written.
 
     Keras' saver is driven through ``keras.src.saving.saving_lib`` (its H5 store and state walk),
     the only way to hand it values one at a time.
@@ -239,11 +238,6 @@ def save_streamed(
         )
     finally:
         store.close()
-    if attrs:
-        import h5py
-
-        with h5py.File(str(weights_path), "a") as f:
-            f.attrs.update(attrs)
     if len(set(written)) != len(written):
         raise ValueError("a variable was written twice")
     config_json, metadata_json = saving_lib._serialize_model_as_json(model)
