@@ -22,7 +22,8 @@ import torch
 
 from weight_convert import layouts
 from weight_convert.frameworks.reference import randomize_
-from zoo.configs import SamConfig, ViTDetConfig
+from zoo.families.sam import SamConfig
+from zoo.families.vitdet import ViTDetConfig
 from zoo.models import create_model
 
 __all__ = [

@@ -22,7 +22,9 @@ import pytest
 import torch
 from checkpoint_factory import SMALL_SAM, SMALL_VITDET
 
-from zoo.configs import SwinConfig, VideoSwinConfig
+from zoo.configs import family_of
+from zoo.families.swin import SwinConfig
+from zoo.families.video_swin import VideoSwinConfig
 from zoo.validate import check_image, check_points, dtype_name
 
 _SWIN = dict(embed_dim=16, depths=(2, 1), num_heads=(1, 2), num_classes=7)
@@ -78,7 +80,7 @@ def _build(framework: str, container: str):
         from ports.keras import models
 
         model = getattr(models, name)(config)
-        model.build((None, *(None,) * config.spatial_rank, config.in_chans))
+        model.build(family_of(config).port_build_shape(config))
         return model
     from flax import nnx
 

@@ -16,6 +16,7 @@ from ports.keras import models
 from weight_convert import rules, transfer
 from weight_convert.frameworks import keras_port, reference
 from zoo.configs import VARIANTS
+from zoo.registry import model_class
 
 pytestmark = pytest.mark.keras
 
@@ -103,7 +104,7 @@ def test_weights_file_round_trip(case, tmp_path):
 def test_config_round_trip(case, features_only):
     name, overrides, _ = CASES[case]
     config = dataclasses.replace(VARIANTS[name].config, **overrides, features_only=features_only)
-    model = models.model_class(VARIANTS[name].model)(config, name="m")
+    model = model_class(config, "keras")(config, name="m")
     stored = json.loads(json.dumps(model.get_config()))  # what a .keras file stores
     assert stored["name"] == "m"
     clone = type(model).from_config(stored)

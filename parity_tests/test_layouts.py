@@ -15,7 +15,7 @@ from weight_convert import layouts
 from weight_convert.checkpoints import CheckpointError, load_state_dict
 from weight_convert.errors import MissingKeysError
 from weight_convert.layouts import LayoutError
-from zoo.configs import VARIANTS
+from zoo.configs import VARIANTS, arch_fields
 from zoo.models import create_model
 from zoo.windows import relative_position_index
 
@@ -190,7 +190,7 @@ def test_custom_architecture(tmp_path):
     )
     assert (cfg.features_only, cfg.qkv_bias, cfg.mlp_ratio) == (True, False, 2.0)
     model = create_model(
-        VARIANT["swin"], **{f: getattr(cfg, f) for f in layouts.ARCH_FIELDS}, features_only=True
+        VARIANT["swin"], **{f: getattr(cfg, f) for f in arch_fields(cfg)}, features_only=True
     )
     _load_strict(model, layouts.to_reference(sd, detected))
 

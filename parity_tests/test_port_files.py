@@ -14,8 +14,11 @@ import pytest
 
 from weight_convert import layouts, port_files
 from weight_convert.tensors import LazyTensor
-from zoo.configs import SamConfig, SwinConfig, VideoSwinConfig, ViTDetConfig
-from zoo.shapes import reference_shapes
+from zoo.configs import reference_shapes
+from zoo.families.sam import SamConfig
+from zoo.families.swin import SwinConfig
+from zoo.families.video_swin import VideoSwinConfig
+from zoo.families.vitdet import ViTDetConfig
 
 DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
 

@@ -17,9 +17,10 @@ import torch
 from weight_convert import layouts
 from weight_convert.frameworks.reference import randomize_
 from weight_convert.parity import MODEL_TOLERANCE, ParityReport, compare, run_reference
-from zoo.configs import SamConfig, resolve
-from zoo.layout import Layout
+from zoo.configs import resolve
+from zoo.families.sam import SamConfig
 from zoo.models.sam_image_encoder import ImageEncoderViT
+from zoo.tensor_format import Format
 
 SMALL = dict(
     encoder_embed_dim=64,
@@ -32,7 +33,7 @@ SMALL = dict(
 
 def _config(**overrides) -> SamConfig:
     """A small ``samvit_base_patch16`` (image encoder alone)."""
-    return resolve("samvit_base_patch16", **{**SMALL, **overrides})[1]
+    return resolve("samvit_base_patch16", **{**SMALL, **overrides})
 
 
 #: (config overrides, reference input shape). 170 x 165 is no multiple of the patch (the patch
@@ -153,7 +154,7 @@ def test_port_matches_reference(overrides, shape, port):
         _port_model(port, config),
         port,
         [_input(shape)],
-        [Layout.CHANNELS_FIRST],
+        [Format.CHANNELS_FIRST],
         tolerance=MODEL_TOLERANCE,
         name=f"sam_image_encoder{list(shape)}",
     )
@@ -193,7 +194,7 @@ def test_keras_file_round_trip(tmp_path):
 def vit_b_1024():
     """Full-size ``samvit_base_patch16`` (the ``sam_vit_b`` image encoder) with random weights
     and its run on one 1x3x1024x1024 image, shared by the ports of this process."""
-    config = resolve("samvit_base_patch16")[1]
+    config = resolve("samvit_base_patch16")
     reference = randomize_(ImageEncoderViT(config).eval())
     inputs = [_input((1, 3, 1024, 1024))]
     return config, reference, inputs, run_reference(reference, inputs)
@@ -207,7 +208,7 @@ def test_vit_b_1024_matches_reference(vit_b_1024, port):
         _port_model(port, config),
         port,
         inputs,
-        [Layout.CHANNELS_FIRST],
+        [Format.CHANNELS_FIRST],
         tolerance=MODEL_TOLERANCE,
         name="samvit_base_patch16[1, 3, 1024, 1024]",
         reference_run=reference_run,
@@ -223,18 +224,18 @@ def test_vit_l_h_1024_match_reference(name, port):
     layer's output of two ViT-L frameworks alone passes 24 GB."""
     from weight_convert import transfer
     from weight_convert.frameworks import reference as ref_fw
-    from zoo.layout import to_port
+    from zoo.tensor_format import to_port_format
 
-    config = resolve(name)[1]
+    config = resolve(name)
     reference = randomize_(ImageEncoderViT(config).eval())
     x = _input((1, 3, 1024, 1024))
     with ref_fw.numerics():
-        expected = to_port(ref_fw.call(reference, [x]), Layout.CHANNELS_FIRST)
+        expected = to_port_format(ref_fw.call(reference, [x]), Format.CHANNELS_FIRST)
     model = _port_model(port, config)
     port.assign(model, transfer.to_port(ref_fw.state_dict(reference), port.shapes(model)))
     del reference
     with port.numerics():
-        got = port.call(model, [to_port(x, Layout.CHANNELS_FIRST)])
+        got = port.call(model, [to_port_format(x, Format.CHANNELS_FIRST)])
     err = float(np.max(np.abs(got.astype(np.float64) - expected)))
     assert err <= MODEL_TOLERANCE.bound(expected), f"{name}: max abs {err:.3e}"
     print(f"{name} {port.NAME}: max abs {err:.3e}, std {expected.std():.3f}")

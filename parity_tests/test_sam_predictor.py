@@ -15,7 +15,7 @@ import torch
 from weight_convert import transfer
 from weight_convert.frameworks import reference as ref_fw
 from weight_convert.tolerance import BLOCK_TOLERANCE, MODEL_TOLERANCE
-from zoo.configs import SamConfig
+from zoo.families.sam import SamConfig
 from zoo.models import Sam
 from zoo.predictor import SamPredictor
 

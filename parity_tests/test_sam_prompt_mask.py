@@ -19,9 +19,9 @@ from torch import nn
 from weight_convert.frameworks import reference as ref_fw
 from weight_convert.frameworks.reference import randomize_
 from weight_convert.parity import BLOCK_TOLERANCE, Tolerance, compare, load_reference_weights
-from zoo.layout import Layout, to_port, to_reference
 from zoo.models.sam_mask_decoder import MaskDecoder
 from zoo.models.sam_prompt_encoder import PromptEncoder
+from zoo.tensor_format import Format, to_port_format, to_reference_format
 
 
 @dataclass(frozen=True)
@@ -91,11 +91,11 @@ def _split(kinds: tuple[str, ...], arrays):
     return points, boxes, masks
 
 
-def _layouts(kinds: tuple[str, ...]) -> list[Layout]:
+def _layouts(kinds: tuple[str, ...]) -> list[Format]:
     """Reference layouts of the ``_prompts`` arrays: only the masks are channels-first maps."""
     per_kind = {"points": ["channels_last"] * 2, "boxes": ["channels_last"]}
     per_kind["masks"] = ["channels_first"]
-    return [Layout(x) for k in kinds for x in per_kind[k]]
+    return [Format(x) for k in kinds for x in per_kind[k]]
 
 
 # ----------------------------------------------------------------------------- peers
@@ -216,7 +216,7 @@ class RefPrompt(nn.Module):
     the dense positional encoding, the last two moved to channels-last here so that the harness
     compares all three in the ports' layout."""
 
-    layout = Layout.CHANNELS_LAST
+    output_format = Format.CHANNELS_LAST
 
     def __init__(self, sizes: Sizes, kinds: tuple[str, ...]) -> None:
         super().__init__()
@@ -233,7 +233,7 @@ class RefPrompt(nn.Module):
 class RefDecoder(nn.Module):
     """Reference mask decoder with a fixed ``multimask_output``; masks are channels-first."""
 
-    layout = Layout.CHANNELS_FIRST
+    output_format = Format.CHANNELS_FIRST
 
     def __init__(self, sizes: Sizes, multimask: bool) -> None:
         super().__init__()
@@ -393,8 +393,8 @@ def test_mask_decoder_port_parity(port, sizes, batch, multimask):
         rng.standard_normal((batch, 3, c), dtype=np.float32),  # sparse prompts
         rng.standard_normal((batch, c, h, w), dtype=np.float32),  # dense prompts
     ]
-    layouts = [Layout.CHANNELS_FIRST, Layout.CHANNELS_FIRST, Layout.CHANNELS_LAST]
-    layouts.append(Layout.CHANNELS_FIRST)
+    layouts = [Format.CHANNELS_FIRST, Format.CHANNELS_FIRST, Format.CHANNELS_LAST]
+    layouts.append(Format.CHANNELS_FIRST)
     report = compare(reference, module, port, inputs, layouts, tolerance=DECODER_TOLERANCE)
     _assert_report(
         report,
@@ -448,7 +448,7 @@ def test_ports_jit_match_reference(port, port_name):
     prompt = _port_module(port, "prompt", SMALL, kinds)
     decoder = _port_module(port, "decoder", SMALL, False)
     inputs = _prompts(SMALL, kinds, 1, 3, seed=17)
-    port_inputs = [to_port(x, lay) for x, lay in zip(inputs, _layouts(kinds), strict=True)]
+    port_inputs = [to_port_format(x, lay) for x, lay in zip(inputs, _layouts(kinds), strict=True)]
     load_reference_weights(port, prompt, prompt_ref, port_inputs)
     sparse, dense, pe = ref_fw.call(prompt_ref, inputs)
     got = _jit_outputs(port_name, prompt, port_inputs)
@@ -457,12 +457,12 @@ def test_ports_jit_match_reference(port, port_name):
 
     image = np.random.default_rng(19).standard_normal((1, *SMALL.embedding_hw, SMALL.embed_dim))
     port_inputs = [image.astype(np.float32), pe, sparse, dense]
-    ref_inputs = [to_reference(x, Layout.CHANNELS_FIRST) for x in port_inputs]
+    ref_inputs = [to_reference_format(x, Format.CHANNELS_FIRST) for x in port_inputs]
     ref_inputs[2] = sparse
     load_reference_weights(port, decoder, decoder_ref, port_inputs)
     masks, iou = ref_fw.call(decoder_ref, ref_inputs)
     got = _jit_outputs(port_name, decoder, port_inputs)
     assert got[0].shape == (1, *(4 * s for s in SMALL.embedding_hw), 1)
-    expected = to_port(masks, Layout.CHANNELS_FIRST)
+    expected = to_port_format(masks, Format.CHANNELS_FIRST)
     assert np.max(np.abs(got[0] - expected)) <= DECODER_TOLERANCE.bound(expected)
     assert np.max(np.abs(got[1] - iou)) <= DECODER_TOLERANCE.bound(iou)

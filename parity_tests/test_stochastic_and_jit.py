@@ -96,8 +96,10 @@ def test_ports_jit_match_reference(case, port, port_name):
     reference = ref_fw.randomize_(ref_fw.build(case.block, case.kwargs))
     module = port.build(case.block, case.kwargs)
     x = case.inputs[0].make(np.random.default_rng(0))
-    xp = zoo.layout.to_port(x, case.inputs[0].layout)
+    xp = zoo.tensor_format.to_port_format(x, case.inputs[0].format)
     load_reference_weights(port, module, reference, [xp])
-    expected = zoo.layout.to_port(ref_fw.call(reference, [x]), ref_fw.layout(reference))
+    expected = zoo.tensor_format.to_port_format(
+        ref_fw.call(reference, [x]), ref_fw.output_format(reference)
+    )
     got = _jit_call(port_name, module, xp)
     assert np.max(np.abs(got - expected)) <= 1e-5

@@ -65,7 +65,7 @@ def test_round_trip_is_bit_identical(case, port):
         assert value.size < 2 or np.std(value) > 0, name
     module = port.build(case.block, case.kwargs)
     rng = np.random.default_rng(0)
-    inputs = [zoo.layout.to_port(i.make(rng), i.layout) for i in case.inputs]
+    inputs = [zoo.tensor_format.to_port_format(i.make(rng), i.format) for i in case.inputs]
     load_reference_weights(port, module, reference, inputs)
     back = transfer.to_torch(port.read(module))
     assert set(back) == set(sd)

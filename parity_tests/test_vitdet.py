@@ -21,9 +21,10 @@ from weight_convert.checkpoints import CheckpointError
 from weight_convert.detectron2 import UnsafePickleError, load_pkl
 from weight_convert.frameworks import reference as ref_fw
 from weight_convert.parity import MODEL_TOLERANCE, compare
-from zoo.configs import VARIANTS, ViTDetConfig
-from zoo.layout import Layout
+from zoo.configs import VARIANTS
+from zoo.families.vitdet import ViTDetConfig
 from zoo.models.vitdet import SimpleFeaturePyramid, get_abs_pos
+from zoo.tensor_format import Format
 
 #: 4 blocks, windows of 4 in blocks 0 and 2, a 4 x 4 pre-training position grid, img_size 128
 #: (global blocks' rel-pos tables made for an 8 x 8 grid).
@@ -64,7 +65,7 @@ def _parity(adapter, config: ViTDetConfig, shape: tuple[int, ...]):
         _port_model(adapter, config),
         adapter,
         [x],
-        [Layout.CHANNELS_FIRST],
+        [Format.CHANNELS_FIRST],
         tolerance=MODEL_TOLERANCE,
         name=f"vitdet{list(shape)}",
     )

@@ -88,8 +88,7 @@ def _write_checkpoint(workdir: str) -> None:
     import numpy as np
     import torch
 
-    from zoo.configs import VARIANTS
-    from zoo.shapes import reference_shapes
+    from zoo.configs import VARIANTS, reference_shapes
 
     rng = np.random.default_rng(0)
     arrays = {}

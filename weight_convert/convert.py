@@ -49,9 +49,17 @@ from weight_convert.errors import (
 )
 from weight_convert.progress import Progress
 from weight_convert.tensors import FLOAT_DTYPES, LazyTensor, is_float, release, torch_dtype
-from zoo.configs import MODEL_CLASSES, VARIANTS, Config, config_from_dict, config_to_dict
-from zoo.layout import Layout
-from zoo.shapes import reference_shapes
+from zoo import compat
+from zoo.configs import (
+    VARIANTS,
+    Config,
+    config_from_dict,
+    config_to_dict,
+    family_of,
+    is_config,
+    reference_shapes,
+)
+from zoo.tensor_format import Format
 
 __all__ = [
     "SOURCES",
@@ -239,12 +247,12 @@ def port_to_reference(
     unused = [ports_of[k] for k in state if k not in shapes]
     unused = [p for p in unused if not allow.allows_unused(p, rules.torch_key(p))]
     if unused:
-        raise UnexpectedKeysError(unused, f"{MODEL_CLASSES[config.family]} file")
+        raise UnexpectedKeysError(unused, f"{family_of(config).model} file")
     unset = [k for k in shapes if k not in state]
     missing = [k for k in unset if allow.allows_missing(k)]
     if len(missing) < len(unset):
         raise MissingKeysError(
-            [k for k in unset if k not in missing], f"{MODEL_CLASSES[config.family]} file"
+            [k for k in unset if k not in missing], f"{family_of(config).model} file"
         )
     for key, shape in shapes.items():
         if key in state and tuple(state[key].shape) != shape:
@@ -269,7 +277,7 @@ def _read_keras(path: str, allow: layouts.Allow) -> Source:
             f"cannot read {path} as a Keras model (truncated or corrupt?): {_first_line(e)}"
         ) from None
     config = getattr(model, "config", None)
-    if not isinstance(config, Config) or type(model).__name__ != MODEL_CLASSES[config.family]:
+    if not is_config(config) or type(model).__name__ != family_of(config).model:
         raise WrongFormatError(
             f"{path} holds a {type(model).__name__}, not a model of this zoo (ports.keras.models)"
         )
@@ -310,10 +318,10 @@ def _read_keras_weights(path: str, allow: layouts.Allow, variant: str | None) ->
         values = port_files.read_keras_weights_h5(path, config)
     except (OSError, ValueError) as e:
         raise WrongModelError(
-            f"{path} does not hold {MODEL_CLASSES[config.family]} weights of this config: "
+            f"{path} does not hold {family_of(config).model} weights of this config: "
             f"{_first_line(e)}"
         ) from None
-    info = {"format": "keras-weights", "model": MODEL_CLASSES[config.family]}
+    info = {"format": "keras-weights", "model": family_of(config).model}
     reference, missing = port_to_reference(values, config, allow)  # already in the stored dtype
     return Source(path, "keras", config, reference, None, info, missing=missing)
 
@@ -328,7 +336,7 @@ def _read_flax_msgpack(path: str, allow: layouts.Allow) -> Source:
             f"cannot read {path} as a Flax msgpack file (truncated or corrupt?): {_first_line(e)}"
         ) from None
     config, notes = port_files.infer_config({p: tuple(v.shape) for p, v in values.items()})
-    info = {"format": "flax-msgpack", "model": MODEL_CLASSES[config.family], "notes": notes}
+    info = {"format": "flax-msgpack", "model": family_of(config).model, "notes": notes}
     reference, missing = port_to_reference(values, config, allow)
     return Source(path, "flax", config, reference, None, info, missing=missing)
 
@@ -341,7 +349,7 @@ def _read_flax(
         config = config_from_dict(json.loads(metadata["config"]))
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path}: Flax model file with an unreadable config ({e})") from None
-    if metadata["model"] != MODEL_CLASSES[config.family]:
+    if metadata["model"] != family_of(config).model:
         raise CheckpointError(
             f"{path}: metadata names model {metadata['model']} but a {config.family} config"
         )
@@ -414,20 +422,20 @@ def default_verify_shape(config: Config) -> tuple[int, ...]:
 
 def verify_inputs(
     config: Config, shape: Sequence[int], seed: int = 0
-) -> tuple[list[np.ndarray], list[Layout]]:
+) -> tuple[list[np.ndarray], list[Format]]:
     """The reference inputs ``--verify`` runs: N(0, 1) images of ``shape``; a full SAM model also
     gets two prompt points (one foreground, one background) inside the image."""
     rng = np.random.default_rng(seed)
     image = rng.standard_normal(tuple(shape), dtype=np.float32)
     if config.family != "sam":
-        return [image], [Layout.CHANNELS_FIRST]
+        return [image], [Format.CHANNELS_FIRST]
     size = np.asarray(shape[-2:][::-1], np.float32)  # (W, H): points are (x, y)
     coords = (rng.uniform(0.05, 0.95, (shape[0], 2, 2)) * size).astype(np.float32)
     labels = np.tile(np.array([[1, 0]], np.int32), (shape[0], 1))
     return [image, coords, labels], [
-        Layout.CHANNELS_FIRST,
-        Layout.CHANNELS_LAST,
-        Layout.CHANNELS_LAST,
+        Format.CHANNELS_FIRST,
+        Format.CHANNELS_LAST,
+        Format.CHANNELS_LAST,
     ]
 
 
@@ -488,12 +496,9 @@ def build_port(target: str, config: Config, initialized: bool = False):
 
         model = build_model(config)
     elif initialized:
-        from flax import nnx
+        from ports.flax.models import build_model
 
-        from ports.flax.models import model_class
-
-        model = model_class(MODEL_CLASSES[config.family])(config, rngs=nnx.Rngs(0))
-        model.eval()
+        model = build_model(config)
     else:
         from ports.flax.models import abstract_model
 
@@ -640,7 +645,7 @@ def write_flax(
         return
     metadata = {
         "format": FORMAT,
-        "model": MODEL_CLASSES[source.config.family],
+        "model": family_of(source.config).model,
         "config": json.dumps(config_to_dict(source.config)),
     }
     items = [(name, key, value) for name, (key, value) in planned.items()]
@@ -675,7 +680,9 @@ def write_keras(
         return array
 
     def write(staged: list[Path]) -> None:
-        count = keras_port.save_streamed(model, staged[1], staged[0], value_of)
+        count = keras_port.save_streamed(
+            model, staged[1], staged[0], value_of, lambda: build_port("keras", source.config)[1]
+        )
         if count != len(shapes):
             raise RuntimeError(f"Keras saved {count} of the model's {len(shapes)} variables")
         port_files.write_config_attr(staged[1], source.config)  # a bare .weights.h5 names it
@@ -723,18 +730,21 @@ def _stream_pth(
     checked and written into its record (``torch.save`` numbers storages in pickling order) and
     the record's CRC-32 set in the zip's headers."""
     try:
-        import torch
-        from torch._subclasses.fake_tensor import FakeTensorMode
-        from torch.serialization import skip_data
+        import torch  # noqa: F401
     except ImportError as e:
         raise UsageError(f"writing {out.name} needs PyTorch ({e}); write .safetensors") from None
-    with FakeTensorMode():
-        fake = {
-            name: torch.empty(value.shape, dtype=torch_dtype(tensors.out_dtype(value)))
-            for name, _, value in items
-        }
-    with skip_data(materialize_fake_tensors=True):
-        torch.save({wrapper: fake} if wrapper else fake, str(out))
+    from weight_convert.tensors import to_torch
+
+    by_name = {name: (key, value) for name, key, value in items}
+    skeleton = compat.torch_save_skeleton(
+        out,
+        {name: (value.shape, torch_dtype(tensors.out_dtype(value))) for name, _, value in items},
+        wrapper,
+        lambda name: to_torch(np.ascontiguousarray(tensors(*by_name[name]))),
+    )
+    if not skeleton:  # the fallback wrote the whole file
+        tensors.check()
+        return
     records = _zip_records(out)
     sizes = [
         (records.get(i, (0, -1))[1], int(np.prod(v.shape)) * tensors.out_dtype(v).itemsize)
@@ -847,7 +857,7 @@ def _reference_model(config: Config, state: Mapping[str, np.ndarray]):
     import zoo.models
     from weight_convert.frameworks import reference as ref_fw
 
-    reference = getattr(zoo.models, MODEL_CLASSES[config.family])(config).eval()
+    reference = zoo.models.build_model(config)
     ref_fw.load_state_dict(reference, state)
     return reference
 

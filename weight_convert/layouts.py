@@ -52,17 +52,18 @@ from weight_convert.errors import (
 from zoo.configs import (
     VARIANTS,
     Config,
-    SamConfig,
-    SwinConfig,
-    VideoSwinConfig,
-    ViTDetConfig,
+    arch_fields,
     config_to_dict,
+    match_variant,
+    reference_shapes,
 )
-from zoo.shapes import reference_shapes
+from zoo.families.sam import SamConfig
+from zoo.families.swin import SwinConfig
+from zoo.families.video_swin import VideoSwinConfig
+from zoo.families.vitdet import ViTDetConfig
 from zoo.windows import relative_position_index, shifted_window_mask
 
 __all__ = [
-    "ARCH_FIELDS",
     "arch_fields",
     "FAMILIES",
     "LAYOUTS",
@@ -80,36 +81,6 @@ __all__ = [
 
 LAYOUTS = ("official", "torchvision", "timm", "detectron2")
 FAMILIES = ("swin", "video_swin", "sam", "sam_image_encoder", "vitdet")
-
-#: Swin config fields that decide the backbone; a checkpoint names a variant when these agree.
-#: The head size (``num_classes`` / ``features_only``) is an override of the variant.
-ARCH_FIELDS = (
-    "patch_size",
-    "in_chans",
-    "embed_dim",
-    "depths",
-    "num_heads",
-    "window_size",
-    "mlp_ratio",
-    "qkv_bias",
-    "patch_norm",
-)
-
-#: Config fields that are not architecture (training or pre-processing settings): everything
-#: else must agree for a checkpoint to name a variant. Swin uses ``ARCH_FIELDS`` instead.
-_NOT_ARCH = {
-    SamConfig: ("pixel_mean", "pixel_std", "mask_threshold"),
-    ViTDetConfig: ("drop_path_rate", "square_pad"),
-}
-
-
-def arch_fields(config: Config) -> tuple[str, ...]:
-    """The fields of ``config`` that decide which tensors (and shapes) the model has."""
-    if isinstance(config, SwinConfig):
-        return ARCH_FIELDS
-    skip = _NOT_ARCH[type(config)]
-    return tuple(f.name for f in dataclasses.fields(config) if f.name not in skip)
-
 
 #: Leaf names of buffers derived from the window (or the training resolution); never learned.
 DERIVED = ("relative_position_index", "attn_mask")
@@ -611,16 +582,6 @@ def _infer_swin(reference: Mapping[str, np.ndarray], family: str) -> tuple[SwinC
     if variant is not None:
         base = VARIANTS[variant].config
     return dataclasses.replace(base, **fields), notes
-
-
-def match_variant(config: Config) -> str | None:
-    """The registered variant whose architecture (``arch_fields``) equals ``config``'s, or None."""
-    for name, v in VARIANTS.items():
-        if type(v.config) is type(config) and all(
-            getattr(v.config, f) == getattr(config, f) for f in arch_fields(config)
-        ):
-            return name
-    return None
 
 
 # --------------------------------------------------------------------------- detection

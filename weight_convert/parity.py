@@ -18,8 +18,8 @@ import numpy as np
 from weight_convert import transfer
 from weight_convert.frameworks import reference as ref_fw
 from weight_convert.tolerance import BLOCK_TOLERANCE, MODEL_TOLERANCE, Tolerance
-from zoo.layout import Layout, to_port
-from zoo.registry import BlockCase
+from zoo.blocks import BlockCase
+from zoo.tensor_format import Format, to_port_format
 
 __all__ = [
     "BLOCK_TOLERANCE",
@@ -139,8 +139,8 @@ class ReferenceRun:
     inputs, with the numeric settings: what ``compare`` holds a port against."""
 
     outputs: list[np.ndarray]
-    records: list[tuple[str, Layout, np.ndarray]]
-    layout: Layout
+    records: list[tuple[str, Format, np.ndarray]]
+    layout: Format
     settings: dict[str, str]
 
 
@@ -151,7 +151,7 @@ def run_reference(reference, inputs: Sequence[np.ndarray]) -> ReferenceRun:
         out = ref_fw.call(reference, list(inputs))
         outs = out if isinstance(out, list) else [out]
         settings = {"dtype": str(outs[0].dtype), **ref_fw.settings()}
-    return ReferenceRun(outs, records, ref_fw.layout(reference), settings)
+    return ReferenceRun(outs, records, ref_fw.output_format(reference), settings)
 
 
 def load_reference_weights(adapter, port, reference, port_inputs: Sequence[np.ndarray]) -> None:
@@ -166,7 +166,7 @@ def compare(
     port,
     adapter,
     inputs: Sequence[np.ndarray],
-    layouts: Sequence[Layout],
+    layouts: Sequence[Format],
     *,
     tolerance: Tolerance = BLOCK_TOLERANCE,
     name: str = "",
@@ -176,14 +176,14 @@ def compare(
 ) -> ParityReport:
     """Transfer the reference's weights into ``port`` (unless ``transfer_weights`` is False: the
     port already holds them, e.g. loaded from a converted file), run both on ``inputs``
-    (reference layouts; the port gets ``zoo.layout.to_port`` of each) and compare outputs layer
-    by layer.
+    (reference formats; the port gets ``zoo.tensor_format.to_port_format`` of each) and compare
+    outputs layer by layer.
 
     ``after_transfer(port)`` may alter the port before it runs (used to plant bugs in tests).
     ``reference_run`` (from ``run_reference`` on the same inputs) saves running a large
     reference again when several ports are compared with it.
     """
-    port_inputs = [to_port(x, lay) for x, lay in zip(inputs, layouts, strict=False)]
+    port_inputs = [to_port_format(x, lay) for x, lay in zip(inputs, layouts, strict=False)]
     if transfer_weights:
         load_reference_weights(adapter, port, reference, port_inputs)
     if after_transfer is not None:
@@ -206,7 +206,7 @@ def compare(
         k = seen[path]
         seen[path] += 1
         candidates = port_calls.get(path, [])
-        expected = to_port(out, lay)
+        expected = to_port_format(out, lay)
         if k >= len(candidates) or candidates[k].shape != expected.shape:
             unmatched.append(path)
             continue
@@ -219,7 +219,7 @@ def compare(
         raise ValueError(f"{name}: port gives {len(port_outs)} outputs, reference {len(ref_outs)}")
     outputs = []
     for i, (r, p) in enumerate(zip(ref_outs, port_outs, strict=True)):
-        expected = to_port(r, out_layout)
+        expected = to_port_format(r, out_layout)
         if expected.shape != p.shape:
             raise ValueError(f"{name}: port output {p.shape} != reference {expected.shape}")
         label = OUTPUT if len(ref_outs) == 1 else f"<output {i}>"
@@ -253,7 +253,7 @@ def run_case(
         port,
         adapter,
         inputs,
-        [inp.layout for inp in case.inputs],
+        [inp.format for inp in case.inputs],
         tolerance=tolerance,
         name=case.name,
         after_transfer=after_transfer,
@@ -284,7 +284,7 @@ def run_model(
         port,
         adapter,
         [x],
-        [Layout.CHANNELS_FIRST],
+        [Format.CHANNELS_FIRST],
         tolerance=tolerance,
         name=f"{name}{list(input_shape)}",
         after_transfer=after_transfer,

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from weight_convert.errors import WrongFormatError
-from zoo.configs import MODEL_CLASSES, Config, config_from_dict, config_to_dict
+from zoo.configs import Config, config_from_dict, config_to_dict, family_of, is_config
 
 __all__ = [
     "CONFIG_ATTR",
@@ -169,7 +169,7 @@ def infer_config(shapes: Mapping[str, tuple[int, ...]]) -> tuple[Config, list[st
     note says so). Raises ``layouts.LayoutError`` when no family fits.
     """
     from weight_convert import layouts, rules
-    from zoo.shapes import reference_shapes
+    from zoo.configs import reference_shapes
 
     state: dict[str, np.ndarray] = {}  # zero-strided stand-ins: shapes without data
     for path, shape in shapes.items():
@@ -338,7 +338,7 @@ def load_keras_model(path: str | os.PathLike, dtype: str | None = None):
     _check_dtype(want)
     model = keras.saving.load_model(path)
     config = getattr(model, "config", None)
-    if not isinstance(config, Config) or type(model).__name__ != MODEL_CLASSES[config.family]:
+    if not is_config(config) or type(model).__name__ != family_of(config).model:
         raise WrongFormatError(f"{path} holds a {type(model).__name__}, not a model of this zoo")
     if any(keras.backend.standardize_dtype(v.dtype) != want for v in model.weights):
         rebuilt = build_keras_model(config, want)
@@ -376,7 +376,7 @@ def read_keras_weights_h5(
     model = build_keras_model(config, dtype)
     if count != len(model.weights):
         raise ValueError(
-            f"{path} holds {count} variables; the {MODEL_CLASSES[config.family]} of this config "
+            f"{path} holds {count} variables; the {family_of(config).model} of this config "
             f"has {len(model.weights)}"
         )
     model.load_weights(path)

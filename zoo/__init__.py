@@ -1,12 +1,12 @@
-"""vit-zoo: reference PyTorch vision-transformer blocks and models, mirrored in Keras 3 and
-Flax NNX.
+"""vit-zoo: reference PyTorch vision models, mirrored in Keras 3 and Flax NNX.
 
-Importing ``zoo`` loads only the framework-free core (configs, registry, window tables, layouts);
-``zoo.layers`` is the PyTorch reference and needs torch.
+Importing ``zoo`` loads only the framework-free core (registry, family specs, block cases, window
+tables); ``zoo.layers`` and ``zoo.models`` are the PyTorch reference and need torch.
 """
 
-from zoo.layout import Layout
-from zoo.registry import BLOCKS, BlockCase, Input, Ref, Registry
+from zoo.blocks import BLOCKS, BlockCase, Input, Ref
+from zoo.registry import FAMILIES, VARIANTS, Registry
+from zoo.tensor_format import Format
 
-__all__ = ["BLOCKS", "BlockCase", "Input", "Layout", "Ref", "Registry"]
+__all__ = ["BLOCKS", "FAMILIES", "VARIANTS", "BlockCase", "Format", "Input", "Ref", "Registry"]
 __version__ = "0.1.0"

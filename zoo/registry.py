@@ -1,32 +1,60 @@
-"""Framework-free registries: named variants and the parity cases of every building block.
+"""The zoo's one registry. Framework-free.
 
-Nothing here imports a deep-learning framework. A ``BlockCase`` names a class that exists under the
-same name in ``zoo.layers`` (reference), ``ports.keras.layers`` and ``ports.flax.layers``;
-``Ref("LayerNorm")`` arguments are resolved in each framework's namespace.
+- ``FAMILIES``: family name -> ``zoo.family.Family`` (the framework-free spec), registered by the
+  spec modules in ``zoo/families/``, which are found by listing that package.
+- ``VARIANTS``: variant name -> ``Variant`` (a named config), registered by the same modules.
+- model classes: ``@register_model(family, framework)`` on the class in each framework's model
+  module (``zoo.models.<module>``, ``ports.keras.models.<module>``, ``ports.flax.models.<module>``;
+  ``<module>`` is ``Family.module``). ``model_class(family, framework)`` imports that module on
+  first use and returns the class, so every framework's ``create_model`` finds its class here.
+
+Adding a family touches none of this: its spec module registers the family and its variants, its
+three model modules register their classes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import numpy as np
+if TYPE_CHECKING:
+    from zoo.family import Family, Variant
 
-from zoo.layout import Layout
-from zoo.windows import shifted_window_mask
-
-__all__ = ["Registry", "Ref", "Input", "BlockCase", "BLOCKS"]
+__all__ = [
+    "FAMILIES",
+    "FRAMEWORKS",
+    "VARIANTS",
+    "Registry",
+    "import_package_modules",
+    "model_class",
+    "register_model",
+]
 
 T = TypeVar("T")
 
+#: framework -> the package holding its model modules (one module per family, same name)
+FRAMEWORKS = {"torch": "zoo.models", "keras": "ports.keras.models", "flax": "ports.flax.models"}
+
 
 class Registry(Generic[T]):
-    """Name -> item, with a clear error for unknown names. Names are the same in every framework."""
+    """Name -> item, with a clear error for unknown names. Names are the same in every framework.
 
-    def __init__(self, kind: str) -> None:
+    ``load`` (optional) is called once, before the first look-up, to import the modules that
+    register the items.
+    """
+
+    def __init__(self, kind: str, load: Callable[[], None] | None = None) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._load = load
+
+    def _loaded(self) -> dict[str, T]:
+        if self._load is not None:
+            load, self._load = self._load, None
+            load()
+        return self._items
 
     def register(self, name: str, item: T) -> T:
         if name in self._items:
@@ -35,244 +63,113 @@ class Registry(Generic[T]):
         return item
 
     def __getitem__(self, name: str) -> T:
+        items = self._loaded()
         try:
-            return self._items[name]
+            return items[name]
         except KeyError:
-            known = ", ".join(sorted(self._items)) or "none"
+            known = ", ".join(sorted(items)) or "none"
             raise KeyError(f"unknown {self.kind} {name!r}; known: {known}") from None
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return name in self._loaded()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
+        return iter(list(self._loaded()))
+
+    def __len__(self) -> int:
+        return len(self._loaded())
 
     def items(self):
-        return self._items.items()
+        return list(self._loaded().items())
+
+    def values(self) -> list[T]:
+        return list(self._loaded().values())
 
 
-@dataclass(frozen=True)
-class Ref:
-    """A constructor argument naming a layer factory (``"LayerNorm"``) in each framework."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class Input:
-    """One positional input of a block: N(0, 1) of ``shape`` unless ``fixed`` makes it a constant.
-
-    ``shape`` and ``layout`` describe the reference tensor; ports get ``zoo.layout.to_port`` of it.
-    """
-
-    shape: tuple[int, ...]
-    layout: Layout = Layout.CHANNELS_LAST
-    fixed: Callable[[], np.ndarray] | None = None
-
-    def make(self, rng: np.random.Generator) -> np.ndarray:
-        if self.fixed is not None:
-            return np.array(self.fixed(), dtype=np.float32)  # a writable copy of the table
-        return rng.standard_normal(self.shape, dtype=np.float32)
+def import_package_modules(package: str) -> list[str]:
+    """Import every public module (name not starting with ``_``) of ``package``, in name order;
+    return their names. How family modules are found: adding a file is registering it."""
+    pkg = importlib.import_module(package)
+    names = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
+    for name in names:
+        importlib.import_module(f"{package}.{name}")
+    return names
 
 
-@dataclass(frozen=True)
-class BlockCase:
-    """A block built with ``kwargs`` and run on ``inputs``; ``id`` says what the case covers."""
-
-    block: str
-    id: str
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    inputs: tuple[Input, ...] = ()
-
-    @property
-    def name(self) -> str:
-        return f"{self.block}[{self.id}]"
+def _load_families() -> None:
+    import_package_modules("zoo.families")
 
 
-#: Block name -> its parity cases. Shapes include sizes that are not multiples of the window or
-#: patch, windows larger than the input, batch > 1, non-square maps and odd temporal lengths.
-BLOCKS: Registry[tuple[BlockCase, ...]] = Registry("block")
+FAMILIES: Registry[Family] = Registry("family", _load_families)
+VARIANTS: Registry[Variant] = Registry("variant", lambda: FAMILIES._loaded())
 
-_LN = Ref("LayerNorm")
-CF = Layout.CHANNELS_FIRST
-
-
-def _cases(block: str, *cases: tuple[str, dict, tuple[Input, ...]]) -> None:
-    BLOCKS.register(block, tuple(BlockCase(block, id_, kw, inputs) for id_, kw, inputs in cases))
+#: (family, framework) -> model class
+_MODELS: dict[tuple[str, str], type] = {}
 
 
-def _tokens(*shape: int) -> tuple[Input, ...]:
-    return (Input(shape),)
+def register_model(family: str, framework: str) -> Callable[[type], type]:
+    """Class decorator: ``cls`` is ``family``'s model in ``framework`` ("torch", "keras",
+    "flax"). Its name must be the family's model name (the same in every framework)."""
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"unknown framework {framework!r}; known: {', '.join(FRAMEWORKS)}")
+
+    def decorate(cls: type) -> type:
+        expected = FAMILIES[family].model
+        if cls.__name__ != expected:
+            raise TypeError(f"{family}'s model is named {expected}, not {cls.__name__}")
+        key = (family, framework)
+        if _MODELS.get(key, cls) is not cls:
+            raise KeyError(f"{family} has a {framework} model already: {_MODELS[key]}")
+        _MODELS[key] = cls
+        return cls
+
+    return decorate
 
 
-_cases(
-    "Mlp",
-    ("tokens", dict(in_features=32, hidden_features=64), _tokens(2, 10, 32)),
-    ("map-b3", dict(in_features=32, hidden_features=48, out_features=16), _tokens(3, 5, 7, 32)),
-    ("single", dict(in_features=24), _tokens(1, 1, 24)),
-)
-_cases(
-    "MLPBlock",
-    ("tokens", dict(embedding_dim=32, mlp_dim=64), _tokens(2, 10, 32)),
-    ("map", dict(embedding_dim=16, mlp_dim=40), _tokens(1, 3, 5, 16)),
-    ("single", dict(embedding_dim=8, mlp_dim=8), _tokens(1, 1, 8)),
-)
-_cases(
-    "DropPath",
-    ("tokens", dict(drop_prob=0.3), _tokens(4, 10, 8)),
-    ("map", dict(drop_prob=0.5), _tokens(2, 3, 5, 8)),
-    ("zero", dict(drop_prob=0.0), _tokens(1, 2, 8)),
-)
-_cases(
-    "ConvTranspose2d",
-    (
-        "k2-odd-map-b2",
-        dict(in_channels=8, out_channels=6, kernel_size=2, stride=2),
-        (Input((2, 8, 5, 7), Layout.CHANNELS_FIRST),),
-    ),
-    (
-        "k4-no-bias",
-        dict(in_channels=4, out_channels=3, kernel_size=4, stride=4, bias=False),
-        (Input((1, 4, 3, 2), Layout.CHANNELS_FIRST),),
-    ),
-    (
-        "k2-1x1-map",
-        dict(in_channels=16, out_channels=8, kernel_size=2, stride=2),
-        (Input((3, 16, 1, 1), Layout.CHANNELS_FIRST),),
-    ),
-)
-_cases(
-    "LayerNorm2d",
-    ("square-b2", dict(num_channels=32), (Input((2, 32, 8, 8), CF),)),
-    ("odd", dict(num_channels=16), (Input((1, 16, 7, 9), CF),)),
-    ("eps", dict(num_channels=8, eps=1e-5), (Input((3, 8, 1, 5), CF),)),
-)
+def model_class(family: str | Any, framework: str) -> type:
+    """The model class of ``family`` (a name, or a config whose ``family`` names it) in
+    ``framework``, importing the framework's module of the family on first use."""
+    name = family if isinstance(family, str) else family.family
+    spec = FAMILIES[name]
+    if (name, framework) not in _MODELS:
+        if framework not in FRAMEWORKS:
+            raise ValueError(f"unknown framework {framework!r}; known: {', '.join(FRAMEWORKS)}")
+        importlib.import_module(f"{FRAMEWORKS[framework]}.{spec.module_name}")
+    try:
+        return _MODELS[(name, framework)]
+    except KeyError:
+        where = f"{FRAMEWORKS[framework]}.{spec.module_name}"
+        raise KeyError(f"{where} registers no {framework} model for {name}") from None
 
 
-def _shift_mask(padded, window, shift, batch):
-    def make() -> np.ndarray:
-        return shifted_window_mask(padded, window, shift)
-
-    n_windows = int(np.prod([p // w for p, w in zip(padded, window, strict=False)]))
-    return n_windows * batch, make
-
-
-def _masked_attention_case(id_, dim, heads, padded, window, shift, batch):
-    b_, make = _shift_mask(padded, window, shift, batch)
-    n = int(np.prod(window))
-    kwargs = dict(dim=dim, window_size=window, num_heads=heads)
-    return (id_, kwargs, (Input((b_, n, dim)), Input((b_ // batch, n, n), fixed=make)))
+def model_family(model: Any) -> str:
+    """The family whose model ``model`` is (its class was registered for it), else the family its
+    config names (a part of a model, e.g. a backbone, that takes the family's config)."""
+    for (family, _), cls in _MODELS.items():
+        if type(model) is cls:
+            return family
+    return model.config.family
 
 
-_cases(
-    "WindowAttention",
-    ("2d", dict(dim=32, window_size=(7, 7), num_heads=4), _tokens(3, 49, 32)),
-    _masked_attention_case("2d-shift-mask", 32, 4, (14, 21), (7, 7), (3, 3), 2),
-    ("2d-shrunk-window", dict(dim=32, window_size=(7, 7), num_heads=2), _tokens(2, 20, 32)),
-    (
-        "2d-no-qkv-bias-scale",
-        dict(dim=24, window_size=(4, 6), num_heads=3, qkv_bias=False, qk_scale=0.3),
-        _tokens(2, 24, 24),
-    ),
-    ("3d", dict(dim=24, window_size=(2, 4, 4), num_heads=3), _tokens(2, 32, 24)),
-    _masked_attention_case("3d-shift-mask", 24, 3, (4, 8, 8), (2, 4, 4), (1, 2, 2), 1),
-)
+def framework_modules(framework: str) -> list[str]:
+    """Import the model module of every family in ``framework`` (registers every class, e.g. for
+    loading ``.keras`` files); return the modules' names."""
+    names = sorted({FAMILIES[f].module_name for f in FAMILIES})
+    for name in names:
+        importlib.import_module(f"{FRAMEWORKS[framework]}.{name}")
+    return names
 
-_swin2d = dict(dim=32, num_heads=4, window_size=(7, 7), norm_layer=_LN)
-_swin3d = dict(dim=24, num_heads=3, window_size=(4, 4, 4), norm_layer=_LN)
-_cases(
-    "SwinTransformerBlock",
-    ("2d-14x14-b2", dict(_swin2d, shift_size=(0, 0)), _tokens(2, 14, 14, 32)),
-    ("2d-shift-14x21", dict(_swin2d, shift_size=(3, 3)), _tokens(1, 14, 21, 32)),
-    ("2d-shift-pad-10x13", dict(_swin2d, shift_size=(3, 3)), _tokens(2, 10, 13, 32)),
-    ("2d-shift-smaller-5x6", dict(_swin2d, shift_size=(3, 3)), _tokens(1, 5, 6, 32)),
-    ("2d-shift-one-axis-5x16", dict(_swin2d, shift_size=(3, 3)), _tokens(1, 5, 16, 32)),
-    (
-        "2d-pad-rule-5x9",
-        dict(_swin2d, shift_size=(3, 3), window_rule="pad"),
-        _tokens(2, 5, 9, 32),
-    ),
-    ("3d-8x8x8", dict(_swin3d, shift_size=(0, 0, 0)), _tokens(1, 8, 8, 8, 24)),
-    ("3d-shift-b2-5x9x7", dict(_swin3d, shift_size=(2, 2, 2)), _tokens(2, 5, 9, 7, 24)),
-    ("3d-shift-short-3x10x6", dict(_swin3d, shift_size=(2, 2, 2)), _tokens(1, 3, 10, 6, 24)),
-    (
-        "3d-video-window-4x14x14",
-        dict(_swin3d, window_size=(8, 7, 7), shift_size=(4, 3, 3)),
-        _tokens(1, 4, 14, 14, 24),
-    ),
-)
 
-_cases(
-    "PatchEmbed",
-    (
-        "2d-norm-b2",
-        dict(patch_size=(4, 4), in_chans=3, embed_dim=32, norm_layer=_LN),
-        (Input((2, 3, 32, 32), CF),),
-    ),
-    (
-        "2d-pad-30x45",
-        dict(patch_size=(4, 4), in_chans=3, embed_dim=32),
-        (Input((1, 3, 30, 45), CF),),
-    ),
-    (
-        "2d-smaller-3x5",
-        dict(patch_size=(4, 4), in_chans=3, embed_dim=16, norm_layer=_LN),
-        (Input((1, 3, 3, 5), CF),),
-    ),
-    (
-        "3d-norm",
-        dict(patch_size=(2, 4, 4), in_chans=3, embed_dim=24, norm_layer=_LN),
-        (Input((1, 3, 8, 32, 32), CF),),
-    ),
-    (
-        "3d-pad-odd-t-b2",
-        dict(patch_size=(2, 4, 4), in_chans=3, embed_dim=24),
-        (Input((2, 3, 5, 30, 18), CF),),
-    ),
-)
-_cases(
-    "PatchMerging",
-    ("2d-b2", dict(dim=32, norm_layer=_LN), _tokens(2, 8, 8, 32)),
-    ("2d-odd-7x9", dict(dim=16, norm_layer=_LN), _tokens(1, 7, 9, 16)),
-    ("2d-1x1", dict(dim=8, norm_layer=_LN), _tokens(1, 1, 1, 8)),
-    ("3d-odd-3x7x9", dict(dim=24, norm_layer=_LN), _tokens(2, 3, 7, 9, 24)),
-)
+def framework_exports(framework: str) -> dict[str, Any]:
+    """Name -> object of what every family's model module in ``framework`` exports
+    (``__all__``): the lazy attributes of ``zoo.models``, ``ports.keras.models`` and
+    ``ports.flax.models``."""
+    out: dict[str, Any] = {}
+    for name in framework_modules(framework):
+        module = importlib.import_module(f"{FRAMEWORKS[framework]}.{name}")
+        for attr in getattr(module, "__all__", ()):
+            out.setdefault(attr, getattr(module, attr))
+    return out
 
-_cases(
-    "Attention",
-    (
-        "global-relpos-b2",
-        dict(dim=32, num_heads=4, use_rel_pos=True, input_size=(8, 8)),
-        _tokens(2, 8, 8, 32),
-    ),
-    (
-        "relpos-interp-9x7",
-        dict(dim=32, num_heads=4, use_rel_pos=True, input_size=(6, 6)),
-        _tokens(1, 9, 7, 32),
-    ),
-    (
-        "relpos-shrink-4x5",
-        dict(dim=16, num_heads=2, use_rel_pos=True, input_size=(7, 8)),
-        _tokens(1, 4, 5, 16),
-    ),
-    ("no-relpos", dict(dim=32, num_heads=4), _tokens(2, 5, 6, 32)),
-)
-_cases(
-    "Block",
-    (
-        "window-pad-b2",
-        dict(dim=32, num_heads=4, use_rel_pos=True, window_size=5),
-        _tokens(2, 12, 9, 32),
-    ),
-    (
-        "window-larger-than-input",
-        dict(dim=32, num_heads=4, use_rel_pos=True, window_size=14),
-        _tokens(1, 6, 10, 32),
-    ),
-    (
-        "global",
-        dict(dim=32, num_heads=4, use_rel_pos=True, input_size=(8, 10)),
-        _tokens(1, 8, 10, 32),
-    ),
-    ("global-no-relpos", dict(dim=16, num_heads=2, input_size=(5, 7)), _tokens(2, 5, 7, 16)),
-)
+
+__all__ += ["framework_exports", "framework_modules", "model_family"]

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo.configs import SamConfig
+from zoo.families.sam import SamConfig
 from zoo.interpolate import resize_matrix
 
 __all__ = [

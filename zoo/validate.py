@@ -16,7 +16,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["check_image", "check_points", "dtype_name", "is_floating", "reference_dtypes"]
+__all__ = [
+    "check_image",
+    "check_inputs",
+    "check_points",
+    "dtype_name",
+    "is_floating",
+    "reference_dtypes",
+]
 
 #: framework -> (channels last, how to cast to float32, how to move channels to the right axis
 #: for 2 and 3 spatial axes)
@@ -78,6 +85,16 @@ def reference_dtypes(module: Any, x: Any) -> dict[str, Any]:
     }
 
 
+def check_inputs(model: Any, framework: str, *tensors: Any) -> None:
+    """The checks ``model``'s family declares (``zoo.family.Family.check``) on its positional
+    inputs, in ``framework`` ("torch", "keras", "flax"); every zoo model calls this first. The
+    reference's parameter dtype and autocast state are passed on for "torch"."""
+    from zoo.registry import FAMILIES, model_family
+
+    reference = reference_dtypes(model, tensors[0]) if framework == "torch" else {}
+    FAMILIES[model_family(model)].check(model, framework, *tensors, **reference)
+
+
 def check_image(
     model: Any,
     shape: Iterable[Any],
@@ -97,13 +114,11 @@ def check_image(
     layout); a floating dtype (integers and bool are rejected); with ``param_dtype`` (the
     reference passes its parameters' dtype, since torch layers need the input to match), the
     input dtype equals it unless ``autocast`` (torch autocast is on and casts both itself).
-    Sizes that are None are not checked. ``model`` is the model (its class names it; ``channels``
-    and ``spatial_rank`` default to its config's ``in_chans`` / ``spatial_rank``) or a name.
+    Sizes that are None are not checked. ``model`` is the model (its class names it) or a name.
     """
+    if channels is None or spatial_rank is None:
+        raise TypeError("check_image needs channels and spatial_rank")
     if not isinstance(model, str):
-        config = getattr(model, "config", None)
-        channels = config.in_chans if channels is None else channels
-        spatial_rank = config.spatial_rank if spatial_rank is None else spatial_rank
         model = type(model).__name__
     channels_last, cast, move = _FRAMEWORKS[framework]
     dims = _dims(shape)

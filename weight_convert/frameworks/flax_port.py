@@ -18,7 +18,8 @@ from flax import nnx
 
 import ports.flax.layers
 from ports.flax.layers.variables import CHECKPOINT_VARIABLES
-from zoo.registry import Ref
+from zoo import compat
+from zoo.blocks import Ref
 
 NAME = "flax"
 
@@ -26,13 +27,13 @@ NAME = "flax"
 _recording: tuple[list[tuple[str, Any]], dict[int, str]] | None = None
 
 
-def resolve(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+def resolve_refs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     ns = ports.flax.layers
     return {k: getattr(ns, v.name) if isinstance(v, Ref) else v for k, v in kwargs.items()}
 
 
 def build(block: str, kwargs: Mapping[str, Any], seed: int = 0) -> nnx.Module:
-    module = getattr(ports.flax.layers, block)(**resolve(kwargs), rngs=nnx.Rngs(seed))
+    module = getattr(ports.flax.layers, block)(**resolve_refs(kwargs), rngs=nnx.Rngs(seed))
     module.eval()
     return module
 
@@ -121,49 +122,25 @@ def jit_call(module: nnx.Module, inputs: list[np.ndarray]) -> np.ndarray | list[
 
 @contextlib.contextmanager
 def capture(module: nnx.Module) -> Iterator[list[tuple[str, np.ndarray]]]:
-    """Record (path, output) of every submodule call, in the order calls finish.
-
-    ``__call__`` is looked up on the class, so each submodule class gets a recording wrapper for
-    the duration; it records only the instances of this module tree.
-    """
+    """Record (path, output) of every submodule call, in the order calls finish
+    (``zoo.compat.flax_intercept_calls``; nothing is recorded where it cannot intercept)."""
     global _recording
     records: list[tuple[str, np.ndarray]] = []
     nodes = [(p, node) for p, node in nnx.iter_graph(module) if p and isinstance(node, nnx.Module)]
     paths = {id(node): _join(p) for p, node in nodes}
-    # Resolve every class's __call__ before patching any, so a subclass never wraps a wrapper.
-    originals = {
-        type(node): (type(node).__call__, type(node).__dict__.get("__call__")) for _, node in nodes
-    }
 
-    active: set[int] = set()  # instances inside a recorded call (a super().__call__ records once)
+    def record(node: nnx.Module, out: Any) -> None:
+        # ``paths`` also gets the copies ``call`` compiles; outputs are tracers then (it fetches
+        # them)
+        if id(node) in paths and isinstance(out, jax.Array):
+            records.append((paths[id(node)], out))
 
-    def wrap(original):
-        def call_and_record(self, *args, **kwargs):
-            if id(self) not in paths or id(self) in active:
-                return original(self, *args, **kwargs)
-            active.add(id(self))
-            try:
-                out = original(self, *args, **kwargs)
-            finally:
-                active.discard(id(self))
-            if isinstance(out, jax.Array):  # a tracer while ``call`` compiles: it fetches them
-                records.append((paths[id(self)], out))
-            return out
-
-        return call_and_record
-
-    for cls, (resolved, _) in originals.items():
-        cls.__call__ = wrap(resolved)
-    _recording = (records, paths)
-    try:
-        yield records
-    finally:
-        _recording = None
-        for cls, (_, own) in originals.items():
-            if own is None:
-                del cls.__call__
-            else:
-                cls.__call__ = own
+    with compat.flax_intercept_calls([node for _, node in nodes], record):
+        _recording = (records, paths)
+        try:
+            yield records
+        finally:
+            _recording = None
 
 
 def settings() -> dict[str, str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -22,7 +21,8 @@ import keras
 import numpy as np
 
 import ports.keras.layers
-from zoo.registry import Ref
+from zoo import compat
+from zoo.blocks import Ref
 
 NAME = f"keras-{keras.backend.backend()}"
 
@@ -30,13 +30,13 @@ NAME = f"keras-{keras.backend.backend()}"
 _recording: list[tuple[str, Any]] | None = None
 
 
-def resolve(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+def resolve_refs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     ns = ports.keras.layers
     return {k: getattr(ns, v.name) if isinstance(v, Ref) else v for k, v in kwargs.items()}
 
 
 def build(block: str, kwargs: Mapping[str, Any]) -> keras.Layer:
-    return getattr(ports.keras.layers, block)(**resolve(kwargs), name="root")
+    return getattr(ports.keras.layers, block)(**resolve_refs(kwargs), name="root")
 
 
 def create(name: str, **overrides) -> keras.Model:
@@ -128,34 +128,30 @@ def _jax_jit_call(module: keras.Layer, inputs: list[np.ndarray]) -> Any:
 
 @contextlib.contextmanager
 def capture(module: keras.Layer) -> Iterator[list[tuple[str, np.ndarray]]]:
-    """Record (path, output) of every sublayer call, in the order calls finish."""
+    """Record (path, output) of every sublayer call, in the order calls finish
+    (``zoo.compat.keras_intercept_calls``; nothing is recorded where it cannot intercept)."""
     global _recording
     records: list[tuple[str, np.ndarray]] = []
-    patched = []
     traced = keras.backend.backend() == "jax"  # outputs are tracers; ``call`` fetches them
-    # Keras has no public recursive sublayer iterator; _flatten_layers is what Layer uses itself.
-    for layer in module._flatten_layers(include_self=False, recursive=True):
+    layers = []
+    for layer in compat.keras_sublayers(module):
         if layer.path is None:  # built outside its parent's scope: no path to align by
             continue
-        path = _port_path(layer.path, module)
-        original = layer.call
 
-        def call_and_record(*args, _orig=original, _path=path, **kwargs):
-            out = _orig(*args, **kwargs)
+        path = _port_path(layer.path, module)
+
+        def record(out, _path=path):
             if not isinstance(out, (tuple, list, dict)):
                 value = out if traced else keras.ops.convert_to_numpy(out).copy()
                 records.append((_path, value))
-            return out
 
-        layer.call = call_and_record
-        patched.append(layer)
-    _recording = records
-    try:
-        yield records
-    finally:
-        _recording = None
-        for layer in patched:
-            del layer.call
+        layers.append((layer, record))
+    with compat.keras_intercept_calls(layers):
+        _recording = records
+        try:
+            yield records
+        finally:
+            _recording = None
 
 
 def settings() -> dict[str, str]:
@@ -208,41 +204,20 @@ def save_streamed(
     weights_path,
     keras_path,
     value_of: Callable[[str], np.ndarray],
+    concrete: Callable[[], keras.Model],
 ) -> int:
     """Write ``model``'s ``.weights.h5`` and ``.keras`` files with every variable's value taken
     from ``value_of(port path)`` as Keras' saver reaches it, so only one value is in memory at a
     time and the model itself needs none (``abstract_model``). Values are written in their own
     dtype (bfloat16 as Keras marks it). The ``.keras`` archive is the one ``model.save`` writes:
     ``metadata.json``, ``config.json`` and the same ``model.weights.h5``. Returns the number of
-    variables written.
-
-    Keras' saver is driven through ``keras.src.saving.saving_lib`` (its H5 store and state walk),
-    the only way to hand it values one at a time.
-    """
-    from keras.src.saving import saving_lib
-
-    written = []
-
-    class Store(saving_lib.H5IOStore):
-        def __setitem__(self, key, value):
-            if isinstance(value, keras.Variable):
-                path = _port_path(value.path, model)
-                written.append(path)
-                value = value_of(path)
-            super().__setitem__(key, value)
-
-    store = Store(str(weights_path), mode="w")
-    try:
-        saving_lib._save_state(
-            model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set()
-        )
-    finally:
-        store.close()
-    if len(set(written)) != len(written):
-        raise ValueError("a variable was written twice")
-    config_json, metadata_json = saving_lib._serialize_model_as_json(model)
-    with zipfile.ZipFile(str(keras_path), "w") as zf:
-        zf.writestr(saving_lib._METADATA_FILENAME, metadata_json)
-        zf.writestr(saving_lib._CONFIG_FILENAME, config_json)
-        zf.write(str(weights_path), saving_lib._VARS_FNAME_H5)
-    return len(written)
+    variables written. ``concrete()`` builds the same model with values, for the public fallback
+    of ``zoo.compat.keras_save_streamed`` (Keras versions its saver internals were not tested
+    with)."""
+    return compat.keras_save_streamed(
+        model,
+        weights_path,
+        keras_path,
+        lambda variable: value_of(_port_path(variable.path, model)),
+        concrete,
+    )

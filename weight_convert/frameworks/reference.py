@@ -11,27 +11,39 @@ import torch
 from torch import nn
 
 import zoo.layers
-from zoo.layout import Layout
-from zoo.registry import Ref
+from zoo.blocks import Ref
+from zoo.tensor_format import Format
 
 NAME = "torch"
 
 
-def resolve(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+def resolve_refs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Replace ``Ref`` arguments by the reference's factories."""
     return {k: getattr(zoo.layers, v.name) if isinstance(v, Ref) else v for k, v in kwargs.items()}
 
 
 def build(block: str, kwargs: Mapping[str, Any]) -> nn.Module:
-    return getattr(zoo.layers, block)(**resolve(kwargs)).eval()
+    return getattr(zoo.layers, block)(**resolve_refs(kwargs)).eval()
 
 
-def layout(module: nn.Module) -> Layout:
-    """Layout of a reference module's output: conv outputs and modules that declare
-    ``layout = Layout.CHANNELS_FIRST`` are channels-first; everything else is channels-last."""
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return Layout.CHANNELS_FIRST
-    return Layout(getattr(module, "layout", Layout.CHANNELS_LAST))
+#: torch.nn layers whose output is channels-first (public classes)
+_CHANNELS_FIRST = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+
+
+def output_format(module: nn.Module) -> Format:
+    """Format of a reference module's output: conv outputs and modules that declare
+    ``output_format = Format.CHANNELS_FIRST`` are channels-first; everything else is
+    channels-last."""
+    if isinstance(module, _CHANNELS_FIRST):
+        return Format.CHANNELS_FIRST
+    return Format(getattr(module, "output_format", Format.CHANNELS_LAST))
 
 
 def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
@@ -79,15 +91,15 @@ def call(module: nn.Module, inputs: list[np.ndarray]) -> np.ndarray | list[np.nd
 
 
 @contextlib.contextmanager
-def capture(module: nn.Module) -> Iterator[list[tuple[str, Layout, np.ndarray]]]:
+def capture(module: nn.Module) -> Iterator[list[tuple[str, Format, np.ndarray]]]:
     """Record (path, layout, output) of every submodule call, in the order calls finish."""
-    records: list[tuple[str, Layout, np.ndarray]] = []
+    records: list[tuple[str, Format, np.ndarray]] = []
     handles = []
     for path, sub in module.named_modules():
         if not path:
             continue
 
-        lay = layout(sub)
+        lay = output_format(sub)
 
         def hook(_mod, _args, out, path=path, lay=lay):
             if isinstance(out, torch.Tensor):

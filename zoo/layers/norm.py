@@ -7,7 +7,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from zoo.layout import Layout
+from zoo.tensor_format import Format
 
 __all__ = ["LayerNorm", "LayerNorm2d"]
 
@@ -21,7 +21,7 @@ class LayerNorm2d(nn.Module):
     (B, C, H, W) -> (B, C, H, W). The ports apply the same normalization to (B, H, W, C).
     """
 
-    layout = Layout.CHANNELS_FIRST
+    output_format = Format.CHANNELS_FIRST
 
     def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
         super().__init__()

@@ -27,8 +27,8 @@ def _mask_tensor(padded, window, shift) -> torch.Tensor | None:
 
 @functools.cache
 def _opaque_mask_tensor():
-    # Built on first use under torch.compile only: torch.compiler.disable imports torch._dynamo,
-    # and with it triton, which must not be imported after TensorFlow in the same process.
+    # Built on first use under torch.compile only: torch.compiler.disable imports the compiler
+    # (dynamo) and with it triton, which must not be imported after TensorFlow in one process.
     return torch.compiler.disable(_mask_tensor)
 
 

@@ -1,36 +1,37 @@
-"""Reference PyTorch models. Each takes a config from ``zoo.configs``; ``create_model(name)`` builds
-a registered variant. ``ports.keras.models`` and ``ports.flax.models`` export the same names."""
+"""Reference PyTorch models, one module per family (``zoo.registry.FAMILIES``), each taking its
+family's config. ``create_model(name)`` builds a registered variant; the model classes and their
+parts (``SwinTransformer``, ``Sam``, ``TwoWayTransformer``, ...) are attributes of this package,
+as they are of ``ports.keras.models`` and ``ports.flax.models``."""
 
 from __future__ import annotations
 
-from zoo.configs import resolve
-from zoo.models.sam import Sam
-from zoo.models.sam_image_encoder import ImageEncoderViT
-from zoo.models.sam_mask_decoder import MaskDecoder, TwoWayTransformer
-from zoo.models.sam_prompt_encoder import PromptEncoder
-from zoo.models.swin import BasicLayer, SwinTransformer
-from zoo.models.video_swin import I3DHead, SwinTransformer3D, VideoSwin
-from zoo.models.vitdet import SimpleFeaturePyramid, ViT
+from typing import Any
 
-__all__ = [
-    "BasicLayer",
-    "I3DHead",
-    "ImageEncoderViT",
-    "MaskDecoder",
-    "PromptEncoder",
-    "Sam",
-    "SwinTransformer",
-    "SwinTransformer3D",
-    "TwoWayTransformer",
-    "SimpleFeaturePyramid",
-    "ViT",
-    "VideoSwin",
-    "create_model",
-]
+from zoo.configs import Config, resolve
+from zoo.registry import framework_exports, model_class
+
+_BASE = ["build_model", "create_model"]
+
+
+def build_model(config: Config):
+    """The reference model ``config`` describes (its family's class), in eval mode."""
+    return model_class(config, "torch")(config).eval()
 
 
 def create_model(name: str, **overrides):
-    """The registered variant ``name`` (see ``zoo.configs.VARIANTS``), config fields overridden by
+    """The registered variant ``name`` (see ``zoo.registry.VARIANTS``), config fields overridden by
     keyword, in eval mode."""
-    model, config = resolve(name, **overrides)
-    return globals()[model](config).eval()
+    return build_model(resolve(name, **overrides))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__all__":
+        return _BASE + sorted(framework_exports("torch"))
+    exports = framework_exports("torch")
+    if name in exports:
+        return exports[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *framework_exports("torch")})

@@ -11,12 +11,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo.configs import SamConfig
-from zoo.layout import Layout
+from zoo.families.sam import SamConfig
 from zoo.models.sam_image_encoder import ImageEncoderViT
 from zoo.models.sam_mask_decoder import MaskDecoder
 from zoo.models.sam_prompt_encoder import PromptEncoder
-from zoo.validate import check_image, check_points, reference_dtypes
+from zoo.registry import register_model
+from zoo.tensor_format import Format
+from zoo.validate import check_inputs
 
 __all__ = ["Sam", "build_prompt_encoder", "build_mask_decoder"]
 
@@ -44,6 +45,7 @@ def build_mask_decoder(config: SamConfig) -> MaskDecoder:
     )
 
 
+@register_model("sam", "torch")
 class Sam(nn.Module):
     """SAM with point prompts in one call (what ``--verify`` and the parity tests run); the
     predictor calls the three parts itself for boxes, masks and reused embeddings.
@@ -55,7 +57,7 @@ class Sam(nn.Module):
     decoded with its own prompts, as the official ``Sam.forward`` does.
     """
 
-    layout = Layout.CHANNELS_FIRST
+    output_format = Format.CHANNELS_FIRST
 
     def __init__(self, config: SamConfig) -> None:
         super().__init__()
@@ -71,17 +73,7 @@ class Sam(nn.Module):
         point_labels: torch.Tensor,
         multimask_output: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        check_image(
-            self, images.shape, images.dtype, framework="torch", **reference_dtypes(self, images)
-        )
-        check_points(
-            "Sam",
-            point_coords.shape,
-            point_coords.dtype,
-            point_labels.shape,
-            point_labels.dtype,
-            batch=images.shape[0],
-        )
+        check_inputs(self, "torch", images, point_coords, point_labels)
         embeddings = self.image_encoder(images)
         image_pe = self.prompt_encoder.get_dense_pe()
         masks, ious = [], []

@@ -11,12 +11,13 @@ from functools import partial
 import torch
 from torch import nn
 
-from zoo.configs import SamConfig
+from zoo.families.sam import SamConfig
 from zoo.layers.mlp import MLPBlock
 from zoo.layers.norm import LayerNorm2d
 from zoo.layers.vitdet import Block
-from zoo.layout import Layout
-from zoo.validate import check_image, reference_dtypes
+from zoo.registry import register_model
+from zoo.tensor_format import Format
+from zoo.validate import check_inputs
 
 __all__ = ["ImageEncoderViT", "SamPatchEmbed"]
 
@@ -46,6 +47,7 @@ class SamPatchEmbed(nn.Module):
         return self.proj(x).permute(0, 2, 3, 1)
 
 
+@register_model("sam_image_encoder", "torch")
 class ImageEncoderViT(nn.Module):
     """SAM image encoder.
 
@@ -61,7 +63,7 @@ class ImageEncoderViT(nn.Module):
     tables made for the full grid (2 * img_size / patch - 1 rows).
     """
 
-    layout = Layout.CHANNELS_FIRST
+    output_format = Format.CHANNELS_FIRST
 
     def __init__(self, config: SamConfig) -> None:
         super().__init__()
@@ -99,7 +101,7 @@ class ImageEncoderViT(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image(self, x.shape, x.dtype, framework="torch", **reference_dtypes(self, x))
+        check_inputs(self, "torch", x)
         x = self.patch_embed(x)
         if self.pos_embed is not None:
             _check_grid(x.shape[1:3], self.pos_embed.shape[1:3])

@@ -11,11 +11,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from zoo.configs import SwinConfig
+from zoo.families.swin import SwinConfig
 from zoo.layers.norm import LayerNorm
 from zoo.layers.patch import PatchEmbed, PatchMerging
 from zoo.layers.swin_block import SwinTransformerBlock
-from zoo.validate import check_image, reference_dtypes
+from zoo.registry import register_model
+from zoo.validate import check_inputs
 
 __all__ = [
     "BasicLayer",
@@ -111,6 +112,7 @@ def backbone_features(module: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     return [*features[:-1], module.norm(features[-1])]
 
 
+@register_model("swin", "torch")
 class SwinTransformer(nn.Module):
     """Swin Transformer (2D) with the classification head.
 
@@ -131,7 +133,7 @@ class SwinTransformer(nn.Module):
         return backbone_features(self, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        check_image(self, x.shape, x.dtype, framework="torch", **reference_dtypes(self, x))
+        check_inputs(self, "torch", x)
         features = self.forward_features(x)
         if self.config.features_only:
             return features

@@ -6,9 +6,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo.configs import VideoSwinConfig
+from zoo.families.video_swin import VideoSwinConfig
 from zoo.models.swin import backbone_features, init_backbone
-from zoo.validate import check_image, reference_dtypes
+from zoo.registry import register_model
+from zoo.validate import check_inputs
 
 __all__ = ["I3DHead", "SwinTransformer3D", "VideoSwin"]
 
@@ -28,7 +29,7 @@ class SwinTransformer3D(nn.Module):
         init_backbone(self, config)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        check_image(self, x.shape, x.dtype, framework="torch", **reference_dtypes(self, x))
+        check_inputs(self, "torch", x)
         return backbone_features(self, x)
 
 
@@ -48,6 +49,7 @@ class I3DHead(nn.Module):
         return self.fc_cls(self.dropout(x))
 
 
+@register_model("video_swin", "torch")
 class VideoSwin(nn.Module):
     """Video Swin recognizer: ``backbone`` and ``cls_head``, as the official checkpoints nest them.
 
@@ -64,7 +66,7 @@ class VideoSwin(nn.Module):
             self.cls_head = I3DHead(dim, config.num_classes, config.head_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        check_image(self, x.shape, x.dtype, framework="torch", **reference_dtypes(self, x))
+        check_inputs(self, "torch", x)
         features = self.backbone(x)
         if self.config.features_only:
             return features

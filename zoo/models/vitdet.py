@@ -17,15 +17,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.configs import ViTDetConfig
+from zoo.families.vitdet import ViTDetConfig
 from zoo.interpolate import resize_matrix
 from zoo.layers.conv import ConvTranspose2d
 from zoo.layers.mlp import Mlp
 from zoo.layers.norm import LayerNorm2d
 from zoo.layers.patch import PatchEmbed
 from zoo.layers.vitdet import Block
-from zoo.layout import Layout
-from zoo.validate import check_image, reference_dtypes
+from zoo.registry import register_model
+from zoo.tensor_format import Format
+from zoo.validate import check_inputs
 
 __all__ = [
     "Conv2d",
@@ -78,7 +79,7 @@ class ViT(nn.Module):
     none; inference is unaffected.
     """
 
-    layout = Layout.CHANNELS_FIRST
+    output_format = Format.CHANNELS_FIRST
 
     def __init__(self, config: ViTDetConfig) -> None:
         super().__init__()
@@ -108,7 +109,7 @@ class ViT(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image(self, x.shape, x.dtype, framework="torch", **reference_dtypes(self, x))
+        check_inputs(self, "torch", x)
         x = self.patch_embed(x)  # (B, h, w, C)
         if self.pos_embed is not None:
             x = x + get_abs_pos(
@@ -135,13 +136,13 @@ class Conv2d(nn.Conv2d):
 class GELU2d(nn.GELU):
     """Exact GELU on a channels-first map (declares its layout). Any shape."""
 
-    layout = Layout.CHANNELS_FIRST
+    output_format = Format.CHANNELS_FIRST
 
 
 class MaxPool2d(nn.MaxPool2d):
     """2 x 2 max pool, stride 2, on a channels-first map: (B, C, H, W) -> (B, C, H//2, W//2)."""
 
-    layout = Layout.CHANNELS_FIRST
+    output_format = Format.CHANNELS_FIRST
 
     def __init__(self) -> None:
         super().__init__(kernel_size=2, stride=2)
@@ -151,7 +152,7 @@ class LastLevelMaxPool(nn.Module):
     """detectron2's FPN top block: p6 = ``max_pool2d(p5, kernel_size=1, stride=2)``, i.e. every
     other row and column. (B, C, H, W) -> (B, C, ceil(H / 2), ceil(W / 2))."""
 
-    layout = Layout.CHANNELS_FIRST
+    output_format = Format.CHANNELS_FIRST
     num_levels = 1
     in_feature = "p5"
 
@@ -185,6 +186,7 @@ def _stage(dim: int, scale: float, out_channels: int) -> nn.ModuleList:
     return nn.ModuleList(layers)
 
 
+@register_model("vitdet", "torch")
 class SimpleFeaturePyramid(nn.Module):
     """ViTDet backbone: ``net`` (``ViT``) and one pyramid stage per scale factor on its last map,
     plus ``top_block`` (p6 from p5).
@@ -195,7 +197,7 @@ class SimpleFeaturePyramid(nn.Module):
     (B, out_channels, H / stride, W / stride) channels-first, strides 4, 8, 16, 32, 64.
     """
 
-    layout = Layout.CHANNELS_FIRST
+    output_format = Format.CHANNELS_FIRST
 
     def __init__(self, config: ViTDetConfig) -> None:
         super().__init__()
@@ -210,7 +212,7 @@ class SimpleFeaturePyramid(nn.Module):
             raise ValueError("top_block needs the stride-32 stage (scale factor 0.5 at patch 16)")
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        check_image(self, x.shape, x.dtype, framework="torch", **reference_dtypes(self, x))
+        check_inputs(self, "torch", x)
         features = self.net(x)
         results = []
         for name in self.stage_names:

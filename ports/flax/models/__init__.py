@@ -1,61 +1,31 @@
 """Flax NNX port of ``zoo.models``: the same model names, module trees and configs, channels-last.
-``create_model(name)`` builds a registered variant (``zoo.configs.VARIANTS``)."""
+One module per family (``zoo.registry.FAMILIES``); each model class registers itself
+(``@register_model(family, "flax")``). ``create_model(name)`` builds a registered variant."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from flax import nnx
 
-from ports.flax.models.sam import Sam
-from ports.flax.models.sam_image_encoder import ImageEncoderViT
-from ports.flax.models.sam_mask_decoder import MaskDecoder, TwoWayTransformer
-from ports.flax.models.sam_prompt_encoder import PromptEncoder
-from ports.flax.models.swin import BasicLayer, SwinTransformer
-from ports.flax.models.video_swin import I3DHead, SwinTransformer3D, VideoSwin
-from ports.flax.models.vitdet import SimpleFeaturePyramid, ViT
-from zoo.configs import MODEL_CLASSES, Config, resolve
+from zoo.configs import Config, resolve
+from zoo.registry import framework_exports, model_class
 
-__all__ = [
-    "BasicLayer",
-    "I3DHead",
-    "ImageEncoderViT",
-    "MaskDecoder",
-    "PromptEncoder",
-    "Sam",
-    "SwinTransformer",
-    "SwinTransformer3D",
-    "TwoWayTransformer",
-    "SimpleFeaturePyramid",
-    "ViT",
-    "VideoSwin",
-    "abstract_model",
-    "create_model",
-    "model_class",
-]
-
-_MODELS = {
-    "SwinTransformer": SwinTransformer,
-    "VideoSwin": VideoSwin,
-    "Sam": Sam,
-    "ImageEncoderViT": ImageEncoderViT,
-    "SimpleFeaturePyramid": SimpleFeaturePyramid,
-}
+__all__ = ["abstract_model", "build_model", "create_model", "model_class"]
 
 
-def model_class(name: str) -> type[nnx.Module]:
-    """The Flax model class registered under the reference class name ``name``."""
-    try:
-        return _MODELS[name]
-    except KeyError:
-        raise KeyError(f"unknown model class {name!r}; known: {', '.join(_MODELS)}") from None
+def build_model(config: Config, *, rngs: nnx.Rngs | None = None) -> nnx.Module:
+    """The model ``config`` describes, in eval mode, parameters initialized from ``rngs``
+    (default ``nnx.Rngs(0)``)."""
+    model = model_class(config, "flax")(config, rngs=rngs if rngs is not None else nnx.Rngs(0))
+    model.eval()
+    return model
 
 
 def create_model(name: str, *, rngs: nnx.Rngs | None = None, **overrides) -> nnx.Module:
-    """The registered variant ``name`` (see ``zoo.configs.VARIANTS``), config fields overridden by
+    """The registered variant ``name`` (see ``zoo.registry.VARIANTS``), config fields overridden by
     keyword, in eval mode. Parameters are initialized from ``rngs`` (default ``nnx.Rngs(0)``)."""
-    model_name, config = resolve(name, **overrides)
-    model = model_class(model_name)(config, rngs=rngs if rngs is not None else nnx.Rngs(0))
-    model.eval()
-    return model
+    return build_model(resolve(name, **overrides), rngs=rngs)
 
 
 def abstract_model(config: Config, *, rngs: nnx.Rngs | None = None) -> nnx.Module:
@@ -63,7 +33,7 @@ def abstract_model(config: Config, *, rngs: nnx.Rngs | None = None) -> nnx.Modul
     initialization, which would compile once per parameter shape), for filling from a file or a
     weight transfer. Its dropout / drop-path streams get concrete keys from ``rngs`` (default
     ``nnx.Rngs(0)``), so once the parameters are set the model runs, jitted or not."""
-    cls = model_class(MODEL_CLASSES[config.family])
+    cls = model_class(config, "flax")
     model = nnx.eval_shape(lambda: cls(config, rngs=nnx.Rngs(0)))
     rngs = rngs if rngs is not None else nnx.Rngs(0)
     for _, node in nnx.iter_graph(model):
@@ -72,3 +42,14 @@ def abstract_model(config: Config, *, rngs: nnx.Rngs | None = None) -> nnx.Modul
             node.key.set_value(fresh.key.get_value())
             node.count.set_value(fresh.count.get_value())
     return model
+
+
+def __getattr__(name: str) -> Any:
+    exports = framework_exports("flax")
+    if name in exports:
+        return exports[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *framework_exports("flax")})

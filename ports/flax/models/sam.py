@@ -10,12 +10,14 @@ from flax import nnx
 from ports.flax.models.sam_image_encoder import ImageEncoderViT
 from ports.flax.models.sam_mask_decoder import MaskDecoder
 from ports.flax.models.sam_prompt_encoder import PromptEncoder
-from zoo.configs import SamConfig
-from zoo.validate import check_image, check_points
+from zoo.families.sam import SamConfig
+from zoo.registry import register_model
+from zoo.validate import check_inputs
 
 __all__ = ["Sam"]
 
 
+@register_model("sam", "flax")
 class Sam(nnx.Module):
     """SAM with point prompts in one call; the predictor calls the three parts itself.
 
@@ -50,15 +52,7 @@ class Sam(nnx.Module):
         point_labels: jax.Array,
         multimask_output: bool = True,
     ) -> tuple[jax.Array, jax.Array]:
-        check_image(self, images.shape, images.dtype, framework="flax")
-        check_points(
-            "Sam",
-            point_coords.shape,
-            point_coords.dtype,
-            point_labels.shape,
-            point_labels.dtype,
-            batch=images.shape[0],
-        )
+        check_inputs(self, "flax", images, point_coords, point_labels)
         embeddings = self.image_encoder(images)
         image_pe = self.prompt_encoder.get_dense_pe()
         masks, ious = [], []

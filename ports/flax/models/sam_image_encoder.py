@@ -11,8 +11,9 @@ from flax import nnx
 from ports.flax.layers.mlp import MLPBlock
 from ports.flax.layers.norm import LayerNorm2d
 from ports.flax.layers.vitdet import Block
-from zoo.configs import SamConfig
-from zoo.validate import check_image
+from zoo.families.sam import SamConfig
+from zoo.registry import register_model
+from zoo.validate import check_inputs
 
 __all__ = ["ImageEncoderViT", "SamPatchEmbed"]
 
@@ -55,6 +56,7 @@ class SamPatchEmbed(nnx.Module):
         return self.proj(x)
 
 
+@register_model("sam_image_encoder", "flax")
 class ImageEncoderViT(nnx.Module):
     """SAM image encoder.
 
@@ -103,7 +105,7 @@ class ImageEncoderViT(nnx.Module):
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        check_image(self, x.shape, x.dtype, framework="flax")
+        check_inputs(self, "flax", x)
         x = self.patch_embed(x)
         if self.pos_embed is not None:
             pos = self.pos_embed[...]

@@ -16,8 +16,9 @@ from flax import nnx
 from ports.flax.layers.norm import LayerNorm
 from ports.flax.layers.patch import PatchEmbed, PatchMerging
 from ports.flax.layers.swin_block import SwinTransformerBlock
-from zoo.configs import SwinConfig
-from zoo.validate import check_image
+from zoo.families.swin import SwinConfig
+from zoo.registry import register_model
+from zoo.validate import check_inputs
 
 __all__ = [
     "BasicLayer",
@@ -131,6 +132,7 @@ def backbone_features(module: nnx.Module, x: jax.Array) -> list[jax.Array]:
     return [*features[:-1], module.norm(features[-1])]
 
 
+@register_model("swin", "flax")
 class SwinTransformer(nnx.Module):
     """Swin Transformer (2D) with the classification head.
 
@@ -150,7 +152,7 @@ class SwinTransformer(nnx.Module):
         return backbone_features(self, x)
 
     def __call__(self, x: jax.Array) -> jax.Array | list[jax.Array]:
-        check_image(self, x.shape, x.dtype, framework="flax")
+        check_inputs(self, "flax", x)
         features = self.forward_features(x)
         if self.config.features_only:
             return features

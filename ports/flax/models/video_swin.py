@@ -9,8 +9,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ports.flax.models.swin import backbone_features, init_backbone
-from zoo.configs import VideoSwinConfig
-from zoo.validate import check_image
+from zoo.families.video_swin import VideoSwinConfig
+from zoo.registry import register_model
+from zoo.validate import check_inputs
 
 __all__ = ["I3DHead", "SwinTransformer3D", "VideoSwin"]
 
@@ -28,7 +29,7 @@ class SwinTransformer3D(nnx.Module):
         init_backbone(self, config, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> list[jax.Array]:
-        check_image(self, x.shape, x.dtype, framework="flax")
+        check_inputs(self, "flax", x)
         return backbone_features(self, x)
 
 
@@ -49,6 +50,7 @@ class I3DHead(nnx.Module):
         return self.fc_cls(self.dropout(x))
 
 
+@register_model("video_swin", "flax")
 class VideoSwin(nnx.Module):
     """Video Swin recognizer: ``backbone`` and ``cls_head``, as the official checkpoints nest them.
 
@@ -64,7 +66,7 @@ class VideoSwin(nnx.Module):
             self.cls_head = I3DHead(dim, config.num_classes, config.head_dropout, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array | list[jax.Array]:
-        check_image(self, x.shape, x.dtype, framework="flax")
+        check_inputs(self, "flax", x)
         features = self.backbone(x)
         if self.config.features_only:
             return features

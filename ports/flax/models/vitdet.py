@@ -19,9 +19,10 @@ from ports.flax.layers.mlp import GELU, Mlp
 from ports.flax.layers.norm import LayerNorm2d
 from ports.flax.layers.patch import PatchEmbed
 from ports.flax.layers.vitdet import Block
-from zoo.configs import ViTDetConfig
+from zoo.families.vitdet import ViTDetConfig
 from zoo.interpolate import resize_matrix
-from zoo.validate import check_image
+from zoo.registry import register_model
+from zoo.validate import check_inputs
 
 __all__ = [
     "Conv2d",
@@ -100,7 +101,7 @@ class ViT(nnx.Module):
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        check_image(self, x.shape, x.dtype, framework="flax")
+        check_inputs(self, "flax", x)
         x = self.patch_embed(x)
         if self.pos_embed is not None:
             x = x + get_abs_pos(
@@ -185,6 +186,7 @@ def _stage(dim: int, scale: float, out_channels: int, rngs: nnx.Rngs) -> nnx.Lis
     return nnx.List(layers)
 
 
+@register_model("vitdet", "flax")
 class SimpleFeaturePyramid(nnx.Module):
     """ViTDet backbone: ``net`` (``ViT``), one pyramid stage per scale factor on its last map
     and ``top_block`` (p6 from p5).
@@ -205,7 +207,7 @@ class SimpleFeaturePyramid(nnx.Module):
             raise ValueError("top_block needs the stride-32 stage (scale factor 0.5 at patch 16)")
 
     def __call__(self, x: jax.Array) -> list[jax.Array]:
-        check_image(self, x.shape, x.dtype, framework="flax")
+        check_inputs(self, "flax", x)
         features = self.net(x)
         results = []
         for name in self.stage_names:

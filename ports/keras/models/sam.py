@@ -10,13 +10,15 @@ from ports.keras.models.base import ZooModel
 from ports.keras.models.sam_image_encoder import ImageEncoderViT
 from ports.keras.models.sam_mask_decoder import MaskDecoder
 from ports.keras.models.sam_prompt_encoder import PromptEncoder
-from zoo.configs import SamConfig
-from zoo.validate import check_image, check_points
+from zoo.families.sam import SamConfig
+from zoo.registry import register_model
+from zoo.validate import check_inputs
 
 __all__ = ["Sam"]
 
 
 @keras.saving.register_keras_serializable(package="vit_zoo")
+@register_model("sam", "keras")
 class Sam(ZooModel):
     """SAM with point prompts in one call; the predictor calls the three parts itself.
 
@@ -64,15 +66,7 @@ class Sam(ZooModel):
         multimask_output: bool = True,
         training: bool | None = None,
     ) -> tuple[Tensor, Tensor]:
-        check_image(self, images.shape, images.dtype, framework="keras")
-        check_points(
-            "Sam",
-            point_coords.shape,
-            point_coords.dtype,
-            point_labels.shape,
-            point_labels.dtype,
-            batch=images.shape[0],
-        )
+        check_inputs(self, "keras", images, point_coords, point_labels)
         embeddings = self.image_encoder(images)
         image_pe = self.prompt_encoder.get_dense_pe()
         masks, ious = [], []

@@ -15,8 +15,9 @@ from ports.keras.layers.norm import LayerNorm, LayerNorm2d
 from ports.keras.layers.vitdet import Block
 from ports.keras.layers.window import Tensor
 from ports.keras.models.base import ZooModel
-from zoo.configs import SamConfig
-from zoo.validate import check_image
+from zoo.families.sam import SamConfig
+from zoo.registry import register_model
+from zoo.validate import check_inputs
 
 __all__ = ["ImageEncoderViT", "SamPatchEmbed"]
 
@@ -63,6 +64,7 @@ class SamPatchEmbed(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="vit_zoo")
+@register_model("sam_image_encoder", "keras")
 class ImageEncoderViT(ZooModel):
     """SAM image encoder.
 
@@ -121,7 +123,7 @@ class ImageEncoderViT(ZooModel):
             layer.build((batch, None, None, channels))
 
     def call(self, x: Tensor, training: bool | None = None) -> Tensor:
-        check_image(self, x.shape, x.dtype, framework="keras")
+        check_inputs(self, "keras", x)
         x = self.patch_embed(x)
         if self.pos_embed is not None:
             if None not in x.shape[1:3]:

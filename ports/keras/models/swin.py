@@ -19,8 +19,9 @@ from ports.keras.layers.patch import PatchEmbed, PatchMerging
 from ports.keras.layers.swin_block import SwinTransformerBlock
 from ports.keras.layers.window import Tensor
 from ports.keras.models.base import ZooModel
-from zoo.configs import SwinConfig
-from zoo.validate import check_image
+from zoo.families.swin import SwinConfig
+from zoo.registry import register_model
+from zoo.validate import check_inputs
 
 __all__ = [
     "BasicLayer",
@@ -170,6 +171,7 @@ def global_pool(x: Tensor) -> Tensor:
 
 
 @keras.saving.register_keras_serializable(package="vit_zoo")
+@register_model("swin", "keras")
 class SwinTransformer(ZooModel):
     """Swin Transformer (2D) with the classification head.
 
@@ -196,7 +198,7 @@ class SwinTransformer(ZooModel):
         return backbone_features(self, x, training)
 
     def call(self, x: Tensor, training: bool | None = None) -> Tensor | list[Tensor]:
-        check_image(self, x.shape, x.dtype, framework="keras")
+        check_inputs(self, "keras", x)
         features = self.forward_features(x, training)
         if self.head is None:
             return features

@@ -14,8 +14,9 @@ from ports.keras.models.swin import (
     global_pool,
     init_backbone,
 )
-from zoo.configs import VideoSwinConfig
-from zoo.validate import check_image
+from zoo.families.video_swin import VideoSwinConfig
+from zoo.registry import register_model
+from zoo.validate import check_inputs
 
 __all__ = ["I3DHead", "SwinTransformer3D", "VideoSwin"]
 
@@ -38,7 +39,7 @@ class SwinTransformer3D(keras.layers.Layer):
         build_backbone(self, self.config, input_shape)
 
     def call(self, x: Tensor, training: bool | None = None) -> list[Tensor]:
-        check_image(self, x.shape, x.dtype, framework="keras")
+        check_inputs(self, "keras", x)
         return backbone_features(self, x, training)
 
 
@@ -64,6 +65,7 @@ class I3DHead(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="vit_zoo")
+@register_model("video_swin", "keras")
 class VideoSwin(ZooModel):
     """Video Swin recognizer: ``backbone`` and ``cls_head``, as the official checkpoints nest them.
 
@@ -93,7 +95,7 @@ class VideoSwin(ZooModel):
             self.cls_head.build((input_shape[0], *(None,) * nd, self.backbone.num_features))
 
     def call(self, x: Tensor, training: bool | None = None) -> Tensor | list[Tensor]:
-        check_image(self, x.shape, x.dtype, framework="keras")
+        check_inputs(self, "keras", x)
         features = self.backbone(x, training=training)
         if self.cls_head is None:
             return features

@@ -22,9 +22,10 @@ from ports.keras.layers.patch import PatchEmbed
 from ports.keras.layers.vitdet import Block
 from ports.keras.layers.window import Tensor
 from ports.keras.models.base import ZooModel
-from zoo.configs import ViTDetConfig
+from zoo.families.vitdet import ViTDetConfig
 from zoo.interpolate import resize_matrix
-from zoo.validate import check_image
+from zoo.registry import register_model
+from zoo.validate import check_inputs
 
 __all__ = [
     "Conv2d",
@@ -104,7 +105,7 @@ class ViT(keras.layers.Layer):
             block.build((batch, None, None, config.embed_dim))
 
     def call(self, x: Tensor, training: bool | None = None) -> Tensor:
-        check_image(self, x.shape, x.dtype, framework="keras")
+        check_inputs(self, "keras", x)
         x = self.patch_embed(x, training=training)
         if self.pos_embed is not None:
             pos = ops.convert_to_tensor(self.pos_embed)
@@ -230,6 +231,7 @@ def _stage(name: str, dim: int, scale: float, out_channels: int) -> list[keras.l
 
 
 @keras.saving.register_keras_serializable(package="vit_zoo")
+@register_model("vitdet", "keras")
 class SimpleFeaturePyramid(ZooModel):
     """ViTDet backbone: ``net`` (``ViT``), one pyramid stage per scale factor on its last map
     and ``top_block`` (p6 from p5).
@@ -262,7 +264,7 @@ class SimpleFeaturePyramid(ZooModel):
             self.top_block.build((batch, None, None, self.config.out_channels))
 
     def call(self, x: Tensor, training: bool | None = None) -> list[Tensor]:
-        check_image(self, x.shape, x.dtype, framework="keras")
+        check_inputs(self, "keras", x)
         features = self.net(x, training=training)
         results = []
         for name in self.stage_names:

@@ -1,0 +1,308 @@
+"""Every framework internal the zoo relies on, in one place, each behind a version guard.
+
+Where a public API does the job it is used instead; what is left needs an internal or a patch of
+a framework's own methods. Each function here checks that the installed framework is a version
+the internal was tested with (``TESTED``) and, outside it, takes a public fallback (slower,
+holding more memory, or comparing outputs only), warning once with ``CompatWarning``:
+
+================================  ==========================================  =====================
+what                              internal (tested versions)                  public fallback
+================================  ==========================================  =====================
+``keras_sublayers``               ``Layer._flatten_layers`` (keras)           walk the layer
+                                                                              attributes
+``keras_save_streamed``           ``keras.src.saving.saving_lib`` store and   assign every value,
+                                  state walk (keras)                          ``model.save``
+``keras_intercept_calls``         an instance ``call`` over the class's       outputs only, no
+                                  (keras: ``Layer.__call__`` calls            per-layer capture
+                                  ``self.call``)
+``flax_intercept_calls``          a class ``__call__`` wrapper on nnx         outputs only, no
+                                  modules (flax)                              per-layer capture
+``torch_save_skeleton``           ``torch._subclasses.FakeTensorMode`` under  ``torch.save`` of the
+                                  ``torch.serialization.skip_data`` (torch)   materialized tensors
+================================  ==========================================  =====================
+
+Importing this module imports no framework; each function imports the one it needs.
+``forced_fallbacks()`` makes every guard take its fallback, so the tests run both paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.metadata
+import os
+import re
+import warnings
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "TESTED",
+    "CompatWarning",
+    "flax_intercept_calls",
+    "forced_fallbacks",
+    "keras_intercept_calls",
+    "keras_save_streamed",
+    "keras_sublayers",
+    "supported",
+    "torch_save_skeleton",
+]
+
+#: distribution -> [lowest, highest) version each internal here was tested with
+TESTED: dict[str, tuple[str, str]] = {
+    "keras": ("3.10", "3.16"),
+    "flax": ("0.11", "0.13"),
+    "torch": ("2.5", "2.15"),
+}
+
+_FORCED = False
+
+
+class CompatWarning(UserWarning):
+    """A framework version outside ``TESTED``: a public fallback is used instead of an internal."""
+
+
+def _parse(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
+
+
+@functools.cache
+def _installed(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def supported(dist: str, version: str | None = None) -> bool:
+    """Whether ``dist`` (installed, or at ``version``) is in the range ``TESTED`` gives it."""
+    if _FORCED:
+        return False
+    version = version or _installed(dist)
+    if version is None:
+        return False
+    low, high = TESTED[dist]
+    return _parse(low) <= _parse(version) < _parse(high)
+
+
+@functools.cache
+def _warn(dist: str, what: str) -> None:
+    low, high = TESTED[dist]
+    warnings.warn(
+        f"{dist} {_installed(dist)} is outside the versions {what} was tested with "
+        f"([{low}, {high})): using the public fallback",
+        CompatWarning,
+        stacklevel=3,
+    )
+
+
+def _internal(dist: str, what: str) -> bool:
+    if supported(dist):
+        return True
+    if not _FORCED:
+        _warn(dist, what)
+    return False
+
+
+@contextlib.contextmanager
+def forced_fallbacks() -> Iterator[None]:
+    """Every guard takes its public fallback for the duration (tests)."""
+    global _FORCED
+    previous, _FORCED = _FORCED, True
+    try:
+        yield
+    finally:
+        _FORCED = previous
+
+
+# --------------------------------------------------------------------------- Keras
+
+
+def keras_sublayers(layer: Any) -> list[Any]:
+    """Every layer under ``layer`` (not itself), depth first, each once: Keras 3 has no public
+    recursive iterator; ``Layer._flatten_layers`` is what Keras itself uses. The fallback walks
+    the layer attributes (lists, tuples and dicts of layers included)."""
+    import keras
+
+    if _internal("keras", "Layer._flatten_layers"):
+        return list(layer._flatten_layers(include_self=False, recursive=True))
+    seen: set[int] = {id(layer)}
+    out: list[Any] = []
+
+    def children(obj: Any) -> Iterator[Any]:
+        for value in vars(obj).values():
+            items = value.values() if isinstance(value, dict) else value
+            if isinstance(items, (list, tuple)) or isinstance(value, dict):
+                yield from (v for v in items if isinstance(v, keras.layers.Layer))
+            elif isinstance(value, keras.layers.Layer):
+                yield value
+
+    def walk(obj: Any) -> None:
+        for child in children(obj):
+            if id(child) not in seen:
+                seen.add(id(child))
+                out.append(child)
+                walk(child)
+
+    walk(layer)
+    return out
+
+
+@contextlib.contextmanager
+def keras_intercept_calls(
+    layers: Iterable[tuple[Any, Callable[[Any], None]]],
+) -> Iterator[bool]:
+    """For the duration, each ``(layer, record)`` pair's ``record(output)`` sees every output of
+    ``layer.call`` (Keras' ``Layer.__call__`` calls ``self.call``, so an instance attribute
+    wraps it). Yields whether calls are intercepted (the fallback intercepts none)."""
+    if not _internal("keras", "wrapping Layer.call"):
+        yield False
+        return
+    patched = []
+    for layer, record in layers:
+        original = layer.call
+
+        def call_and_record(*args, _orig=original, _record=record, **kwargs):
+            out = _orig(*args, **kwargs)
+            _record(out)
+            return out
+
+        layer.call = call_and_record
+        patched.append(layer)
+    try:
+        yield True
+    finally:
+        for layer in patched:
+            del layer.call
+
+
+def keras_save_streamed(
+    model: Any,
+    weights_path: str | os.PathLike,
+    keras_path: str | os.PathLike,
+    value_of: Callable[[Any], Any],
+    concrete: Callable[[], Any],
+) -> int:
+    """Write ``model``'s ``.weights.h5`` and ``.keras`` with each variable's value from
+    ``value_of(variable)`` as Keras' saver reaches it (one value in memory at a time; ``model``
+    may hold no values at all). The ``.keras`` archive is what ``model.save`` writes. Returns the
+    number of variables written.
+
+    The fallback builds ``concrete()`` (a model with values), assigns every value and saves it
+    with ``save_weights`` / ``save``: the whole model in memory.
+    """
+    import keras
+
+    if not _internal("keras", "keras.src.saving.saving_lib"):
+        target = concrete()
+        variables = {v.path: v for v in target.weights}
+        for v in model.weights:
+            variables[v.path].assign(value_of(v))
+        target.save_weights(os.fspath(weights_path))
+        target.save(os.fspath(keras_path))
+        return len(model.weights)
+
+    from keras.src.saving import saving_lib
+
+    written = []
+
+    class Store(saving_lib.H5IOStore):
+        def __setitem__(self, key, value):
+            if isinstance(value, keras.Variable):
+                written.append(value.path)
+                value = value_of(value)
+            super().__setitem__(key, value)
+
+    store = Store(os.fspath(weights_path), mode="w")
+    try:
+        saving_lib._save_state(
+            model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set()
+        )
+    finally:
+        store.close()
+    if len(set(written)) != len(written):
+        raise ValueError("a variable was written twice")
+    config_json, metadata_json = saving_lib._serialize_model_as_json(model)
+    with zipfile.ZipFile(os.fspath(keras_path), "w") as zf:
+        zf.writestr(saving_lib._METADATA_FILENAME, metadata_json)
+        zf.writestr(saving_lib._CONFIG_FILENAME, config_json)
+        zf.write(os.fspath(weights_path), saving_lib._VARS_FNAME_H5)
+    return len(written)
+
+
+# --------------------------------------------------------------------------- Flax
+
+
+@contextlib.contextmanager
+def flax_intercept_calls(
+    modules: Sequence[Any], record: Callable[[Any, Any], None]
+) -> Iterator[bool]:
+    """For the duration, ``record(module, output)`` sees the output of every ``__call__`` of an
+    instance of the classes of the nnx ``modules`` (Python looks ``__call__`` up on the class, so
+    each class gets a wrapper; ``record`` picks the instances it wants, e.g. the copies
+    ``nnx.jit`` makes), once per call even through ``super().__call__``. Yields whether calls are
+    intercepted (the fallback intercepts none)."""
+    if not _internal("flax", "wrapping nnx.Module.__call__"):
+        yield False
+        return
+    # Resolve every class's __call__ before patching any, so a subclass never wraps a wrapper.
+    originals = {type(m): (type(m).__call__, type(m).__dict__.get("__call__")) for m in modules}
+    active: set[int] = set()
+
+    def wrap(original):
+        def call_and_record(self, *args, **kwargs):
+            if id(self) in active:
+                return original(self, *args, **kwargs)
+            active.add(id(self))
+            try:
+                out = original(self, *args, **kwargs)
+            finally:
+                active.discard(id(self))
+            record(self, out)
+            return out
+
+        return call_and_record
+
+    for cls, (resolved, _) in originals.items():
+        cls.__call__ = wrap(resolved)
+    try:
+        yield True
+    finally:
+        for cls, (_, own) in originals.items():
+            if own is None:
+                del cls.__call__
+            else:
+                cls.__call__ = own
+
+
+# --------------------------------------------------------------------------- PyTorch
+
+
+def torch_save_skeleton(
+    path: str | os.PathLike,
+    tensors: Mapping[str, tuple[tuple[int, ...], Any]],
+    wrapper: str | None,
+    materialize: Callable[[str], Any],
+) -> bool:
+    """Write ``torch.save``'s zip of ``{name: tensor}`` (nested under ``wrapper`` when given)
+    with every storage's bytes left as reserved space, from fake tensors of the given
+    ``(shape, torch dtype)`` (no data in memory); the caller fills the bytes in. Returns True.
+
+    The fallback saves the real tensors, ``materialize(name)`` each (all in memory at once), and
+    returns False: the file is complete.
+    """
+    import torch
+
+    if not _internal("torch", "torch._subclasses.FakeTensorMode"):
+        real = {name: materialize(name) for name in tensors}
+        torch.save({wrapper: real} if wrapper else real, os.fspath(path))
+        return False
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.serialization import skip_data
+
+    with FakeTensorMode():
+        fake = {name: torch.empty(shape, dtype=dtype) for name, (shape, dtype) in tensors.items()}
+    with skip_data(materialize_fake_tensors=True):
+        torch.save({wrapper: fake} if wrapper else fake, os.fspath(path))
+    return True

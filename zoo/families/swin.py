@@ -1,0 +1,145 @@
+"""Swin Transformer (2D): config, variants, state-dict table, inputs. Framework-free.
+
+The model is ``SwinTransformer`` in ``zoo.models.swin`` and both ports; its checkpoint layouts
+(official, torchvision, timm) are in ``weight_convert.layouts.swin``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from zoo import shape_table as T
+from zoo.family import NOT_ARCH, Family, Input, image_input, register_family, register_variant
+
+__all__ = ["SIZES", "SwinConfig", "swin_shapes"]
+
+
+@dataclass(frozen=True)
+class SwinConfig:
+    """Swin Transformer (2D) as in the official classification code.
+
+    Input (reference): (B, in_chans, H, W); any H, W (padded to the patch, then per block to the
+    window, as the official code does). ``features_only`` returns every stage's map, channels-last
+    (B, H_i, W_i, C_i), instead of logits.
+
+    ``window_rule`` is "pad" (``zoo.windows.WINDOW_RULES``): the window is kept, the map padded to
+    it, and the shift dropped along an axis where one window covers the padded map. That is the
+    official classification behaviour at every size where the official code can load the released
+    window-7/12 tables (no stage map smaller than the window; a map equal to it runs unshifted),
+    and torchvision's at every size. Where a map is smaller than the window the official 2D code
+    would build a smaller table; we keep the table and pad, never reindex it.
+    """
+
+    patch_size: tuple[int, int] = (4, 4)
+    in_chans: int = 3
+    num_classes: int = field(default=1000, metadata=NOT_ARCH)  # the head: a variant override
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: tuple[int, int] = (7, 7)
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    drop_rate: float = field(default=0.0, metadata=NOT_ARCH)
+    attn_drop_rate: float = field(default=0.0, metadata=NOT_ARCH)
+    drop_path_rate: float = field(default=0.2, metadata=NOT_ARCH)
+    patch_norm: bool = True
+    window_rule: str = field(default="pad", metadata=NOT_ARCH)
+    # the resolution the variant was trained at; any size runs
+    img_size: int = field(default=224, metadata=NOT_ARCH)
+    features_only: bool = field(default=False, metadata=NOT_ARCH)
+
+    @property
+    def family(self) -> str:
+        return "swin"
+
+    def stage_dims(self) -> tuple[int, ...]:
+        return tuple(self.embed_dim * 2**i for i in range(len(self.depths)))
+
+    def shift_size(self) -> tuple[int, ...]:
+        return tuple(w // 2 for w in self.window_size)
+
+    def drop_path_rates(self) -> list[list[float]]:
+        """Stochastic depth rising linearly over all blocks, grouped by stage."""
+        total = sum(self.depths)
+        rates = [self.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        out, start = [], 0
+        for d in self.depths:
+            out.append(rates[start : start + d])
+            start += d
+        return out
+
+
+def swin_shapes(config: SwinConfig, prefix: str = "", head: str = "head") -> T.Shapes:
+    """The state-dict table of a Swin backbone under ``prefix`` and its classifier ``head``
+    (none with ``features_only``): the 2D model's, and Video Swin's with its names."""
+    p, out = prefix, {}
+    e = config.embed_dim
+    out[p + "patch_embed.proj.weight"] = (e, config.in_chans, *config.patch_size)
+    out[p + "patch_embed.proj.bias"] = (e,)
+    if config.patch_norm:
+        T.norm(out, p + "patch_embed.norm", e)
+    rows = int(np.prod([2 * w - 1 for w in config.window_size]))
+    dims, n = config.stage_dims(), len(config.depths)
+    for i, (d, depth, heads) in enumerate(zip(dims, config.depths, config.num_heads, strict=True)):
+        hidden = int(d * config.mlp_ratio)
+        for j in range(depth):
+            b = f"{p}layers.{i}.blocks.{j}."
+            T.norm(out, b + "norm1", d)
+            out[b + "attn.relative_position_bias_table"] = (rows, heads)
+            T.linear(out, b + "attn.qkv", d, 3 * d, config.qkv_bias)
+            T.linear(out, b + "attn.proj", d, d)
+            T.norm(out, b + "norm2", d)
+            T.linear(out, b + "mlp.fc1", d, hidden)
+            T.linear(out, b + "mlp.fc2", hidden, d)
+        if i < n - 1:
+            s = f"{p}layers.{i}.downsample."
+            out[s + "reduction.weight"] = (2 * d, 4 * d)
+            T.norm(out, s + "norm", 4 * d)
+    T.norm(out, p + "norm", dims[-1])
+    if not config.features_only:
+        T.linear(out, head, dims[-1], config.num_classes)
+    return out
+
+
+def _inputs(config: SwinConfig, shape: Sequence[int] | None) -> tuple[Input, ...]:
+    return (image_input(config, shape, rank=2),)
+
+
+#: size: (embed_dim, depths, num_heads, 2D drop_path_rate, 3D drop_path_rate); Video Swin too
+SIZES = {
+    "tiny": (96, (2, 2, 6, 2), (3, 6, 12, 24), 0.2, 0.1),
+    "small": (96, (2, 2, 18, 2), (3, 6, 12, 24), 0.3, 0.2),
+    "base": (128, (2, 2, 18, 2), (4, 8, 16, 32), 0.5, 0.3),
+    "large": (192, (2, 2, 18, 2), (6, 12, 24, 48), 0.5, 0.3),
+}
+
+register_family(
+    Family(
+        name="swin",
+        config=SwinConfig,
+        model="SwinTransformer",
+        shapes=swin_shapes,
+        inputs=_inputs,
+        description="Swin Transformer (2D) with an ImageNet classifier",
+        # two stages of two blocks: shifted windows, patch merging, a head
+        tiny=SwinConfig(embed_dim=32, depths=(2, 2), num_heads=(1, 2), num_classes=10),
+    )
+)
+
+for _size, (_dim, _depths, _heads, _dpr2, _) in SIZES.items():
+    for _window, _img in ((7, 224), (12, 384)):
+        register_variant(
+            f"swin_{_size}_patch4_window{_window}_{_img}",
+            SwinConfig(
+                embed_dim=_dim,
+                depths=_depths,
+                num_heads=_heads,
+                window_size=(_window, _window),
+                drop_path_rate=_dpr2,
+                img_size=_img,
+            ),
+            f"Swin-{_size[0].upper()} 2D, window {_window} at {_img}, ImageNet-1k head",
+        )

@@ -1,0 +1,67 @@
+"""Video Swin Transformer (3D) with the I3D head: config, variants, state-dict table, inputs.
+Framework-free.
+
+The model is ``VideoSwin`` in ``zoo.models.video_swin`` and both ports; its checkpoint layouts
+(official mmaction2 releases, torchvision ``swin3d_*``) are in
+``weight_convert.layouts.video_swin``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from zoo.families.swin import SIZES, SwinConfig, swin_shapes
+from zoo.family import NOT_ARCH, Family, Input, image_input, register_family, register_variant
+
+__all__ = ["VideoSwinConfig"]
+
+
+@dataclass(frozen=True)
+class VideoSwinConfig(SwinConfig):
+    """Video Swin Transformer (3D) backbone with the I3D head, as in the official repository.
+
+    Input (reference): (B, in_chans, T, H, W); any T, H, W. ``features_only`` returns every stage's
+    map, channels-last (B, T_i, H_i, W_i, C_i).
+    """
+
+    patch_size: tuple[int, int, int] = (2, 4, 4)
+    num_classes: int = field(default=400, metadata=NOT_ARCH)
+    window_size: tuple[int, int, int] = (8, 7, 7)
+    # Video Swin's get_window_size: the window shrinks to the map
+    window_rule: str = field(default="shrink", metadata=NOT_ARCH)
+    head_dropout: float = field(default=0.5, metadata=NOT_ARCH)
+    # the clip length the variant was trained with; any length runs
+    frames: int = field(default=32, metadata=NOT_ARCH)
+
+    @property
+    def family(self) -> str:
+        return "video_swin"
+
+
+def _shapes(config: VideoSwinConfig):
+    return swin_shapes(config, prefix="backbone.", head="cls_head.fc_cls")
+
+
+def _inputs(config: VideoSwinConfig, shape: Sequence[int] | None) -> tuple[Input, ...]:
+    return (image_input(config, shape, rank=3, frames=16),)
+
+
+register_family(
+    Family(
+        name="video_swin",
+        config=VideoSwinConfig,
+        model="VideoSwin",
+        shapes=_shapes,
+        inputs=_inputs,
+        description="Video Swin Transformer (3D) with the I3D head",
+        tiny=VideoSwinConfig(embed_dim=32, depths=(2, 2), num_heads=(1, 2), num_classes=10),
+    )
+)
+
+for _size, (_dim, _depths, _heads, _, _dpr3) in SIZES.items():
+    register_variant(
+        f"video_swin_{_size}",
+        VideoSwinConfig(embed_dim=_dim, depths=_depths, num_heads=_heads, drop_path_rate=_dpr3),
+        f"Video Swin-{_size[0].upper()}, patch 2x4x4, window 8x7x7, Kinetics-400 head",
+    )

@@ -1,0 +1,187 @@
+"""What a model family declares, with no framework: ``Family`` (the spec), ``Variant`` (a named
+config) and ``Input`` (one input tensor of a model or block, with how to sample it).
+
+A family's spec module in ``zoo/families/`` defines its config dataclass, registers a ``Family``
+(the model's class name, the state-dict key/shape table, the example and ``--verify`` inputs, the
+input checks) and its variants. Everything else in the zoo (``create_model`` in every framework,
+the converter, ``--verify``, the parity harness, the shared test suite) reads the spec.
+
+Config dataclasses mark the fields that are not architecture (training or pre-processing
+settings, the head size of a variant) with ``metadata=NOT_ARCH``: a checkpoint names a variant
+when every other field agrees (``arch_fields``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from zoo.tensor_format import Format
+
+__all__ = [
+    "NOT_ARCH",
+    "Family",
+    "Input",
+    "Shapes",
+    "Variant",
+    "arch_fields",
+    "image_input",
+    "register_family",
+    "register_variant",
+]
+
+#: ``dataclasses.field(metadata=NOT_ARCH)``: a config field that decides no tensor or shape
+NOT_ARCH = {"arch": False}
+
+#: reference state-dict key -> shape, in the reference model's order
+Shapes = dict[str, tuple[int, ...]]
+
+
+def arch_fields(config: Any) -> tuple[str, ...]:
+    """The fields of ``config`` that decide which tensors (and shapes) the model has."""
+    return tuple(f.name for f in dataclasses.fields(config) if f.metadata.get("arch", True))
+
+
+def _normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return rng.standard_normal(shape, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Input:
+    """One positional input: N(0, 1) float32 of ``shape`` unless ``sample(rng, shape)`` draws it
+    or ``fixed()`` makes it a constant.
+
+    ``shape`` and ``format`` describe the reference tensor; ports get
+    ``zoo.tensor_format.to_port_format`` of it.
+    """
+
+    shape: tuple[int, ...]
+    format: Format = Format.CHANNELS_LAST
+    fixed: Callable[[], np.ndarray] | None = None
+    sample: Callable[[np.random.Generator, tuple[int, ...]], np.ndarray] | None = None
+    name: str = ""
+
+    def make(self, rng: np.random.Generator) -> np.ndarray:
+        if self.fixed is not None:
+            return np.array(self.fixed(), dtype=np.float32)  # a writable copy of the table
+        return (self.sample or _normal)(rng, tuple(self.shape))
+
+
+def image_input(config: Any, shape: Sequence[int] | None, rank: int, frames: int = 16) -> Input:
+    """The channels-first image (``rank`` 2) or clip (3) input: ``shape`` as given, else one
+    sample at the variant's resolution (``config.img_size``; clips ``frames`` long)."""
+    if shape is None:
+        size = config.img_size
+        shape = (1, config.in_chans, *((frames,) if rank == 3 else ()), size, size)
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != rank + 2:
+        kind = "B x C x H x W" if rank == 2 else "B x C x T x H x W"
+        raise ValueError(f"input shape {list(shape)} is not {kind}")
+    return Input(shape, Format.CHANNELS_FIRST, name="image" if rank == 2 else "clip")
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family: config class, model class name (the same in every framework), the
+    reference state dict's key/shape table, example inputs and input checks.
+
+    ``inputs(config, shape)`` gives the model's positional inputs (reference shapes and formats);
+    ``shape`` sets the first one's (None: the variant's resolution, as ``--verify`` runs it).
+    ``check_inputs(model, framework, *tensors, **reference)`` raises a one-line ``ValueError``
+    for inputs the model cannot take (``zoo.validate``; the reference passes its parameters'
+    dtype); by default (None) the first input is checked as the image or clip ``inputs``
+    describes. ``module`` names the model module in ``zoo.models`` / ``ports.keras.models`` /
+    ``ports.flax.models`` (default: the family's name).
+    """
+
+    name: str
+    config: type
+    model: str
+    shapes: Callable[[Any], Shapes]
+    inputs: Callable[[Any, Sequence[int] | None], tuple[Input, ...]]
+    check_inputs: Callable[..., None] | None = None
+    module: str | None = None
+    description: str = ""
+    #: a config that runs in seconds on two CPU cores and keeps every code path of the family
+    #: (padding, shifted / global blocks, every head): the one every test builds
+    tiny: Any = None
+
+    @property
+    def module_name(self) -> str:
+        return self.module or self.name
+
+    def default_shape(self, config: Any) -> tuple[int, ...]:
+        """The first input's reference shape at the variant's resolution."""
+        return tuple(self.inputs(config, None)[0].shape)
+
+    def make_inputs(
+        self, config: Any, shape: Sequence[int] | None = None, seed: int = 0
+    ) -> tuple[list[np.ndarray], list[Format]]:
+        """Arrays (reference formats) and formats of the inputs, drawn from ``seed``."""
+        rng = np.random.default_rng(seed)
+        specs = self.inputs(config, shape)
+        return [s.make(rng) for s in specs], [s.format for s in specs]
+
+    def check(self, model: Any, framework: str, *tensors: Any, **reference: Any) -> None:
+        """Run the family's input checks on ``tensors`` (see ``zoo.validate.check_inputs``)."""
+        if self.check_inputs is not None:
+            self.check_inputs(model, framework, *tensors, **reference)
+            return
+        from zoo.validate import check_image
+
+        first = self.inputs(model.config, None)[0]
+        channels_first = first.format is Format.CHANNELS_FIRST
+        x = tensors[0]
+        check_image(
+            model,
+            x.shape,
+            x.dtype,
+            framework=framework,
+            channels=first.shape[1] if channels_first else first.shape[-1],
+            spatial_rank=len(first.shape) - 2,
+            **reference,
+        )
+
+    def port_build_shape(self, config: Any) -> tuple[int | None, ...]:
+        """The first input's port (channels-last) shape with every size open but the channels:
+        what a Keras model is built for."""
+        first = self.inputs(config, None)[0]
+        if first.format is Format.CHANNELS_FIRST:
+            return (None,) * (len(first.shape) - 1) + (first.shape[1],)
+        return (None,) * (len(first.shape) - 1) + (first.shape[-1],)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named architecture: its config and a one-line description. The model class is the
+    family's (``family.model``), in every framework."""
+
+    name: str
+    config: Any
+    description: str = ""
+
+    @property
+    def family(self) -> Family:
+        from zoo.registry import FAMILIES
+
+        return FAMILIES[self.config.family]
+
+    @property
+    def model(self) -> str:
+        return self.family.model
+
+
+def register_family(family: Family) -> Family:
+    from zoo.registry import FAMILIES
+
+    return FAMILIES.register(family.name, family)
+
+
+def register_variant(name: str, config: Any, description: str = "") -> Variant:
+    from zoo.registry import VARIANTS
+
+    return VARIANTS.register(name, Variant(name, config, description))
