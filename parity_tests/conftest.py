@@ -16,6 +16,8 @@ import torchvision.models.video.swin_transformer  # noqa: F401
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from family_suite import generate_family_tests  # noqa: E402
+
 PORTS = [pytest.param("keras", marks=pytest.mark.keras), pytest.param("flax")]
 
 
@@ -35,3 +37,7 @@ def port(port_name):
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+def pytest_generate_tests(metafunc):
+    generate_family_tests(metafunc)  # the shared suite's parameters for each family's class

@@ -69,3 +69,80 @@ def test_ports_mirror_reference_models(port_name):
         if isinstance(obj, type) and issubclass(obj, nn.Module)
     }
     assert reference - REFERENCE_ONLY <= set(dir(models))
+
+
+def test_every_family_runs_the_shared_suite():
+    """Each registered family has its test file in parity_tests/families/ feeding the shared
+    suite (a ``FamilySuite`` subclass naming it), and a tiny config that suite builds."""
+    import importlib.util
+    from pathlib import Path
+
+    from family_suite import FamilySuite
+
+    fed = set()
+    for path in sorted((Path(__file__).parent / "families").glob("test_*.py")):
+        spec = importlib.util.spec_from_file_location(f"_suite_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        fed |= {
+            obj.family
+            for obj in vars(module).values()
+            if isinstance(obj, type) and issubclass(obj, FamilySuite) and obj.family
+        }
+    assert fed == set(zoo.FAMILIES)
+    for name, family in zoo.FAMILIES.items():
+        assert family.tiny is not None and family.tiny.family == name, name
+
+
+def test_deprecations_from_the_project_fail_the_tests():
+    """pyproject's filterwarnings: a DeprecationWarning attributed to a module of this project is
+    an error; one from a framework's own module stays ignored."""
+    import warnings
+
+    with pytest.raises(DeprecationWarning):
+        warnings.warn_explicit("old", DeprecationWarning, "zoo/x.py", 1, module="zoo.x")
+    with pytest.raises(FutureWarning):
+        warnings.warn_explicit("old", FutureWarning, "w/x.py", 1, module="weight_convert.x")
+    warnings.warn_explicit("theirs", DeprecationWarning, "keras/x.py", 1, module="keras.x")
+    warnings.warn_explicit("theirs", DeprecationWarning, "zoology.py", 1, module="zoology")
+
+
+def test_encoder_only_variant_override_builds_the_encoder_in_every_framework():
+    """``create_model("sam_vit_b", encoder_only=True)`` is the image encoder in every framework
+    (the class follows the config's family; the reference and Flax used to build a full Sam)."""
+    import zoo.models
+
+    small = dict(
+        encoder_only=True,
+        encoder_embed_dim=32,
+        encoder_depth=1,
+        encoder_num_heads=2,
+        encoder_global_attn_indexes=(0,),
+        img_size=64,
+        out_chans=16,
+    )
+    assert type(zoo.models.create_model("sam_vit_b", **small)).__name__ == "ImageEncoderViT"
+    assert (
+        type(zoo.models.create_model("sam_vit_b", **{**small, "encoder_only": False})).__name__
+        == "Sam"
+    )
+
+
+@pytest.mark.keras
+def test_encoder_only_variant_override_keras():
+    from ports.keras.models import create_model
+
+    model = create_model("sam_vit_b", encoder_only=True, encoder_depth=1, img_size=64)
+    assert type(model).__name__ == "ImageEncoderViT"
+
+
+def test_encoder_only_variant_override_flax():
+    from ports.flax.models import abstract_model, create_model
+    from zoo.configs import resolve
+
+    assert (
+        type(abstract_model(resolve("sam_vit_b", encoder_only=True))).__name__ == "ImageEncoderViT"
+    )
+    small = dict(encoder_embed_dim=32, encoder_depth=1, encoder_num_heads=2, img_size=32)
+    model = create_model("sam_vit_b", encoder_only=True, encoder_global_attn_indexes=(0,), **small)
+    assert type(model).__name__ == "ImageEncoderViT"

@@ -51,9 +51,9 @@ __all__ = [
 
 #: distribution -> [lowest, highest) version each internal here was tested with
 TESTED: dict[str, tuple[str, str]] = {
-    "keras": ("3.10", "3.16"),
-    "flax": ("0.11", "0.13"),
-    "torch": ("2.5", "2.15"),
+    "keras": ("3.15", "3.16"),
+    "flax": ("0.12", "0.13"),
+    "torch": ("2.14", "2.15"),
 }
 
 _FORCED = False
@@ -196,9 +196,10 @@ def keras_save_streamed(
 
     if not _internal("keras", "keras.src.saving.saving_lib"):
         target = concrete()
-        variables = {v.path: v for v in target.weights}
-        for v in model.weights:
-            variables[v.path].assign(value_of(v))
+        for v, t in zip(model.weights, target.weights, strict=True):
+            if v.path.partition("/")[2] != t.path.partition("/")[2]:  # under the root's name
+                raise ValueError(f"{t.path} is not {v.path}: another model")
+            t.assign(value_of(v))
         target.save_weights(os.fspath(weights_path))
         target.save(os.fspath(keras_path))
         return len(model.weights)

@@ -1,0 +1,360 @@
+"""The suite every registered family runs, fed by one test file per family
+(``parity_tests/families/test_<family>.py``: a ``FamilySuite`` subclass naming the family, its
+parity cases and the peers' checkpoint makers).
+
+For each family, on its tiny config (``Family.tiny``, shared by every test):
+
+- ``test_parity``: reference vs every port (Keras on each backend, Flax), random weights, every
+  case (sizes that pad, batch > 1, non-square, ...): every output and every aligned layer within
+  1e-4 x its std, and every reference layer aligned with a port layer (full coverage).
+- ``test_mirror_tree``: the reference's parameter and buffer names, in order, equal the port's
+  variable paths mapped by the rules (``weight_convert.mirror``), so drift is caught here rather
+  than by a failing transfer.
+- ``test_shape_table``: the family's framework-free key/shape table equals the reference's
+  ``state_dict()``, in order.
+- ``test_round_trip``: a checkpoint in each of the family's PyTorch layouts -> Keras -> Flax ->
+  the same layout, bit-identical.
+- ``test_cli_verify``: ``weight-convert convert --verify`` to Keras, Flax and back to PyTorch.
+- ``test_input_validation``: the models of every framework take the example inputs and reject a
+  wrong rank, channel count, channel order or dtype with one ``ValueError`` naming the model.
+- ``test_planted_bug``: one port weight perturbed after the transfer: the parity run fails and
+  names the layer holding it first, everything before it still passing.
+
+A family test file adds what is particular to the family (its peers, its extra inputs) beside
+its suite class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from zoo.configs import family_of
+from zoo.family import Family
+from zoo.registry import FAMILIES
+from zoo.tensor_format import Format
+
+__all__ = ["FamilySuite", "ParityCase", "generate_family_tests", "port_model", "reference_model"]
+
+#: the frameworks input checks run in (Keras on every backend through the ``keras`` marker)
+FRAMEWORKS = ["torch", pytest.param("keras", marks=pytest.mark.keras), "flax"]
+#: ``--to`` targets of the CLI test
+TARGETS = [pytest.param("keras", marks=pytest.mark.keras), "flax", "torch"]
+#: the wrong inputs every image / clip model must refuse
+BAD_INPUTS = ("rank", "channels", "channel-order", "uint8", "int32")
+
+
+@dataclasses.dataclass(frozen=True)
+class ParityCase:
+    """A parity run: ``config`` (default: the family's tiny one) on a first input of reference
+    ``shape`` (None: the config's default)."""
+
+    id: str
+    shape: tuple[int, ...] | None = None
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+#: a checkpoint maker: (path without suffix, config, seed) -> the file written (a PyTorch
+#: checkpoint, the suffix its code base uses)
+Maker = Callable[[Path, Any, int], str]
+
+
+def reference_model(config: Any, seed: int = 0):
+    """The reference model of ``config`` with every parameter random (``randomize_``)."""
+    import zoo.models
+    from weight_convert.frameworks.reference import randomize_
+
+    return randomize_(zoo.models.build_model(config), seed)
+
+
+def port_model(adapter, config: Any):
+    """The port's model of ``config``, ready for a weight transfer: Keras built, Flax abstract
+    (no random initialization, which compiles once per parameter shape)."""
+    if adapter.NAME == "flax":
+        from ports.flax.models import abstract_model
+
+        model = abstract_model(config)
+        model.eval()
+        return model
+    from ports.keras.models import build_model
+
+    return build_model(config)
+
+
+def _layouts_api(name: str):
+    from weight_convert import layouts
+
+    if hasattr(layouts, name):
+        return getattr(layouts, name)
+    from weight_convert import convert  # TODO(merge): until the layouts package lands
+
+    return getattr(convert, name)
+
+
+def default_maker(layout: str, family: str) -> Maker:
+    """A checkpoint in ``layout`` made from the reference's random weights through
+    ``layouts.from_reference``, nested as that layout's ``.pth`` files are."""
+
+    def make(stem: Path, config: Any, seed: int) -> str:
+        import torch
+
+        from weight_convert import layouts
+        from weight_convert.frameworks.reference import state_dict
+
+        state = state_dict(reference_model(config, seed))
+        sd = layouts.from_reference(state, layout, family, config)
+        tensors = {k: torch.from_numpy(np.array(v)) for k, v in sd.items()}
+        if hasattr(layouts, "torch_wrapper"):
+            wrapper = layouts.torch_wrapper(layout, family)
+        else:  # TODO(merge): until the layouts package lands
+            from weight_convert.convert import TORCH_WRAPPERS
+
+            wrapper = TORCH_WRAPPERS.get((layout, family))
+        path = stem.with_suffix(".pth")
+        torch.save({wrapper: tensors} if wrapper else tensors, path)
+        return str(path)
+
+    return make
+
+
+class FamilySuite:
+    """Subclass as ``class TestSwin(FamilySuite): family = "swin"`` with the family's cases."""
+
+    family: ClassVar[str] = ""
+    #: parity cases on the tiny config (overrides make variations of it, e.g. features_only)
+    cases: ClassVar[Sequence[ParityCase]] = (ParityCase("default"),)
+    #: layout -> maker of a checkpoint as that layout's own code writes it (default: the
+    #: reference's weights renamed by ``layouts.from_reference``)
+    makers: ClassVar[dict[str, Maker]] = {}
+    #: first-input shape of the CLI ``--verify`` run (None: the tiny config's default)
+    verify_shape: ClassVar[tuple[int, ...] | None] = None
+
+    @classmethod
+    def spec(cls) -> Family:
+        return FAMILIES[cls.family]
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> Any:
+        return dataclasses.replace(cls.spec().tiny, **overrides)
+
+    @classmethod
+    def layouts(cls) -> list[str]:
+        return _layouts_api("family_layouts")(cls.family)
+
+    @classmethod
+    def maker(cls, layout: str) -> Maker:
+        return cls.makers.get(layout) or default_maker(layout, cls.family)
+
+    # ------------------------------------------------------------------------ parity
+
+    def run_parity(self, adapter, config, shape=None, seed: int = 0, after_transfer=None):
+        from weight_convert import parity
+
+        inputs, formats = family_of(config).make_inputs(config, shape, seed)
+        return parity.compare(
+            reference_model(config, seed),
+            port_model(adapter, config),
+            adapter,
+            inputs,
+            formats,
+            tolerance=parity.MODEL_TOLERANCE,
+            name=f"{self.family}{[list(x.shape) for x in inputs][:1]}",
+            after_transfer=after_transfer,
+        )
+
+    def test_parity(self, case: ParityCase, port):
+        report = self.run_parity(port, self.tiny(**case.overrides), case.shape)
+        assert report.passed, report.table()
+        assert not report.unmatched, f"reference layers no port layer matched: {report.unmatched}"
+        assert report.layers, "no layer was compared"
+
+    def test_planted_bug(self, port):
+        """A port weight perturbed after the transfer: the first layer above tolerance is the
+        one holding it, and every layer before it passes."""
+        from weight_convert import parity, rules
+
+        config = self.tiny()
+        inputs, _ = family_of(config).make_inputs(config)
+        recorded = {
+            path for path, _, _ in parity.run_reference(reference_model(config), inputs).records
+        }
+        candidates = [
+            p
+            for p in port.shapes(port_model(port, config))
+            if p.endswith(".kernel") and rules.torch_key(p).rsplit(".", 1)[0] in recorded
+        ]
+        assert candidates, "no kernel of a recorded layer to perturb"
+        target = candidates[len(candidates) // 2]
+        layer = rules.torch_key(target).rsplit(".", 1)[0]
+
+        def plant(model) -> None:
+            value = np.asarray(port.read(model)[target])
+            port.assign(model, {target: value + 0.5 * np.std(value) + 0.05})
+
+        report = self.run_parity(port, config, after_transfer=plant)
+        assert not report.passed
+        first = report.first_failure
+        assert first.path == layer, report.table()
+        before = report.layers[: report.layers.index(first)]
+        assert all(not e.exceeded for e in before)
+
+    # ------------------------------------------------------------------------ structure
+
+    def test_mirror_tree(self, port):
+        from weight_convert.frameworks.reference import state_dict
+        from weight_convert.mirror import mirror_differences
+
+        config = self.tiny()
+        reference = list(state_dict(reference_model(config)))
+        paths = list(port.shapes(port_model(port, config)))
+        assert mirror_differences(reference, paths, port.NAME) == []
+
+    def test_shape_table(self):
+        from weight_convert.frameworks.reference import state_dict
+
+        config = self.tiny()
+        table = list(self.spec().shapes(config).items())
+        actual = [(k, tuple(v.shape)) for k, v in state_dict(reference_model(config)).items()]
+        assert table == actual
+
+    # ------------------------------------------------------------------------ conversion
+
+    @pytest.mark.keras
+    def test_round_trip(self, layout: str, tmp_path):
+        """checkpoint -> Keras -> Flax -> the same layout: every tensor bit-identical (tensors
+        outside the model, e.g. detector heads, dropped and counted)."""
+        from weight_convert import checkpoints, convert
+
+        source = self.maker(layout)(tmp_path / f"source_{layout}", self.tiny(), 1)
+        keras_summary, _ = convert.convert(source, "keras", tmp_path / "m")
+        assert (keras_summary.detected["layout"], keras_summary.detected["family"]) == (
+            layout,
+            self.family,
+        )
+        flax_summary, _ = convert.convert(keras_summary.outputs[0], "flax", tmp_path / "m")
+        back = tmp_path / f"back{Path(source).suffix}"
+        summary, _ = convert.convert(flax_summary.outputs[0], "torch", back, layout=layout)
+        assert summary.layout == layout
+        got, got_info = checkpoints.load_state_dict(back)
+        want, want_info = checkpoints.load_state_dict(source)
+        assert got_info["wrapper"] == want_info["wrapper"]
+        dropped = set(want) - set(got)
+        note = [n for n in keras_summary.detected["notes"] if "outside the model dropped" in n]
+        assert not dropped or note and note[0].startswith(f"{len(dropped)} tensor(s)")
+        assert set(got) <= set(want)
+        for key, value in got.items():
+            assert value.dtype == want[key].dtype and value.shape == want[key].shape, key
+            assert np.array_equal(value, want[key]), key
+
+    def test_cli_verify(self, target: str, tmp_path, capsys):
+        """``weight-convert convert --verify`` from the family's default layout to Keras and
+        Flax (checked against the reference layer by layer), and from a Flax file back to
+        PyTorch (the reference reading the written checkpoint against the Flax model)."""
+        from weight_convert import cli
+
+        config = self.tiny()
+        layout = _layouts_api("default_layout")(self.family)
+        source = self.maker(layout)(tmp_path / "source", config, 2)
+        shape = self.verify_shape or self.spec().default_shape(config)
+        verify = ["--verify", "--verify-shape", "x".join(map(str, shape))]
+        if target == "torch":
+            assert cli.main(["convert", source, "--to", "flax", "-o", str(tmp_path / "f")]) == 0
+            source = str(tmp_path / "f.safetensors")
+            out = tmp_path / "back.pth"
+        else:
+            out = tmp_path / "m"
+        capsys.readouterr()
+        code = cli.main(["convert", source, "--to", target, "-o", str(out), *verify])
+        printed, err = capsys.readouterr()
+        assert code == 0, err
+        assert f"family:   {self.family}" in printed
+        assert ": PASS" in printed and "<output" in printed
+
+    # ------------------------------------------------------------------------ inputs
+
+    def _call(self, framework: str, inputs: list[np.ndarray], symbolic: bool = False):
+        """The family's tiny model in ``framework`` called on reference-format ``inputs``
+        (ports get channels-last): the reference runs; Flax is traced with abstract parameters,
+        which runs every check without computing; Keras runs eagerly, or is called on
+        ``keras.Input``s when ``symbolic`` (a model that defines ``compute_output_shape`` then
+        runs no ``call``, so bad inputs go in eagerly)."""
+        config = self.tiny()
+        formats = [i.format for i in self.spec().inputs(config, None)]
+        if framework == "torch":
+            import torch
+
+            with torch.no_grad():
+                return reference_model(config)(*[torch.from_numpy(x) for x in inputs])
+        from zoo.tensor_format import to_port_format
+
+        xs = [to_port_format(x, f) for x, f in zip(inputs, formats, strict=True)]
+        if framework == "keras":
+            import keras
+
+            from ports.keras.models import build_model
+
+            if symbolic:
+                xs = [keras.Input(x.shape[1:], batch_size=x.shape[0], dtype=x.dtype) for x in xs]
+            return build_model(config)(*xs)
+        import jax.numpy as jnp
+        from flax import nnx
+
+        from ports.flax.models import abstract_model
+
+        model = abstract_model(config)
+        model.eval()
+        return nnx.eval_shape(lambda m, *a: m(*a), model, *[jnp.asarray(x) for x in xs])
+
+    def test_input_validation(self, framework: str, bad: str):
+        config = self.tiny()
+        spec = self.spec()
+        shape = spec.default_shape(config)
+        inputs, _ = spec.make_inputs(config, (2, *shape[1:]))
+        name = spec.model
+        if bad == "valid":
+            out = self._call(framework, inputs, symbolic=True)
+            first = out[0] if isinstance(out, (list, tuple)) else out
+            assert first.shape[0] == 2
+            return
+        first = spec.inputs(config, None)[0]
+        if first.format is not Format.CHANNELS_FIRST:
+            pytest.skip(f"{self.family}'s first input is no image: its test file checks it")
+        x = inputs[0]
+        if bad == "rank":
+            x, pattern = x[0], rf"{name} expects a .* got shape .*\(rank {x.ndim - 1}"
+        elif bad == "channels":
+            x = np.concatenate([x, x[:, :1]], axis=1)
+            pattern = rf"{name} expects .*: {x.shape[1]} channels on .*in_chans={x.shape[1] - 1}"
+        elif bad == "channel-order":
+            # the other framework's order: channels-last to the reference, first to a port
+            x = np.moveaxis(x, 1, -1) if framework == "torch" else np.moveaxis(x, -1, 1)
+            other = "last: the reference" if framework == "torch" else "first: the .* port"
+            pattern = rf"{name} expects .*looks channels-{other}"
+        else:
+            x = (np.abs(x) * 10).astype(bad)
+            pattern = rf"{name} expects a floating-point .*, got {bad}: cast"
+        with pytest.raises(ValueError, match=pattern):
+            self._call(framework, [x, *inputs[1:]])
+
+
+def generate_family_tests(metafunc) -> None:
+    """``pytest_generate_tests`` for ``FamilySuite`` subclasses (called from conftest.py)."""
+    cls = metafunc.cls
+    if cls is None or not issubclass(cls, FamilySuite) or not cls.family:
+        return
+    names = metafunc.fixturenames
+    if "case" in names:
+        metafunc.parametrize("case", list(cls.cases), ids=[c.id for c in cls.cases])
+    if "layout" in names:
+        metafunc.parametrize("layout", cls.layouts())
+    if "target" in names:
+        metafunc.parametrize("target", TARGETS)
+    if "framework" in names:
+        metafunc.parametrize("framework", FRAMEWORKS)
+    if "bad" in names:
+        metafunc.parametrize("bad", ["valid", *BAD_INPUTS])
