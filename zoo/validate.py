@@ -120,46 +120,18 @@ def check_image(
         raise TypeError("check_image needs channels and spatial_rank")
     if not isinstance(model, str):
         model = type(model).__name__
-    channels_last, cast, move = _FRAMEWORKS[framework]
+    channels_last, cast, _ = _FRAMEWORKS[framework]
     dims = _dims(shape)
     if dims is None:
         return
-    names = _SPATIAL[spatial_rank]
-    kind = _KIND[spatial_rank]
+    names, kind = _SPATIAL[spatial_rank], _KIND[spatial_rank]
     if channels_last:
         layout = _fmt(("B", *names, channels)) + " channels-last"
     else:
         layout = _fmt(("B", channels, *names)) + " channels-first"
     expected = f"{model} expects a {layout} {kind}"
-    rank = spatial_rank + 2
-    if len(dims) != rank:
-        hint = ""
-        if len(dims) == rank - 1:
-            hint = "; add the batch axis (x[None])"
-            if spatial_rank == 3:
-                hint = "; a single clip without the batch axis (x[None]), or an image?"
-        elif len(dims) == rank + 1 and spatial_rank == 2:
-            hint = "; a video clip? this model takes images"
-        raise ValueError(f"{expected}, got shape {_fmt(dims)} (rank {len(dims)}, not {rank}){hint}")
-    axis = -1 if channels_last else 1
-    other = 1 if channels_last else -1
-    got = dims[axis]
-    if got is not None and got != channels:
-        where = "the last axis" if channels_last else "axis 1"
-        detail = f"{got} channels on {where}, the model has in_chans={channels}"
-        if dims[other] == channels:
-            fix = move[spatial_rank]
-            if channels_last:
-                detail += (
-                    f"; it looks channels-first: the {framework.capitalize()} port takes "
-                    f"channels-last ({fix}), only the PyTorch reference is channels-first"
-                )
-            else:
-                detail += (
-                    f"; it looks channels-last: the reference is channels-first ({fix}), "
-                    "the Keras / Flax ports take channels-last"
-                )
-        raise ValueError(f"{expected}, got shape {_fmt(dims)}: {detail}")
+    _check_rank(expected, dims, spatial_rank)
+    _check_channels(expected, dims, channels, spatial_rank, framework)
     name = dtype_name(dtype)
     if not is_floating(name):
         raise ValueError(
@@ -172,6 +144,44 @@ def check_image(
             f"{model} has {want} parameters but the {kind} is {name}: cast the input "
             f"(x.to(torch.{want})) or the model (model.to(torch.{name}))"
         )
+
+
+def _check_rank(expected: str, dims: tuple[Any, ...], spatial_rank: int) -> None:
+    rank = spatial_rank + 2
+    if len(dims) == rank:
+        return
+    hint = ""
+    if len(dims) == rank - 1:
+        hint = "; add the batch axis (x[None])"
+        if spatial_rank == 3:
+            hint = "; a single clip without the batch axis (x[None]), or an image?"
+    elif len(dims) == rank + 1 and spatial_rank == 2:
+        hint = "; a video clip? this model takes images"
+    raise ValueError(f"{expected}, got shape {_fmt(dims)} (rank {len(dims)}, not {rank}){hint}")
+
+
+def _check_channels(
+    expected: str, dims: tuple[Any, ...], channels: int, spatial_rank: int, framework: str
+) -> None:
+    channels_last, _, move = _FRAMEWORKS[framework]
+    got = dims[-1 if channels_last else 1]
+    if got is None or got == channels:
+        return
+    where = "the last axis" if channels_last else "axis 1"
+    detail = f"{got} channels on {where}, the model has in_chans={channels}"
+    if dims[1 if channels_last else -1] == channels:
+        fix = move[spatial_rank]
+        if channels_last:
+            detail += (
+                f"; it looks channels-first: the {framework.capitalize()} port takes "
+                f"channels-last ({fix}), only the PyTorch reference is channels-first"
+            )
+        else:
+            detail += (
+                f"; it looks channels-last: the reference is channels-first ({fix}), "
+                "the Keras / Flax ports take channels-last"
+            )
+    raise ValueError(f"{expected}, got shape {_fmt(dims)}: {detail}")
 
 
 def check_points(
