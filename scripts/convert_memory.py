@@ -259,7 +259,7 @@ def print_imports(results: list[dict]) -> None:
         print(f"{r['case']:<32}{_gb(r['peak_rss']):>7} GB{r['seconds']:>7.1f} s{failed}")
 
 
-def main() -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--cases", nargs="+", choices=list(CASES), default=list(CASES), help="default: all"
@@ -274,8 +274,11 @@ def main() -> int:
     )
     parser.add_argument("--no-imports", action="store_true", help="skip the import baselines")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
-    args = parser.parse_args()
+    return parser
 
+
+def main() -> int:
+    args = _parser().parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="convert_memory_"))
     workdir.mkdir(parents=True, exist_ok=True)
     created = [workdir / s for s in SOURCES.values()] + [workdir / "log", workdir / "out"]
