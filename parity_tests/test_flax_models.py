@@ -1,6 +1,6 @@
-"""Flax NNX models: serialization, jit, features mode and the path correspondence with the
-reference. Small configs keep every test fast; parity over the variants is in
-``test_models_parity.py``."""
+"""Flax NNX models: serialization, jit and features mode, on the families' tiny configs given as
+variant overrides. Parity and the state-path mirror of every family: the shared suite
+(family_suite.py)."""
 
 from __future__ import annotations
 
@@ -13,25 +13,21 @@ import pytest
 from flax import nnx
 from safetensors.numpy import save_file
 
-from weight_convert import transfer
 from weight_convert.frameworks import flax_port
-from weight_convert.frameworks import reference as ref_fw
 from zoo.configs import VARIANTS, config_to_dict
+from zoo.registry import FAMILIES
 
 SWIN = "swin_tiny_patch4_window7_224"
 VIDEO = "video_swin_tiny"
 
-#: variant -> (small overrides, port input shape channels-last)
-SMALL = {
-    SWIN: (
-        dict(embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=(4, 4), num_classes=10),
-        (2, 30, 45, 3),
-    ),
-    VIDEO: (
-        dict(embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=(2, 4, 4), num_classes=10),
-        (1, 5, 30, 37, 3),
-    ),
-}
+
+#: variant -> (the family's tiny config as overrides, port input shape channels-last)
+def _tiny(family: str) -> dict:
+    fields = dataclasses.asdict(FAMILIES[family].tiny)
+    return {k: v for k, v in fields.items() if k != "features_only"}  # a case of its own
+
+
+SMALL = {SWIN: (_tiny("swin"), (2, 30, 45, 3)), VIDEO: (_tiny("video_swin"), (1, 5, 30, 37, 3))}
 HEAD = {SWIN: "head", VIDEO: "cls_head"}
 
 
@@ -188,23 +184,3 @@ def test_features_only(name):
     linear = head_params[f"{head}.kernel" if name == SWIN else f"{head}.fc_cls.kernel"]
     bias = head_params[f"{head}.bias" if name == SWIN else f"{head}.fc_cls.bias"]
     np.testing.assert_allclose(logits, pooled @ linear + bias, rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("features_only", [False, True])
-@pytest.mark.parametrize("name", [SWIN, VIDEO])
-def test_param_paths_match_reference(name, features_only):
-    import zoo.models
-
-    overrides = {**SMALL[name][0], "features_only": features_only}
-    reference = ref_fw.randomize_(zoo.models.create_model(name, **overrides), 0)
-    state = ref_fw.state_dict(reference)
-    model = flax_port.create(name, **overrides)
-    shapes = flax_port.shapes(model)
-    plan = transfer.plan_to_port(shapes, state)  # raises CoverageError unless one-to-one
-    assert sorted(plan.values()) == sorted(state)
-    values = transfer.to_port(state, shapes)  # raises ShapeMismatchError on any layout mismatch
-    flax_port.assign(model, values)
-    round_trip = transfer.to_torch(flax_port.read(model))
-    assert round_trip.keys() == state.keys()
-    for k in state:
-        np.testing.assert_array_equal(round_trip[k], state[k], err_msg=k)

@@ -1,5 +1,6 @@
-"""Keras models (ports.keras.models): saving, configs, features mode and the variable-path mapping
-onto the reference state dict. Numeric parity over variants is in test_models_parity.py."""
+"""Keras models (ports.keras.models): saving, configs and features mode, on the families' tiny
+configs given as variant overrides. Parity and the variable-path mirror of every family: the shared
+suite (family_suite.py)."""
 
 from __future__ import annotations
 
@@ -11,26 +12,25 @@ import keras
 import numpy as np
 import pytest
 
-import zoo.models
 from ports.keras import models
-from weight_convert import rules, transfer
-from weight_convert.frameworks import keras_port, reference
+from weight_convert.frameworks import keras_port
 from zoo.configs import VARIANTS
-from zoo.registry import model_class
+from zoo.registry import FAMILIES, model_class
 
 pytestmark = pytest.mark.keras
 
-_SMALL = {"embed_dim": 16, "depths": (2, 1), "num_heads": (1, 2), "num_classes": 7}
 
-#: (variant, small overrides, channels-last input shape). Sizes are not multiples of the patch or
+def _tiny(family: str) -> dict:
+    """The family's tiny config as overrides of a variant."""
+    fields = dataclasses.asdict(FAMILIES[family].tiny)
+    return {k: v for k, v in fields.items() if k != "features_only"}  # a case of its own
+
+
+#: (variant, overrides, channels-last input shape). Sizes are not multiples of the patch or
 #: the window, so padding and window shrinking are covered.
 CASES = {
-    "swin": ("swin_tiny_patch4_window7_224", _SMALL, (2, 38, 30, 3)),
-    "video_swin": (
-        "video_swin_tiny",
-        {**_SMALL, "window_size": (2, 3, 3), "head_dropout": 0.5},
-        (1, 5, 22, 18, 3),
-    ),
+    "swin": ("swin_tiny_patch4_window7_224", _tiny("swin"), (2, 38, 30, 3)),
+    "video_swin": ("video_swin_tiny", _tiny("video_swin"), (1, 5, 22, 18, 3)),
 }
 
 
@@ -138,18 +138,3 @@ def test_features_only(case):
     pooled = features[-1].reshape(shape[0], -1, features[-1].shape[-1]).mean(axis=1)
     expected = pooled @ weights[f"{head}.kernel"] + weights[f"{head}.bias"]
     np.testing.assert_allclose(_outputs(classifier, x)[0], expected, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("features_only", [False, True])
-def test_variable_paths_match_the_reference_state_dict(case, features_only):
-    name, overrides, _ = CASES[case]
-    overrides = {**overrides, "features_only": features_only}
-    port_shapes = keras_port.shapes(models.create_model(name, **overrides))
-    state = reference.state_dict(zoo.models.create_model(name, **overrides))
-    assert {rules.torch_key(p) for p in port_shapes} == set(state)
-    assert len(port_shapes) == len(state)
-    # strict coverage both ways and every shape fits after the layout rule
-    values = transfer.to_port(state, port_shapes)
-    assert values.keys() == port_shapes.keys()
-    head = "cls_head.fc_cls.kernel" if case == "video_swin" else "head.kernel"
-    assert (head in port_shapes) is not features_only

@@ -52,17 +52,18 @@ def variables(module: nnx.Module) -> dict[str, nnx.Variable]:
 
 
 def shapes(module: nnx.Module) -> dict[str, tuple[int, ...]]:
-    return {p: tuple(v.value.shape) for p, v in variables(module).items()}
+    return {p: tuple(v.get_value().shape) for p, v in variables(module).items()}
 
 
 def read(module: nnx.Module) -> dict[str, np.ndarray]:
-    return {p: np.asarray(v.value) for p, v in variables(module).items()}
+    return {p: np.asarray(v.get_value()) for p, v in variables(module).items()}
 
 
 def assign(module: nnx.Module, values: Mapping[str, np.ndarray]) -> None:
     targets = variables(module)
     for path, value in values.items():
-        targets[path].value = jnp.asarray(value, dtype=targets[path].value.dtype)
+        target = targets[path]
+        target.set_value(jnp.asarray(value, dtype=target.get_value().dtype))
 
 
 def create(name: str, **overrides) -> nnx.Module:
