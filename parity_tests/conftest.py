@@ -34,6 +34,19 @@ def port(port_name):
     return get_port(port_name)
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same global random state (torch, NumPy, Python): draws the
+    tests or the peers' own constructors make without a generator are reproducible."""
+    import random
+
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
