@@ -1,19 +1,15 @@
-"""SAM's prompt encoder and mask decoder (with the two-way transformer).
-
-Peer: the reference equals segment-anything's modules (same kwargs, identical random weights,
-identical state-dict keys). Ports: Keras and Flax equal the reference through the parity harness
-(strict weight transfer, per-layer comparison). The modules take optional prompts and a Python
-bool, so each framework gets a small wrapper here that fixes them; the wrappers keep the
-official parent names (``prompt_encoder.*``, ``mask_decoder.*``) and are mirrored per framework.
-"""
+"""SAM's prompt encoder and mask decoder in the ports: Keras and Flax equal the reference through
+the parity harness (strict weight transfer, per-layer comparison). The modules take optional
+prompts and a Python bool, so each framework gets a small wrapper here that fixes them; the
+wrappers keep the official parent names (``prompt_encoder.*``, ``mask_decoder.*``) and are
+mirrored per framework. (The whole Sam model with point prompts: the shared suite.)"""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
+from sam_parts import FULL, SMALL, Sizes, prompt_formats, prompts, split
 from torch import nn
 
 from weight_convert.frameworks import reference as ref_fw
@@ -22,191 +18,6 @@ from weight_convert.parity import BLOCK_TOLERANCE, Tolerance, compare, load_refe
 from zoo.models.sam_mask_decoder import MaskDecoder
 from zoo.models.sam_prompt_encoder import PromptEncoder
 from zoo.tensor_format import Format, to_port_format, to_reference_format
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """One SAM head configuration; ``full`` is the official one (all three ViT sizes)."""
-
-    embed_dim: int = 256
-    embedding_hw: tuple[int, int] = (64, 64)
-    input_hw: tuple[int, int] = (1024, 1024)
-    mask_in_chans: int = 16
-    depth: int = 2
-    heads: int = 8
-    mlp_dim: int = 2048
-    iou_hidden: int = 256
-    multimask: int = 3
-
-    def prompt_kwargs(self) -> dict:
-        return dict(
-            embed_dim=self.embed_dim,
-            image_embedding_size=self.embedding_hw,
-            input_image_size=self.input_hw,
-            mask_in_chans=self.mask_in_chans,
-        )
-
-    def decoder_kwargs(self) -> dict:
-        return dict(
-            transformer_dim=self.embed_dim,
-            num_multimask_outputs=self.multimask,
-            iou_head_depth=3,
-            iou_head_hidden_dim=self.iou_hidden,
-            transformer_depth=self.depth,
-            transformer_num_heads=self.heads,
-            transformer_mlp_dim=self.mlp_dim,
-        )
-
-
-FULL = Sizes()
-# Non-square embedding grid, small widths.
-SMALL = Sizes(32, (6, 10), (96, 160), 16, 2, 4, 64, 32, 3)
-
-
-def _prompts(sizes: Sizes, kinds: tuple[str, ...], batch: int, n_points: int, seed: int):
-    """Reference-layout numpy inputs for ``kinds``: coords, labels, boxes, masks (B, 1, 4H, 4W)."""
-    rng = np.random.default_rng(seed)
-    h, w = sizes.input_hw
-    arrays = []
-    if "points" in kinds:
-        coords = rng.uniform(0, 1, (batch, n_points, 2)) * np.array([w, h])
-        labels = rng.integers(-1, 2, (batch, n_points))
-        labels[:, 0], labels[:, -1] = 1, 0  # both polarities in every prompt set
-        arrays += [coords.astype(np.float32), labels.astype(np.int32)]
-    if "boxes" in kinds:
-        corners = np.sort(rng.uniform(0, 1, (batch, 2, 2)), axis=1) * np.array([w, h])
-        arrays.append(corners.reshape(batch, 4).astype(np.float32))
-    if "masks" in kinds:
-        mh, mw = (4 * s for s in sizes.embedding_hw)
-        arrays.append(rng.standard_normal((batch, 1, mh, mw), dtype=np.float32))
-    return arrays
-
-
-def _split(kinds: tuple[str, ...], arrays):
-    """(points, boxes, masks) from the positional inputs the harness passes, None where absent."""
-    arrays = list(arrays)
-    points = (arrays.pop(0), arrays.pop(0)) if "points" in kinds else None
-    boxes = arrays.pop(0) if "boxes" in kinds else None
-    masks = arrays.pop(0) if "masks" in kinds else None
-    return points, boxes, masks
-
-
-def _layouts(kinds: tuple[str, ...]) -> list[Format]:
-    """Reference layouts of the ``_prompts`` arrays: only the masks are channels-first maps."""
-    per_kind = {"points": ["channels_last"] * 2, "boxes": ["channels_last"]}
-    per_kind["masks"] = ["channels_first"]
-    return [Format(x) for k in kinds for x in per_kind[k]]
-
-
-# ----------------------------------------------------------------------------- peers
-
-
-def _peer_prompt_encoder(sizes: Sizes, seed: int = 0):
-    from segment_anything.modeling import PromptEncoder as Official
-
-    torch.manual_seed(seed)  # the Fourier matrix is a buffer, drawn at construction
-    peer = randomize_(Official(**sizes.prompt_kwargs()), seed).eval()
-    ours = PromptEncoder(**sizes.prompt_kwargs()).eval()
-    assert list(ours.state_dict()) == list(peer.state_dict())
-    ours.load_state_dict(peer.state_dict(), strict=True)
-    return peer, ours
-
-
-def _peer_mask_decoder(sizes: Sizes, seed: int = 1):
-    from segment_anything.modeling import MaskDecoder as Official
-    from segment_anything.modeling import TwoWayTransformer
-
-    transformer = TwoWayTransformer(
-        depth=sizes.depth,
-        embedding_dim=sizes.embed_dim,
-        num_heads=sizes.heads,
-        mlp_dim=sizes.mlp_dim,
-    )
-    peer = Official(
-        transformer_dim=sizes.embed_dim,
-        transformer=transformer,
-        num_multimask_outputs=sizes.multimask,
-        iou_head_depth=3,
-        iou_head_hidden_dim=sizes.iou_hidden,
-    )
-    peer = randomize_(peer, seed).eval()
-    ours = MaskDecoder(**sizes.decoder_kwargs()).eval()
-    assert list(ours.state_dict()) == list(peer.state_dict())
-    ours.load_state_dict(peer.state_dict(), strict=True)
-    return peer, ours
-
-
-def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float((a - b).detach().abs().max()) if a.numel() else 0.0
-
-
-PEER_PROMPTS = [
-    (("points",), 1, 3),
-    (("boxes",), 1, 0),
-    (("points", "boxes"), 1, 2),
-    (("masks",), 1, 0),
-    (("points", "boxes", "masks"), 2, 4),
-    (("points", "masks"), 2, 1),
-    ((), 1, 0),
-]
-
-
-@pytest.mark.parametrize("sizes", [FULL, SMALL], ids=["full", "small"])
-@pytest.mark.parametrize("kinds,batch,n", PEER_PROMPTS, ids=lambda v: str(v))
-def test_prompt_encoder_matches_segment_anything(sizes, kinds, batch, n):
-    peer, ours = _peer_prompt_encoder(sizes)
-    arrays = [torch.from_numpy(a) for a in _prompts(sizes, kinds, batch, n, seed=3)]
-    with torch.no_grad():
-        expected = peer(*_split(kinds, arrays))
-        got = ours(*_split(kinds, arrays))
-        assert _max_err(ours.get_dense_pe(), peer.get_dense_pe()) <= 1e-6
-    for e, g in zip(expected, got, strict=True):
-        assert _max_err(e, g) <= 1e-6
-
-
-def test_prompt_encoder_labels_match_segment_anything():
-    """Explicit padding (-1) labels and labels the official point path leaves unembedded."""
-    peer, ours = _peer_prompt_encoder(SMALL)
-    coords = torch.rand(2, 5, 2) * 90
-    labels = torch.tensor([[1, 0, -1, -1, 2], [3, 1, 1, 0, -1]], dtype=torch.int32)
-    with torch.no_grad():
-        for boxes in (None, torch.tensor([[1.0, 2.0, 50.0, 80.0]] * 2)):
-            expected = peer((coords, labels), boxes, None)
-            got = ours((coords, labels), boxes, None)
-            for e, g in zip(expected, got, strict=True):
-                assert _max_err(e, g) <= 1e-6
-
-
-PEER_DECODERS = [
-    pytest.param(FULL, True, 2, id="full-multimask-b2"),
-    pytest.param(FULL, False, 1, id="full-single-b1"),
-    *(
-        pytest.param(SMALL, m, b, id=f"small-{'multimask' if m else 'single'}-b{b}")
-        for m in (True, False)
-        for b in (1, 2)
-    ),
-]
-
-
-@pytest.mark.parametrize("sizes,multimask,batch", PEER_DECODERS)
-def test_mask_decoder_matches_segment_anything(sizes, multimask, batch):
-    peer_pe, _ = _peer_prompt_encoder(sizes)
-    peer, ours = _peer_mask_decoder(sizes)
-    kinds = ("points", "boxes", "masks") if batch == 2 else ("points",)
-    arrays = [torch.from_numpy(a) for a in _prompts(sizes, kinds, batch, 3, seed=5)]
-    gen = torch.Generator().manual_seed(7)
-    image = torch.randn(1, sizes.embed_dim, *sizes.embedding_hw, generator=gen)
-    with torch.no_grad():
-        sparse, dense = peer_pe(*_split(kinds, arrays))
-        args = (image, peer_pe.get_dense_pe(), sparse, dense, multimask)
-        expected, got = peer(*args), ours(*args)
-    m = sizes.multimask if multimask else 1
-    assert expected[0].shape == (batch, m, *(4 * s for s in sizes.embedding_hw))
-    for e, g in zip(expected, got, strict=True):
-        # random weights give masks of magnitude ~10: 1e-5 relative to the largest value
-        assert _max_err(e, g) <= 1e-5 * max(1.0, float(e.abs().max()))
-
 
 # ----------------------------------------------------------------------------- port wrappers
 
@@ -224,7 +35,7 @@ class RefPrompt(nn.Module):
         self.prompt_encoder = PromptEncoder(**sizes.prompt_kwargs())
 
     def forward(self, *arrays):
-        sparse, dense = self.prompt_encoder(*_split(self.kinds, arrays))
+        sparse, dense = self.prompt_encoder(*split(self.kinds, arrays))
         pe = self.prompt_encoder.get_dense_pe()
         # contiguous: without masks ``dense`` is a view of ``no_mask_embed.weight``
         return sparse, dense.permute(0, 2, 3, 1).contiguous(), pe.permute(0, 2, 3, 1)
@@ -261,7 +72,7 @@ def _keras_wrappers():
 
         def call(self, x0=None, x1=None, x2=None, x3=None, training=None):
             arrays = [x for x in (x0, x1, x2, x3) if x is not None]
-            sparse, dense = self.prompt_encoder(*_split(self.kinds, arrays))
+            sparse, dense = self.prompt_encoder(*split(self.kinds, arrays))
             return sparse, dense, self.prompt_encoder.get_dense_pe()
 
     class KerasDecoder(keras.layers.Layer):
@@ -293,7 +104,7 @@ def _flax_wrappers():
             self.prompt_encoder = FPromptEncoder(**sizes.prompt_kwargs(), rngs=rngs)
 
         def __call__(self, *arrays):
-            sparse, dense = self.prompt_encoder(*_split(self.kinds, arrays))
+            sparse, dense = self.prompt_encoder(*split(self.kinds, arrays))
             return sparse, dense, self.prompt_encoder.get_dense_pe()
 
     class FlaxDecoder(nnx.Module):
@@ -362,8 +173,10 @@ def test_prompt_encoder_port_parity(port, sizes, kinds, batch, n):
     torch.manual_seed(0)  # the Fourier matrix buffer
     reference = randomize_(RefPrompt(sizes, kinds), 0).eval()
     module = _port_module(port, "prompt", sizes, kinds)
-    inputs = _prompts(sizes, kinds, batch, n, seed=11)
-    report = compare(reference, module, port, inputs, _layouts(kinds), tolerance=BLOCK_TOLERANCE)
+    inputs = prompts(sizes, kinds, batch, n, seed=11)
+    report = compare(
+        reference, module, port, inputs, prompt_formats(kinds), tolerance=BLOCK_TOLERANCE
+    )
     expected = ["prompt_encoder.mask_downscaling.6"] if "masks" in kinds else []
     _assert_report(report, *expected)
     assert report.max_abs <= 1e-5
@@ -447,8 +260,10 @@ def test_ports_jit_match_reference(port, port_name):
     decoder_ref = randomize_(RefDecoder(SMALL, False), 2).eval()
     prompt = _port_module(port, "prompt", SMALL, kinds)
     decoder = _port_module(port, "decoder", SMALL, False)
-    inputs = _prompts(SMALL, kinds, 1, 3, seed=17)
-    port_inputs = [to_port_format(x, lay) for x, lay in zip(inputs, _layouts(kinds), strict=True)]
+    inputs = prompts(SMALL, kinds, 1, 3, seed=17)
+    port_inputs = [
+        to_port_format(x, lay) for x, lay in zip(inputs, prompt_formats(kinds), strict=True)
+    ]
     load_reference_weights(port, prompt, prompt_ref, port_inputs)
     sparse, dense, pe = ref_fw.call(prompt_ref, inputs)
     got = _jit_outputs(port_name, prompt, port_inputs)
