@@ -1,6 +1,8 @@
-"""Input validation (``zoo.validate``): every top-level model of every framework rejects an input of
-the wrong rank, channel count, layout or dtype with a one-line ValueError naming the model, and
-still takes a valid input. Tiny configs; the Keras cases carry the ``keras`` marker so they rerun
+"""Input validation (``zoo.validate``) beyond what the shared suite checks on every family's model:
+the backbones inside the containers reject an input of the wrong rank, channel count, layout or
+dtype with a one-line ValueError naming the model, and still take a valid input; SAM's point
+prompts; float64 and autocast in the reference; the compiled calls; the helper itself. The
+families' tiny configs; the Keras cases carry the ``keras`` marker so they rerun
 on every ``KERAS_BACKEND``.
 
 A valid input runs for real in the reference; in the ports it is traced without computing
@@ -14,56 +16,33 @@ message; the reference and Flax raise the one line as it is."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import numpy as np
 import pytest
 import torch
-from checkpoint_factory import SMALL_SAM, SMALL_VITDET
 
 from zoo.configs import family_of
-from zoo.families.swin import SwinConfig
-from zoo.families.video_swin import VideoSwinConfig
+from zoo.registry import FAMILIES
 from zoo.validate import check_image, check_points, dtype_name
 
-_SWIN = dict(embed_dim=16, depths=(2, 1), num_heads=(1, 2), num_classes=7)
-#: fewer layers than SMALL_SAM, widths shared with the other models: Keras on JAX compiles
-#: its random initializer once per distinct variable shape
-_SAM = dataclasses.replace(
-    SMALL_SAM,
-    img_size=64,
-    encoder_embed_dim=32,
-    encoder_num_heads=2,
-    encoder_depth=1,
-    encoder_global_attn_indexes=(0,),
-    transformer_depth=1,
-    iou_head_depth=1,
-    num_multimask_outputs=1,
-)
-
-#: container -> (model class, config): the models built
+#: container -> (model class, config): the models built, on the families' tiny configs
 MODELS = {
-    "swin": ("SwinTransformer", SwinConfig(**_SWIN, window_size=(4, 4))),
-    "video_swin": ("VideoSwin", VideoSwinConfig(**_SWIN, window_size=(2, 3, 3))),
-    "sam": ("Sam", _SAM),
-    "vitdet": (
-        "SimpleFeaturePyramid",
-        dataclasses.replace(SMALL_VITDET, embed_dim=32, num_heads=2),
-    ),
+    name: (FAMILIES[name].model, FAMILIES[name].tiny)
+    for name in ("swin", "video_swin", "sam", "vitdet")
 }
 #: case -> (model class, container, attribute holding the model or None for the container itself,
-#: valid channels-first input shape). The backbones inside the containers are called directly
-#: (as the SAM predictor calls ``image_encoder``), which saves building them again.
+#: valid channels-first input shape). The families' own models are checked by the shared suite
+#: (family_suite.py); here are the parts a user calls directly, inside their containers.
 CASES = {
-    "swin": ("SwinTransformer", "swin", None, (2, 3, 18, 13)),
-    "video_swin": ("VideoSwin", "video_swin", None, (1, 3, 4, 10, 9)),
     "swin3d": ("SwinTransformer3D", "video_swin", "backbone", (1, 3, 2, 8, 8)),
-    "sam": ("Sam", "sam", None, (1, 3, 64, 64)),
-    "sam_image_encoder": ("ImageEncoderViT", "sam", "image_encoder", (1, 3, 64, 64)),
-    "vitdet": ("SimpleFeaturePyramid", "vitdet", None, (1, 3, 64, 64)),
     "vit": ("ViT", "vitdet", "net", (1, 3, 32, 48)),
 }
+#: the containers themselves, for the tests beyond the suite's (float64, autocast, prompts,
+#: compiled calls)
+SWIN = ("SwinTransformer", "swin", None, (2, 3, 18, 13))
+SAM_SHAPE = (2, 3, 128, 128)
+_ALL = {**CASES, "swin": SWIN, "sam": ("Sam", "sam", None, SAM_SHAPE)}
 FRAMEWORKS = ["torch", pytest.param("keras", marks=pytest.mark.keras), "flax"]
 
 
@@ -96,7 +75,7 @@ _container = functools.cache(_build)
 
 
 def _model(framework: str, case: str):
-    name, container, attribute, _ = CASES[case]
+    name, container, attribute, _ = _ALL[case]
     model = _container(framework, container)
     model = model if attribute is None else getattr(model, attribute)
     assert type(model).__name__ == name
@@ -220,14 +199,14 @@ def test_reference_float64_input_to_float32_model(case):
 
 
 def test_reference_autocast_skips_the_parameter_dtype_check():
-    x = _array("torch", CASES["swin"][3]).to(torch.bfloat16)
+    x = _array("torch", SWIN[3]).to(torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = _call("torch", "swin", x)
-    assert out.shape == (2, 7)
+    assert out.shape == (2, 10)
 
 
 def test_sam_point_prompts(framework):
-    x = _array(framework, (2, 3, 64, 64))
+    x = _array(framework, SAM_SHAPE)
     with pytest.raises(ValueError, match=r"Sam expects point_coords of shape \(B, N, 2\)"):
         _call(framework, "sam", x, coords_shape=(2, 2, 3))
     with pytest.raises(ValueError, match=r"Sam expects point_labels of shape \(B, N\)"):
@@ -246,11 +225,11 @@ def test_keras_symbolic_and_compiled_calls():
     import keras
 
     model = _model("keras", "swin")
-    assert tuple(model(keras.Input((18, 13, 3))).shape) == (None, 7)
+    assert tuple(model(keras.Input((18, 13, 3))).shape) == (None, 10)
     with pytest.raises(ValueError, match="expects a .* got shape .*rank 5"):
         model(keras.Input((4, 18, 13, 3)))
-    x = _array("keras", CASES["swin"][3])
-    assert _build("keras", "swin").predict_on_batch(x).shape == (2, 7)
+    x = _array("keras", SWIN[3])
+    assert _build("keras", "swin").predict_on_batch(x).shape == (2, 10)
     with pytest.raises(ValueError, match="looks channels-first"):
         _build("keras", "swin").predict_on_batch(np.moveaxis(x, -1, 1))
 
@@ -269,9 +248,9 @@ def test_flax_jit_call():
     graph, state = nnx.split(_model("flax", "swin"))
     model = nnx.merge(graph, jax.tree.map(concrete, state))
     call = nnx.jit(lambda m, x: m(x))
-    assert call(model, _array("flax", CASES["swin"][3])).shape == (2, 7)
+    assert call(model, _array("flax", SWIN[3])).shape == (2, 10)
     with pytest.raises(ValueError, match="got uint8"):
-        call(model, _array("flax", CASES["swin"][3], dtype=np.uint8))
+        call(model, _array("flax", SWIN[3], dtype=np.uint8))
 
 
 def test_helper_tolerates_unknown_sizes_and_names_dtypes():
