@@ -27,6 +27,7 @@ its suite class.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -94,6 +95,24 @@ def _layouts_api(name: str):
     from weight_convert import convert  # TODO(merge): until the layouts package lands
 
     return getattr(convert, name)
+
+
+@functools.cache
+def _validation_model(family: str, framework: str):
+    """The family's tiny model in ``framework``, built once for the input checks: the reference
+    with random weights, Keras built, Flax abstract."""
+    config = FAMILIES[family].tiny
+    if framework == "torch":
+        return reference_model(config)
+    if framework == "keras":
+        from ports.keras.models import build_model
+
+        return build_model(config)
+    from ports.flax.models import abstract_model
+
+    model = abstract_model(config)
+    model.eval()
+    return model
 
 
 def default_maker(layout: str, family: str) -> Maker:
@@ -285,29 +304,24 @@ class FamilySuite:
         runs no ``call``, so bad inputs go in eagerly)."""
         config = self.tiny()
         formats = [i.format for i in self.spec().inputs(config, None)]
+        model = _validation_model(self.family, framework)
         if framework == "torch":
             import torch
 
             with torch.no_grad():
-                return reference_model(config)(*[torch.from_numpy(x) for x in inputs])
+                return model(*[torch.from_numpy(x) for x in inputs])
         from zoo.tensor_format import to_port_format
 
         xs = [to_port_format(x, f) for x, f in zip(inputs, formats, strict=True)]
         if framework == "keras":
             import keras
 
-            from ports.keras.models import build_model
-
             if symbolic:
                 xs = [keras.Input(x.shape[1:], batch_size=x.shape[0], dtype=x.dtype) for x in xs]
-            return build_model(config)(*xs)
+            return model(*xs)
         import jax.numpy as jnp
         from flax import nnx
 
-        from ports.flax.models import abstract_model
-
-        model = abstract_model(config)
-        model.eval()
         return nnx.eval_shape(lambda m, *a: m(*a), model, *[jnp.asarray(x) for x in xs])
 
     def test_input_validation(self, framework: str, bad: str):
