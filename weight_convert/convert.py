@@ -240,9 +240,9 @@ def port_to_reference(
         ports_of[key] = path
         if isinstance(value, LazyTensor):
             shape = rules.torch_shape(path, value.shape)
-            state[key] = value.map(lambda x, path=path: rules.to_torch(path, x), shape)
+            state[key] = value.map(lambda x, path=path: rules.torch_tensor(path, x), shape)
         else:
-            state[key] = rules.to_torch(path, np.asarray(value))
+            state[key] = rules.torch_tensor(path, np.asarray(value))
     shapes = reference_shapes(config)
     unused = [ports_of[k] for k in state if k not in shapes]
     unused = [p for p in unused if not allow.allows_unused(p, rules.torch_key(p))]
@@ -602,7 +602,7 @@ def port_values(
                 f"{key}: shape {value.shape} gives {got} for {port_path}, which expects "
                 f"{tuple(shape)}"
             )
-        out[port_path] = (key, value.map(lambda x, p=port_path: rules.to_port(p, x), got))
+        out[port_path] = (key, value.map(lambda x, p=port_path: rules.port_tensor(p, x), got))
     return out
 
 
