@@ -53,10 +53,12 @@ from zoo import compat
 from zoo.configs import (
     VARIANTS,
     Config,
+    arch_fields,
     config_from_dict,
     config_to_dict,
     family_of,
     is_config,
+    match_variant,
     reference_shapes,
 )
 from zoo.tensor_format import Format
@@ -85,12 +87,6 @@ TARGETS = {"keras": (".keras", ".weights.h5"), "flax": (".safetensors",), "torch
 #: for .pth / .pt / .bin, safetensors for .safetensors, a pickle of NumPy arrays as detectron2's
 #: model zoo ships them for .pkl (detectron2 layout only)
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".pkl")
-
-#: (layout, family) -> the key releases in that layout nest the state dict under in a ``.pth``
-#: (microsoft/Swin-Transformer loads ``checkpoint['model']``; mmaction's Video Swin releases hold
-#: ``state_dict``). Others are written flat, as the segment-anything and timm releases are.
-TORCH_WRAPPERS = {("official", "swin"): "model", ("official", "video_swin"): "state_dict"}
-
 
 #: Flax files written by ``ports.flax.serialization.save`` name the model and its config here
 _FLAX_METADATA = ("model", "config")
@@ -151,7 +147,7 @@ class Source:
     def variant(self) -> str | None:
         if self.detected is not None:
             return self.detected.variant
-        return layouts.match_variant(self.config)
+        return match_variant(self.config)
 
     @property
     def layout(self) -> str | None:
@@ -162,18 +158,8 @@ class Source:
 # --------------------------------------------------------------------------- layouts
 
 
-def family_layouts(family: str) -> list[str]:
-    """The PyTorch layouts ``layouts.RULES`` defines for ``family``, in ``layouts.LAYOUTS``
-    order."""
-    found = {lay for lay, fam in layouts.RULES if fam == family}
-    return [lay for lay in layouts.LAYOUTS if lay in found]
-
-
-def default_layout(family: str) -> str:
-    """``official`` where the family has an official layout, else its only layout (timm for SAM's
-    encoder alone, detectron2 for ViTDet)."""
-    known = family_layouts(family)
-    return "official" if "official" in known else known[0]
+family_layouts = layouts.family_layouts
+default_layout = layouts.default_layout
 
 
 def _choose_layout(family: str, layout: str | None) -> str:
@@ -335,7 +321,7 @@ def _read_flax_msgpack(path: str, allow: layouts.Allow) -> Source:
         raise CheckpointError(
             f"cannot read {path} as a Flax msgpack file (truncated or corrupt?): {_first_line(e)}"
         ) from None
-    config, notes = port_files.infer_config({p: tuple(v.shape) for p, v in values.items()})
+    config, notes = port_files.infer_port_config({p: tuple(v.shape) for p, v in values.items()})
     info = {"format": "flax-msgpack", "model": family_of(config).model, "notes": notes}
     reference, missing = port_to_reference(values, config, allow)
     return Source(path, "flax", config, reference, None, info, missing=missing)
@@ -402,7 +388,7 @@ def _check_variant(source: Source, variant: str | None) -> None:
         )
     diffs = [
         f"{f}={getattr(got, f)} (expected {getattr(expected, f)})"
-        for f in layouts.arch_fields(expected)
+        for f in arch_fields(expected)
         if getattr(got, f) != getattr(expected, f)
     ]
     if diffs:
@@ -781,7 +767,7 @@ def write_torch(
     - ``.safetensors``: streamed one tensor at a time (no framework), metadata
       ``{"format": "pt"}``;
     - ``.pth`` / ``.pt`` / ``.bin``: ``torch.save``'s zip of the flat ``{key: tensor}`` dict,
-      nested under ``TORCH_WRAPPERS[(layout, family)]`` where that layout's releases nest it,
+      nested under ``layouts.torch_wrapper(layout, family)`` where that layout's releases nest it,
       streamed too (``_stream_pth``);
     - ``.pkl``: detectron2's model-zoo pickle ``{"model": {key: ndarray}, "__author__": ...,
       "matching_heuristics": True}`` (detectron2 layout only).
@@ -806,7 +792,7 @@ def write_torch(
         )
         return
 
-    wrapper = TORCH_WRAPPERS.get((layout, family))
+    wrapper = layouts.torch_wrapper(layout, family)
     if not path.name.endswith(".pkl"):
         items = [(k, k, v) for k, v in state.items()]
         _atomic([path], lambda staged: _stream_pth(staged[0], items, tensors, wrapper, progress))
@@ -913,15 +899,9 @@ def read_torch_file(
     with ``config``'s architecture (``layouts.LayoutError`` otherwise) but for the reference
     keys ``missing`` names."""
     state, _ = checkpoints.load_state_dict(path)
-    asked = layouts.Detected(
-        layout,
-        config.family,
-        config,
-        layouts.match_variant(config),
-        missing=list(missing),
-        allow=layouts.Allow(missing=tuple(missing)),
-    )
-    return layouts.to_reference(state, asked)
+    allow = layouts.Allow(missing=tuple(missing))
+    detected = layouts.match_layout(state, layout, config.family, allow, config)
+    return layouts.to_reference(state, detected)
 
 
 def _exact_report(name: str, got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]):
