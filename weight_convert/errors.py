@@ -29,6 +29,7 @@ __all__ = [
     "UsageError",
     "WrongFormatError",
     "WrongModelError",
+    "first_line",
 ]
 
 #: exit code -> what it means (the CLI's --help and the README print this table)
@@ -190,3 +191,9 @@ class OutputExistsError(ConvertError, FileExistsError):
 
 class OutputNotWritableError(ConvertError, OSError):
     exit_code = 16
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (its class name when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

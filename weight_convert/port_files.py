@@ -107,7 +107,7 @@ def write_flax_msgpack(path: str | os.PathLike, items: Iterable[tuple[str, Any]]
 
     Arrays keep their dtype (bfloat16 included). Values may be ``LazyTensor``s: the file is
     written one tensor at a time (loaded, serialized, released), so memory holds one tensor.
-    Not atomic: write to a staging path (``convert._atomic``).
+    Not atomic: write to a staging path (``outputs.atomic``).
     """
     import msgpack
     from flax import serialization
