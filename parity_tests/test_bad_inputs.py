@@ -137,6 +137,14 @@ def nan_weight(good, d):
     return _save(d / "nan.pth", sd)
 
 
+def float16_overflow(good, d):
+    """Finite float32 values beyond float16's range (65504): ``--dtype float16`` makes them Inf."""
+    sd = _state(good["pth"])
+    sd["layers.0.blocks.0.attn.qkv.weight"][0, 0] = 1e5
+    sd["head.weight"][1, 2] = -7e4
+    return _save(d / "big.pth", sd)
+
+
 def flax_missing_key(good, d):
     from safetensors import safe_open
     from safetensors.numpy import save_file
@@ -247,6 +255,23 @@ CASES = [
         output="out",
     ),
     Case(
+        "--dtype float16 overflow",
+        float16_overflow,
+        errors.DtypeOverflowError,
+        r"--dtype float16: 2 tensor\(s\) hold finite values beyond float16's range "
+        r"\(\|x\| > 65504\).*qkv.weight \(1 value\(s\)\).*head.weight .*--allow-nonfinite",
+        ("--dtype", "float16"),
+    ),
+    Case(
+        "--dtype float16 overflow (to Flax)",
+        float16_overflow,
+        errors.DtypeOverflowError,
+        "beyond float16's range",
+        ("--dtype", "float16"),
+        to="flax",
+        output="out",
+    ),
+    Case(
         "Flax file missing a tensor",
         flax_missing_key,
         errors.MissingKeysError,
@@ -309,13 +334,15 @@ def test_payload_is_real(good, tmp_path):
         (missing_key, ("--allow-missing", "layers.2.blocks.*.norm2.bias")),
         (unexpected_key, ("--allow-unused", "aux_head.*")),
         (nan_weight, ("--allow-nonfinite",)),
+        (float16_overflow, ("--dtype", "float16", "--allow-nonfinite")),
     ],
-    ids=["--allow-missing", "--allow-unused", "--allow-nonfinite"],
+    ids=["--allow-missing", "--allow-unused", "--allow-nonfinite", "--dtype-overflow-allowed"],
 )
 @pytest.mark.parametrize("to", ["torch", "flax"])
 def test_deliberate_cases_convert(make, flags, to, good, tmp_path, capsys):
     """The flags turn the matching rows into conversions; a PyTorch output leaves an allowed
-    missing tensor out, a Flax one initializes it; NaN / Inf arrive unchanged."""
+    missing tensor out, a Flax one initializes it; NaN / Inf arrive unchanged, and values a
+    cast overflows arrive as the Inf it gives."""
     from weight_convert import checkpoints
 
     source = make(good, tmp_path)
@@ -336,6 +363,13 @@ def test_deliberate_cases_convert(make, flags, to, good, tmp_path, capsys):
             state["layers.0.blocks.0.attn.qkv.weight"], src["layers.0.blocks.0.attn.qkv.weight"]
         )
         assert np.isinf(state["head.bias"][3])
+    if make is float16_overflow:  # written as the cast gives it: Inf, in float16
+        key = (
+            "layers.0.blocks.0.attn.qkv.weight"
+            if to == "torch"
+            else "layers.0.blocks.0.attn.qkv.kernel"
+        )
+        assert state[key].dtype == np.float16 and np.isposinf(state[key]).sum() == 1
 
 
 def test_force_replaces_and_existing_output_is_kept(good, tmp_path, capsys):

@@ -238,7 +238,8 @@ def _add_check_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--allow-nonfinite",
         action="store_true",
-        help="convert weights holding NaN or Inf (refused by default)",
+        help="convert weights holding NaN or Inf, or that --dtype overflows to Inf (refused by "
+        "default)",
     )
 
 

@@ -15,6 +15,7 @@ __all__ = [
     "CheckpointError",
     "ConvertError",
     "CoverageError",
+    "DtypeOverflowError",
     "EmptyFileError",
     "LayoutError",
     "MissingFileError",
@@ -51,6 +52,7 @@ EXIT_CODES = {
     14: "NaN or Inf in the weights (allow with --allow-nonfinite)",
     15: "output exists (replace with --force)",
     16: "output directory cannot be written",
+    17: "--dtype overflows: finite values beyond the dtype's range (allow with --allow-nonfinite)",
 }
 
 
@@ -183,6 +185,13 @@ class CoverageError(ConvertError, KeyError):
 
 class NonFiniteError(ConvertError, ValueError):
     exit_code = 14
+
+
+class DtypeOverflowError(NonFiniteError):
+    """``--dtype`` casts finite values beyond the target dtype's range (float32 above 65504 to
+    float16): they would be written as Inf."""
+
+    exit_code = 17
 
 
 class OutputExistsError(ConvertError, FileExistsError):

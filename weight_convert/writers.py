@@ -3,8 +3,8 @@
 layout (``.safetensors``, ``torch.save``'s ``.pth`` via ``weight_convert.torch_zip``, or a
 model-zoo ``.pkl``).
 
-Every value passes through ``Tensors`` as it is written: loaded, checked for NaN / Inf, cast
-(``--dtype``), released. Files are written under a temporary name beside the output and renamed at
+Every value passes through ``Tensors`` as it is written: loaded, cast (``--dtype``), checked for
+NaN / Inf, released. Files are written under a temporary name beside the output and renamed at
 the end (``outputs.atomic``), so a failure leaves nothing behind.
 """
 
@@ -16,10 +16,12 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from weight_convert import layouts, port_files, rules, safetensors_io, transfer
 from weight_convert.errors import (
+    DtypeOverflowError,
     NonFiniteError,
     ShapeMismatchError,
     UsageError,
@@ -40,30 +42,53 @@ __all__ = [
 ]
 
 
+def _listed(counts: Mapping[str, str]) -> str:
+    shown = ", ".join(f"{k} ({v})" for k, v in list(counts.items())[:4])
+    return shown + (f" and {len(counts) - 4} more" if len(counts) > 4 else "")
+
+
 class Tensors:
-    """Loads each tensor as it is written: checks it for NaN / Inf (collected, raised by
-    ``check`` once the pass is over unless ``allow_nonfinite``) and casts floating tensors to
-    ``dtype`` (None: keep each tensor's dtype)."""
+    """Loads each tensor as it is written: casts floating tensors to ``dtype`` (None: keep each
+    tensor's dtype) and checks the result for NaN / Inf. What it finds is collected and raised by
+    ``check`` once the pass is over, unless ``allow_nonfinite``: ``NonFiniteError`` for NaN / Inf
+    in the source, ``DtypeOverflowError`` for finite values the cast turned into Inf."""
 
     def __init__(self, dtype: str | None = None, allow_nonfinite: bool = False) -> None:
         if dtype is not None and dtype not in FLOAT_DTYPES:
             raise UsageError(f"unknown dtype {dtype!r}; choose {', '.join(FLOAT_DTYPES)}")
+        self.dtype_name = dtype
         self.dtype = None if dtype is None else FLOAT_DTYPES[dtype]
         self.allow_nonfinite = allow_nonfinite
+        #: key -> (NaN count, Inf count) in the source
         self.nonfinite: dict[str, tuple[int, int]] = {}
+        #: key -> count of finite source values the cast made infinite
+        self.overflow: dict[str, int] = {}
 
     def __call__(self, key: str, value: Any) -> np.ndarray:
         array = value.load() if isinstance(value, LazyTensor) else np.asarray(value)
         if not is_float(array.dtype):
             return array
-        if not self.allow_nonfinite:
-            finite = np.isfinite(array)
-            if not finite.all():
-                nan = int(np.isnan(array).sum())
-                self.nonfinite[key] = (nan, int(finite.size - finite.sum()) - nan)
+        written = array
         if self.dtype is not None and array.dtype != self.dtype:
-            array = array.astype(self.dtype)
-        return array
+            with np.errstate(over="ignore"):  # overflow is counted below
+                written = array.astype(self.dtype)
+        if not self.allow_nonfinite:
+            self._count(key, array, written)
+        return written
+
+    def _count(self, key: str, source: np.ndarray, written: np.ndarray) -> None:
+        finite = np.isfinite(written)
+        bad = int(finite.size - np.count_nonzero(finite))
+        if not bad:
+            return
+        if written is not source:
+            finite = np.isfinite(source)
+        nan = int(np.count_nonzero(np.isnan(source)))
+        inf = int(finite.size - np.count_nonzero(finite)) - nan
+        if nan or inf:
+            self.nonfinite[key] = (nan, inf)
+        if bad > nan + inf:
+            self.overflow[key] = bad - nan - inf
 
     def out_dtype(self, value: Any) -> np.dtype:
         dtype = np.dtype(value.dtype)
@@ -71,14 +96,18 @@ class Tensors:
 
     def check(self) -> None:
         if self.nonfinite:
-            keys = list(self.nonfinite)
-            shown = ", ".join(
-                f"{k} ({nan} NaN, {inf} Inf)" for k, (nan, inf) in list(self.nonfinite.items())[:4]
-            )
-            more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
+            counts = {k: f"{nan} NaN, {inf} Inf" for k, (nan, inf) in self.nonfinite.items()}
             raise NonFiniteError(
-                f"{len(keys)} tensor(s) hold NaN or Inf: {shown}{more} (--allow-nonfinite "
+                f"{len(counts)} tensor(s) hold NaN or Inf: {_listed(counts)} (--allow-nonfinite "
                 "converts them anyway)"
+            )
+        if self.overflow:
+            counts = {k: f"{n} value(s)" for k, n in self.overflow.items()}
+            top = float(ml_dtypes.finfo(self.dtype).max)
+            raise DtypeOverflowError(
+                f"--dtype {self.dtype_name}: {len(counts)} tensor(s) hold finite values beyond "
+                f"{self.dtype_name}'s range (|x| > {top:g}), which the cast makes Inf: "
+                f"{_listed(counts)} (--allow-nonfinite writes them as Inf anyway)"
             )
 
 
