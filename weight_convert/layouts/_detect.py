@@ -219,9 +219,11 @@ def _summary(state_dict: Mapping[str, Any]) -> str:
 
 
 def _closest_error(state_dict: Mapping[str, Any], tried: list[tuple[int, str, LayoutError]]):
-    """The error to raise when no layout fits: the layout covering most keys (at least half)
-    with the fewest problems names what is wrong better than "unknown" when its problem is
-    missing / unexpected tensors or a shape."""
+    """The error to raise when no layout fits, from ``(keys covered, layout label, error)`` of
+    every layout that covered any. The layout covering most keys (at least half) with the
+    fewest problems names what is wrong better than "unknown" when its problem is missing /
+    unexpected tensors or a shape; so does the one layout that covers every key, whatever its
+    problem (the architecture cannot be solved, a derived buffer is wrong)."""
     specific = (MissingKeysError, UnexpectedKeysError, ShapeMismatchError)
 
     def problems(t) -> tuple[int, int]:
@@ -233,8 +235,14 @@ def _closest_error(state_dict: Mapping[str, Any], tried: list[tuple[int, str, La
     best = min(close, key=problems)[2] if close else None
     if isinstance(best, specific):
         return best
-    partial = "; ".join(f"{t[1]} ({t[2]})" for t in tried) or "no layout matched any key"
-    return LayoutError(f"unknown checkpoint: {_summary(state_dict)}; {partial}")
+    whole = [t for t in tried if t[0] == len(state_dict)]
+    if len(whole) == 1:
+        return LayoutError(f"{whole[0][1]} checkpoint: {whole[0][2]}")
+    n = len(state_dict)
+    partial = "; ".join(f"{t[1]}: {t[0]}/{n} keys ({t[2]})" for t in tried)
+    return LayoutError(
+        f"unknown checkpoint: {_summary(state_dict)}; {partial or 'no layout matched any key'}"
+    )
 
 
 def detect(state_dict: Mapping[str, Any], allow: Allow = STRICT) -> Detected:
@@ -258,7 +266,7 @@ def detect(state_dict: Mapping[str, Any], allow: Allow = STRICT) -> Detected:
             mapped, _, dropped = map_keys(state_dict, spec.key_rules)
             covered = len(mapped) + len(dropped)
             if covered:
-                tried.append((covered, f"{spec.label}: {covered}/{len(state_dict)} keys", e))
+                tried.append((covered, spec.label, e))
     if not found:
         raise _closest_error(state_dict, tried)
     first = found[0]

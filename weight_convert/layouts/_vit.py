@@ -32,17 +32,22 @@ def vit_blocks(
     """(depth, heads or None, window, global block indexes, notes) of the blocks under
     ``{p}blocks.N`` from their relative-position tables: a global block's table spans the whole
     token grid (``grid``; None: the largest table's), a windowed one the window. Blocks without
-    tables (no relative positions) leave the heads and the window unknown."""
+    tables (no relative positions) leave the heads and the window unknown; some blocks with and
+    some without is refused (``LayoutError``): which attend globally cannot be told."""
     blocks = indices(reference, p + "blocks.")
     if not blocks or blocks != list(range(len(blocks))):
         raise LayoutError(f"no contiguous {p}blocks.N")
-    sizes = []
-    for j in blocks:
-        table = reference.get(f"{p}blocks.{j}.attn.rel_pos_h")
-        sizes.append(None if table is None else (int(table.shape[0]) + 1) // 2)
-    if all(s is None for s in sizes):
+    tables = {j: reference.get(f"{p}blocks.{j}.attn.rel_pos_h") for j in blocks}
+    lacking = [j for j, t in tables.items() if t is None]
+    if len(lacking) == len(blocks):
         return len(blocks), None, default_window, [], ["no relative positions: heads assumed"]
-    head_dim = int(next(reference[f"{p}blocks.{j}.attn.rel_pos_h"] for j in blocks).shape[1])
+    if lacking:
+        raise LayoutError(
+            f"{p}blocks {lacking} have no attn.rel_pos_h but the other blocks have one: cannot "
+            "tell which blocks attend globally (the tables' sizes decide it)"
+        )
+    sizes = [(int(t.shape[0]) + 1) // 2 for t in tables.values()]
+    head_dim = int(tables[blocks[0]].shape[1])
     distinct = sorted(set(sizes))
     notes = []
     if grid is None:

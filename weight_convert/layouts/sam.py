@@ -74,7 +74,7 @@ def _infer_sam(reference: Mapping[str, Any], encoder_only: bool) -> tuple[SamCon
         mlp_ratio=float(lin1.shape[0]) / e,
         qkv_bias=p + "blocks.0.attn.qkv.bias" in reference,
         use_abs_pos=pos is not None,
-        use_rel_pos=p + "blocks.0.attn.rel_pos_h" in reference,
+        use_rel_pos=heads is not None,
         out_chans=int(neck.shape[0]),
         encoder_only=encoder_only,
     )

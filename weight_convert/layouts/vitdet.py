@@ -43,14 +43,19 @@ def _pos_embed_fields(reference: Mapping[str, Any], patch: int) -> dict[str, Any
 
 
 def _pyramid_fields(reference: Mapping[str, Any]) -> dict[str, Any]:
-    """The pyramid's stages (scale factors) and channels (from the first stage's norms)."""
+    """The pyramid's stages (scale factors) and channels (from any stage's norms: every stage
+    has ``out_channels``)."""
     stages = indices(
         {k[len("simfp_") :]: v for k, v in reference.items() if k.startswith("simfp_")}, ""
     )
     unknown = [i for i in stages if i not in _SIMFP_SCALES]
     if not stages or unknown:
         raise LayoutError(f"feature pyramid stages simfp_{stages} (expected a subset of 2..5)")
-    norm = next(k for k in reference if k.startswith(f"simfp_{stages[0]}.") and ".norm." in k)
+    norm = next((k for k in reference if k.startswith("simfp_") and ".norm." in k), None)
+    if norm is None:
+        raise LayoutError(
+            f"no norm tensor in the feature pyramid stages simfp_{stages}: cannot tell its channels"
+        )
     return {
         "out_channels": int(reference[norm].shape[0]),
         "scale_factors": tuple(_SIMFP_SCALES[i] for i in stages),
@@ -86,7 +91,7 @@ def _infer_vitdet(reference: Mapping[str, Any]) -> tuple[ViTDetConfig, list[str]
         qkv_bias="net.blocks.0.attn.qkv.bias" in reference,
         window_size=window,
         window_block_indexes=tuple(j for j in range(depth) if j not in global_blocks),
-        use_rel_pos="net.blocks.0.attn.rel_pos_h" in reference,
+        use_rel_pos=heads is not None,
         **_pyramid_fields(reference),
     )
     config = dataclasses.replace(base, **fields)
