@@ -301,7 +301,7 @@ def from_reference(
     missing: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The reference state dict in ``layout``'s keys, with the derived buffers that layout's
-    checkpoints carry (e.g. Swin's ``relative_position_index``), each right after the tensor it
+    checkpoints carry (``LayoutSpec.derived``), each right after the tensor it
     belongs to. ``config`` defaults to the one the shapes imply; ``missing`` names reference
     keys deliberately absent (``--allow-missing``), left out."""
     spec = layout_spec(layout, family)
