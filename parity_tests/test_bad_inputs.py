@@ -137,6 +137,14 @@ def nan_weight(good, d):
     return _save(d / "nan.pth", sd)
 
 
+def float16_overflow(good, d):
+    """Finite float32 values beyond float16's range (65504): ``--dtype float16`` makes them Inf."""
+    sd = _state(good["pth"])
+    sd["layers.0.blocks.0.attn.qkv.weight"][0, 0] = 1e5
+    sd["head.weight"][1, 2] = -7e4
+    return _save(d / "big.pth", sd)
+
+
 def flax_missing_key(good, d):
     from safetensors import safe_open
     from safetensors.numpy import save_file
@@ -247,6 +255,23 @@ CASES = [
         output="out",
     ),
     Case(
+        "--dtype float16 overflow",
+        float16_overflow,
+        errors.DtypeOverflowError,
+        r"--dtype float16: 2 tensor\(s\) hold finite values beyond float16's range "
+        r"\(\|x\| > 65504\).*qkv.weight \(1 value\(s\)\).*head.weight .*--allow-nonfinite",
+        ("--dtype", "float16"),
+    ),
+    Case(
+        "--dtype float16 overflow (to Flax)",
+        float16_overflow,
+        errors.DtypeOverflowError,
+        "beyond float16's range",
+        ("--dtype", "float16"),
+        to="flax",
+        output="out",
+    ),
+    Case(
         "Flax file missing a tensor",
         flax_missing_key,
         errors.MissingKeysError,
@@ -309,13 +334,15 @@ def test_payload_is_real(good, tmp_path):
         (missing_key, ("--allow-missing", "layers.2.blocks.*.norm2.bias")),
         (unexpected_key, ("--allow-unused", "aux_head.*")),
         (nan_weight, ("--allow-nonfinite",)),
+        (float16_overflow, ("--dtype", "float16", "--allow-nonfinite")),
     ],
-    ids=["--allow-missing", "--allow-unused", "--allow-nonfinite"],
+    ids=["--allow-missing", "--allow-unused", "--allow-nonfinite", "--dtype-overflow-allowed"],
 )
 @pytest.mark.parametrize("to", ["torch", "flax"])
 def test_deliberate_cases_convert(make, flags, to, good, tmp_path, capsys):
     """The flags turn the matching rows into conversions; a PyTorch output leaves an allowed
-    missing tensor out, a Flax one initializes it; NaN / Inf arrive unchanged."""
+    missing tensor out, a Flax one initializes it; NaN / Inf arrive unchanged, and values a
+    cast overflows arrive as the Inf it gives."""
     from weight_convert import checkpoints
 
     source = make(good, tmp_path)
@@ -336,6 +363,13 @@ def test_deliberate_cases_convert(make, flags, to, good, tmp_path, capsys):
             state["layers.0.blocks.0.attn.qkv.weight"], src["layers.0.blocks.0.attn.qkv.weight"]
         )
         assert np.isinf(state["head.bias"][3])
+    if make is float16_overflow:  # written as the cast gives it: Inf, in float16
+        key = (
+            "layers.0.blocks.0.attn.qkv.weight"
+            if to == "torch"
+            else "layers.0.blocks.0.attn.qkv.kernel"
+        )
+        assert state[key].dtype == np.float16 and np.isposinf(state[key]).sum() == 1
 
 
 def test_force_replaces_and_existing_output_is_kept(good, tmp_path, capsys):
@@ -381,3 +415,89 @@ def test_no_traceback_from_the_console(tmp_path):
     assert proc.returncode == errors.NotACheckpointError.exit_code
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["random.pth"]
+
+
+# ------------------------------------------------------------------ what --allow-missing leaves
+
+
+@pytest.fixture(scope="module")
+def vit_good(tmp_path_factory) -> dict[str, Path]:
+    """A small SAM (segment-anything's ``Sam.state_dict()``) and a small detectron2 ViTDet."""
+    root = tmp_path_factory.mktemp("vit_good")
+    return {
+        "sam": Path(factory.official_sam(root / "sam.pth", factory.SMALL_SAM, seed=7)[0]),
+        "vitdet": Path(factory.detectron2_vitdet(root / "vitdet.pkl", factory.SMALL_VITDET)[0]),
+    }
+
+
+def _without(vit_good, name: str, pattern: str, d: Path) -> Path:
+    """The ``name`` checkpoint less the tensors matching ``pattern``, in its own format."""
+    import fnmatch
+
+    source = vit_good[name]
+    if source.suffix == ".pkl":
+        with open(source, "rb") as f:
+            data = pickle.load(f)
+        data["model"] = {k: v for k, v in data["model"].items() if not fnmatch.fnmatch(k, pattern)}
+        out = d / source.name
+        out.write_bytes(pickle.dumps(data))
+        return out
+    sd = torch.load(source, weights_only=True)
+    out = d / source.name
+    torch.save({k: v for k, v in sd.items() if not fnmatch.fnmatch(k, pattern)}, out)
+    return out
+
+
+@pytest.mark.parametrize(
+    "name,pattern,message",
+    [
+        # a block without its relative-position tables: windowed or global cannot be told
+        ("sam", "image_encoder.blocks.0.attn.rel_pos_*", r"blocks \[0\] have no attn.rel_pos_h"),
+        ("sam", "image_encoder.blocks.1.attn.rel_pos_*", r"blocks \[1\] have no attn.rel_pos_h"),
+        ("vitdet", "backbone.net.blocks.0.attn.rel_pos_*", r"blocks \[0\] have no attn.rel_pos"),
+        # no pyramid norm at all: the pyramid's channels cannot be told
+        ("vitdet", "backbone.simfp_*norm*", "no norm tensor in the feature pyramid"),
+    ],
+    ids=[
+        "sam-block-0-without-rel-pos",
+        "sam-block-1-without-rel-pos",
+        "vitdet-block-without-rel-pos",
+        "vitdet-pyramid-without-norms",
+    ],
+)
+def test_allowed_missing_tensor_the_architecture_needs(
+    vit_good, tmp_path, capsys, name, pattern, message
+):
+    """Tensors ``--allow-missing`` accepts but the architecture is solved from: one line and
+    the layout exit code, never a traceback, nothing written."""
+    src_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    src_dir.mkdir()
+    out_dir.mkdir()
+    source = _without(vit_good, name, pattern, src_dir)
+    argv = ["convert", str(source), "--to", "torch", "-o", str(out_dir / "m.safetensors")]
+    code = cli.main([*argv, "--allow-missing", pattern])
+    _, err = capsys.readouterr()
+    assert code == errors.LayoutError.exit_code, err
+    assert err.startswith("weight-convert: error: ") and err.count("\n") == 1, err
+    assert re.search(message, err), err
+    assert "unknown checkpoint" not in err, "one layout covers every key: it is named"
+    assert _files(out_dir) == []
+
+
+def test_pyramid_channels_from_any_stage(vit_good, tmp_path, capsys):
+    """A ViTDet checkpoint whose first pyramid stage lacks its norms (allowed missing) takes the
+    pyramid's channels from another stage and converts; the output leaves those norms out."""
+    from weight_convert import checkpoints
+
+    pattern = "backbone.simfp_2.*norm*"
+    source = _without(vit_good, "vitdet", pattern, tmp_path)
+    out = tmp_path / "m.safetensors"
+    code = cli.main(
+        ["convert", str(source), "--to", "torch", "-o", str(out), "--allow-missing", pattern]
+    )
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    written, _ = checkpoints.load_state_dict(out)
+    original, _ = checkpoints.load_state_dict(source)
+    assert not [k for k in written if k.startswith("backbone.simfp_2.") and ".norm." in k]
+    assert set(written) == {k for k in original if k.startswith("backbone.")}

@@ -7,6 +7,7 @@ input: test_bad_inputs)."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import subprocess
@@ -124,6 +125,50 @@ def test_unknown_variant_is_a_usage_error(capsys, ckpts, tmp_path):
         capsys, "convert", ckpts["timm_swin"], "--to", "flax", "--variant", "swin_huge"
     )
     assert code == cli.EXIT_USAGE and "weight-convert list" in err
+
+
+def test_verify_shape_is_any_rank_the_family_checks_it(capsys, ckpts, tmp_path):
+    """``--verify-shape`` parses any number of positive sizes; a rank the model does not take
+    is a usage error (exit 2, one line) found before anything is written."""
+    assert cli._shape("2x197x768") == (2, 197, 768)
+    assert cli._shape("1,3,8,64,64") == (1, 3, 8, 64, 64)
+    for bad in ("1x3x0x64", "1x3xAx64"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli._shape(bad)
+    out = tmp_path / "m"
+    for shape, expected in (("1x3x4x64x64", "B x C x H x W"), ("3x64x64", "B x C x H x W")):
+        code, _, err = run(
+            capsys,
+            "convert",
+            ckpts["timm_swin"],
+            "--to",
+            "flax",
+            "-o",
+            str(out),
+            "--verify",
+            "--verify-shape",
+            shape,
+        )
+        assert code == cli.EXIT_USAGE, err
+        assert (
+            err.startswith(f"weight-convert: error: --verify-shape {shape}: ")
+            and err.count("\n") == 1
+        )
+        assert expected in err
+    code, _, err = run(
+        capsys,
+        "convert",
+        ckpts["official_video_swin"],
+        "--to",
+        "flax",
+        "-o",
+        str(out),
+        "--verify",
+        "--verify-shape",
+        "1x3x64x64",
+    )
+    assert code == cli.EXIT_USAGE and "B x C x T x H x W" in err, err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_console_entry_point_runs():

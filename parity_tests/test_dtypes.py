@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from weight_convert import checkpoints, cli
+from weight_convert import checkpoints, cli, errors
 from weight_convert.tensors import BFLOAT16, FLOAT_DTYPES, from_torch
 
 SMALL_SWIN = dict(embed_dim=48, depths=(2, 2, 2, 2), img_size=64)
@@ -90,3 +90,23 @@ def test_bfloat16_flax_file_verifies(ckpts, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "PASS" in out
+
+
+@pytest.mark.parametrize("to", ["torch", "flax"])
+def test_float16_cast_overflow_is_refused(ckpts, tmp_path, capsys, to):
+    """Finite float32 values beyond float16's range become Inf in the cast: refused after the
+    cast (one line naming the tensor, its own exit code, nothing written) unless
+    ``--allow-nonfinite``."""
+    sd = torch.load(ckpts["float32"], weights_only=True)["model"]
+    sd["layers.1.blocks.0.mlp.fc1.weight"][0, 0] = 70000.0  # float16 max: 65504
+    source = tmp_path / "big.pth"
+    torch.save({"model": sd}, source)
+    out = tmp_path / ("out.safetensors" if to == "torch" else "out")
+    argv = ["convert", str(source), "--to", to, "-o", str(out), "--dtype", "float16"]
+    code = cli.main(argv)
+    _, err = capsys.readouterr()
+    assert code != 0, "the cast's Inf was written"
+    assert code == errors.DtypeOverflowError.exit_code and err.count("\n") == 1, err
+    assert "layers.1.blocks.0.mlp.fc1.weight (1 value(s))" in err and "float16" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.pth"]
+    assert cli.main([*argv, "--allow-nonfinite"]) == 0

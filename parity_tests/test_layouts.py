@@ -15,7 +15,7 @@ from weight_convert import layouts
 from weight_convert.checkpoints import CheckpointError, load_state_dict
 from weight_convert.errors import MissingKeysError
 from weight_convert.layouts import LayoutError
-from zoo.configs import VARIANTS, arch_fields
+from zoo.configs import VARIANTS, arch_fields, reference_shapes
 from zoo.models import create_model
 from zoo.windows import relative_position_index
 
@@ -250,8 +250,8 @@ def test_reference_shapes_match_models(name):
     with torch.device("meta"):  # shapes only: no memory, no init cost
         model = create_model(name)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    assert layouts.reference_shapes(model.config) == shapes
-    assert list(layouts.reference_shapes(model.config)) == list(shapes)
+    assert reference_shapes(model.config) == shapes
+    assert list(reference_shapes(model.config)) == list(shapes)
 
 
 #: a small config of every family, for the table checks
@@ -270,28 +270,28 @@ SMALL = {
 }
 
 
-def test_rules_are_inverse():
-    for (layout, family), rules in layouts.RULES.items():
-        shapes = layouts.reference_shapes(SMALL[family])
+def test_key_rules_are_inverse():
+    assert {spec.family for spec in layouts.all_layouts()} == set(SMALL)
+    for spec in layouts.all_layouts():
+        shapes = reference_shapes(SMALL[spec.family])
         sd = layouts.from_reference(
-            {k: np.zeros(s, np.float32) for k, s in shapes.items()}, layout, family
+            {k: np.zeros(s, np.float32) for k, s in shapes.items()}, spec.name, spec.family
         )
         assert len(sd) >= len(shapes)
         for key in sd:
-            ref = layouts._rename(key, rules, reverse=False)
-            assert layouts._rename(ref, rules, reverse=True) == key
+            assert spec.layout_key(spec.reference_key(key)) == key
 
 
 @pytest.mark.parametrize("family", ["sam", "sam_image_encoder", "vitdet"])
 def test_vit_families_detect_their_config(family):
     """Every field of a custom SAM / ViTDet architecture is solved from the shapes, and the
     registered variants are named."""
-    (layout,) = [lay for lay, fam in layouts.RULES if fam == family]
+    (layout,) = layouts.family_layouts(family)
     for config in [
         SMALL[family],
         *(v.config for _, v in VARIANTS.items() if v.config.family == family),
     ]:
-        shapes = layouts.reference_shapes(config)
+        shapes = reference_shapes(config)
         sd = layouts.from_reference(
             {k: np.zeros(s, np.float32) for k, s in shapes.items()}, layout, family, config
         )
@@ -303,7 +303,7 @@ def test_vit_families_detect_their_config(family):
 
 def test_detectron2_heads_are_dropped_and_counted():
     config = SMALL["vitdet"]
-    shapes = layouts.reference_shapes(config)
+    shapes = reference_shapes(config)
     sd = layouts.from_reference(
         {k: np.zeros(s, np.float32) for k, s in shapes.items()}, "detectron2", "vitdet"
     )

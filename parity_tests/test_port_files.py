@@ -14,7 +14,7 @@ import pytest
 
 from weight_convert import layouts, port_files
 from weight_convert.tensors import LazyTensor
-from zoo.configs import reference_shapes
+from zoo.configs import arch_fields, reference_shapes
 from zoo.families.sam import SamConfig
 from zoo.families.swin import SwinConfig
 from zoo.families.video_swin import VideoSwinConfig
@@ -178,17 +178,17 @@ def test_config_inferred_from_port_variables(family):
 
     config = CONFIGS[family]
     shapes = flax_port.shapes(port_files.abstract_flax_model(config))
-    inferred, _ = port_files.infer_config(shapes)
+    inferred, _ = port_files.infer_port_config(shapes)
     assert type(inferred) is type(config)
     assert reference_shapes(inferred) == reference_shapes(config)
     if family != "sam_image_encoder":  # its arch fields include the (absent) decoder's
-        for f in layouts.arch_fields(config):
+        for f in arch_fields(config):
             assert getattr(inferred, f) == getattr(config, f), f
 
 
-def test_infer_config_rejects_foreign_variables():
+def test_infer_port_config_rejects_foreign_variables():
     with pytest.raises(layouts.LayoutError, match="no model of this zoo"):
-        port_files.infer_config({"encoder.layer.0.kernel": (4, 4)})
+        port_files.infer_port_config({"encoder.layer.0.kernel": (4, 4)})
 
 
 # --------------------------------------------------------------------------- Flax dtype

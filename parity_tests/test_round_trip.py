@@ -1,5 +1,5 @@
 """Conversion in every direction is lossless: a small checkpoint in each PyTorch layout of each
-family (``layouts.RULES``) goes to Keras, from Keras to Flax, and from Flax back to the same
+family (``layouts.all_layouts()``) goes to Keras, from Keras to Flax, and from Flax back to the same
 layout, and every tensor comes back bit-identical (same dtype, same values) except the tensors
 outside the model (detectron2's detector heads), which are dropped and reported. The other
 directions (Flax -> Keras -> PyTorch, PyTorch -> PyTorch between layouts) and the framework-free
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from weight_convert import checkpoints, convert, layouts
-from zoo.configs import VARIANTS
+from zoo.configs import VARIANTS, reference_shapes
 
 _SWIN_SMALL = dict(embed_dim=32, depths=(2, 2), num_heads=(1, 2), num_classes=10)
 SWIN = dataclasses.replace(VARIANTS["swin_tiny_patch4_window7_224"].config, **_SWIN_SMALL)
@@ -56,7 +56,7 @@ DROPPED = {("detectron2", "vitdet"): set(factory.DETECTRON2_HEADS)}
 
 
 def test_every_layout_has_a_maker():
-    assert set(MAKERS) == set(layouts.RULES)
+    assert set(MAKERS) == {(s.name, s.family) for s in layouts.all_layouts()}
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def test_torch_layout_to_layout(made, tmp_path):
         out = tmp_path / f"{i}_{layout}.pth"
         summary, report = convert.convert(current, "torch", out, layout=layout, verify=True)
         assert summary.layout == layout and report.passed
-        assert len(report.layers) == len(layouts.reference_shapes(SWIN))
+        assert len(report.layers) == len(reference_shapes(SWIN))
         sd, _ = checkpoints.load_state_dict(out)
         assert layouts.detect(sd).layout == layout
         current = str(out)

@@ -16,9 +16,9 @@ FIRST_CASES = [cases[0] for _, cases in zoo.BLOCKS.items()]
 @pytest.mark.parametrize("ndim", [2, 3, 4, 5])
 def test_kernel_rule_round_trip(ndim, rng):
     w = rng.standard_normal(tuple(range(2, 2 + ndim)), dtype=np.float32)
-    k = rules.to_port("proj.kernel", w)
+    k = rules.port_tensor("proj.kernel", w)
     assert k.shape == tuple(w.shape[2:]) + (w.shape[1], w.shape[0])
-    np.testing.assert_array_equal(rules.to_torch("proj.kernel", k), w)
+    np.testing.assert_array_equal(rules.torch_tensor("proj.kernel", k), w)
 
 
 def test_leaf_names():

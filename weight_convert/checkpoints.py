@@ -27,6 +27,7 @@ from weight_convert.errors import (
     NotACheckpointError,
     UnsafePickleError,
     WrongFormatError,
+    first_line,
 )
 from weight_convert.tensors import LazyTensor, from_torch, release_mapped
 
@@ -183,11 +184,6 @@ def _found(info: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- torch pickles
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def _unsafe_reason(error: BaseException) -> str | None:
     """What ``torch.load(weights_only=True)`` refused (e.g. "global getattr"), when that is why
     it failed."""
@@ -219,11 +215,11 @@ def _torch_load(torch, path: str, info: dict[str, Any]):
                 "containers are loaded, nothing from the file ran"
             ) from None
         raise CheckpointError(
-            f"cannot read {path} (truncated or corrupt?): {_first_line(e)}"
+            f"cannot read {path} (truncated or corrupt?): {first_line(e)}"
         ) from None
     except Exception as e:  # noqa: BLE001 - any unpickling failure is one user-facing error
         raise CheckpointError(
-            f"cannot read {path} (truncated or corrupt?): {_first_line(e)}"
+            f"cannot read {path} (truncated or corrupt?): {first_line(e)}"
         ) from None
     return obj
 

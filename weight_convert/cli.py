@@ -29,12 +29,14 @@ EXIT_USAGE = UsageError.exit_code
 
 
 def _shape(text: str) -> tuple[int, ...]:
+    """Sizes separated by ``x`` (or commas), each a positive integer: ``1x3x224x224``. Whether
+    the rank fits the model is the family's to say (``convert`` checks it)."""
     try:
         shape = tuple(int(v) for v in text.lower().replace(",", "x").split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a shape: {text!r} (use e.g. 1x3x224x224)") from None
-    if len(shape) not in (4, 5) or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give B x C x H x W or B x C x T x H x W")
+    if min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: every size must be a positive integer")
     return shape
 
 
@@ -142,16 +144,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="weight-convert",
-        description="Convert vision-transformer weights between PyTorch, Keras 3 and Flax NNX, "
-        "and prove the ports give the same numbers.",
-        epilog="exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items()),
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parity_parser(sub)
-
+def _add_convert_parser(sub) -> argparse.ArgumentParser:
+    """``convert``: what is read and what is written."""
     p = sub.add_parser(
         "convert",
         help="convert between PyTorch checkpoints, Keras and Flax, in every direction",
@@ -176,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--layout",
-        help="--to torch: the PyTorch layout written (default: official where the family has "
-        "one, else its only layout: timm for SAM's encoder alone, detectron2 for ViTDet)",
+        help="--to torch: the PyTorch layout written (default: the family's own: official "
+        "where it has one, else its only layout)",
     )
     p.add_argument(
         "-o",
@@ -190,6 +184,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse the checkpoint unless it is this variant (and: the model of a bare "
         ".weights.h5 that does not name one)",
     )
+    p.add_argument("--force", action="store_true", help="replace existing output files")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16"],
+        help="cast the floating tensors (default: each keeps the source's dtype)",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable summary on stdout")
+    p.set_defaults(func=cmd_convert)
+    return p
+
+
+def _add_check_arguments(p: argparse.ArgumentParser) -> None:
+    """``convert``'s verification and the deliberate exceptions to its checks."""
     p.add_argument(
         "--verify",
         action="store_true",
@@ -201,15 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--verify-shape",
         type=_shape,
-        metavar="BxCxHxW",
-        help="reference (channels-first) input for --verify (default: the variant's resolution; "
-        "video: 1x3x16xSxS)",
-    )
-    p.add_argument("--force", action="store_true", help="replace existing output files")
-    p.add_argument(
-        "--dtype",
-        choices=["float32", "float16", "bfloat16"],
-        help="cast the floating tensors (default: each keeps the source's dtype)",
+        metavar="SHAPE",
+        help="the model's first reference input for --verify, sizes joined by x, e.g. "
+        "1x3x224x224 for an image or 1x3x16x224x224 for a clip (default: the family's input "
+        "at the variant's resolution); its rank must be the model's",
     )
     p.add_argument(
         "--allow-missing",
@@ -230,16 +238,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--allow-nonfinite",
         action="store_true",
-        help="convert weights holding NaN or Inf (refused by default)",
+        help="convert weights holding NaN or Inf, or that --dtype overflows to Inf (refused by "
+        "default)",
     )
-    p.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar on stderr (default: when stderr is a terminal)",
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="weight-convert",
+        description="Convert vision-transformer weights between PyTorch, Keras 3 and Flax NNX, "
+        "and prove the ports give the same numbers.",
+        epilog="exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items()),
     )
-    p.add_argument("--json", action="store_true", help="machine-readable summary on stdout")
-    p.set_defaults(func=cmd_convert)
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parity_parser(sub)
+    _add_check_arguments(_add_convert_parser(sub))
 
     p = sub.add_parser("inspect", help="layout, family, variant, parameter count and dtypes")
     p.add_argument("checkpoint")

@@ -15,6 +15,7 @@ __all__ = [
     "CheckpointError",
     "ConvertError",
     "CoverageError",
+    "DtypeOverflowError",
     "EmptyFileError",
     "LayoutError",
     "MissingFileError",
@@ -29,6 +30,7 @@ __all__ = [
     "UsageError",
     "WrongFormatError",
     "WrongModelError",
+    "first_line",
 ]
 
 #: exit code -> what it means (the CLI's --help and the README print this table)
@@ -50,6 +52,7 @@ EXIT_CODES = {
     14: "NaN or Inf in the weights (allow with --allow-nonfinite)",
     15: "output exists (replace with --force)",
     16: "output directory cannot be written",
+    17: "--dtype overflows: finite values beyond the dtype's range (allow with --allow-nonfinite)",
 }
 
 
@@ -184,9 +187,22 @@ class NonFiniteError(ConvertError, ValueError):
     exit_code = 14
 
 
+class DtypeOverflowError(NonFiniteError):
+    """``--dtype`` casts finite values beyond the target dtype's range (float32 above 65504 to
+    float16): they would be written as Inf."""
+
+    exit_code = 17
+
+
 class OutputExistsError(ConvertError, FileExistsError):
     exit_code = 15
 
 
 class OutputNotWritableError(ConvertError, OSError):
     exit_code = 16
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (its class name when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

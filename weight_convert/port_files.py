@@ -10,9 +10,9 @@
       nnx.update(model, state)  # or nnx.merge(graphdef, state)
 
   or ``nnx.update(model, serialization.msgpack_restore(data))`` (the state of
-  ``nnx.state(model, nnx.Param)`` lacks SAM's ``Buffer``; ``serialization.from_bytes`` wants
+  ``nnx.state(model, nnx.Param)`` lacks a model's ``Buffer``s; ``serialization.from_bytes`` wants
   string list indices and does not take the file). msgpack has no metadata
-  slot, so the file holds no config: ``infer_config`` recovers the architecture from the
+  slot, so the file holds no config: ``infer_port_config`` recovers the architecture from the
   variables' paths and shapes.
 - Keras ``.weights.h5`` as input: the model is built from the config and loads the file
   (``read_keras_weights_h5``); ``write_config_attr`` stores the zoo config as an HDF5 attribute
@@ -47,7 +47,7 @@ __all__ = [
     "CONFIG_ATTR",
     "abstract_flax_model",
     "build_keras_model",
-    "infer_config",
+    "infer_port_config",
     "keras_file_dtype",
     "load_keras_model",
     "read_config_attr",
@@ -107,7 +107,7 @@ def write_flax_msgpack(path: str | os.PathLike, items: Iterable[tuple[str, Any]]
 
     Arrays keep their dtype (bfloat16 included). Values may be ``LazyTensor``s: the file is
     written one tensor at a time (loaded, serialized, released), so memory holds one tensor.
-    Not atomic: write to a staging path (``convert._atomic``).
+    Not atomic: write to a staging path (``outputs.atomic``).
     """
     import msgpack
     from flax import serialization
@@ -158,15 +158,15 @@ def read_flax_msgpack(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return out
 
 
-def infer_config(shapes: Mapping[str, tuple[int, ...]]) -> tuple[Config, list[str]]:
+def infer_port_config(shapes: Mapping[str, tuple[int, ...]]) -> tuple[Config, list[str]]:
     """The architecture of port variables from their paths and shapes alone (``{port path:
     shape}``, Keras or Flax paths): the paths map to the reference's keys (``rules.torch_key``)
-    and ``layouts.infer_config`` is tried for every family; the one whose model has exactly
-    these tensors and shapes wins.
+    and ``layouts.infer_config`` is tried for every family with layouts; the one whose model
+    has exactly these tensors and shapes wins.
 
     Returns (config, notes). Fields that no tensor shape shows come from the defaults: the
-    training resolution (``img_size``, ``frames``), drop rates, SAM's decoder head count (a
-    note says so). Raises ``layouts.LayoutError`` when no family fits.
+    training resolution, drop rates, head counts no shape holds (a note says so). Raises
+    ``layouts.LayoutError`` when no family fits.
     """
     from weight_convert import layouts, rules
     from zoo.configs import reference_shapes

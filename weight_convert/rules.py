@@ -14,7 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LeafRule", "RULES", "port_shape", "torch_key", "torch_shape", "to_port", "to_torch"]
+__all__ = [
+    "LEAF_RULES",
+    "LeafRule",
+    "port_shape",
+    "port_tensor",
+    "torch_key",
+    "torch_shape",
+    "torch_tensor",
+]
 
 
 def _kernel_perm(ndim: int) -> tuple[int, ...]:
@@ -35,29 +43,32 @@ class LeafRule:
     torch_leaf: str
     perm: Callable[[int], tuple[int, ...]] | None = None
 
-    def _axes(self, ndim: int, to_port: bool) -> tuple[int, ...] | None:
+    def _axes(self, ndim: int, toward_port: bool) -> tuple[int, ...] | None:
         if self.perm is None:
             return None
         perm = self.perm(ndim)
-        return perm if to_port else tuple(int(i) for i in np.argsort(perm))
+        return perm if toward_port else tuple(int(i) for i in np.argsort(perm))
 
-    def to_port(self, x: np.ndarray) -> np.ndarray:
-        axes = self._axes(x.ndim, to_port=True)
+    def port_tensor(self, x: np.ndarray) -> np.ndarray:
+        """The PyTorch tensor ``x`` in the port's layout."""
+        axes = self._axes(x.ndim, toward_port=True)
         return x if axes is None else np.ascontiguousarray(np.transpose(x, axes))
 
-    def to_torch(self, x: np.ndarray) -> np.ndarray:
-        axes = self._axes(x.ndim, to_port=False)
+    def torch_tensor(self, x: np.ndarray) -> np.ndarray:
+        """The port value ``x`` in PyTorch's layout."""
+        axes = self._axes(x.ndim, toward_port=False)
         return x if axes is None else np.ascontiguousarray(np.transpose(x, axes))
 
-    def shape(self, shape: tuple[int, ...], to_port: bool) -> tuple[int, ...]:
-        """The shape ``to_port`` / ``to_torch`` gives a tensor of ``shape`` (no data needed)."""
-        axes = self._axes(len(shape), to_port)
+    def shape(self, shape: tuple[int, ...], toward_port: bool) -> tuple[int, ...]:
+        """The shape ``port_tensor`` (``toward_port``) / ``torch_tensor`` gives a tensor of
+        ``shape`` (no data needed)."""
+        axes = self._axes(len(shape), toward_port)
         return tuple(shape) if axes is None else tuple(shape[i] for i in axes)
 
 
 #: Port leaf name -> rule. Leaves not listed (bias tables, rel_pos_h, pos_embed, ...) keep their
 #: name and are copied as they are.
-RULES: dict[str, LeafRule] = {
+LEAF_RULES: dict[str, LeafRule] = {
     "kernel": LeafRule("weight", _kernel_perm),  # Dense / Linear / Conv
     # ConvTranspose (the ports' ConvTranspose2d layers name their kernel so)
     "transpose_kernel": LeafRule("weight", _transpose_kernel_perm),
@@ -72,7 +83,7 @@ _IDENTITY = LeafRule("")
 
 def _rule(port_path: str) -> tuple[str, LeafRule]:
     parent, _, leaf = port_path.rpartition(".")
-    rule = RULES.get(leaf, _IDENTITY)
+    rule = LEAF_RULES.get(leaf, _IDENTITY)
     torch_leaf = rule.torch_leaf or leaf
     return (f"{parent}.{torch_leaf}" if parent else torch_leaf), rule
 
@@ -82,21 +93,21 @@ def torch_key(port_path: str) -> str:
     return _rule(port_path)[0]
 
 
-def to_port(port_path: str, tensor: np.ndarray) -> np.ndarray:
+def port_tensor(port_path: str, tensor: np.ndarray) -> np.ndarray:
     """The PyTorch tensor for ``port_path`` rearranged into the port's layout."""
-    return _rule(port_path)[1].to_port(tensor)
+    return _rule(port_path)[1].port_tensor(tensor)
 
 
-def to_torch(port_path: str, value: np.ndarray) -> np.ndarray:
+def torch_tensor(port_path: str, value: np.ndarray) -> np.ndarray:
     """The port value at ``port_path`` rearranged into the PyTorch layout."""
-    return _rule(port_path)[1].to_torch(value)
+    return _rule(port_path)[1].torch_tensor(value)
 
 
 def port_shape(port_path: str, torch_shape: tuple[int, ...]) -> tuple[int, ...]:
     """The port variable's shape for a PyTorch tensor of ``torch_shape``."""
-    return _rule(port_path)[1].shape(torch_shape, to_port=True)
+    return _rule(port_path)[1].shape(torch_shape, toward_port=True)
 
 
 def torch_shape(port_path: str, port_shape: tuple[int, ...]) -> tuple[int, ...]:
     """The PyTorch tensor's shape for the port variable at ``port_path`` of ``port_shape``."""
-    return _rule(port_path)[1].shape(port_shape, to_port=False)
+    return _rule(port_path)[1].shape(port_shape, toward_port=False)

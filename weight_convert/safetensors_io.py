@@ -117,7 +117,7 @@ class StreamWriter:
     first: ``StreamWriter(path, [(name, shape, dtype), ...], metadata)`` writes it, then
     ``add(name, array)`` appends each tensor's bytes in that order and ``close()`` checks they
     all came. ``path`` should be a temporary name that the caller renames
-    (``convert._atomic``)."""
+    (``outputs.atomic``)."""
 
     def __init__(
         self,

@@ -54,7 +54,7 @@ def to_port(
     plan = plan_to_port(port_shapes, state_dict, **coverage)
     out = {}
     for path, key in plan.items():
-        value = rules.to_port(path, np.asarray(state_dict[key]))
+        value = rules.port_tensor(path, np.asarray(state_dict[key]))
         if tuple(value.shape) != tuple(port_shapes[path]):
             raise ShapeMismatchError(
                 f"{key}: shape {tuple(np.shape(state_dict[key]))} gives {tuple(value.shape)} "
@@ -71,5 +71,5 @@ def to_torch(port_values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         key = rules.torch_key(path)
         if key in out:
             raise KeyError(f"two port variables map to {key}")
-        out[key] = rules.to_torch(path, np.asarray(value))
+        out[key] = rules.torch_tensor(path, np.asarray(value))
     return out

@@ -1,0 +1,255 @@
+"""Swin Transformer (2D) checkpoint layouts, and the Swin machinery Video Swin shares.
+
+``official``
+    microsoft/Swin-Transformer (``{'model': sd}``): the reference's own keys, plus buffers the
+    window defines (``relative_position_index``; ``attn_mask`` of the shifted blocks at the
+    training resolution), checked and dropped when read, rebuilt when written.
+``torchvision``
+    ``torchvision.models.swin_t/s/b`` (a flattened ``relative_position_index``).
+``timm``
+    timm >= 0.9 ``swin_*``: the patch merging sits at the *start* of stage i >= 1 and the
+    classifier is ``head.fc``.
+
+The architecture (depths, dims, heads, window) is solved from the shapes: the window from the
+relative-position bias table's rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from weight_convert.errors import LayoutError
+from weight_convert.layouts._registry import DerivedBuffers, LayoutSpec, register_layouts
+from zoo.configs import VARIANTS, match_variant
+from zoo.families.swin import SwinConfig
+from zoo.windows import relative_position_index, shifted_window_mask
+
+__all__ = ["BLOCK", "derived_buffers", "index_matrix", "infer_swin"]
+
+#: a block's prefix in the reference (and the official layouts)
+BLOCK = "layers.{i}.blocks.{j}."
+
+#: (bias-table rows, the checkpoint's relative_position_index or None, where) -> (window, note)
+SolveWindow = Callable[[int, Any, str], tuple[tuple[int, ...], str]]
+
+
+def index_matrix(index: Any) -> np.ndarray | None:
+    """A relative_position_index as (N, N): official / torchvision 3D store it so, torchvision
+    2D flattened."""
+    index = np.asarray(index)
+    if index.ndim == 2 and index.shape[0] == index.shape[1]:
+        return index
+    if index.ndim == 1:
+        n = int(round(index.size**0.5))
+        if n * n == index.size:
+            return index.reshape(n, n)
+    return None
+
+
+# --------------------------------------------------------------------------- derived buffers
+
+
+def _check(key: str, reference_key: str, value: Any, config: SwinConfig) -> None:
+    """``relative_position_index`` must equal the one the window defines; an ``attn_mask`` must
+    be (..., N, N) for the window's N tokens."""
+    window = tuple(config.window_size)
+    if reference_key.endswith("relative_position_index"):
+        expected = relative_position_index(window)
+        got = index_matrix(value)
+        if got is None or got.shape != expected.shape or not np.array_equal(got, expected):
+            raise LayoutError(
+                f"{key} (shape {tuple(np.shape(value))}) differs from the relative position "
+                f"index of window {window}: not a Swin checkpoint or a modified one"
+            )
+        return
+    n = int(np.prod(window))
+    if tuple(np.shape(value)[-2:]) != (n, n):
+        raise LayoutError(
+            f"{key} has shape {tuple(np.shape(value))}; window {window} needs (..., {n}, {n})"
+        )
+
+
+def _official_attn_masks(config: SwinConfig) -> dict[str, np.ndarray]:
+    """``attn_mask`` buffers of the official 2D model built at ``config.img_size``: shifted blocks
+    of stages whose map is larger than the window."""
+    out = {}
+    size = config.img_size // config.patch_size[0]
+    for i, depth in enumerate(config.depths):
+        res = size // 2**i
+        w = config.window_size[0]
+        if res <= w or res % w:
+            continue
+        mask = shifted_window_mask((res, res), (w, w), (w // 2, w // 2))
+        for j in range(1, depth, 2):
+            out[f"layers.{i}.blocks.{j}.attn_mask"] = np.array(mask)
+    return out
+
+
+def _make(
+    config: SwinConfig, reference_keys: Sequence[str], flat_index: bool, masks: bool
+) -> dict[str, list[tuple[str, np.ndarray]]]:
+    index = relative_position_index(tuple(config.window_size))
+    if flat_index:
+        index = index.reshape(-1)
+    attn_masks = _official_attn_masks(config) if masks else {}
+    out: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for ref in reference_keys:
+        if ref.endswith("attn.relative_position_bias_table"):
+            key = ref[: -len("relative_position_bias_table")] + "relative_position_index"
+            out[ref] = [(key, np.array(index))]
+        elif ref.endswith("attn.proj.bias"):
+            key = ref[: -len("attn.proj.bias")] + "attn_mask"
+            if key in attn_masks:
+                out[ref] = [(key, attn_masks[key])]
+    return out
+
+
+def derived_buffers(writes_index: bool, flat_index: bool = False, masks: bool = False):
+    """The window's buffers of a Swin layout: read (checked, dropped) always; written after each
+    bias table (``relative_position_index``, flattened with ``flat_index``) when
+    ``writes_index``, and after each shifted block's ``attn.proj.bias`` (``attn_mask`` at the
+    training resolution) with ``masks``."""
+    make = partial(_make, flat_index=flat_index, masks=masks) if writes_index else None
+    return DerivedBuffers(("relative_position_index", "attn_mask"), _check, make)
+
+
+# --------------------------------------------------------------------------- config
+
+
+def _window_2d(rows: int, index: Any, where: str) -> tuple[tuple[int, ...], str]:
+    s = int(round(rows**0.5))
+    if s * s != rows or s % 2 == 0:
+        raise LayoutError(f"{where}: {rows} bias-table rows are not (2w-1)^2 for a square window")
+    return ((s + 1) // 2,) * 2, ""
+
+
+def _depths(reference: Mapping[str, Any], p: str) -> tuple[int, ...]:
+    blocks: dict[int, set[int]] = {}
+    pattern = re.compile(re.escape(p) + r"layers\.(\d+)\.blocks\.(\d+)\.")
+    for key in reference:
+        m = pattern.match(key)
+        if m:
+            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    if not blocks:
+        raise LayoutError("no transformer blocks")
+    depths = tuple(max(blocks.get(i, {-1})) + 1 for i in range(max(blocks) + 1))
+    if 0 in depths:
+        raise LayoutError(f"stage {depths.index(0)} has no blocks")
+    return depths
+
+
+def infer_swin(
+    reference: Mapping[str, Any],
+    config_class: type[SwinConfig],
+    prefix: str,
+    head: str,
+    solve_window: SolveWindow,
+) -> tuple[SwinConfig, list[str]]:
+    """The config of a Swin state dict in the reference's keys: the backbone under ``prefix``,
+    the classifier ``head`` (absent: ``features_only``), the window from ``solve_window``."""
+    p, notes, base = prefix, [], config_class()
+    rank = len(base.patch_size)
+    proj = reference.get(p + "patch_embed.proj.weight")
+    if proj is None:
+        raise LayoutError(f"no {p}patch_embed.proj.weight")
+    if proj.ndim != rank + 2:
+        raise LayoutError(
+            f"patch embedding kernel {tuple(proj.shape)} is not {rank}D as {base.family} needs"
+        )
+    depths = _depths(reference, p)
+    table_keys = [
+        f"{p}{BLOCK.format(i=i, j=0)}attn.relative_position_bias_table" for i in range(len(depths))
+    ]
+    if any(k not in reference for k in table_keys):
+        raise LayoutError("a stage's first block has no attn.relative_position_bias_table")
+    tables = [reference[k] for k in table_keys]
+    index = next((v for k, v in reference.items() if k.endswith(".relative_position_index")), None)
+    window, note = solve_window(int(tables[0].shape[0]), index, "bias table")
+    if note:
+        notes.append(note)
+    fc1 = reference.get(f"{p}layers.0.blocks.0.mlp.fc1.weight")
+    if fc1 is None:
+        raise LayoutError("no mlp.fc1.weight in the first block")
+    embed_dim = int(proj.shape[0])
+    head_weight = reference.get(head + "weight")
+    fields: dict[str, Any] = dict(
+        patch_size=tuple(int(s) for s in proj.shape[2:]),
+        in_chans=int(proj.shape[1]),
+        embed_dim=embed_dim,
+        depths=depths,
+        num_heads=tuple(int(t.shape[1]) for t in tables),
+        window_size=window,
+        mlp_ratio=float(fc1.shape[0]) / embed_dim,
+        qkv_bias=f"{p}layers.0.blocks.0.attn.qkv.bias" in reference,
+        patch_norm=f"{p}patch_embed.norm.weight" in reference,
+        features_only=head_weight is None,
+    )
+    if head_weight is not None:
+        fields["num_classes"] = int(head_weight.shape[0])
+    variant = match_variant(dataclasses.replace(base, **fields))
+    if variant is not None:
+        base = VARIANTS[variant].config
+        if fields.get("num_classes", base.num_classes) != base.num_classes:
+            notes.append(f"head has {fields['num_classes']} classes (variant default differs)")
+    return dataclasses.replace(base, **fields), notes
+
+
+# --------------------------------------------------------------------------- layouts
+
+register_layouts(
+    "swin",
+    partial(infer_swin, config_class=SwinConfig, prefix="", head="head.", solve_window=_window_2d),
+    [
+        LayoutSpec(
+            "official",
+            "swin",
+            (
+                ("patch_embed.", "patch_embed."),
+                (BLOCK, BLOCK),
+                ("layers.{i}.downsample.", "layers.{i}.downsample."),
+                ("norm.", "norm."),
+                ("head.", "head."),
+            ),
+            derived_buffers(writes_index=True, masks=True),
+            wrapper="model",  # microsoft/Swin-Transformer loads checkpoint['model']
+        ),
+        LayoutSpec(
+            "torchvision",
+            "swin",
+            (
+                ("patch_embed.proj.", "features.0.0."),
+                ("patch_embed.norm.", "features.0.2."),
+                (BLOCK + "mlp.fc1.", "features.{2i+1}.{j}.mlp.0."),
+                (BLOCK + "mlp.fc2.", "features.{2i+1}.{j}.mlp.3."),
+                (BLOCK, "features.{2i+1}.{j}."),
+                ("layers.{i}.downsample.", "features.{2i+2}."),
+                ("norm.", "norm."),
+                ("head.", "head."),
+            ),
+            derived_buffers(writes_index=True, flat_index=True),
+            notes=(
+                "torchvision swin_t/s/b floors its patch conv where H or W is no multiple of the "
+                "patch; the reference pads there, as the official code does",
+            ),
+        ),
+        LayoutSpec(
+            "timm",
+            "swin",
+            (
+                ("patch_embed.", "patch_embed."),
+                (BLOCK, BLOCK),
+                ("layers.{i}.downsample.", "layers.{i+1}.downsample."),
+                ("norm.", "norm."),
+                ("head.", "head.fc."),
+            ),
+            derived_buffers(writes_index=False),
+            notes=("timm shifts before padding on maps not a multiple of the window",),
+        ),
+    ],
+)
