@@ -87,16 +87,6 @@ def port_model(adapter, config: Any):
     return build_model(config)
 
 
-def _layouts_api(name: str):
-    from weight_convert import layouts
-
-    if hasattr(layouts, name):
-        return getattr(layouts, name)
-    from weight_convert import convert  # TODO(merge): until the layouts package lands
-
-    return getattr(convert, name)
-
-
 @functools.cache
 def _validation_model(family: str, framework: str):
     """The family's tiny model in ``framework``, built once for the input checks: the reference
@@ -128,12 +118,7 @@ def default_maker(layout: str, family: str) -> Maker:
         state = state_dict(reference_model(config, seed))
         sd = layouts.from_reference(state, layout, family, config)
         tensors = {k: torch.from_numpy(np.array(v)) for k, v in sd.items()}
-        if hasattr(layouts, "torch_wrapper"):
-            wrapper = layouts.torch_wrapper(layout, family)
-        else:  # TODO(merge): until the layouts package lands
-            from weight_convert.convert import TORCH_WRAPPERS
-
-            wrapper = TORCH_WRAPPERS.get((layout, family))
+        wrapper = layouts.torch_wrapper(layout, family)
         path = stem.with_suffix(".pth")
         torch.save({wrapper: tensors} if wrapper else tensors, path)
         return str(path)
@@ -163,7 +148,9 @@ class FamilySuite:
 
     @classmethod
     def layouts(cls) -> list[str]:
-        return _layouts_api("family_layouts")(cls.family)
+        from weight_convert import layouts
+
+        return layouts.family_layouts(cls.family)
 
     @classmethod
     def maker(cls, layout: str) -> Maker:
@@ -274,10 +261,10 @@ class FamilySuite:
         """``weight-convert convert --verify`` from the family's default layout to Keras and
         Flax (checked against the reference layer by layer), and from a Flax file back to
         PyTorch (the reference reading the written checkpoint against the Flax model)."""
-        from weight_convert import cli
+        from weight_convert import cli, layouts
 
         config = self.tiny()
-        layout = _layouts_api("default_layout")(self.family)
+        layout = layouts.default_layout(self.family)
         source = self.maker(layout)(tmp_path / "source", config, 2)
         shape = self.verify_shape or self.spec().default_shape(config)
         verify = ["--verify", "--verify-shape", "x".join(map(str, shape))]

@@ -97,46 +97,46 @@ def _verify_shape(config: Config, shape: Sequence[int] | None) -> tuple[int, ...
     return tuple(shape)
 
 
-def _write(src: Source, target: str, paths: list[Path], layout, tensors, progress) -> None:
-    name = src.variant or "custom config"
+def _write(loaded: Source, target: str, paths: list[Path], layout, tensors, progress) -> None:
+    name = loaded.variant or "custom config"
     if target == "torch":
         progress.step(f"writing {paths[0]} in the {layout} layout ({name})")
         state = layouts.from_reference(
-            src.reference, layout, src.family, src.config, missing=src.missing
+            loaded.reference, layout, loaded.family, loaded.config, missing=loaded.missing
         )
-        write_torch(state, paths[0], layout, src.family, tensors, progress)
+        write_torch(state, paths[0], layout, loaded.family, tensors, progress)
     elif target == "flax":
         progress.step(f"writing {paths[0]} ({name})")
-        write_flax(src, paths[0], tensors, progress)
+        write_flax(loaded, paths[0], tensors, progress)
     else:
         progress.step(f"building the keras model ({name}) and writing {paths[0]}")
-        write_keras(src, paths, tensors, progress)
+        write_keras(loaded, paths, tensors, progress)
 
 
-def _verify(src: Source, target: str, paths: list[Path], layout, shape, tensors, progress):
+def _verify(loaded: Source, target: str, paths: list[Path], layout, shape, tensors, progress):
     from weight_convert import verification
 
     if target == "torch":
-        against = "the source" if src.kind == "torch" else f"the {src.kind} source"
+        against = "the source" if loaded.kind == "torch" else f"the {loaded.kind} source"
         progress.step(f"verifying the written checkpoint against {against}")
-        return verification.verify_torch(paths[0], layout, src, shape, tensors)
+        return verification.verify_torch(paths[0], layout, loaded, shape, tensors)
     progress.step(f"verifying against the PyTorch reference on input {list(shape)}")
-    return verification.verify_files(target, paths, src.config, src.reference, shape)
+    return verification.verify_files(target, paths, loaded.config, loaded.reference, shape)
 
 
-def _summary(src: Source, source: str, target: str, paths, layout, times, report) -> Conversion:
+def _summary(loaded: Source, source: str, target: str, paths, layout, times, report) -> Conversion:
     return Conversion(
         source=source,
         target=target if target != "keras" else f"keras-{_keras_backend()}",
         detected={
-            "source": src.kind,
-            "layout": src.layout,
-            "family": src.family,
-            "variant": src.variant,
-            "container": src.info,
-            "notes": list(src.detected.notes) if src.detected else [],
-            "config": config_to_dict(src.config),
-            "missing": list(src.missing),
+            "source": loaded.kind,
+            "layout": loaded.layout,
+            "family": loaded.family,
+            "variant": loaded.variant,
+            "container": loaded.info,
+            "notes": list(loaded.detected.notes) if loaded.detected else [],
+            "config": config_to_dict(loaded.config),
+            "missing": list(loaded.missing),
         },
         outputs=[str(p) for p in paths],
         layout=layout,
@@ -182,24 +182,24 @@ def convert(
 
     start = time.perf_counter()
     progress.step(f"reading {source}")
-    src = read_source(source, layouts.Allow(tuple(allow_missing), tuple(allow_unused)), variant)
-    check_variant(src, variant)
+    loaded = read_source(source, layouts.Allow(tuple(allow_missing), tuple(allow_unused)), variant)
+    check_variant(loaded, variant)
     if target == "torch":
-        layout = _choose_layout(src.family, layout)
-    shape = _verify_shape(src.config, verify_shape) if verify else None
-    times["read"] = time.perf_counter() - start
+        layout = _choose_layout(loaded.family, layout)
+    shape = _verify_shape(loaded.config, verify_shape) if verify else None
+    times["loaded"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    _write(src, target, paths, layout, tensors, progress)
+    _write(loaded, target, paths, layout, tensors, progress)
     times["write"] = time.perf_counter() - start
 
     report = None
     if verify:
         start = time.perf_counter()
-        report = _verify(src, target, paths, layout, shape, tensors, progress)
+        report = _verify(loaded, target, paths, layout, shape, tensors, progress)
         times["verify"] = time.perf_counter() - start
 
-    return _summary(src, str(source), target, paths, layout, times, report), report
+    return _summary(loaded, str(source), target, paths, layout, times, report), report
 
 
 def _keras_backend() -> str:

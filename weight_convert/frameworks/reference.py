@@ -115,7 +115,7 @@ def capture(module: nn.Module) -> Iterator[list[tuple[str, Format, np.ndarray]]]
 
 def settings() -> dict[str, str]:
     return {
-        "torch": torch.__version__,
+        "torch": torch.version.__version__,
         "torch.float32_matmul_precision": torch.get_float32_matmul_precision(),
         "torch.allow_tf32": str(torch.backends.cuda.matmul.allow_tf32),
     }
