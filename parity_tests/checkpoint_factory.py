@@ -22,8 +22,6 @@ import torch
 
 from weight_convert import layouts
 from weight_convert.frameworks.reference import randomize_
-from zoo.families.sam import SamConfig
-from zoo.families.vitdet import ViTDetConfig
 from zoo.models import create_model
 
 __all__ = [
@@ -39,30 +37,6 @@ __all__ = [
 ]
 
 Made = tuple[str, dict[str, np.ndarray]]
-
-#: SAM and ViTDet at a small size (128 input, windows that pad) for the conversion tests
-SMALL_SAM = SamConfig(
-    img_size=128,
-    encoder_embed_dim=48,
-    encoder_depth=2,
-    encoder_num_heads=3,
-    encoder_global_attn_indexes=(1,),
-    window_size=3,
-    out_chans=32,
-    mask_in_chans=16,
-    transformer_mlp_dim=64,
-    iou_head_hidden_dim=32,
-)
-SMALL_VITDET = ViTDetConfig(
-    img_size=128,
-    embed_dim=64,
-    depth=2,
-    num_heads=4,
-    window_size=4,
-    window_block_indexes=(0,),
-    pretrain_img_size=64,
-    out_channels=32,
-)
 
 
 def _numpy(module: torch.nn.Module) -> dict[str, np.ndarray]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -243,9 +244,13 @@ class FamilySuite:
             self.family,
         )
         flax_summary, _ = convert.convert(keras_summary.outputs[0], "flax", tmp_path / "m")
+        assert flax_summary.detected["source"] == "keras"
         back = tmp_path / f"back{Path(source).suffix}"
         summary, _ = convert.convert(flax_summary.outputs[0], "torch", back, layout=layout)
-        assert summary.layout == layout
+        assert summary.detected["source"] == "flax" and summary.layout == layout
+        if back.suffix == ".pth":  # streamed into torch.save's zip: every record's CRC-32 right
+            with zipfile.ZipFile(back) as zf:
+                assert zf.testzip() is None
         got, got_info = checkpoints.load_state_dict(back)
         want, want_info = checkpoints.load_state_dict(source)
         assert got_info["wrapper"] == want_info["wrapper"]

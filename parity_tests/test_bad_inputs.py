@@ -6,8 +6,8 @@ with nothing executed: a marker file their payload would create never appears.""
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import pathlib
 import pickle
 import re
 import subprocess
@@ -20,11 +20,32 @@ import checkpoint_factory as factory
 import numpy as np
 import pytest
 import torch
+from bad_files import (
+    empty_file,
+    flax_missing_key,
+    float16_overflow,
+    malicious_pkl,
+    malicious_pth,
+    missing_file,
+    missing_key,
+    nan_weight,
+    official_state,
+    random_bytes,
+    safetensors_named_pth,
+    shape_mismatch,
+    the_good_one,
+    truncated_pth,
+    truncated_safetensors,
+    unexpected_key,
+    unknown_extension,
+    unknown_layout,
+)
 
 from weight_convert import cli, errors
+from zoo.registry import FAMILIES
 
-#: a small Swin in the official layout (``{"model": sd}`` with the derived buffers)
-SMALL_SWIN = dict(embed_dim=48, depths=(2, 2, 2, 2), img_size=64)
+#: the swin family's tiny config, as overrides of a variant
+SMALL_SWIN = dataclasses.asdict(FAMILIES["swin"].tiny)
 
 
 @pytest.fixture(scope="module")
@@ -34,130 +55,6 @@ def good(tmp_path_factory) -> dict[str, Path]:
     flax = root / "swin_flax.safetensors"
     assert cli.main(["convert", str(pth), "--to", "flax", "-o", str(flax)]) == 0
     return {"pth": pth, "flax": flax}
-
-
-def _state(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, weights_only=True)["model"]
-
-
-def _save(path: Path, sd: dict[str, torch.Tensor]) -> Path:
-    torch.save({"model": sd}, path)
-    return path
-
-
-class Payload:
-    """Unpickling this calls ``Path.touch(marker)``: harmless, but code all the same."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
-
-
-# ----------------------------------------------------------------------- how each bad file is made
-
-
-def missing_file(good, d):
-    return d / "nowhere.pth"
-
-
-def empty_file(good, d):
-    (d / "empty.pth").write_bytes(b"")
-    return d / "empty.pth"
-
-
-def truncated_pth(good, d):
-    data = good["pth"].read_bytes()
-    (d / "cut.pth").write_bytes(data[: len(data) // 2])
-    return d / "cut.pth"
-
-
-def truncated_safetensors(good, d):
-    data = good["flax"].read_bytes()
-    (d / "cut.safetensors").write_bytes(data[: len(data) - 1000])
-    return d / "cut.safetensors"
-
-
-def random_bytes(good, d):
-    (d / "random.pth").write_bytes(np.random.default_rng(0).bytes(4096))
-    return d / "random.pth"
-
-
-def safetensors_named_pth(good, d):
-    (d / "really_safetensors.pth").write_bytes(good["flax"].read_bytes())
-    return d / "really_safetensors.pth"
-
-
-def unknown_extension(good, d):
-    (d / "weights.txt").write_bytes(good["pth"].read_bytes())
-    return d / "weights.txt"
-
-
-def malicious_pth(good, d):
-    sd = _state(good["pth"])
-    torch.save({"model": sd, "hook": Payload(d / "MARKER")}, d / "evil.pth")
-    return d / "evil.pth"
-
-
-def malicious_pkl(good, d):
-    data = {"model": {"w": np.zeros(2, np.float32)}, "hook": Payload(d / "MARKER")}
-    (d / "evil.pkl").write_bytes(pickle.dumps(data))
-    return d / "evil.pkl"
-
-
-def unknown_layout(good, d):
-    return _save(
-        d / "resnet.pth", {"conv1.weight": torch.zeros(8, 3, 7, 7), "fc.weight": torch.zeros(10, 8)}
-    )
-
-
-def shape_mismatch(good, d):
-    sd = _state(good["pth"])
-    sd["layers.1.blocks.0.mlp.fc1.bias"] = torch.zeros(5)
-    return _save(d / "shape.pth", sd)
-
-
-def missing_key(good, d):
-    sd = _state(good["pth"])
-    del sd["layers.2.blocks.1.norm2.bias"]
-    return _save(d / "missing_key.pth", sd)
-
-
-def unexpected_key(good, d):
-    sd = _state(good["pth"])
-    sd["aux_head.weight"] = torch.zeros(4, 4)
-    return _save(d / "extra_key.pth", sd)
-
-
-def nan_weight(good, d):
-    sd = _state(good["pth"])
-    sd["layers.0.blocks.0.attn.qkv.weight"][0, 0] = float("nan")
-    sd["head.bias"][3] = float("inf")
-    return _save(d / "nan.pth", sd)
-
-
-def float16_overflow(good, d):
-    """Finite float32 values beyond float16's range (65504): ``--dtype float16`` makes them Inf."""
-    sd = _state(good["pth"])
-    sd["layers.0.blocks.0.attn.qkv.weight"][0, 0] = 1e5
-    sd["head.weight"][1, 2] = -7e4
-    return _save(d / "big.pth", sd)
-
-
-def flax_missing_key(good, d):
-    from safetensors import safe_open
-    from safetensors.numpy import save_file
-
-    with safe_open(str(good["flax"]), "numpy") as f:
-        arrays = {k: f.get_tensor(k) for k in f.keys() if k != "norm.bias"}
-        metadata = f.metadata()
-    save_file(arrays, str(d / "flax_missing.safetensors"), metadata=metadata)
-    return d / "flax_missing.safetensors"
-
-
-def the_good_one(good, d):
-    return good["pth"]
 
 
 @dataclass
@@ -217,7 +114,7 @@ CASES = [
         "another variant",
         the_good_one,
         errors.WrongModelError,
-        "checkpoint is not swin_tiny_patch4_window7_224: embed_dim=48 \\(expected 96\\)",
+        "checkpoint is not swin_tiny_patch4_window7_224: embed_dim=32 \\(expected 96\\)",
         ("--variant", "swin_tiny_patch4_window7_224"),
     ),
     Case("unknown layout", unknown_layout, errors.LayoutError, r"unknown checkpoint: 2 tensor"),
@@ -225,13 +122,13 @@ CASES = [
         "shape mismatch",
         shape_mismatch,
         errors.ShapeMismatchError,
-        r"layers.1.blocks.0.mlp.fc1.bias has shape \(5,\); .* needs \(384,\)",
+        r"layers.1.blocks.0.mlp.fc1.bias has shape \(5,\); .* needs \(256,\)",
     ),
     Case(
         "missing key",
         missing_key,
         errors.MissingKeysError,
-        "official/swin checkpoint: 1 missing tensor.*: layers.2.blocks.1.norm2.bias "
+        "official/swin checkpoint: 1 missing tensor.*: layers.1.blocks.1.norm2.bias "
         ".*--allow-missing",
     ),
     Case(
@@ -331,7 +228,7 @@ def test_payload_is_real(good, tmp_path):
 @pytest.mark.parametrize(
     "make,flags",
     [
-        (missing_key, ("--allow-missing", "layers.2.blocks.*.norm2.bias")),
+        (missing_key, ("--allow-missing", "layers.1.blocks.*.norm2.bias")),
         (unexpected_key, ("--allow-unused", "aux_head.*")),
         (nan_weight, ("--allow-nonfinite",)),
         (float16_overflow, ("--dtype", "float16", "--allow-nonfinite")),
@@ -352,9 +249,9 @@ def test_deliberate_cases_convert(make, flags, to, good, tmp_path, capsys):
     assert code == 0, err
     written = out if to == "torch" else out.with_suffix(".safetensors")
     state, _ = checkpoints.load_state_dict(written)
-    src = {k: v.numpy() for k, v in _state(source).items()}
+    src = {k: v.numpy() for k, v in official_state(source).items()}
     if make is missing_key:
-        key = "layers.2.blocks.1.norm2.bias"
+        key = "layers.1.blocks.1.norm2.bias"
         assert (key in state) == (to == "flax")
     if make is unexpected_key:
         assert "aux_head.weight" not in state
@@ -415,89 +312,3 @@ def test_no_traceback_from_the_console(tmp_path):
     assert proc.returncode == errors.NotACheckpointError.exit_code
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["random.pth"]
-
-
-# ------------------------------------------------------------------ what --allow-missing leaves
-
-
-@pytest.fixture(scope="module")
-def vit_good(tmp_path_factory) -> dict[str, Path]:
-    """A small SAM (segment-anything's ``Sam.state_dict()``) and a small detectron2 ViTDet."""
-    root = tmp_path_factory.mktemp("vit_good")
-    return {
-        "sam": Path(factory.official_sam(root / "sam.pth", factory.SMALL_SAM, seed=7)[0]),
-        "vitdet": Path(factory.detectron2_vitdet(root / "vitdet.pkl", factory.SMALL_VITDET)[0]),
-    }
-
-
-def _without(vit_good, name: str, pattern: str, d: Path) -> Path:
-    """The ``name`` checkpoint less the tensors matching ``pattern``, in its own format."""
-    import fnmatch
-
-    source = vit_good[name]
-    if source.suffix == ".pkl":
-        with open(source, "rb") as f:
-            data = pickle.load(f)
-        data["model"] = {k: v for k, v in data["model"].items() if not fnmatch.fnmatch(k, pattern)}
-        out = d / source.name
-        out.write_bytes(pickle.dumps(data))
-        return out
-    sd = torch.load(source, weights_only=True)
-    out = d / source.name
-    torch.save({k: v for k, v in sd.items() if not fnmatch.fnmatch(k, pattern)}, out)
-    return out
-
-
-@pytest.mark.parametrize(
-    "name,pattern,message",
-    [
-        # a block without its relative-position tables: windowed or global cannot be told
-        ("sam", "image_encoder.blocks.0.attn.rel_pos_*", r"blocks \[0\] have no attn.rel_pos_h"),
-        ("sam", "image_encoder.blocks.1.attn.rel_pos_*", r"blocks \[1\] have no attn.rel_pos_h"),
-        ("vitdet", "backbone.net.blocks.0.attn.rel_pos_*", r"blocks \[0\] have no attn.rel_pos"),
-        # no pyramid norm at all: the pyramid's channels cannot be told
-        ("vitdet", "backbone.simfp_*norm*", "no norm tensor in the feature pyramid"),
-    ],
-    ids=[
-        "sam-block-0-without-rel-pos",
-        "sam-block-1-without-rel-pos",
-        "vitdet-block-without-rel-pos",
-        "vitdet-pyramid-without-norms",
-    ],
-)
-def test_allowed_missing_tensor_the_architecture_needs(
-    vit_good, tmp_path, capsys, name, pattern, message
-):
-    """Tensors ``--allow-missing`` accepts but the architecture is solved from: one line and
-    the layout exit code, never a traceback, nothing written."""
-    src_dir, out_dir = tmp_path / "in", tmp_path / "out"
-    src_dir.mkdir()
-    out_dir.mkdir()
-    source = _without(vit_good, name, pattern, src_dir)
-    argv = ["convert", str(source), "--to", "torch", "-o", str(out_dir / "m.safetensors")]
-    code = cli.main([*argv, "--allow-missing", pattern])
-    _, err = capsys.readouterr()
-    assert code == errors.LayoutError.exit_code, err
-    assert err.startswith("weight-convert: error: ") and err.count("\n") == 1, err
-    assert re.search(message, err), err
-    assert "unknown checkpoint" not in err, "one layout covers every key: it is named"
-    assert _files(out_dir) == []
-
-
-def test_pyramid_channels_from_any_stage(vit_good, tmp_path, capsys):
-    """A ViTDet checkpoint whose first pyramid stage lacks its norms (allowed missing) takes the
-    pyramid's channels from another stage and converts; the output leaves those norms out."""
-    from weight_convert import checkpoints
-
-    pattern = "backbone.simfp_2.*norm*"
-    source = _without(vit_good, "vitdet", pattern, tmp_path)
-    out = tmp_path / "m.safetensors"
-    code = cli.main(
-        ["convert", str(source), "--to", "torch", "-o", str(out), "--allow-missing", pattern]
-    )
-    _, err = capsys.readouterr()
-    assert code == 0, err
-    written, _ = checkpoints.load_state_dict(out)
-    original, _ = checkpoints.load_state_dict(source)
-    assert not [k for k in written if k.startswith("backbone.simfp_2.") and ".norm." in k]
-    assert set(written) == {k for k in original if k.startswith("backbone.")}

@@ -8,16 +8,15 @@ input: test_bad_inputs)."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import subprocess
 import sys
 
 import checkpoint_factory as factory
-import numpy as np
 import pytest
 
-from weight_convert import checkpoints, cli, errors
+from weight_convert import cli, errors
+from zoo.registry import FAMILIES
 
 SMALL_CLIP = "1x3x4x64x64"
 
@@ -67,13 +66,12 @@ def test_inspect_torchvision_video(capsys, ckpts):
     ("source", "target", "shape"),
     [
         ("torchvision_swin3d", "flax", SMALL_CLIP),
-        ("official_video_swin", "flax", "2x3x5x70x50"),
-        ("timm_swin", "flax", "1x3x96x128"),
-        pytest.param("torchvision_swin3d", "keras", SMALL_CLIP, marks=pytest.mark.keras),
-        pytest.param("official_video_swin", "keras", "1x3x5x70x50", marks=pytest.mark.keras),
+        pytest.param("timm_swin", "keras", "1x3x96x128", marks=pytest.mark.keras),
     ],
 )
 def test_convert_verify(capsys, ckpts, tmp_path, source, target, shape):
+    """Full-size checkpoints (torchvision's swin3d_t, timm's swin_tiny) with ``--json``: every
+    family's tiny config converts with ``--verify`` to every target in the shared suite."""
     out_stem = tmp_path / "converted"
     code, out, err = run(
         capsys,
@@ -184,55 +182,20 @@ def test_console_entry_point_runs():
 
 # --------------------------------------------------------------------------- SAM, samvit, ViTDet
 
-SAM, VITDET = factory.SMALL_SAM, factory.SMALL_VITDET
-#: name -> (verify shape, a layer the per-layer table lists, the layout written back, suffix)
-VIT = {
-    "official_sam": ("1x3x128x128", "image_encoder.blocks.1.attn", "official", ".pth"),
-    "timm_samvit": ("1x3x128x128", "blocks.1.mlp", "timm", ".safetensors"),
-    "detectron2_vitdet": ("1x3x64x96", "net.blocks.1.attn", "detectron2", ".pkl"),
-}
-
 
 @pytest.fixture(scope="module")
 def vit_ckpts(tmp_path_factory):
-    """Tiny SAM (segment-anything's own model), timm samvit and detectron2 ViTDet checkpoints."""
+    """Tiny SAM (segment-anything's own model) and detectron2 ViTDet checkpoints."""
     root = tmp_path_factory.mktemp("vit_ckpts")
-    encoder = dataclasses.replace(SAM, encoder_only=True)
     return {
-        "official_sam": factory.official_sam(root / "sam.pth", SAM, seed=4)[0],
-        "timm_samvit": factory.timm_samvit(root / "samvit.pth", encoder, seed=5)[0],
-        "detectron2_vitdet": factory.detectron2_vitdet(root / "vitdet.pkl", VITDET, seed=6)[0],
+        "official_sam": factory.official_sam(root / "sam.pth", FAMILIES["sam"].tiny, seed=4)[0],
+        "timm_samvit": factory.timm_samvit(
+            root / "samvit.pth", FAMILIES["sam_image_encoder"].tiny, seed=5
+        )[0],
+        "detectron2_vitdet": factory.detectron2_vitdet(
+            root / "vitdet.pkl", FAMILIES["vitdet"].tiny, seed=6
+        )[0],
     }
-
-
-@pytest.mark.parametrize("target", [pytest.param("keras", marks=pytest.mark.keras), "flax"])
-@pytest.mark.parametrize("name", list(VIT))
-def test_vit_families_there_and_back(capsys, vit_ckpts, tmp_path, name, target):
-    """checkpoint -> Keras / Flax -> the checkpoint's layout, both verified layer by layer; the
-    checkpoint written back holds the original's tensors bit for bit (detector heads dropped)."""
-    shape, layer, layout, suffix = VIT[name]
-    source = vit_ckpts[name]
-    verify = ["--verify", "--verify-shape", shape]
-    code, out, err = run(
-        capsys, "convert", source, "--to", target, "-o", str(tmp_path / "m"), *verify
-    )
-    assert code == 0, err
-    assert f"layout:   {layout}" in out and "PASS" in out and layer in out
-    written = [line.split()[-1] for line in out.splitlines() if line.startswith("wrote")]
-
-    back = tmp_path / f"back{suffix}"
-    code, out, err = run(capsys, "convert", written[0], "--to", "torch", "-o", str(back), *verify)
-    assert code == 0, err
-    assert f"source:   {target}" in out and f"target:   torch ({layout} layout)" in out
-    assert "PASS" in out and layer in out
-
-    got, _ = checkpoints.load_state_dict(back)
-    want, _ = checkpoints.load_state_dict(source)
-    assert set(want) - set(got) == (
-        set(factory.DETECTRON2_HEADS) if layout == "detectron2" else set()
-    )
-    for key, value in got.items():
-        assert value.dtype == want[key].dtype and np.array_equal(value, want[key]), key
 
 
 def test_unknown_layout_for_the_family(vit_ckpts, tmp_path):

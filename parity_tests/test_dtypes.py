@@ -3,6 +3,7 @@ PyTorch -> Flax -> PyTorch returns the same bits in the same dtype, and the cast
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import checkpoint_factory as factory
@@ -12,8 +13,10 @@ import torch
 
 from weight_convert import checkpoints, cli, errors
 from weight_convert.tensors import BFLOAT16, FLOAT_DTYPES, from_torch
+from zoo.registry import FAMILIES
 
-SMALL_SWIN = dict(embed_dim=48, depths=(2, 2, 2, 2), img_size=64)
+#: the swin family's tiny config, as overrides of a variant
+SMALL_SWIN = dataclasses.asdict(FAMILIES["swin"].tiny)
 TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 

@@ -4,8 +4,6 @@ and wrapped as the releases are (checkpoint_factory)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import checkpoint_factory as factory
 import numpy as np
 import pytest
@@ -17,6 +15,7 @@ from weight_convert.errors import MissingKeysError
 from weight_convert.layouts import LayoutError
 from zoo.configs import VARIANTS, arch_fields, reference_shapes
 from zoo.models import create_model
+from zoo.registry import FAMILIES
 from zoo.windows import relative_position_index
 
 FACTORIES = {
@@ -254,20 +253,8 @@ def test_reference_shapes_match_models(name):
     assert list(reference_shapes(model.config)) == list(shapes)
 
 
-#: a small config of every family, for the table checks
-SMALL = {
-    "swin": dataclasses.replace(VARIANTS[VARIANT["swin"]].config, depths=(2, 2, 2, 2)),
-    "video_swin": dataclasses.replace(VARIANTS[VARIANT["video_swin"]].config, depths=(2, 2, 2, 2)),
-    "sam": dataclasses.replace(
-        VARIANTS["sam_vit_b"].config, encoder_depth=4, encoder_global_attn_indexes=(1, 3)
-    ),
-    "sam_image_encoder": dataclasses.replace(
-        VARIANTS["samvit_base_patch16"].config, encoder_depth=4, encoder_global_attn_indexes=(1,)
-    ),
-    "vitdet": dataclasses.replace(
-        VARIANTS["vitdet_base"].config, depth=4, window_block_indexes=(0, 2)
-    ),
-}
+#: every family's tiny config, for the table checks
+SMALL = {name: family.tiny for name, family in FAMILIES.items()}
 
 
 def test_key_rules_are_inverse():

@@ -15,50 +15,18 @@ import pytest
 from weight_convert import layouts, port_files
 from weight_convert.tensors import LazyTensor
 from zoo.configs import arch_fields, reference_shapes
-from zoo.families.sam import SamConfig
-from zoo.families.swin import SwinConfig
-from zoo.families.video_swin import VideoSwinConfig
-from zoo.families.vitdet import ViTDetConfig
+from zoo.registry import FAMILIES
 
 DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
 
-SWIN = SwinConfig(
-    embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=(4, 4), num_classes=5, img_size=32
-)
-SAM = SamConfig(
-    img_size=64,
-    encoder_embed_dim=24,
-    encoder_depth=2,
-    encoder_num_heads=2,
-    encoder_global_attn_indexes=(1,),
-    window_size=3,
-    out_chans=16,
-    mask_in_chans=8,
-    transformer_depth=1,
-    transformer_mlp_dim=32,
-    iou_head_hidden_dim=16,
-)
-CONFIGS = {
-    "swin": SWIN,
-    "video_swin": VideoSwinConfig(
-        embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=(2, 4, 4), num_classes=5
-    ),
-    "sam": SAM,
-    "sam_image_encoder": dataclasses.replace(SAM, encoder_only=True),
-    "vitdet": ViTDetConfig(  # windows smaller than the image: else the shapes cannot tell them
-        img_size=128,
-        embed_dim=32,
-        depth=2,
-        num_heads=2,
-        window_size=4,
-        window_block_indexes=(0,),
-        pretrain_img_size=64,
-        out_channels=16,
-    ),
-}
+#: the families' tiny configs (the vitdet one has windows smaller than the image: else the
+#: shapes could not tell windowed blocks from global ones)
+CONFIGS = {name: family.tiny for name, family in FAMILIES.items()}
+SWIN, SAM = CONFIGS["swin"], CONFIGS["sam"]
 #: Keras on JAX compiles every initializer per shape and dtype: one stage, and few distinct
 #: shapes (MLP and head as wide as the embedding) keep that short
-KERAS_SWIN = SwinConfig(
+KERAS_SWIN = dataclasses.replace(
+    SWIN,
     embed_dim=8,
     depths=(2,),
     num_heads=(2,),

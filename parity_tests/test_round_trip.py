@@ -1,10 +1,10 @@
-"""Conversion in every direction is lossless: a small checkpoint in each PyTorch layout of each
-family (``layouts.all_layouts()``) goes to Keras, from Keras to Flax, and from Flax back to the same
-layout, and every tensor comes back bit-identical (same dtype, same values) except the tensors
-outside the model (detectron2's detector heads), which are dropped and reported. The other
-directions (Flax -> Keras -> PyTorch, PyTorch -> PyTorch between layouts) and the framework-free
-path (a Flax file to a PyTorch ``.safetensors`` with no deep-learning framework importable) are
-checked on one family each."""
+"""Conversion in every direction is lossless. PyTorch -> Keras -> Flax -> the same layout, for
+every layout of every family, is the shared suite's ``test_round_trip`` (family_suite.py); here
+are the other directions (Flax -> Keras -> PyTorch, PyTorch -> PyTorch between layouts, the
+msgpack and bare ``.weights.h5`` files in bfloat16) and the framework-free path (a Flax file to a
+PyTorch ``.safetensors`` with no deep-learning framework importable), each on one family or two:
+every tensor comes back bit-identical (same dtype, same values) except the tensors outside the
+model (detectron2's detector heads), which are dropped."""
 
 from __future__ import annotations
 
@@ -13,50 +13,37 @@ import json
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import checkpoint_factory as factory
 import numpy as np
 import pytest
 
 from weight_convert import checkpoints, convert, layouts
-from zoo.configs import VARIANTS, reference_shapes
+from zoo.configs import reference_shapes
+from zoo.registry import FAMILIES
 
-_SWIN_SMALL = dict(embed_dim=32, depths=(2, 2), num_heads=(1, 2), num_classes=10)
-SWIN = dataclasses.replace(VARIANTS["swin_tiny_patch4_window7_224"].config, **_SWIN_SMALL)
-VIDEO_SWIN = dataclasses.replace(VARIANTS["video_swin_tiny"].config, **_SWIN_SMALL)
-SAM, VITDET = factory.SMALL_SAM, factory.SMALL_VITDET
+TINY = {name: family.tiny for name, family in FAMILIES.items()}
 
 #: (layout, family) -> (file name, writer(path, seed)) of a small checkpoint as that layout's
-#: code writes it (peer libraries where installable, else the reference in the layout's keys)
+#: code writes it (peer libraries where installable, else the reference in the layout's keys):
+#: the layouts the tests below convert in the directions the shared suite does not
 MAKERS = {
-    ("official", "swin"): ("swin.pth", lambda p, s: factory.official_swin2d(p, s, **_SWIN_SMALL)),
-    ("official", "video_swin"): (
-        "video_swin.pth",
-        lambda p, s: factory.official_video_swin(p, s, **_SWIN_SMALL),
+    ("official", "swin"): (
+        "swin.pth",
+        lambda p, s: factory.official_swin2d(p, s, **dataclasses.asdict(TINY["swin"])),
     ),
-    ("torchvision", "swin"): ("tv_swin.pth", lambda p, s: factory.torchvision_swin(p, SWIN, s)),
-    ("torchvision", "video_swin"): (
-        "tv_swin3d.pth",
-        lambda p, s: factory.torchvision_swin(p, VIDEO_SWIN, s),
-    ),
-    ("timm", "swin"): ("timm_swin.pth", lambda p, s: factory.timm_swin(p, SWIN, s)),
-    ("official", "sam"): ("sam.pth", lambda p, s: factory.official_sam(p, SAM, s)),
+    ("official", "sam"): ("sam.pth", lambda p, s: factory.official_sam(p, TINY["sam"], s)),
     ("timm", "sam_image_encoder"): (
         "samvit.pth",
-        lambda p, s: factory.timm_samvit(p, dataclasses.replace(SAM, encoder_only=True), s),
+        lambda p, s: factory.timm_samvit(p, TINY["sam_image_encoder"], s),
     ),
     ("detectron2", "vitdet"): (
         "vitdet.pkl",
-        lambda p, s: factory.detectron2_vitdet(p, VITDET, s),
+        lambda p, s: factory.detectron2_vitdet(p, TINY["vitdet"], s),
     ),
 }
 #: tensors a layout's checkpoint holds outside the model: dropped on the way
 DROPPED = {("detectron2", "vitdet"): set(factory.DETECTRON2_HEADS)}
-
-
-def test_every_layout_has_a_maker():
-    assert set(MAKERS) == {(s.name, s.family) for s in layouts.all_layouts()}
 
 
 @pytest.fixture(scope="module")
@@ -82,26 +69,6 @@ def assert_same_checkpoint(back: str, original: str, dropped: set[str] = frozens
     for key, value in got.items():
         assert value.dtype == want[key].dtype and value.shape == want[key].shape, key
         assert np.array_equal(value, want[key]), key
-
-
-@pytest.mark.keras
-@pytest.mark.parametrize("key", list(MAKERS), ids="/".join)
-def test_keras_flax_back_to_the_layout(made, tmp_path, key):
-    """checkpoint -> Keras -> Flax -> the same layout (same container format): bit-identical."""
-    layout, family = key
-    source = made[key]
-    keras_summary, _ = convert.convert(source, "keras", tmp_path / "m")
-    assert (keras_summary.detected["layout"], keras_summary.detected["family"]) == key
-    flax_summary, _ = convert.convert(keras_summary.outputs[0], "flax", tmp_path / "m")
-    assert flax_summary.detected["source"] == "keras" and flax_summary.detected["layout"] is None
-    back = tmp_path / f"back{Path(source).suffix}"
-    summary, _ = convert.convert(flax_summary.outputs[0], "torch", back, layout=layout)
-    assert summary.detected["source"] == "flax" and summary.layout == layout
-    assert summary.outputs == [str(back)]
-    assert_same_checkpoint(str(back), source, DROPPED.get(key, set()))
-    if key in DROPPED:
-        note = next(n for n in keras_summary.detected["notes"] if "dropped" in n)
-        assert f"{len(DROPPED[key])} tensor(s) outside the model dropped" in note
 
 
 @pytest.mark.keras
@@ -153,7 +120,7 @@ def test_torch_layout_to_layout(made, tmp_path):
         out = tmp_path / f"{i}_{layout}.pth"
         summary, report = convert.convert(current, "torch", out, layout=layout, verify=True)
         assert summary.layout == layout and report.passed
-        assert len(report.layers) == len(reference_shapes(SWIN))
+        assert len(report.layers) == len(reference_shapes(TINY["swin"]))
         sd, _ = checkpoints.load_state_dict(out)
         assert layouts.detect(sd).layout == layout
         current = str(out)

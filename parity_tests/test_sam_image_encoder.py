@@ -9,6 +9,8 @@ run per process).
 
 from __future__ import annotations
 
+import dataclasses
+
 import checkpoint_factory as factory
 import numpy as np
 import pytest
@@ -20,20 +22,14 @@ from weight_convert.parity import MODEL_TOLERANCE, ParityReport, compare, run_re
 from zoo.configs import resolve
 from zoo.families.sam import SamConfig
 from zoo.models.sam_image_encoder import ImageEncoderViT
+from zoo.registry import FAMILIES
 from zoo.tensor_format import Format
-
-SMALL = dict(
-    encoder_embed_dim=64,
-    encoder_depth=4,
-    encoder_num_heads=4,
-    encoder_global_attn_indexes=(1, 3),
-    out_chans=32,
-)
 
 
 def _config(**overrides) -> SamConfig:
-    """A small ``samvit_base_patch16`` (image encoder alone)."""
-    return resolve("samvit_base_patch16", **{**SMALL, **overrides})
+    """The family's tiny config (image encoder alone) with 4 blocks, 2 of them global."""
+    blocks = dict(encoder_depth=4, encoder_global_attn_indexes=(1, 3))
+    return dataclasses.replace(FAMILIES["sam_image_encoder"].tiny, **{**blocks, **overrides})
 
 
 #: (config overrides, reference input shape). 170 x 165 is no multiple of the patch (the patch

@@ -15,23 +15,14 @@ import torch
 from weight_convert import transfer
 from weight_convert.frameworks import reference as ref_fw
 from weight_convert.tolerance import BLOCK_TOLERANCE, MODEL_TOLERANCE
-from zoo.families.sam import SamConfig
 from zoo.models import Sam
 from zoo.predictor import SamPredictor
+from zoo.registry import FAMILIES
 
-#: SAM's structure at a small size: 128 input, 8 x 8 embedding grid (window 3: padded), two
-#: global blocks, decoder at width 32 (the official decoder, narrower), 32 x 32 low-res masks.
-TINY = SamConfig(
-    img_size=128,
-    encoder_embed_dim=48,
-    encoder_depth=3,
-    encoder_num_heads=3,
-    encoder_global_attn_indexes=(1, 2),
-    window_size=3,
-    out_chans=32,
-    mask_in_chans=16,
-    transformer_mlp_dim=64,
-    iou_head_hidden_dim=32,
+#: the family's tiny config with a third block: two global blocks (128 input, 8 x 8 embedding
+#: grid, window 3: padded), decoder at width 32, 32 x 32 low-res masks
+TINY = dataclasses.replace(
+    FAMILIES["sam"].tiny, encoder_depth=3, encoder_global_attn_indexes=(1, 2)
 )
 
 #: photo sizes (H, W): odd, non-square; larger than the input (resized down) and smaller (up)

@@ -8,6 +8,7 @@ The full-size ``vitdet_base`` at 1024 x 1024 is ``slow``.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import os
 import pickle
 import pickletools
@@ -24,20 +25,12 @@ from weight_convert.parity import MODEL_TOLERANCE, compare
 from zoo.configs import VARIANTS
 from zoo.families.vitdet import ViTDetConfig
 from zoo.models.vitdet import SimpleFeaturePyramid, get_abs_pos
+from zoo.registry import FAMILIES
 from zoo.tensor_format import Format
 
-#: 4 blocks, windows of 4 in blocks 0 and 2, a 4 x 4 pre-training position grid, img_size 128
-#: (global blocks' rel-pos tables made for an 8 x 8 grid).
-TINY = ViTDetConfig(
-    img_size=128,
-    embed_dim=64,
-    depth=4,
-    num_heads=4,
-    window_size=4,
-    window_block_indexes=(0, 2),
-    pretrain_img_size=64,
-    out_channels=32,
-)
+#: the family's tiny config with 4 blocks, windows of 4 in blocks 0 and 2 (a 4 x 4 pre-training
+#: position grid, img_size 128: global blocks' rel-pos tables made for an 8 x 8 grid)
+TINY = dataclasses.replace(FAMILIES["vitdet"].tiny, depth=4, window_block_indexes=(0, 2))
 
 
 def _port_model(adapter, config: ViTDetConfig):

@@ -200,9 +200,9 @@ def _check_sam(model: Any, framework: str, images, coords, labels, **reference: 
     check_points(name, coords.shape, coords.dtype, labels.shape, labels.dtype, batch=batch)
 
 
-#: two blocks (one windowed with padding: a 8 x 8 grid in windows of 3, one global), a small
-#: decoder
-TINY = SamConfig(
+#: two blocks (one windowed with padding: an 8 x 8 grid in windows of 3, one global); the
+#: encoder alone leaves the decoder's fields at their defaults (no tensor shows them)
+TINY_ENCODER = SamConfig(
     img_size=128,
     encoder_embed_dim=48,
     encoder_depth=2,
@@ -210,6 +210,12 @@ TINY = SamConfig(
     encoder_global_attn_indexes=(1,),
     window_size=3,
     out_chans=32,
+    encoder_only=True,
+)
+#: the same encoder with a small decoder
+TINY = dataclasses.replace(
+    TINY_ENCODER,
+    encoder_only=False,
     mask_in_chans=16,
     transformer_mlp_dim=64,
     iou_head_hidden_dim=32,
@@ -235,7 +241,7 @@ register_family(
         shapes=image_encoder_shapes,
         inputs=_encoder_inputs,
         description="Segment Anything's image encoder alone (timm samvit_*)",
-        tiny=dataclasses.replace(TINY, encoder_only=True),
+        tiny=TINY_ENCODER,
     )
 )
 
