@@ -147,11 +147,13 @@ class ReferenceRun:
 def run_reference(reference, inputs: Sequence[np.ndarray]) -> ReferenceRun:
     """Run the reference on ``inputs`` (its layouts) with full fp32 matmuls, recording every
     submodule's output."""
-    with ref_fw.numerics(), ref_fw.capture(reference) as records:
-        out = ref_fw.call(reference, list(inputs))
+    formats = {path: ref_fw.output_format(sub) for path, sub in reference.named_modules()}
+    with ref_fw.numerics(), ref_fw.capture(reference) as recorder:
+        out = ref_fw.call(reference, list(inputs), recorder=recorder)
         outs = out if isinstance(out, list) else [out]
         settings = {"dtype": str(outs[0].dtype), **ref_fw.settings()}
-    return ReferenceRun(outs, records, ref_fw.output_format(reference), settings)
+    records = [(path, formats[path], value) for path, value in recorder]
+    return ReferenceRun(outs, records, formats[""], settings)
 
 
 def load_reference_weights(adapter, port, reference, port_inputs: Sequence[np.ndarray]) -> None:
@@ -193,9 +195,10 @@ def compare(
         reference_run = run_reference(reference, inputs)
     ref_out, ref_records = reference_run.outputs, reference_run.records
     settings = dict(reference_run.settings)
-    with adapter.numerics(), adapter.capture(port) as port_records:
-        port_out = adapter.call(port, port_inputs)
+    with adapter.numerics(), adapter.capture(port) as recorder:
+        port_out = adapter.call(port, port_inputs, recorder=recorder)
         settings.update(adapter.settings())
+    port_records = recorder.records
 
     port_calls: dict[str, list[np.ndarray]] = defaultdict(list)
     for path, out in port_records:
