@@ -6,6 +6,7 @@ tolerance. Used by the tests, by ``weight-convert parity`` and by ``--verify``.
 module             what
 =================  ==========================================================================
 ``report``         ``LayerError``, ``ParityReport`` (framework-free)
+``formats``        which format a reference record is compared in (framework-free)
 ``comparison``     ``compare``, ``run_reference`` / ``ReferenceRun``, ``load_reference_weights``
 ``runners``        ``run_case`` (block cases), ``run_config`` (any config), ``run_model``
 ``worker``         one ``weight-convert parity`` target in its own process

@@ -17,6 +17,7 @@ import numpy as np
 
 from weight_convert import transfer
 from weight_convert.frameworks import reference as ref_fw
+from weight_convert.parity.formats import fitting_format
 from weight_convert.parity.report import OUTPUT, LayerError, ParityReport, layer_error
 from weight_convert.tolerance import BLOCK_TOLERANCE, Tolerance
 from zoo.tensor_format import Format, to_port_format
@@ -80,8 +81,8 @@ def _align(
     tolerance: Tolerance,
 ) -> tuple[list[LayerError], list[str]]:
     """Pair the k-th call of a reference submodule with the k-th call of the port submodule of
-    the same path; compare where the shapes agree in the record's declared format
-    (channels-last where none is declared). Returns the errors and the unaligned paths."""
+    the same path; compare where the shapes agree in the record's format
+    (``formats.fitting_format``). Returns the errors and the unaligned paths."""
     port_calls: dict[str, list[np.ndarray]] = defaultdict(list)
     for path, out in port_records:
         port_calls[path].append(out)
@@ -92,7 +93,8 @@ def _align(
         seen[path] += 1
         candidates = port_calls.get(path, [])
         got = candidates[k] if k < len(candidates) else None
-        expected = to_port_format(out, declared or Format.CHANNELS_LAST)
+        fmt = fitting_format(out.shape, None if got is None else got.shape, declared)
+        expected = to_port_format(out, fmt)
         if got is None or got.shape != expected.shape:
             unmatched.append(path)
             continue
@@ -108,7 +110,7 @@ def _output_errors(
         raise ValueError(f"{name}: port gives {len(port_outs)} outputs, reference {len(ref_outs)}")
     errors = []
     for i, (r, p) in enumerate(zip(ref_outs, port_outs, strict=True)):
-        expected = to_port_format(r, reference_run.output_format or Format.CHANNELS_LAST)
+        expected = to_port_format(r, fitting_format(r.shape, p.shape, reference_run.output_format))
         if expected.shape != p.shape:
             raise ValueError(f"{name}: port output {p.shape} != reference {expected.shape}")
         label = OUTPUT if len(ref_outs) == 1 else f"<output {i}>"
