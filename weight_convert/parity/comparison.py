@@ -62,8 +62,10 @@ def port_inputs(
 
 def load_reference_weights(adapter, port, reference, port_inputs: Sequence[np.ndarray]) -> None:
     """Create the port's variables for ``port_inputs`` (Keras builds on the first call) and give
-    them the reference's weights through the structural transfer (strict coverage both ways)."""
-    adapter.materialize(port, list(port_inputs))
+    them the reference's weights through the structural transfer (strict coverage both ways).
+    The variables are not initialized first where the adapter can avoid it (their values are
+    replaced anyway)."""
+    adapter.materialize(port, list(port_inputs), initialize=False)
     adapter.assign(port, transfer.to_port(ref_fw.state_dict(reference), adapter.shapes(port)))
 
 

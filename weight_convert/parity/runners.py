@@ -35,7 +35,7 @@ def run_case(
     """Build ``case``'s reference with random weights and its port, and ``compare`` them on the
     case's inputs drawn from ``seed``. The report's ``group`` is the block's name."""
     reference = ref_fw.randomize_(ref_fw.build(case.block, case.kwargs), seed)
-    port = adapter.build(case.block, {**case.kwargs, **(port_kwargs or {})})
+    port = adapter.build(case.block, {**case.kwargs, **(port_kwargs or {})}, initialize=False)
     rng = np.random.default_rng(seed)
     inputs = [inp.make(rng) for inp in case.inputs]
     return compare(
@@ -73,7 +73,7 @@ def run_config(
     family = family_of(config)
     inputs, formats = family.make_inputs(config, shape, seed)
     reference = ref_fw.randomize_(ref_fw.build_model(config), seed)
-    port = adapter.build_model(config)
+    port = adapter.build_model(config, initialize=False)
     return compare(
         reference,
         port,
