@@ -4,6 +4,8 @@ registered family's tiny config (any number and kind of inputs)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -233,3 +235,27 @@ def test_run_config_on_every_family(family, port):
     assert len(report.layers) > 10, report.table()
     inputs, _ = spec.make_inputs(spec.tiny, _SHAPES.get(family))
     assert report.name == f"{type(spec.tiny).__name__}{list(inputs[0].shape)}"
+
+
+# --------------------------------------------------------------------------- compat fallbacks
+
+
+@pytest.mark.keras
+def test_keras_sublayer_paths_and_deferred_values_without_internals():
+    """The public fallbacks of ``zoo.compat``: the attribute walk finds the same sublayer paths,
+    and a port built with ``initialize=False`` then assigned runs the same."""
+    from weight_convert.frameworks import keras_port
+    from zoo import compat
+
+    x = np.random.default_rng(0).standard_normal((1, 6, 6, 3), dtype=np.float32)
+    results = []
+    for fallback in (False, True):
+        with compat.forced_fallbacks() if fallback else contextlib.nullcontext():
+            net = _keras_net()
+            keras_port.materialize(net, [x], initialize=False)
+            values = {p: np.full(s, 0.1, np.float32) for p, s in keras_port.shapes(net).items()}
+            keras_port.assign(net, values)
+            paths = [p for p, _ in compat.keras_sublayers(net)]
+            results.append((paths, keras_port.call(net, [x])))
+    assert results[0][0] == results[1][0] == ["conv", "act", "pool", "twice"]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
