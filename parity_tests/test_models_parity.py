@@ -27,15 +27,9 @@ CASES = [
 ]
 
 
-def _default_shape(name: str) -> tuple[int, ...]:
-    config = VARIANTS[name].config
-    if config.family == "video_swin":
-        return (1, 3, 16, config.img_size, config.img_size)
-    return (1, 3, config.img_size, config.img_size)
-
-
+#: every other variant at its own resolution (``run_model``'s default input: the family's)
 SLOW = [
-    pytest.param(name, _default_shape(name), {}, id=name, marks=pytest.mark.slow)
+    pytest.param(name, None, {}, id=name, marks=pytest.mark.slow)
     for name, variant in VARIANTS.items()
     if variant.config.family in ("swin", "video_swin") and name not in (SWIN_T, VIDEO_T)
 ]
@@ -45,6 +39,7 @@ SLOW = [
 def test_model_parity(name, shape, overrides, port):
     report = run_model(name, port, shape, overrides=overrides)
     assert report.passed, report.table()
+    assert report.group == name
     assert not report.unmatched, report.unmatched
     # Every block of every stage was compared, not only the output.
     assert sum(e.path.endswith(".mlp") for e in report.layers) == sum(

@@ -15,6 +15,10 @@ what                              internal (tested versions)                  pu
 ``keras_intercept_calls``         an instance ``call`` over the class's       outputs only, no
                                   (keras: ``Layer.__call__`` calls            per-layer capture
                                   ``self.call``)
+``keras_deferred_values``,        Keras' list of variables made without a     variables made with
+``keras_settle``                  value (``global_state``                     their initial values
+                                  ``uninitialized_variables``; keras, JAX
+                                  backend)
 ``flax_intercept_calls``          a class ``__call__`` wrapper on nnx         outputs only, no
                                   modules (flax)                              per-layer capture
 ``torch_save_skeleton``           ``torch._subclasses.FakeTensorMode`` under  ``torch.save`` of the
@@ -42,8 +46,10 @@ __all__ = [
     "CompatWarning",
     "flax_intercept_calls",
     "forced_fallbacks",
+    "keras_deferred_values",
     "keras_intercept_calls",
     "keras_save_streamed",
+    "keras_settle",
     "keras_sublayers",
     "supported",
     "torch_save_skeleton",
@@ -119,18 +125,20 @@ def forced_fallbacks() -> Iterator[None]:
 # --------------------------------------------------------------------------- Keras
 
 
-def keras_sublayers(layer: Any) -> list[Any]:
-    """Every layer under ``layer`` (not itself), depth first, each once: Keras 3 has no public
-    recursive iterator; ``Layer._flatten_layers`` is what Keras itself uses. The fallback walks
-    the layer attributes (lists, tuples and dicts of layers included)."""
+def keras_sublayers(layer: Any) -> list[tuple[str, Any]]:
+    """Every layer under ``layer`` (not itself) with its path below ``layer``: the names from
+    ``layer``'s child down, joined by ``/`` (``attn/qkv``), depth first, each layer once (at its
+    first path). Keras 3 has no public iterator over direct sublayers;
+    ``Layer._flatten_layers`` is what Keras itself uses. The fallback walks the layer attributes
+    (lists, tuples and dicts of layers included). Unlike ``Layer.path``, set when a layer
+    builds inside its parent's name scope, these paths exist for layers Keras builds at
+    construction (``ReLU``, pooling)."""
     import keras
 
-    if _internal("keras", "Layer._flatten_layers"):
-        return list(layer._flatten_layers(include_self=False, recursive=True))
-    seen: set[int] = {id(layer)}
-    out: list[Any] = []
-
     def children(obj: Any) -> Iterator[Any]:
+        if _internal("keras", "Layer._flatten_layers"):
+            yield from obj._flatten_layers(include_self=False, recursive=False)
+            return
         for value in vars(obj).values():
             items = value.values() if isinstance(value, dict) else value
             if isinstance(items, (list, tuple)) or isinstance(value, dict):
@@ -138,14 +146,17 @@ def keras_sublayers(layer: Any) -> list[Any]:
             elif isinstance(value, keras.layers.Layer):
                 yield value
 
-    def walk(obj: Any) -> None:
+    seen: set[int] = {id(layer)}
+    out: list[tuple[str, Any]] = []
+
+    def walk(obj: Any, prefix: str) -> None:
         for child in children(obj):
             if id(child) not in seen:
                 seen.add(id(child))
-                out.append(child)
-                walk(child)
+                out.append((prefix + child.name, child))
+                walk(child, prefix + child.name + "/")
 
-    walk(layer)
+    walk(layer, "")
     return out
 
 
@@ -175,6 +186,42 @@ def keras_intercept_calls(
     finally:
         for layer in patched:
             del layer.call
+
+
+@contextlib.contextmanager
+def keras_deferred_values() -> Iterator[bool]:
+    """For the duration, Keras variables are made with a shape and a dtype but no value: no
+    initializer runs (on JAX each random initializer compiles once per shape, seconds for a
+    block whose weights are about to be assigned anyway). Assign every value before use, then
+    ``keras_settle`` them. Yields whether values are deferred: only on the JAX backend, whose
+    variables can be assigned before they hold a value; elsewhere (and in the fallback) variables
+    are made with their initial values as usual."""
+    import keras
+
+    if keras.backend.backend() != "jax" or not _internal("keras", "deferred variable values"):
+        yield False
+        return
+    with keras.StatelessScope(initialize_variables=False):
+        yield True
+
+
+def keras_settle(variables: Iterable[Any]) -> None:
+    """Keras keeps the variables made without a value (``keras_deferred_values``) on a list and
+    initializes them at the next exit of a top-level ``StatelessScope``, raising for any assigned
+    since. Take ``variables`` off that list, first giving any still without a value its
+    initializer's. Nothing to do in the fallback (no variable is made without a value)."""
+    if not _internal("keras", "deferred variable values"):
+        return
+    from keras.src.backend.common import global_state
+
+    pending = global_state.get_global_attribute("uninitialized_variables")
+    if not pending:
+        return
+    settle = {id(v) for v in variables}
+    for v in pending:
+        if id(v) in settle and v._value is None:
+            v._deferred_initialize()
+    pending[:] = [v for v in pending if id(v) not in settle]
 
 
 def keras_save_streamed(

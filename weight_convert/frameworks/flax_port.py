@@ -1,13 +1,15 @@
 """Adapter for the Flax NNX port: parameters by path, assignment, call capture.
 
 ``nnx`` state paths are attribute paths: ``('blocks', 0, 'attn', 'qkv', 'kernel')`` is port path
-``blocks.0.attn.qkv.kernel``.
+``blocks.0.attn.qkv.kernel``. ``build(..., initialize=False)`` and ``build_model(...,
+initialize=False)`` give modules with abstract parameters (no initializer runs: each random
+initializer compiles once per shape) for an ``assign`` that follows.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import flax
@@ -18,13 +20,11 @@ from flax import nnx
 
 import ports.flax.layers
 from ports.flax.layers.variables import CHECKPOINT_VARIABLES
+from weight_convert.frameworks.recorder import Recorder
 from zoo import compat
 from zoo.blocks import Ref
 
 NAME = "flax"
-
-#: (records, {id(submodule): path}) of the active ``capture`` (``call`` fills them), else None.
-_recording: tuple[list[tuple[str, Any]], dict[int, str]] | None = None
 
 
 def resolve_refs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -32,14 +32,49 @@ def resolve_refs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return {k: getattr(ns, v.name) if isinstance(v, Ref) else v for k, v in kwargs.items()}
 
 
-def build(block: str, kwargs: Mapping[str, Any], seed: int = 0) -> nnx.Module:
-    module = getattr(ports.flax.layers, block)(**resolve_refs(kwargs), rngs=nnx.Rngs(seed))
+def abstract(make: Callable[[nnx.Rngs], nnx.Module], seed: int = 0) -> nnx.Module:
+    """``make(rngs)`` with abstract parameters (``nnx.eval_shape``: shapes and dtypes, no
+    initializer run) but concrete random streams from ``seed``, so the module runs, jitted or
+    not, once its parameters are assigned."""
+    module = nnx.eval_shape(lambda: make(nnx.Rngs(seed)))
+    rngs = nnx.Rngs(seed)
+    for _, node in nnx.iter_graph(module):
+        if isinstance(node, nnx.RngStream):
+            fresh = rngs[node.tag].fork()
+            node.key.set_value(fresh.key.get_value())
+            node.count.set_value(fresh.count.get_value())
+    return module
+
+
+def build(
+    block: str, kwargs: Mapping[str, Any], seed: int = 0, *, initialize: bool = True
+) -> nnx.Module:
+    """The port of block ``block`` (``zoo.blocks``) in eval mode; with ``initialize=False`` its
+    parameters are abstract (``abstract``): ``assign`` them before it runs."""
+    cls = getattr(ports.flax.layers, block)
+    kwargs = resolve_refs(kwargs)
+    if initialize:
+        module = cls(**kwargs, rngs=nnx.Rngs(seed))
+    else:
+        module = abstract(lambda rngs: cls(**kwargs, rngs=rngs), seed)
     module.eval()
     return module
 
 
-def materialize(module: nnx.Module, inputs: list[np.ndarray]) -> None:
-    """NNX modules create their parameters at construction."""
+def build_model(config, *, initialize: bool = True) -> nnx.Module:
+    """The model ``config`` describes (any family) in eval mode; with ``initialize=False`` its
+    parameters are abstract: ``assign`` them before it runs."""
+    from ports.flax.models import abstract_model, build_model
+
+    if initialize:
+        return build_model(config)
+    model = abstract_model(config)
+    model.eval()
+    return model
+
+
+def materialize(module: nnx.Module, inputs: list[np.ndarray], *, initialize: bool = True) -> None:
+    """NNX modules create their parameters at construction (see ``build``)."""
 
 
 def _join(path: tuple) -> str:
@@ -79,34 +114,36 @@ def _to_numpy(out: Any) -> np.ndarray | list[np.ndarray]:
     return np.asarray(out)
 
 
-def call(module: nnx.Module, inputs: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+def call(
+    module: nnx.Module, inputs: list[np.ndarray], *, recorder: Recorder | None = None
+) -> np.ndarray | list[np.ndarray]:
     """Run eagerly; a model returning several arrays gives a list.
 
-    Inside ``capture`` the module runs compiled instead (``nnx.jit``; eager JAX compiles every op
-    for every new shape, which made large models slow): the recorded layer outputs, traced while
-    compiling, come back as extra results of the compiled function.
+    With a ``recorder`` (from ``capture(module)``) the module runs compiled instead
+    (``nnx.jit``; eager JAX compiles every op for every new shape, which made large models
+    slow): the recorded layer outputs, traced while compiling, come back as extra results of the
+    compiled function.
     """
     arrays = [jnp.asarray(x) for x in inputs]
-    if _recording is None:
+    if recorder is None:
         return _to_numpy(module(*arrays))
-    records, recorded_paths = _recording
     paths: list[str] = []
 
     def run(m: nnx.Module, *xs: jax.Array):
         # nnx.jit hands ``run`` a copy of the module tree: record its submodules by path too
-        recorded_paths.update(
+        recorder.names.update(
             {id(n): _join(p) for p, n in nnx.iter_graph(m) if p and isinstance(n, nnx.Module)}
         )
-        start = len(records)
+        start = len(recorder.records)
         out = m(*xs)
-        traced = records[start:]
-        del records[start:]
-        paths.extend(p for p, _ in traced)
-        return out, [t for _, t in traced]
+        traced_paths, traced = recorder.take_since(start)
+        paths.extend(traced_paths)
+        return out, traced
 
-    # a new function each call: nnx.jit's cache would skip the tracing that records the layers
-    out, recorded = nnx.jit(run)(module, *arrays)
-    records.extend((p, np.asarray(r)) for p, r in zip(paths, recorded, strict=True))
+    with recorder.running():
+        # a new function each call: nnx.jit's cache would skip the tracing that records layers
+        out, recorded = nnx.jit(run)(module, *arrays)
+    recorder.put(paths, recorded)
     return _to_numpy(out)
 
 
@@ -122,26 +159,22 @@ def jit_call(module: nnx.Module, inputs: list[np.ndarray]) -> np.ndarray | list[
 
 
 @contextlib.contextmanager
-def capture(module: nnx.Module) -> Iterator[list[tuple[str, np.ndarray]]]:
-    """Record (path, output) of every submodule call, in the order calls finish
-    (``zoo.compat.flax_intercept_calls``; nothing is recorded where it cannot intercept)."""
-    global _recording
-    records: list[tuple[str, np.ndarray]] = []
+def capture(module: nnx.Module) -> Iterator[Recorder]:
+    """Hooks on every submodule for the duration; yields the ``Recorder`` that ``call(module,
+    inputs, recorder=...)`` fills with (path, output) of each submodule call, in the order calls
+    finish (``zoo.compat.flax_intercept_calls``; where it cannot intercept, the recorder says so
+    and stays empty)."""
     nodes = [(p, node) for p, node in nnx.iter_graph(module) if p and isinstance(node, nnx.Module)]
-    paths = {id(node): _join(p) for p, node in nodes}
+    recorder = Recorder({id(node): _join(p) for p, node in nodes})
 
     def record(node: nnx.Module, out: Any) -> None:
-        # ``paths`` also gets the copies ``call`` compiles; outputs are tracers then (it fetches
-        # them)
-        if id(node) in paths and isinstance(out, jax.Array):
-            records.append((paths[id(node)], out))
+        # ``names`` also gets the copies ``call`` compiles; outputs are tracers then
+        if id(node) in recorder.names and isinstance(out, jax.Array):
+            recorder.add(recorder.names[id(node)], out)
 
-    with compat.flax_intercept_calls([node for _, node in nodes], record):
-        _recording = (records, paths)
-        try:
-            yield records
-        finally:
-            _recording = None
+    with compat.flax_intercept_calls([node for _, node in nodes], record) as intercepting:
+        recorder.intercepting = intercepting
+        yield recorder
 
 
 def settings() -> dict[str, str]:

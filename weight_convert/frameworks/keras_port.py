@@ -4,10 +4,13 @@ Keras variable paths are built from layer names; the ports name every sublayer a
 reference attribute and list items ``attr-i``. ``root/attn/qkv/kernel`` is port path
 ``attn.qkv.kernel``.
 
-On the JAX backend ``call`` runs the model under ``jax.jit`` (``stateless_call``): JAX's eager
-mode compiles every op for every new shape, which made one whole-model call take a minute. The
-per-layer outputs ``capture`` records are returned from the compiled function as extra outputs,
-so the layer-by-layer comparison is the same as in eager mode.
+On the JAX backend ``call`` runs the module under ``jax.jit`` (``stateless_call``), blocks and
+models alike: JAX's eager mode compiles every op for every new shape, which made one whole-model
+call take a minute. The per-layer outputs a ``Recorder`` collects are returned from the compiled
+function as extra outputs, so the layer-by-layer comparison is the same as in eager mode.
+``materialize(..., initialize=False)`` creates the variables from symbolic inputs without
+running their initializers (on JAX each random initializer compiles once per shape) for an
+``assign`` that follows.
 """
 
 from __future__ import annotations
@@ -21,13 +24,11 @@ import keras
 import numpy as np
 
 import ports.keras.layers
+from weight_convert.frameworks.recorder import Recorder
 from zoo import compat
 from zoo.blocks import Ref
 
 NAME = f"keras-{keras.backend.backend()}"
-
-#: The records list of the active ``capture`` (JAX backend: filled by ``call``), else None.
-_recording: list[tuple[str, Any]] | None = None
 
 
 def resolve_refs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -35,7 +36,11 @@ def resolve_refs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return {k: getattr(ns, v.name) if isinstance(v, Ref) else v for k, v in kwargs.items()}
 
 
-def build(block: str, kwargs: Mapping[str, Any]) -> keras.Layer:
+def build(block: str, kwargs: Mapping[str, Any], *, initialize: bool = True) -> keras.Layer:
+    """The port of block ``block`` (``zoo.blocks``). Keras creates its variables on the first
+    call (``materialize``), so ``initialize`` changes nothing here; it is there to match the
+    Flax adapter."""
+    del initialize
     return getattr(ports.keras.layers, block)(**resolve_refs(kwargs), name="root")
 
 
@@ -46,17 +51,44 @@ def create(name: str, **overrides) -> keras.Model:
     return ports.keras.models.create_model(name, **overrides)
 
 
+def build_model(config, *, initialize: bool = True) -> keras.Model:
+    """The model ``config`` describes (any family), built: its variables exist. With
+    ``initialize=False`` they hold no values where the backend allows it (JAX,
+    ``zoo.compat.keras_deferred_values``): ``assign`` every one before the model runs."""
+    import ports.keras.models
+
+    if initialize:
+        return ports.keras.models.build_model(config)
+    with compat.keras_deferred_values():
+        return ports.keras.models.build_model(config)
+
+
+def _dotted(relative: str) -> str:
+    """A Keras path below the root (``blocks-0/attn/qkv``) as a port path (``blocks.0.attn.qkv``):
+    list items are named ``attr-i`` because dots break the torch backend."""
+    return relative.replace("/", ".").replace("-", ".")
+
+
 def _port_path(keras_path: str, root: keras.Layer) -> str:
     head, _, rest = keras_path.partition("/")
     if head != root.name:
         raise ValueError(f"{keras_path!r} is not under the root layer {root.name!r}")
-    return rest.replace("/", ".").replace("-", ".")
+    return _dotted(rest)
 
 
-def materialize(module: keras.Layer, inputs: list[np.ndarray]) -> None:
-    """Create the variables (Keras builds layers on their first call)."""
-    if not module.built or not module.weights:
-        module(*inputs)
+def materialize(module: keras.Layer, inputs: list[np.ndarray], *, initialize: bool = True) -> None:
+    """Create the variables for inputs like ``inputs``: Keras builds layers on their first call,
+    here a symbolic one (shapes only, nothing computed). With ``initialize=False`` the variables
+    hold no values where the backend allows it (``zoo.compat.keras_deferred_values``):
+    ``assign`` every one before the module runs."""
+    if module.built and module.weights:
+        return
+    symbolic = [keras.KerasTensor(np.shape(x), dtype=np.asarray(x).dtype) for x in inputs]
+    if initialize:
+        module(*symbolic)
+        return
+    with compat.keras_deferred_values():
+        module(*symbolic)
 
 
 def variables(module: keras.Layer) -> dict[str, keras.Variable]:
@@ -78,80 +110,83 @@ def read(module: keras.Layer) -> dict[str, np.ndarray]:
 
 
 def assign(module: keras.Layer, values: Mapping[str, np.ndarray]) -> None:
+    """Set variables by port path. Variables made without a value (``initialize=False``) that
+    ``values`` leaves out get their initializers' values now."""
     targets = variables(module)
     for path, value in values.items():
         targets[path].assign(np.asarray(value, dtype=targets[path].dtype))
+    compat.keras_settle(module.variables)
 
 
 def call(
-    module: keras.Layer, inputs: list[np.ndarray], training: bool = False
+    module: keras.Layer,
+    inputs: list[np.ndarray],
+    training: bool = False,
+    *,
+    recorder: Recorder | None = None,
 ) -> np.ndarray | list[np.ndarray]:
-    """The output as numpy; a list of arrays when the module returns several (features)."""
-    if keras.backend.backend() == "jax" and not training:
-        out = _jax_jit_call(module, inputs)
-    else:
-        out = module(*inputs, training=training)
+    """The output as numpy; a list of arrays when the module returns several (features).
+    ``recorder`` (from ``capture(module)``) gets every sublayer's output of this call."""
+    with recorder.running() if recorder is not None else contextlib.nullcontext():
+        if keras.backend.backend() == "jax" and not training:
+            out = _jax_jit_call(module, inputs, recorder)
+        else:
+            out = module(*inputs, training=training)
+    if recorder is not None:
+        recorder.to_numpy(keras.ops.convert_to_numpy)
     if isinstance(out, (list, tuple)):
         return [keras.ops.convert_to_numpy(o) for o in out]
     return keras.ops.convert_to_numpy(out)
 
 
-def _jax_jit_call(module: keras.Layer, inputs: list[np.ndarray]) -> Any:
-    """Inference under ``jax.jit``; the active capture's records (traced while compiling) come
+def _jax_jit_call(module: keras.Layer, inputs: list[np.ndarray], recorder: Recorder | None) -> Any:
+    """Inference under ``jax.jit``; the recorder's records (tracers, made while compiling) come
     back as extra outputs and are stored as numpy."""
     import jax
 
-    records = _recording
     paths: list[str] = []
     # stateless_call hands its keywords to the root's ``call`` as they are
     kwargs = {"training": False} if "training" in inspect.signature(module.call).parameters else {}
 
     def run(trainable, non_trainable, *xs):
-        start = len(records) if records is not None else 0
+        start = len(recorder.records) if recorder is not None else 0
         out, _ = module.stateless_call(trainable, non_trainable, *xs, **kwargs)
-        traced = []
-        if records is not None:
-            traced = records[start:]
-            del records[start:]
-            paths.extend(p for p, _ in traced)
-        return out, [t for _, t in traced]
+        if recorder is None:
+            return out, []
+        traced_paths, traced = recorder.take_since(start)
+        paths.extend(traced_paths)
+        return out, traced
 
     out, recorded = jax.jit(run)(
         [v.value for v in module.trainable_variables],
         [v.value for v in module.non_trainable_variables],
         *[jax.numpy.asarray(x) for x in inputs],
     )
-    if records is not None:
-        records.extend((p, np.asarray(r)) for p, r in zip(paths, recorded, strict=True))
+    if recorder is not None:
+        recorder.put(paths, recorded)
     return out
 
 
 @contextlib.contextmanager
-def capture(module: keras.Layer) -> Iterator[list[tuple[str, np.ndarray]]]:
-    """Record (path, output) of every sublayer call, in the order calls finish
-    (``zoo.compat.keras_intercept_calls``; nothing is recorded where it cannot intercept)."""
-    global _recording
-    records: list[tuple[str, np.ndarray]] = []
-    traced = keras.backend.backend() == "jax"  # outputs are tracers; ``call`` fetches them
+def capture(module: keras.Layer) -> Iterator[Recorder]:
+    """Hooks on every sublayer for the duration; yields the ``Recorder`` that ``call(module,
+    inputs, recorder=...)`` fills with (path, output) of each sublayer call, in the order calls
+    finish (``zoo.compat.keras_intercept_calls``; where it cannot intercept, the recorder says
+    so and stays empty)."""
+    recorder = Recorder()
+    eager = keras.backend.backend() != "jax"  # JAX outputs are tracers; ``call`` fetches them
     layers = []
-    for layer in compat.keras_sublayers(module):
-        if layer.path is None:  # built outside its parent's scope: no path to align by
-            continue
-
-        path = _port_path(layer.path, module)
+    for relative, layer in compat.keras_sublayers(module):
+        path = _dotted(relative)
 
         def record(out, _path=path):
             if not isinstance(out, (tuple, list, dict)):
-                value = out if traced else keras.ops.convert_to_numpy(out).copy()
-                records.append((_path, value))
+                recorder.add(_path, keras.ops.convert_to_numpy(out).copy() if eager else out)
 
         layers.append((layer, record))
-    with compat.keras_intercept_calls(layers):
-        _recording = records
-        try:
-            yield records
-        finally:
-            _recording = None
+    with compat.keras_intercept_calls(layers) as intercepting:
+        recorder.intercepting = intercepting
+        yield recorder
 
 
 def settings() -> dict[str, str]:

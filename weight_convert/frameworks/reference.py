@@ -1,4 +1,4 @@
-"""Adapter for the PyTorch reference: state dicts as numpy, hooks, random weights, layouts."""
+"""Adapter for the PyTorch reference: state dicts as numpy, hooks, random weights, formats."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import zoo.layers
+from weight_convert.frameworks.recorder import Recorder
 from zoo.blocks import Ref
 from zoo.tensor_format import Format
 
@@ -26,24 +27,39 @@ def build(block: str, kwargs: Mapping[str, Any]) -> nn.Module:
     return getattr(zoo.layers, block)(**resolve_refs(kwargs)).eval()
 
 
-#: torch.nn layers whose output is channels-first (public classes)
-_CHANNELS_FIRST = (
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.ConvTranspose1d,
-    nn.ConvTranspose2d,
-    nn.ConvTranspose3d,
+#: public torch.nn classes whose output is channels-first (N, C, *spatial) whatever the input
+CHANNELS_FIRST_CLASSES: tuple[type[nn.Module], ...] = (
+    *(nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d),
+    *(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm),
+    *(nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d),
+    *(nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d),
+    *(nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d),
+    *(nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d),
+    *(nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle),
 )
 
 
-def output_format(module: nn.Module) -> Format:
-    """Format of a reference module's output: conv outputs and modules that declare
-    ``output_format = Format.CHANNELS_FIRST`` are channels-first; everything else is
-    channels-last."""
-    if isinstance(module, _CHANNELS_FIRST):
+def declared_format(module: nn.Module) -> Format | None:
+    """The format a reference module declares for its output: its ``output_format`` attribute,
+    else channels-first for the conv, norm and pooling classes of ``CHANNELS_FIRST_CLASSES``,
+    else None (undeclared: the parity harness takes the format under which the port's output
+    fits, ``weight_convert.parity.formats``)."""
+    declared = getattr(module, "output_format", None)
+    if declared is not None:
+        return Format(declared)
+    if isinstance(module, CHANNELS_FIRST_CLASSES):
         return Format.CHANNELS_FIRST
-    return Format(getattr(module, "output_format", Format.CHANNELS_LAST))
+    return None
+
+
+def declared_formats(module: nn.Module) -> dict[str, Format | None]:
+    """``declared_format`` of every submodule, by path (the root is ``""``)."""
+    return {path: declared_format(sub) for path, sub in module.named_modules()}
+
+
+def output_format(module: nn.Module) -> Format:
+    """``declared_format``, channels-last where nothing is declared."""
+    return declared_format(module) or Format.CHANNELS_LAST
 
 
 def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
@@ -81,9 +97,19 @@ def create(name: str, **overrides) -> nn.Module:
     return create_model(name, **overrides)
 
 
-def call(module: nn.Module, inputs: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
-    """Run in inference mode; a model returning several tensors gives a list."""
-    with torch.no_grad():
+def build_model(config) -> nn.Module:
+    """The reference model ``config`` describes (any family), in eval mode."""
+    from zoo.models import build_model
+
+    return build_model(config)
+
+
+def call(
+    module: nn.Module, inputs: list[np.ndarray], *, recorder: Recorder | None = None
+) -> np.ndarray | list[np.ndarray]:
+    """Run in inference mode; a model returning several tensors gives a list. ``recorder``
+    (from ``capture(module)``) gets every submodule's output of this call."""
+    with torch.no_grad(), recorder.running() if recorder is not None else contextlib.nullcontext():
         out = module(*[torch.from_numpy(x) for x in inputs])
     if isinstance(out, (list, tuple)):
         return [t.detach().numpy() for t in out]
@@ -91,23 +117,23 @@ def call(module: nn.Module, inputs: list[np.ndarray]) -> np.ndarray | list[np.nd
 
 
 @contextlib.contextmanager
-def capture(module: nn.Module) -> Iterator[list[tuple[str, Format, np.ndarray]]]:
-    """Record (path, layout, output) of every submodule call, in the order calls finish."""
-    records: list[tuple[str, Format, np.ndarray]] = []
+def capture(module: nn.Module) -> Iterator[Recorder]:
+    """Forward hooks on every submodule for the duration; yields the ``Recorder`` that
+    ``call(module, inputs, recorder=...)`` fills with (path, output) of each submodule call, in
+    the order calls finish (``declared_formats`` says each one's format)."""
+    recorder = Recorder()
     handles = []
     for path, sub in module.named_modules():
         if not path:
             continue
 
-        lay = output_format(sub)
-
-        def hook(_mod, _args, out, path=path, lay=lay):
+        def hook(_mod, _args, out, path=path):
             if isinstance(out, torch.Tensor):
-                records.append((path, lay, out.detach().cpu().numpy().copy()))
+                recorder.add(path, out.detach().cpu().numpy().copy())
 
         handles.append(sub.register_forward_hook(hook))
     try:
-        yield records
+        yield recorder
     finally:
         for h in handles:
             h.remove()

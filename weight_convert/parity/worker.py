@@ -1,5 +1,6 @@
 """Runs the block parity cases for one port in this process (one Keras backend per process) and
-writes the reports as JSON. Started by ``weight-convert parity``; not meant to be run by hand."""
+writes the reports as JSON. Started by ``weight-convert parity`` (``weight_convert.parity.cli``);
+not meant to be run by hand."""
 
 from __future__ import annotations
 
@@ -7,26 +8,35 @@ import argparse
 import json
 import os
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m weight_convert.parity_worker")
+    parser = argparse.ArgumentParser(prog="python -m weight_convert.parity.worker")
     parser.add_argument("--port", required=True, choices=["keras", "flax"])
     parser.add_argument("--blocks", nargs="*", default=None)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
+    start = time.perf_counter()
     import zoo
     from weight_convert.frameworks import port
-    from weight_convert.parity import run_case
+    from weight_convert.parity.runners import run_case
 
     adapter = port(args.port)
+    imported = time.perf_counter() - start
     names = args.blocks or list(zoo.BLOCKS)
     reports = [run_case(case, adapter).to_json() for name in names for case in zoo.BLOCKS[name]]
+    result = {
+        "target": adapter.NAME,
+        "reports": reports,
+        "import_seconds": imported,
+        "run_seconds": time.perf_counter() - start - imported,
+    }
     with open(args.out, "w") as f:
-        json.dump({"target": adapter.NAME, "reports": reports}, f)
+        json.dump(result, f)
     return 0
 
 
