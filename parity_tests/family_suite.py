@@ -75,17 +75,8 @@ def reference_model(config: Any, seed: int = 0):
 
 
 def port_model(adapter, config: Any):
-    """The port's model of ``config``, ready for a weight transfer: Keras built, Flax abstract
-    (no random initialization, which compiles once per parameter shape)."""
-    if adapter.NAME == "flax":
-        from ports.flax.models import abstract_model
-
-        model = abstract_model(config)
-        model.eval()
-        return model
-    from ports.keras.models import build_model
-
-    return build_model(config)
+    """The port's model of ``config``, ready for a weight transfer (no initializer runs)."""
+    return adapter.build_model(config, initialize=False)
 
 
 @functools.cache
@@ -95,15 +86,9 @@ def _validation_model(family: str, framework: str):
     config = FAMILIES[family].tiny
     if framework == "torch":
         return reference_model(config)
-    if framework == "keras":
-        from ports.keras.models import build_model
+    from weight_convert.frameworks import port
 
-        return build_model(config)
-    from ports.flax.models import abstract_model
-
-    model = abstract_model(config)
-    model.eval()
-    return model
+    return port(framework).build_model(config, initialize=False)
 
 
 def default_maker(layout: str, family: str) -> Maker:
@@ -160,19 +145,9 @@ class FamilySuite:
     # ------------------------------------------------------------------------ parity
 
     def run_parity(self, adapter, config, shape=None, seed: int = 0, after_transfer=None):
-        from weight_convert import parity
+        from weight_convert.parity import run_config
 
-        inputs, formats = family_of(config).make_inputs(config, shape, seed)
-        return parity.compare(
-            reference_model(config, seed),
-            port_model(adapter, config),
-            adapter,
-            inputs,
-            formats,
-            tolerance=parity.MODEL_TOLERANCE,
-            name=f"{self.family}{[list(x.shape) for x in inputs][:1]}",
-            after_transfer=after_transfer,
-        )
+        return run_config(config, adapter, shape, seed=seed, after_transfer=after_transfer)
 
     def test_parity(self, case: ParityCase, port):
         report = self.run_parity(port, self.tiny(**case.overrides), case.shape)

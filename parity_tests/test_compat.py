@@ -41,14 +41,15 @@ def test_untested_version_warns_and_falls_back(monkeypatch):
 
 @pytest.mark.keras
 def test_keras_sublayers_fallback_finds_the_same_layers():
+    """On a whole model (a hand-made net: test_harness.py)."""
     from ports.keras.models import build_model
 
     model = build_model(TINY)
     internal = compat.keras_sublayers(model)
     with compat.forced_fallbacks():
         public = compat.keras_sublayers(model)
-    assert {id(layer) for layer in public} == {id(layer) for layer in internal}
-    assert len(public) == len(internal) > 20
+    assert [(p, id(layer)) for p, layer in public] == [(p, id(layer)) for p, layer in internal]
+    assert len(public) > 20 and "layers-1/blocks-0/attn/qkv" in dict(public)
 
 
 @pytest.mark.keras

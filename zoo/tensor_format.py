@@ -22,17 +22,25 @@ class Format(str, enum.Enum):
 
     CHANNELS_FIRST = "channels_first"  # (N, C, *spatial): images, conv outputs, LayerNorm2d
     CHANNELS_LAST = "channels_last"  # (N, *spatial, C) or tokens (N, L, C): same in every port
+    #: (C, *spatial) with no batch axis (SAM's dense positional grid); (*spatial, C) in the ports
+    CHANNELS_FIRST_UNBATCHED = "channels_first_unbatched"
 
 
 def to_port_format(x: np.ndarray, fmt: Format | str) -> np.ndarray:
     """A reference tensor in the format the ports use (channels-last)."""
-    if Format(fmt) is Format.CHANNELS_FIRST and x.ndim > 2:
+    fmt = Format(fmt)
+    if fmt is Format.CHANNELS_FIRST and x.ndim > 2:
         return np.moveaxis(x, 1, -1)
+    if fmt is Format.CHANNELS_FIRST_UNBATCHED and x.ndim > 1:
+        return np.moveaxis(x, 0, -1)
     return x
 
 
 def to_reference_format(x: np.ndarray, fmt: Format | str) -> np.ndarray:
     """A port tensor in the reference's format ``fmt``."""
-    if Format(fmt) is Format.CHANNELS_FIRST and x.ndim > 2:
+    fmt = Format(fmt)
+    if fmt is Format.CHANNELS_FIRST and x.ndim > 2:
         return np.moveaxis(x, -1, 1)
+    if fmt is Format.CHANNELS_FIRST_UNBATCHED and x.ndim > 1:
+        return np.moveaxis(x, -1, 0)
     return x

@@ -120,11 +120,14 @@ def call(
 def capture(module: nn.Module) -> Iterator[Recorder]:
     """Forward hooks on every submodule for the duration; yields the ``Recorder`` that
     ``call(module, inputs, recorder=...)`` fills with (path, output) of each submodule call, in
-    the order calls finish (``declared_formats`` says each one's format)."""
+    the order calls finish (``declared_formats`` says each one's format). ``nn.Sequential``
+    containers are not recorded: their output is their last item's."""
     recorder = Recorder()
     handles = []
     for path, sub in module.named_modules():
-        if not path:
+        # an nn.Sequential has no computation of its own: its output is its last item's, which
+        # is recorded (a port may run the items from a list, with no layer of that name)
+        if not path or isinstance(sub, nn.Sequential):
             continue
 
         def hook(_mod, _args, out, path=path):

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from zoo.layers.norm import LayerNorm2d
+from zoo.tensor_format import Format
 
 __all__ = ["PositionEmbeddingRandom", "PromptEncoder"]
 
@@ -24,6 +25,8 @@ class PositionEmbeddingRandom(nn.Module):
     """Random Fourier features of 2D positions: (x, y) in [0, 1]^2 -> (sin, cos) of
     2 pi (2 (x, y) - 1) G, G = ``positional_encoding_gaussian_matrix`` (2, num_pos_feats), a
     persistent buffer. Output channels: 2 * num_pos_feats (sines first)."""
+
+    output_format = Format.CHANNELS_FIRST_UNBATCHED  # forward: (C, H, W), no batch axis
 
     def __init__(self, num_pos_feats: int = 64, scale: float | None = None) -> None:
         super().__init__()
