@@ -172,4 +172,25 @@ def framework_exports(framework: str) -> dict[str, Any]:
     return out
 
 
-__all__ += ["framework_exports", "framework_modules", "model_family"]
+def lazy_exports(
+    framework: str, module: str, namespace: dict[str, Any], public: list[str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``__getattr__`` and ``__dir__`` for a framework's models package (``module``, whose own
+    names are ``namespace`` and public ones ``public``): every family module's exports are
+    attributes of the package, imported on first use (PEP 562), and in its ``__all__``."""
+
+    def __getattr__(name: str) -> Any:
+        if name == "__all__":
+            return [*public, *sorted(framework_exports(framework))]
+        exports = framework_exports(framework)
+        if name in exports:
+            return exports[name]
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        return sorted({*namespace, *framework_exports(framework)})
+
+    return __getattr__, __dir__
+
+
+__all__ += ["framework_exports", "framework_modules", "lazy_exports", "model_family"]

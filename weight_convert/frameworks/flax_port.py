@@ -9,7 +9,7 @@ initializer compiles once per shape) for an ``assign`` that follows.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import flax
@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 import ports.flax.layers
-from ports.flax.layers.variables import CHECKPOINT_VARIABLES
+from ports.flax.layers.variables import CHECKPOINT_VARIABLES, abstract
 from weight_convert.frameworks.recorder import Recorder
 from zoo import compat
 from zoo.blocks import Ref
@@ -32,31 +32,18 @@ def resolve_refs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return {k: getattr(ns, v.name) if isinstance(v, Ref) else v for k, v in kwargs.items()}
 
 
-def abstract(make: Callable[[nnx.Rngs], nnx.Module], seed: int = 0) -> nnx.Module:
-    """``make(rngs)`` with abstract parameters (``nnx.eval_shape``: shapes and dtypes, no
-    initializer run) but concrete random streams from ``seed``, so the module runs, jitted or
-    not, once its parameters are assigned."""
-    module = nnx.eval_shape(lambda: make(nnx.Rngs(seed)))
-    rngs = nnx.Rngs(seed)
-    for _, node in nnx.iter_graph(module):
-        if isinstance(node, nnx.RngStream):
-            fresh = rngs[node.tag].fork()
-            node.key.set_value(fresh.key.get_value())
-            node.count.set_value(fresh.count.get_value())
-    return module
-
-
 def build(
     block: str, kwargs: Mapping[str, Any], seed: int = 0, *, initialize: bool = True
 ) -> nnx.Module:
     """The port of block ``block`` (``zoo.blocks``) in eval mode; with ``initialize=False`` its
-    parameters are abstract (``abstract``): ``assign`` them before it runs."""
+    parameters are abstract (``ports.flax.layers.variables.abstract``): ``assign`` them before
+    it runs."""
     cls = getattr(ports.flax.layers, block)
     kwargs = resolve_refs(kwargs)
     if initialize:
         module = cls(**kwargs, rngs=nnx.Rngs(seed))
     else:
-        module = abstract(lambda rngs: cls(**kwargs, rngs=rngs), seed)
+        module = abstract(lambda rngs: cls(**kwargs, rngs=rngs), nnx.Rngs(seed))
     module.eval()
     return module
 

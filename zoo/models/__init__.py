@@ -5,10 +5,8 @@ as they are of ``ports.keras.models`` and ``ports.flax.models``."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from zoo.configs import Config, resolve
-from zoo.registry import framework_exports, model_class
+from zoo.registry import lazy_exports, model_class
 
 _BASE = ["build_model", "create_model"]
 
@@ -24,14 +22,4 @@ def create_model(name: str, **overrides):
     return build_model(resolve(name, **overrides))
 
 
-def __getattr__(name: str) -> Any:
-    if name == "__all__":
-        return _BASE + sorted(framework_exports("torch"))
-    exports = framework_exports("torch")
-    if name in exports:
-        return exports[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *framework_exports("torch")})
+__getattr__, __dir__ = lazy_exports("torch", __name__, globals(), _BASE)

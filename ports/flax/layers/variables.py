@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flax import nnx
 
-__all__ = ["Buffer", "CHECKPOINT_VARIABLES"]
+__all__ = ["Buffer", "CHECKPOINT_VARIABLES", "abstract"]
 
 
 class Buffer(nnx.Variable):
@@ -15,3 +17,18 @@ class Buffer(nnx.Variable):
 
 #: Variable types a checkpoint holds: what conversion and ``ports.flax.serialization`` move.
 CHECKPOINT_VARIABLES = (nnx.Param, Buffer)
+
+
+def abstract(make: Callable[[nnx.Rngs], nnx.Module], rngs: nnx.Rngs | None = None) -> nnx.Module:
+    """``make(rngs)`` with abstract parameters (``nnx.eval_shape``: shapes and dtypes, no
+    initializer run, which would compile once per parameter shape) but concrete dropout /
+    drop-path streams forked from ``rngs`` (default ``nnx.Rngs(0)``), so the module runs,
+    jitted or not, once its parameters are assigned."""
+    module = nnx.eval_shape(lambda: make(nnx.Rngs(0)))
+    rngs = rngs if rngs is not None else nnx.Rngs(0)
+    for _, node in nnx.iter_graph(module):
+        if isinstance(node, nnx.RngStream):
+            fresh = rngs[node.tag].fork()
+            node.key.set_value(fresh.key.get_value())
+            node.count.set_value(fresh.count.get_value())
+    return module

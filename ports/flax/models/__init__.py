@@ -4,12 +4,11 @@ One module per family (``zoo.registry.FAMILIES``); each model class registers it
 
 from __future__ import annotations
 
-from typing import Any
-
 from flax import nnx
 
+from ports.flax.layers.variables import abstract
 from zoo.configs import Config, resolve
-from zoo.registry import framework_exports, model_class
+from zoo.registry import lazy_exports, model_class
 
 __all__ = ["abstract_model", "build_model", "create_model", "model_class"]
 
@@ -34,22 +33,7 @@ def abstract_model(config: Config, *, rngs: nnx.Rngs | None = None) -> nnx.Modul
     weight transfer. Its dropout / drop-path streams get concrete keys from ``rngs`` (default
     ``nnx.Rngs(0)``), so once the parameters are set the model runs, jitted or not."""
     cls = model_class(config, "flax")
-    model = nnx.eval_shape(lambda: cls(config, rngs=nnx.Rngs(0)))
-    rngs = rngs if rngs is not None else nnx.Rngs(0)
-    for _, node in nnx.iter_graph(model):
-        if isinstance(node, nnx.RngStream):
-            fresh = rngs[node.tag].fork()
-            node.key.set_value(fresh.key.get_value())
-            node.count.set_value(fresh.count.get_value())
-    return model
+    return abstract(lambda streams: cls(config, rngs=streams), rngs)
 
 
-def __getattr__(name: str) -> Any:
-    exports = framework_exports("flax")
-    if name in exports:
-        return exports[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *framework_exports("flax")})
+__getattr__, __dir__ = lazy_exports("flax", __name__, globals(), __all__)

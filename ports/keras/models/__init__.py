@@ -7,12 +7,10 @@ weights; importing this package imports every family's module, so any zoo ``.ker
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 
 from zoo.configs import Config, family_of, resolve
-from zoo.registry import framework_exports, model_class
+from zoo.registry import framework_exports, lazy_exports, model_class
 
 __all__ = ["build_model", "create_model", "model_class"]
 
@@ -30,15 +28,7 @@ def build_model(config: Config) -> keras.Model:
     return model
 
 
-def __getattr__(name: str) -> Any:
-    exports = framework_exports("keras")
-    if name in exports:
-        return exports[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *framework_exports("keras")})
+__getattr__, __dir__ = lazy_exports("keras", __name__, globals(), __all__)
 
 
 framework_exports("keras")  # every family's classes are registered with Keras for loading
