@@ -28,7 +28,7 @@ __all__ = [
     "is_float",
     "load",
     "release",
-    "to_torch",
+    "as_torch_tensor",
     "torch_dtype",
 ]
 
@@ -132,7 +132,7 @@ def torch_dtype(dtype: Any):
     return torch.from_numpy(np.empty(0, dtype)).dtype
 
 
-def to_torch(array: np.ndarray):
+def as_torch_tensor(array: np.ndarray):
     """A torch tensor of ``array`` (bfloat16 kept), sharing memory where NumPy allows it."""
     import torch
 

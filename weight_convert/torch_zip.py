@@ -67,14 +67,14 @@ def write_pth(
         import torch  # noqa: F401
     except ImportError as e:
         raise UsageError(f"writing {out.name} needs PyTorch ({e}); write .safetensors") from None
-    from weight_convert.tensors import to_torch
+    from weight_convert.tensors import as_torch_tensor
 
     by_name = {name: (key, value) for name, key, value in items}
     skeleton = compat.torch_save_skeleton(
         out,
         {name: (value.shape, torch_dtype(tensors.out_dtype(value))) for name, _, value in items},
         wrapper,
-        lambda name: to_torch(np.ascontiguousarray(tensors(*by_name[name]))),
+        lambda name: as_torch_tensor(np.ascontiguousarray(tensors(*by_name[name]))),
     )
     if not skeleton:  # the fallback wrote the whole file
         tensors.check()

@@ -85,9 +85,9 @@ def state_dict(module: nn.Module) -> dict[str, np.ndarray]:
 
 def load_state_dict(module: nn.Module, values: Mapping[str, np.ndarray]) -> None:
     """Strict load of numpy arrays."""
-    from weight_convert.tensors import load, to_torch
+    from weight_convert.tensors import as_torch_tensor, load
 
-    module.load_state_dict({k: to_torch(load(v)) for k, v in values.items()})
+    module.load_state_dict({k: as_torch_tensor(load(v)) for k, v in values.items()})
 
 
 def create(name: str, **overrides) -> nn.Module:
