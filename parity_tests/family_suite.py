@@ -41,12 +41,19 @@ from zoo.family import Family
 from zoo.registry import FAMILIES
 from zoo.tensor_format import Format
 
-__all__ = ["FamilySuite", "ParityCase", "generate_family_tests", "port_model", "reference_model"]
+__all__ = [
+    "FamilySuite",
+    "ParityCase",
+    "assert_same_checkpoint",
+    "generate_family_tests",
+    "port_model",
+    "reference_model",
+]
 
 #: the frameworks input checks run in (Keras on every backend through the ``keras`` marker)
-FRAMEWORKS = ["torch", pytest.param("keras", marks=pytest.mark.keras), "flax"]
+CHECKED_FRAMEWORKS = ["torch", pytest.param("keras", marks=pytest.mark.keras), "flax"]
 #: ``--to`` targets of the CLI test
-TARGETS = [pytest.param("keras", marks=pytest.mark.keras), "flax", "torch"]
+CLI_TARGETS = [pytest.param("keras", marks=pytest.mark.keras), "flax", "torch"]
 #: the wrong inputs every image / clip model must refuse
 BAD_INPUTS = ("rank", "channels", "channel-order", "uint8", "int32")
 
@@ -77,6 +84,26 @@ def reference_model(config: Any, seed: int = 0):
 def port_model(adapter, config: Any):
     """The port's model of ``config``, ready for a weight transfer (no initializer runs)."""
     return adapter.build_model(config, initialize=False)
+
+
+def assert_same_checkpoint(back: str, original: str, dropped: int | set[str] = 0) -> None:
+    """``back`` holds exactly ``original``'s tensors less ``dropped`` (their names, or how many),
+    bit-identical, nested under the same wrapper key; a streamed ``.pth`` is a sound zip (every
+    record's CRC-32 right)."""
+    from weight_convert import checkpoints
+
+    if back.endswith(".pth"):
+        with zipfile.ZipFile(back) as zf:
+            assert zf.testzip() is None
+    got, got_info = checkpoints.load_state_dict(back)
+    want, want_info = checkpoints.load_state_dict(original)
+    assert got_info["wrapper"] == want_info["wrapper"]
+    assert set(got) <= set(want)
+    missing = set(want) - set(got)
+    assert missing == dropped if isinstance(dropped, set) else len(missing) == dropped, missing
+    for key, value in got.items():
+        assert value.dtype == want[key].dtype and value.shape == want[key].shape, key
+        assert np.array_equal(value, want[key]), key
 
 
 @functools.cache
@@ -210,7 +237,7 @@ class FamilySuite:
     def test_round_trip(self, layout: str, tmp_path):
         """checkpoint -> Keras -> Flax -> the same layout: every tensor bit-identical (tensors
         outside the model, e.g. detector heads, dropped and counted)."""
-        from weight_convert import checkpoints, convert
+        from weight_convert import convert
 
         source = self.maker(layout)(tmp_path / f"source_{layout}", self.tiny(), 1)
         keras_summary, _ = convert.convert(source, "keras", tmp_path / "m")
@@ -223,19 +250,9 @@ class FamilySuite:
         back = tmp_path / f"back{Path(source).suffix}"
         summary, _ = convert.convert(flax_summary.outputs[0], "torch", back, layout=layout)
         assert summary.detected["source"] == "flax" and summary.layout == layout
-        if back.suffix == ".pth":  # streamed into torch.save's zip: every record's CRC-32 right
-            with zipfile.ZipFile(back) as zf:
-                assert zf.testzip() is None
-        got, got_info = checkpoints.load_state_dict(back)
-        want, want_info = checkpoints.load_state_dict(source)
-        assert got_info["wrapper"] == want_info["wrapper"]
-        dropped = set(want) - set(got)
         note = [n for n in keras_summary.detected["notes"] if "outside the model dropped" in n]
-        assert not dropped or note and note[0].startswith(f"{len(dropped)} tensor(s)")
-        assert set(got) <= set(want)
-        for key, value in got.items():
-            assert value.dtype == want[key].dtype and value.shape == want[key].shape, key
-            assert np.array_equal(value, want[key]), key
+        dropped = int(note[0].split()[0]) if note else 0  # "N tensor(s) outside the model ..."
+        assert_same_checkpoint(str(back), source, dropped)
 
     def test_cli_verify(self, target: str, tmp_path, capsys):
         """``weight-convert convert --verify`` from the family's default layout to Keras and
@@ -334,8 +351,8 @@ def generate_family_tests(metafunc) -> None:
     if "layout" in names:
         metafunc.parametrize("layout", cls.layouts())
     if "target" in names:
-        metafunc.parametrize("target", TARGETS)
+        metafunc.parametrize("target", CLI_TARGETS)
     if "framework" in names:
-        metafunc.parametrize("framework", FRAMEWORKS)
+        metafunc.parametrize("framework", CHECKED_FRAMEWORKS)
     if "bad" in names:
         metafunc.parametrize("bad", ["valid", *BAD_INPUTS])

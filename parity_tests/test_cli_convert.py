@@ -126,15 +126,21 @@ def test_unknown_variant_is_a_usage_error(capsys, ckpts, tmp_path):
 
 
 def test_verify_shape_is_any_rank_the_family_checks_it(capsys, ckpts, tmp_path):
-    """``--verify-shape`` parses any number of positive sizes; a rank the model does not take
-    is a usage error (exit 2, one line) found before anything is written."""
+    """``--verify-shape`` parses any number of positive sizes; a rank, channel count (or, for
+    SAM, size) the model does not take is a usage error (exit 2, one line) found by the family's
+    own input checks before anything is written."""
     assert cli._shape("2x197x768") == (2, 197, 768)
     assert cli._shape("1,3,8,64,64") == (1, 3, 8, 64, 64)
     for bad in ("1x3x0x64", "1x3xAx64"):
         with pytest.raises(argparse.ArgumentTypeError):
             cli._shape(bad)
     out = tmp_path / "m"
-    for shape, expected in (("1x3x4x64x64", "B x C x H x W"), ("3x64x64", "B x C x H x W")):
+    cases = (
+        ("1x3x4x64x64", "B x C x H x W"),
+        ("3x64x64", "B x C x H x W"),
+        ("1x4x64x64", "4 channels on axis 1, the model has in_chans=3"),
+    )
+    for shape, expected in cases:
         code, _, err = run(
             capsys,
             "convert",
@@ -222,4 +228,18 @@ def test_layout_usage_errors(capsys, vit_ckpts, tmp_path):
     assert code == cli.EXIT_USAGE and err.count("\n") == 1 and "--to torch" in err
     code, _, err = run(capsys, "convert", sam, "--to", "torch", "-o", str(tmp_path / "m.pkl"))
     assert code == cli.EXIT_USAGE and err.count("\n") == 1 and "detectron2" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_verify_shape_sam_needs_its_image_size(capsys, vit_ckpts, tmp_path):
+    """SAM's position embedding is not resized: another image size is refused before anything is
+    written, in one line (it used to fail inside --verify with a traceback, files written)."""
+    out = tmp_path / "m"
+    code, _, err = run(
+        capsys, "convert", vit_ckpts["official_sam"], "--to", "flax", "-o", str(out),
+        "--verify", "--verify-shape", "1x3x64x64",
+    )  # fmt: skip
+    assert code == cli.EXIT_USAGE, err
+    assert err.count("\n") == 1 and "Sam: the image gives a 4x4 token grid" in err
+    assert "feed 128 x 128 images" in err
     assert list(tmp_path.iterdir()) == []

@@ -104,6 +104,8 @@ def test_call_interception_fallback_compares_outputs_only(port):
     with compat.forced_fallbacks():
         outputs_only = _parity(port)
     assert outputs_only.passed and outputs_only.outputs and not outputs_only.layers
+    assert "outputs compared only" in outputs_only.settings["layer capture"]
+    assert "layer capture" not in with_layers.settings
 
 
 def test_torch_save_skeleton_fallback_writes_the_same_checkpoint(tmp_path):

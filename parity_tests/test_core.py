@@ -9,13 +9,13 @@ import pytest
 
 import zoo
 
-FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "flax")
+FRAMEWORK_PACKAGES = ("torch", "tensorflow", "keras", "jax", "flax")
 
 
 def test_core_imports_without_frameworks():
     code = (
         "import sys\n"
-        f"for name in {FRAMEWORKS!r}:\n"
+        f"for name in {FRAMEWORK_PACKAGES!r}:\n"
         "    sys.modules[name] = None  # any import of them raises ImportError\n"
         "import zoo, zoo.windows, zoo.registry, zoo.tensor_format\n"
         "import weight_convert.rules, weight_convert.transfer, weight_convert.frameworks\n"
@@ -146,3 +146,56 @@ def test_encoder_only_variant_override_flax():
     small = dict(encoder_embed_dim=32, encoder_depth=1, encoder_num_heads=2, img_size=32)
     model = create_model("sam_vit_b", encoder_only=True, encoder_global_attn_indexes=(0,), **small)
     assert type(model).__name__ == "ImageEncoderViT"
+
+
+#: what the three models packages exported before families registered themselves
+MODEL_NAMES = [
+    "BasicLayer", "I3DHead", "ImageEncoderViT", "MaskDecoder", "PromptEncoder", "Sam",
+    "SwinTransformer", "SwinTransformer3D", "TwoWayTransformer", "SimpleFeaturePyramid", "ViT",
+    "VideoSwin", "create_model", "build_model",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "package",
+    [
+        "zoo.models",
+        pytest.param("ports.keras.models", marks=pytest.mark.keras),
+        "ports.flax.models",
+    ],
+)
+def test_models_packages_export_every_model_part(package):
+    """The model classes and their parts are attributes of each models package, in its
+    ``__all__`` (found in every module of the package, not only the families' own)."""
+    import importlib
+
+    models = importlib.import_module(package)
+    assert set(MODEL_NAMES) <= set(models.__all__) <= set(dir(models))
+    for name in MODEL_NAMES:
+        assert getattr(models, name) is not None
+
+
+def test_a_family_of_token_inputs_needs_its_own_checks():
+    """The default input check knows images and clips: a family whose first input is token ids
+    must bring ``check_inputs`` (refused at registration), and its Keras build shape keeps the
+    sequence length open."""
+    from dataclasses import dataclass
+
+    from zoo.family import Family, Input, register_family
+
+    @dataclass(frozen=True)
+    class TokensConfig:
+        vocab: int = 10
+
+        @property
+        def family(self) -> str:
+            return "tokens_test"
+
+    def inputs(config, shape):
+        return (Input(tuple(shape or (1, 7)), name="ids"),)
+
+    spec = Family("tokens_test", TokensConfig, "Tokens", dict, inputs, tiny=TokensConfig())
+    with pytest.raises(TypeError, match="no image or clip: give check_inputs"):
+        register_family(spec)
+    assert "tokens_test" not in zoo.FAMILIES
+    assert spec.port_build_shape(TokensConfig()) == (None, None)

@@ -21,6 +21,7 @@ import functools
 import numpy as np
 import pytest
 import torch
+from family_suite import CHECKED_FRAMEWORKS
 
 from zoo.configs import family_of
 from zoo.registry import FAMILIES
@@ -43,7 +44,6 @@ CASES = {
 SWIN = ("SwinTransformer", "swin", None, (2, 3, 18, 13))
 SAM_SHAPE = (2, 3, 128, 128)
 _ALL = {**CASES, "swin": SWIN, "sam": ("Sam", "sam", None, SAM_SHAPE)}
-FRAMEWORKS = ["torch", pytest.param("keras", marks=pytest.mark.keras), "flax"]
 
 
 def _build(framework: str, container: str):
@@ -124,7 +124,7 @@ def _call(framework: str, case: str, x, **prompts):
     return model(*args)
 
 
-@pytest.fixture(params=FRAMEWORKS)
+@pytest.fixture(params=CHECKED_FRAMEWORKS)
 def framework(request) -> str:
     return request.param
 

@@ -245,7 +245,7 @@ def test_3d_window_from_table_only():
     ],
 )
 def test_reference_shapes_match_models(name):
-    """zoo.shapes (framework-free) lists the reference model's state dict exactly, in order."""
+    """The family's key / shape table (framework-free) lists the reference model's state dict exactly, in order."""
     with torch.device("meta"):  # shapes only: no memory, no init cost
         model = create_model(name)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -322,6 +322,23 @@ def test_checkpoint_wrappers_and_prefix(tmp_path):
     assert info["wrapper"] == "model/module"
     assert info["stripped_prefix"] == "module."
     assert "epoch" in info["ignored"] and "optimizer" in info["ignored"]
+
+
+def test_a_layout_declares_its_wrapper_key(tmp_path, monkeypatch):
+    """A family whose releases nest the weights under another key ("ema") declares it in its
+    layouts module (``LayoutSpec.wrapper``) and its ``.pth`` files are read: no list to edit."""
+    import dataclasses
+
+    from weight_convert import checkpoints
+
+    spec = dataclasses.replace(layouts.all_layouts()[0], wrapper="ema")
+    torch.save({"ema": {"x.weight": torch.ones(2)}, "step": 1}, tmp_path / "w.pth")
+    with pytest.raises(CheckpointError, match="no tensors"):  # not a known wrapper yet
+        load_state_dict(tmp_path / "w.pth")
+    monkeypatch.setattr(layouts, "all_layouts", lambda: [spec])
+    assert checkpoints.wrapper_keys()[-1] == "ema"
+    sd, info = load_state_dict(tmp_path / "w.pth")
+    assert list(sd) == ["x.weight"] and info["wrapper"] == "ema"
 
 
 def test_checkpoint_bf16_and_safetensors(tmp_path):

@@ -60,3 +60,10 @@ def test_order_drift_is_caught():
         "the Flax paths are not in NNX's state order"
     ]
     assert mirror_differences(keys, sorted(paths, key=nnx_order), "flax") == []
+
+
+def test_two_variables_on_one_key_are_reported():
+    problems = mirror_differences(
+        ["a.weight", "b.weight"], ["a.kernel", "b.kernel", "b.weight"], "keras"
+    )
+    assert problems == ["two port variables map to one reference key"]

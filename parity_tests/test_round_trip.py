@@ -12,11 +12,11 @@ import dataclasses
 import json
 import subprocess
 import sys
-import zipfile
 
 import checkpoint_factory as factory
 import numpy as np
 import pytest
+from family_suite import assert_same_checkpoint
 
 from weight_convert import checkpoints, convert, layouts
 from zoo.configs import reference_shapes
@@ -53,22 +53,6 @@ def made(tmp_path_factory) -> dict[tuple[str, str], str]:
     return {
         key: make(root / name, seed)[0] for seed, (key, (name, make)) in enumerate(MAKERS.items())
     }
-
-
-def assert_same_checkpoint(back: str, original: str, dropped: set[str] = frozenset()) -> None:
-    """``back`` holds exactly ``original``'s tensors less ``dropped``, bit-identical, nested under
-    the same wrapper key; a streamed ``.pth`` is a sound zip (every record's CRC-32 right)."""
-    if back.endswith(".pth"):
-        with zipfile.ZipFile(back) as zf:
-            assert zf.testzip() is None
-    got, got_info = checkpoints.load_state_dict(back)
-    want, want_info = checkpoints.load_state_dict(original)
-    assert got_info["wrapper"] == want_info["wrapper"]
-    assert set(want) - set(got) == set(dropped)
-    assert set(got) <= set(want)
-    for key, value in got.items():
-        assert value.dtype == want[key].dtype and value.shape == want[key].shape, key
-        assert np.array_equal(value, want[key]), key
 
 
 @pytest.mark.keras

@@ -10,7 +10,7 @@ fresh process, and compares the peak with the bound: 1.3 x the size of the sourc
 
 The checkpoint is generated, not downloaded: the official ``segment-anything`` key layout of
 ``sam_vit_h`` (594 tensors, 641 M float32 parameters, 2.56 GB; keys and shapes from
-``zoo.shapes.reference_shapes``, which are the official keys), random N(0, 0.02) values, written
+``zoo.configs.reference_shapes``, which are the official keys), random N(0, 0.02) values, written
 once into ``--workdir`` as ``sam_vit_h.pth`` (``torch.save`` of a flat dict, zip format, as
 ``sam_vit_h_4b8939.pth`` ships) and ``sam_vit_h.safetensors`` (the same values). The Flax source
 of the ``flax-torch-pth`` case is the ``pth-flax`` output, converted once and kept there too

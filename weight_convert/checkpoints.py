@@ -35,13 +35,26 @@ __all__ = [
     "CheckpointError",
     "SUFFIXES",
     "WRAPPER_KEYS",
+    "wrapper_keys",
     "load_state_dict",
     "open_state_dict",
     "sniff",
 ]
 
-#: Keys under which training code nests the weights, tried in this order.
+#: Keys under which training code nests the weights, tried in this order (then the ``wrapper``
+#: of every registered layout: ``wrapper_keys``).
 WRAPPER_KEYS = ("state_dict", "model", "module")
+
+
+def wrapper_keys() -> tuple[str, ...]:
+    """``WRAPPER_KEYS`` and the key each registered PyTorch layout nests its ``.pth`` under, so a
+    family whose releases nest their weights elsewhere declares it in its layouts module only."""
+    from weight_convert import layouts
+
+    declared = [spec.wrapper for spec in layouts.all_layouts() if spec.wrapper]
+    return tuple(dict.fromkeys([*WRAPPER_KEYS, *declared]))
+
+
 _PREFIX = "module."
 
 #: file suffix -> the content it must hold (``sniff``'s names)
@@ -232,11 +245,9 @@ def _read_torch(path: str, info: dict[str, Any]) -> dict[str, LazyTensor]:
     obj = _torch_load(torch, path, info)
     if isinstance(obj, torch.Tensor) or not isinstance(obj, Mapping):
         raise NotACheckpointError(f"{path} holds a {type(obj).__name__}, not a dict of tensors")
-    chain = []
+    chain, keys = [], wrapper_keys()
     while not _has_tensors(obj, torch):
-        inner = next(
-            (k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping) and obj.get(k)), None
-        )
+        inner = next((k for k in keys if isinstance(obj.get(k), Mapping) and obj.get(k)), None)
         if inner is None:
             break
         info["ignored"] += [f"{'/'.join(chain + [k])}" for k in obj if k != inner]

@@ -3,8 +3,8 @@
 - ``parity``: the main job. Every registered building block, every port (Keras on the TensorFlow,
   JAX and torch backends, Flax), random weights, and a table of the maximum absolute error per
   block and port.
-- ``convert SOURCE --to keras|flax|torch``: in every direction between PyTorch checkpoints (official
-  / torchvision / timm / detectron2 layouts), a Keras ``.keras`` + ``.weights.h5`` and a Flax
+- ``convert SOURCE --to keras|flax|torch``: in every direction between PyTorch checkpoints (the
+  layouts ``weight_convert.layouts`` registers), a Keras ``.keras`` + ``.weights.h5`` and a Flax
   ``.safetensors``; ``--to torch --layout NAME`` picks the PyTorch layout written. ``--verify``
   loads the written file and compares it with the source layer by layer.
 - ``inspect CHECKPOINT``: layout, family, variant, parameter count, dtypes.
@@ -22,7 +22,7 @@ import json
 import sys
 
 from weight_convert.errors import EXIT_CODES, ConvertError, UsageError
-from weight_convert.parity_cli import add_parity_parser
+from weight_convert.parity.cli import add_parity_parser
 
 EXIT_VERIFY = 1  # the written file differs from its source beyond tolerance (EXIT_CODES[1])
 EXIT_USAGE = UsageError.exit_code
@@ -135,10 +135,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows))
         return 0
-    print(f"{'variant':<34} {'family':<11} {'model':<16} {'params':>8}  description")
+    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in ("name", "family", "model")}
+    w = [widths["name"], widths["family"], widths["model"]]
+    print(f"{'variant':<{w[0]}} {'family':<{w[1]}} {'model':<{w[2]}} {'params':>8}  description")
     for r in rows:
         print(
-            f"{r['name']:<34} {r['family']:<11} {r['model']:<16} "
+            f"{r['name']:<{w[0]}} {r['family']:<{w[1]}} {r['model']:<{w[2]}} "
             f"{r['parameters'] / 1e6:7.1f}M  {r['description']}"
         )
     return 0
@@ -146,17 +148,20 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _add_convert_parser(sub) -> argparse.ArgumentParser:
     """``convert``: what is read and what is written."""
+    from weight_convert.layouts import layout_names
+
     p = sub.add_parser(
         "convert",
         help="convert between PyTorch checkpoints, Keras and Flax, in every direction",
-        description="SOURCE is a PyTorch checkpoint (layout official, torchvision, timm or "
-        "detectron2, and variant, detected from its keys and shapes), a Keras .keras or "
+        description="SOURCE is a PyTorch checkpoint (layout and variant detected from its keys "
+        f"and shapes; layouts: {', '.join(layout_names())}), a Keras .keras or "
         ".weights.h5 file, or a Flax .safetensors file written by this tool (told apart from a "
         "PyTorch .safetensors by its metadata) or .msgpack. Keras: writes OUT.keras (full model) "
         "and OUT.weights.h5, on the backend KERAS_BACKEND selects (default tensorflow). Flax: "
         "writes OUT.safetensors (the nnx state, config in the metadata) or, when -o ends so, "
         "OUT.msgpack. torch: writes a checkpoint in --layout's keys: OUT.pth (torch.save), or "
-        "OUT.safetensors / OUT.pkl (detectron2) when -o ends so. dtypes are kept unless --dtype; "
+        "OUT.safetensors / OUT.pkl (a pickle of NumPy arrays, as detectron2's model zoo ships "
+        "them) when -o ends so. dtypes are kept unless --dtype; "
         "every output but .pkl is written one tensor at a time.",
     )
     p.add_argument(

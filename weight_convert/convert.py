@@ -85,13 +85,16 @@ def _choose_layout(family: str, layout: str | None) -> str:
 
 
 def _verify_shape(config: Config, shape: Sequence[int] | None) -> tuple[int, ...]:
-    """``--verify``'s first input shape (None: the family's default), checked against the
-    family's inputs before anything is written (``UsageError`` for a wrong rank)."""
+    """``--verify``'s first input shape (None: the family's default), checked before anything
+    is written by the family's own input checks, as the reference would run them
+    (``UsageError``: a wrong rank, channel count or size)."""
     family = family_of(config)
     if shape is None:
         return family.default_shape(config)
+    stand_in = type(family.model, (), {"config": config})()  # named as the model, for messages
     try:
-        family.inputs(config, tuple(shape))
+        inputs, _ = family.make_inputs(config, tuple(shape))
+        family.check(stand_in, "torch", *inputs)
     except ValueError as e:
         raise UsageError(f"--verify-shape {'x'.join(map(str, shape))}: {e}") from None
     return tuple(shape)

@@ -24,6 +24,7 @@ from weight_convert.errors import (
     MissingFileError,
     NotACheckpointError,
     UnsafePickleError,
+    first_line,
 )
 
 __all__ = ["ALLOWED_GLOBALS", "UnsafePickleError", "load_pkl"]
@@ -95,9 +96,8 @@ def load_pkl(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, 
         except UnsafePickleError as e:
             raise UnsafePickleError(f"{path}: {e}") from None
         except Exception as e:  # noqa: BLE001 - any unpickling failure is one user-facing error
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(
-                f"cannot read {path} as a pickle (truncated or corrupt?): {reason}"
+                f"cannot read {path} as a pickle (truncated or corrupt?): {first_line(e)}"
             ) from None
     if not isinstance(data, dict):
         raise NotACheckpointError(f"{path} holds a {type(data).__name__}, not a dict of arrays")

@@ -37,6 +37,8 @@ def mirror_differences(
         want, got = sorted(want), sorted(got)
         port_paths = sorted(port_paths, key=rules.torch_key)
     problems = []
+    if len(got) != len(set(got)):
+        problems.append("two port variables map to one reference key")
     missing = [k for k in want if k not in set(got)]
     extra = [p for p, k in zip(port_paths, got, strict=True) if k not in set(want)]
     if missing:
@@ -48,6 +50,4 @@ def mirror_differences(
         problems.append(
             f"order differs from position {i}: port {port_paths[i]} ({got[i]}), reference {want[i]}"
         )
-    if len(got) != len(set(got)):
-        problems.append("two port variables map to one reference key")
     return problems

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from weight_convert.errors import WrongFormatError
-from zoo.configs import Config, config_from_dict, config_to_dict, family_of, is_config
+from zoo.configs import Config, config_from_dict, config_to_dict, family_of, model_config
 
 __all__ = [
     "CONFIG_ATTR",
@@ -181,7 +181,7 @@ def infer_port_config(shapes: Mapping[str, tuple[int, ...]]) -> tuple[Config, li
         )
     want = {k: v.shape for k, v in state.items()}
     tried = []
-    for family in layouts.FAMILIES:
+    for family in layouts.FAMILY_LAYOUTS:
         try:
             config, notes = layouts.infer_config(state, family)
         except layouts.LayoutError as e:
@@ -337,8 +337,8 @@ def load_keras_model(path: str | os.PathLike, dtype: str | None = None):
     want = dtype or keras_file_dtype(path) or "float32"
     _check_dtype(want)
     model = keras.saving.load_model(path)
-    config = getattr(model, "config", None)
-    if not is_config(config) or type(model).__name__ != family_of(config).model:
+    config = model_config(model)
+    if config is None:
         raise WrongFormatError(f"{path} holds a {type(model).__name__}, not a model of this zoo")
     if any(keras.backend.standardize_dtype(v.dtype) != want for v in model.weights):
         rebuilt = build_keras_model(config, want)

@@ -36,8 +36,8 @@ from zoo.configs import (
     arch_fields,
     config_from_dict,
     family_of,
-    is_config,
     match_variant,
+    model_config,
     reference_shapes,
 )
 
@@ -140,8 +140,8 @@ def _read_keras(path: str, allow: layouts.Allow) -> Source:
         raise CheckpointError(
             f"cannot read {path} as a Keras model (truncated or corrupt?): {first_line(e)}"
         ) from None
-    config = getattr(model, "config", None)
-    if not is_config(config) or type(model).__name__ != family_of(config).model:
+    config = model_config(model)
+    if config is None:
         raise WrongFormatError(
             f"{path} holds a {type(model).__name__}, not a model of this zoo (ports.keras.models)"
         )

@@ -28,6 +28,7 @@ __all__ = [
     "family_of",
     "is_config",
     "match_variant",
+    "model_config",
     "parameter_count",
     "reference_shapes",
     "resolve",
@@ -50,6 +51,15 @@ def config_classes() -> dict[str, type]:
 def is_config(obj: Any) -> bool:
     """Whether ``obj`` is a config of a registered family."""
     return type(obj) in config_classes().values()
+
+
+def model_config(model: Any) -> Config | None:
+    """The config of ``model`` when it is a family's model (its class is the family's model, in
+    any framework), else None."""
+    config = getattr(model, "config", None)
+    if is_config(config) and type(model).__name__ == family_of(config).model:
+        return config
+    return None
 
 
 def reference_shapes(config: Config) -> dict[str, tuple[int, ...]]:

@@ -134,24 +134,28 @@ class Family:
         from zoo.validate import check_image
 
         first = self.inputs(model.config, None)[0]
-        channels_first = first.format is Format.CHANNELS_FIRST
+        if not _is_image(first):
+            raise TypeError(f"{self.name}'s first input is no image or clip: give it check_inputs")
         x = tensors[0]
         check_image(
             model,
             x.shape,
             x.dtype,
             framework=framework,
-            channels=first.shape[1] if channels_first else first.shape[-1],
+            channels=first.shape[1],
             spatial_rank=len(first.shape) - 2,
             **reference,
         )
 
     def port_build_shape(self, config: Any) -> tuple[int | None, ...]:
-        """The first input's port (channels-last) shape with every size open but the channels:
-        what a Keras model is built for."""
+        """The first input's port (channels-last) shape with every size open but the channels
+        (all open for an input of rank 2 or less, such as token ids): what a Keras model is
+        built for."""
         first = self.inputs(config, None)[0]
         if first.format is Format.CHANNELS_FIRST:
             return (None,) * (len(first.shape) - 1) + (first.shape[1],)
+        if len(first.shape) <= 2:
+            return (None,) * len(first.shape)
         return (None,) * (len(first.shape) - 1) + (first.shape[-1],)
 
 
@@ -175,9 +179,19 @@ class Variant:
         return self.family.model
 
 
+def _is_image(first: Input) -> bool:
+    """Whether an input is what the default check knows: a channels-first image or clip."""
+    return first.format is Format.CHANNELS_FIRST and len(first.shape) in (4, 5)
+
+
 def register_family(family: Family) -> Family:
+    """Add ``family`` to ``zoo.registry.FAMILIES``. A family whose first input is no image or
+    clip must bring its own ``check_inputs`` (checked on its tiny config)."""
     from zoo.registry import FAMILIES
 
+    if family.check_inputs is None and family.tiny is not None:
+        if not _is_image(family.inputs(family.tiny, None)[0]):
+            raise TypeError(f"{family.name}'s first input is no image or clip: give check_inputs")
     return FAMILIES.register(family.name, family)
 
 

@@ -52,8 +52,12 @@ class Registry(Generic[T]):
 
     def _loaded(self) -> dict[str, T]:
         if self._load is not None:
-            load, self._load = self._load, None
-            load()
+            load, self._load = self._load, None  # registering modules may read the registry
+            try:
+                load()
+            except BaseException:
+                self._load = load  # the next look-up raises the same error, not a partial list
+                raise
         return self._items
 
     def register(self, name: str, item: T) -> T:
@@ -152,23 +156,27 @@ def model_family(model: Any) -> str:
 
 
 def framework_modules(framework: str) -> list[str]:
-    """Import the model module of every family in ``framework`` (registers every class, e.g. for
-    loading ``.keras`` files); return the modules' names."""
-    names = sorted({FAMILIES[f].module_name for f in FAMILIES})
-    for name in names:
-        importlib.import_module(f"{FRAMEWORKS[framework]}.{name}")
-    return names
+    """Import every public module of ``framework``'s models package (the families' model
+    modules and their parts: every class is registered, e.g. for loading ``.keras`` files);
+    return the modules' names."""
+    return import_package_modules(FRAMEWORKS[framework])
 
 
 def framework_exports(framework: str) -> dict[str, Any]:
-    """Name -> object of what every family's model module in ``framework`` exports
+    """Name -> object of what the modules of ``framework``'s models package export
     (``__all__``): the lazy attributes of ``zoo.models``, ``ports.keras.models`` and
-    ``ports.flax.models``."""
+    ``ports.flax.models``. Two modules exporting one name for different objects is an error."""
     out: dict[str, Any] = {}
+    where: dict[str, str] = {}
     for name in framework_modules(framework):
         module = importlib.import_module(f"{FRAMEWORKS[framework]}.{name}")
         for attr in getattr(module, "__all__", ()):
-            out.setdefault(attr, getattr(module, attr))
+            obj = getattr(module, attr)
+            if attr in out and out[attr] is not obj:
+                raise ImportError(
+                    f"{FRAMEWORKS[framework]}: {where[attr]} and {name} both export {attr}"
+                )
+            out[attr], where[attr] = obj, name
     return out
 
 

@@ -1,6 +1,6 @@
 """Segment Anything (whole model: image encoder, prompt encoder, mask decoder) in the shared
 suite; official checkpoints from segment-anything's own model. (Peer parity, prompts and the
-predictor: test_sam_prompt_mask.py, test_sam_predictor.py.)"""
+predictor: test_sam_parts_peers.py, test_sam_parts_ports.py, test_sam_predictor.py.)"""
 
 from __future__ import annotations
 

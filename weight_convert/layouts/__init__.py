@@ -18,7 +18,7 @@ Public API::
     describe(detected, state_dict)                     # what ``weight-convert inspect`` prints
     match_layout(state_dict, layout, family, allow, config)     # one layout, strictly
     infer_config(reference, family); family_layouts(family); default_layout(family)
-    torch_wrapper(layout, family); LAYOUTS (layout names); FAMILIES (family -> FamilyLayouts)
+    torch_wrapper(layout, family); LAYOUTS (layout names); FAMILY_LAYOUTS (family -> FamilyLayouts)
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from weight_convert.layouts._detect import (
     to_reference,
 )
 from weight_convert.layouts._registry import (
-    FAMILIES,
+    FAMILY_LAYOUTS,
     DerivedBuffers,
     FamilyLayouts,
     LayoutSpec,
@@ -50,7 +50,7 @@ from weight_convert.layouts._registry import (
 )
 
 __all__ = [
-    "FAMILIES",
+    "FAMILY_LAYOUTS",
     "LAYOUTS",
     "STRICT",
     "Allow",

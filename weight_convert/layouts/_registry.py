@@ -7,7 +7,7 @@ default) and its ``infer_config``, which solves the architecture from a state di
 reference's keys.
 
 Every public module of this package (name not starting with ``_``) is one family's layouts
-module; ``FAMILIES`` imports them all before its first look-up. Adding a family's layouts is
+module; ``FAMILY_LAYOUTS`` imports them all before its first look-up. Adding a family's layouts is
 adding its module: it calls ``register_layouts`` and nothing else changes.
 """
 
@@ -25,7 +25,7 @@ from zoo.configs import Config
 from zoo.registry import Registry, import_package_modules
 
 __all__ = [
-    "FAMILIES",
+    "FAMILY_LAYOUTS",
     "DerivedBuffers",
     "FamilyLayouts",
     "LayoutSpec",
@@ -112,7 +112,7 @@ def _load() -> None:
 
 
 #: family -> its ``FamilyLayouts``; the family modules of this package register themselves
-FAMILIES: Registry[FamilyLayouts] = Registry("family with checkpoint layouts", _load)
+FAMILY_LAYOUTS: Registry[FamilyLayouts] = Registry("family with checkpoint layouts", _load)
 
 
 def register_layouts(
@@ -120,22 +120,22 @@ def register_layouts(
 ) -> FamilyLayouts:
     """Register ``family``'s layouts (preference order: the first is written by default) and
     its config inference. Called once by the family's module of this package."""
-    from zoo.registry import FAMILIES as ZOO_FAMILIES
+    from zoo.registry import FAMILIES
 
     layouts = tuple(layouts)
-    if family not in ZOO_FAMILIES:
+    if family not in FAMILIES:
         raise KeyError(f"{family} is no family of the zoo (zoo.families)")
     if not layouts or any(spec.family != family for spec in layouts):
         raise ValueError(f"{family}: give one or more layouts of this family")
     names = [spec.name for spec in layouts]
     if len(set(names)) != len(names):
         raise ValueError(f"{family}: layout names given twice: {names}")
-    return FAMILIES.register(family, FamilyLayouts(family, layouts, infer_config))
+    return FAMILY_LAYOUTS.register(family, FamilyLayouts(family, layouts, infer_config))
 
 
 def all_layouts() -> list[LayoutSpec]:
     """Every layout of every family, in the order detection tries them."""
-    return [spec for record in FAMILIES.values() for spec in record.layouts]
+    return [spec for record in FAMILY_LAYOUTS.values() for spec in record.layouts]
 
 
 def layout_names() -> tuple[str, ...]:
@@ -144,16 +144,18 @@ def layout_names() -> tuple[str, ...]:
 
 
 def family_record(family: str) -> FamilyLayouts:
-    if family not in FAMILIES:
-        known = ", ".join(FAMILIES)
+    if family not in FAMILY_LAYOUTS:
+        known = ", ".join(FAMILY_LAYOUTS)
         raise LayoutError(f"no checkpoint layouts for {family}; families with layouts: {known}")
-    return FAMILIES[family]
+    return FAMILY_LAYOUTS[family]
 
 
 def family_layouts(family: str) -> list[str]:
     """The names of ``family``'s PyTorch layouts in preference order (none for a family without
     a layouts module)."""
-    return [spec.name for spec in FAMILIES[family].layouts] if family in FAMILIES else []
+    if family not in FAMILY_LAYOUTS:
+        return []
+    return [spec.name for spec in FAMILY_LAYOUTS[family].layouts]
 
 
 def default_layout(family: str) -> str:
@@ -165,7 +167,7 @@ def default_layout(family: str) -> str:
 def layout_spec(layout: str, family: str) -> LayoutSpec:
     """The ``LayoutSpec`` of ``layout`` for ``family``; ``LayoutError`` listing every known
     layout otherwise."""
-    for spec in FAMILIES[family].layouts if family in FAMILIES else ():
+    for spec in FAMILY_LAYOUTS[family].layouts if family in FAMILY_LAYOUTS else ():
         if spec.name == layout:
             return spec
     known = ", ".join(spec.label for spec in all_layouts())

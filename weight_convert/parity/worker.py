@@ -14,8 +14,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from weight_convert.frameworks import PORTS
+
     parser = argparse.ArgumentParser(prog="python -m weight_convert.parity.worker")
-    parser.add_argument("--port", required=True, choices=["keras", "flax"])
+    parser.add_argument("--port", required=True, choices=PORTS)
     parser.add_argument("--blocks", nargs="*", default=None)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)

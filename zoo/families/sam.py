@@ -183,18 +183,37 @@ def _sam_inputs(config: SamConfig, shape: Sequence[int] | None) -> tuple[Input, 
     )
 
 
-def _check_sam(model: Any, framework: str, images, coords, labels, **reference: Any) -> None:
-    from zoo.validate import check_image, check_points
+def _check_image(model: Any, framework: str, images: Any, **reference: Any) -> None:
+    """The image: (B, in_chans, S, S) channels-first in the reference, channels-last in the
+    ports, floating, and, with the absolute position embedding, of the size that gives its token
+    grid (``img_size``; the embedding is not resized)."""
+    from zoo.validate import check_image
 
+    config = model.config
     check_image(
         model,
         images.shape,
         images.dtype,
         framework=framework,
-        channels=model.config.in_chans,
+        channels=config.in_chans,
         spatial_rank=2,
         **reference,
     )
+    hw = tuple(images.shape[2:] if framework == "torch" else images.shape[1:3])
+    grid = tuple(None if s is None else s // config.patch_size for s in hw)
+    pos = config.image_embedding_size
+    if config.use_abs_pos and None not in grid and grid != (pos, pos):
+        raise ValueError(
+            f"{type(model).__name__}: the image gives a {grid[0]}x{grid[1]} token grid but "
+            f"pos_embed is {pos}x{pos}; feed {config.img_size} x {config.img_size} images (the "
+            "position embedding is not resized)"
+        )
+
+
+def _check_sam(model: Any, framework: str, images, coords, labels, **reference: Any) -> None:
+    from zoo.validate import check_points
+
+    _check_image(model, framework, images, **reference)
     name = type(model).__name__
     batch = images.shape[0]
     check_points(name, coords.shape, coords.dtype, labels.shape, labels.dtype, batch=batch)
@@ -240,6 +259,7 @@ register_family(
         model="ImageEncoderViT",
         shapes=image_encoder_shapes,
         inputs=_encoder_inputs,
+        check_inputs=_check_image,
         description="Segment Anything's image encoder alone (timm samvit_*)",
         tiny=TINY_ENCODER,
     )

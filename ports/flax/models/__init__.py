@@ -10,7 +10,7 @@ from ports.flax.layers.variables import abstract
 from zoo.configs import Config, resolve
 from zoo.registry import lazy_exports, model_class
 
-__all__ = ["abstract_model", "build_model", "create_model", "model_class"]
+_BASE = ["abstract_model", "build_model", "create_model"]
 
 
 def build_model(config: Config, *, rngs: nnx.Rngs | None = None) -> nnx.Module:
@@ -36,4 +36,4 @@ def abstract_model(config: Config, *, rngs: nnx.Rngs | None = None) -> nnx.Modul
     return abstract(lambda streams: cls(config, rngs=streams), rngs)
 
 
-__getattr__, __dir__ = lazy_exports("flax", __name__, globals(), __all__)
+__getattr__, __dir__ = lazy_exports("flax", __name__, globals(), _BASE)

@@ -18,16 +18,6 @@ from zoo.validate import check_inputs
 __all__ = ["ImageEncoderViT", "SamPatchEmbed"]
 
 
-def _check_grid(grid: tuple[int, int], pos_grid: tuple[int, int]) -> None:
-    """Raise ValueError unless the token grid equals the absolute position embedding's grid."""
-    if tuple(grid) != tuple(pos_grid):
-        raise ValueError(
-            f"ImageEncoderViT: the image gives a {grid[0]}x{grid[1]} token grid but pos_embed is "
-            f"{pos_grid[0]}x{pos_grid[1]}; feed img_size x img_size images (the position embedding "
-            "is not resized)"
-        )
-
-
 def _block_norm(dim: int, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
     """The blocks' LayerNorm: eps 1e-6 as ``build_sam`` sets it. (..., dim) -> same."""
     return nnx.LayerNorm(dim, epsilon=1e-6, use_fast_variance=False, rngs=rngs)
@@ -109,7 +99,6 @@ class ImageEncoderViT(nnx.Module):
         x = self.patch_embed(x)
         if self.pos_embed is not None:
             pos = self.pos_embed[...]
-            _check_grid(x.shape[1:3], pos.shape[1:3])
             x = x + pos
         for block in self.blocks:
             x = block(x)

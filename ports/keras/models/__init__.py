@@ -12,7 +12,7 @@ import keras
 from zoo.configs import Config, family_of, resolve
 from zoo.registry import framework_exports, lazy_exports, model_class
 
-__all__ = ["build_model", "create_model", "model_class"]
+_BASE = ["build_model", "create_model"]
 
 
 def create_model(name: str, **overrides) -> keras.Model:
@@ -28,7 +28,7 @@ def build_model(config: Config) -> keras.Model:
     return model
 
 
-__getattr__, __dir__ = lazy_exports("keras", __name__, globals(), __all__)
+__getattr__, __dir__ = lazy_exports("keras", __name__, globals(), _BASE)
 
 
 framework_exports("keras")  # every family's classes are registered with Keras for loading

@@ -22,16 +22,6 @@ from zoo.validate import check_inputs
 __all__ = ["ImageEncoderViT", "SamPatchEmbed"]
 
 
-def _check_grid(grid: tuple[int, int], pos_grid: tuple[int, int]) -> None:
-    """Raise ValueError unless the token grid equals the absolute position embedding's grid."""
-    if tuple(grid) != tuple(pos_grid):
-        raise ValueError(
-            f"ImageEncoderViT: the image gives a {grid[0]}x{grid[1]} token grid but pos_embed is "
-            f"{pos_grid[0]}x{pos_grid[1]}; feed img_size x img_size images (the position embedding "
-            "is not resized)"
-        )
-
-
 class SamPatchEmbed(keras.layers.Layer):
     """Image -> patch tokens: a conv with kernel = stride = patch and no padding (sizes that are
     no multiple of the patch are floored, as in the official code).
@@ -126,8 +116,6 @@ class ImageEncoderViT(ZooModel):
         check_inputs(self, "keras", x)
         x = self.patch_embed(x)
         if self.pos_embed is not None:
-            if None not in x.shape[1:3]:
-                _check_grid(x.shape[1:3], (self.grid, self.grid))
             x = x + ops.cast(self.pos_embed, x.dtype)
         for block in self.blocks:
             x = block(x, training=training)
