@@ -115,7 +115,7 @@ def _validation_model(family: str, framework: str):
         return reference_model(config)
     from weight_convert.frameworks import port
 
-    return port(framework).build_model(config, initialize=False)
+    return port_model(port(framework), config)
 
 
 def default_maker(layout: str, family: str) -> Maker:

@@ -136,42 +136,20 @@ def test_verify_shape_is_any_rank_the_family_checks_it(capsys, ckpts, tmp_path):
             cli._shape(bad)
     out = tmp_path / "m"
     cases = (
-        ("1x3x4x64x64", "B x C x H x W"),
-        ("3x64x64", "B x C x H x W"),
-        ("1x4x64x64", "4 channels on axis 1, the model has in_chans=3"),
+        ("timm_swin", "1x3x4x64x64", "B x C x H x W"),
+        ("timm_swin", "3x64x64", "B x C x H x W"),
+        ("timm_swin", "1x4x64x64", "4 channels on axis 1, the model has in_chans=3"),
+        ("official_video_swin", "1x3x64x64", "B x C x T x H x W"),
     )
-    for shape, expected in cases:
-        code, _, err = run(
-            capsys,
-            "convert",
-            ckpts["timm_swin"],
-            "--to",
-            "flax",
-            "-o",
-            str(out),
-            "--verify",
-            "--verify-shape",
-            shape,
-        )
+    for source, shape, expected in cases:
+        argv = ["convert", ckpts[source], "--to", "flax", "-o", str(out), "--verify"]
+        code, _, err = run(capsys, *argv, "--verify-shape", shape)
         assert code == cli.EXIT_USAGE, err
         assert (
             err.startswith(f"weight-convert: error: --verify-shape {shape}: ")
             and err.count("\n") == 1
         )
         assert expected in err
-    code, _, err = run(
-        capsys,
-        "convert",
-        ckpts["official_video_swin"],
-        "--to",
-        "flax",
-        "-o",
-        str(out),
-        "--verify",
-        "--verify-shape",
-        "1x3x64x64",
-    )
-    assert code == cli.EXIT_USAGE and "B x C x T x H x W" in err, err
     assert list(tmp_path.iterdir()) == []
 
 

@@ -245,7 +245,8 @@ def test_3d_window_from_table_only():
     ],
 )
 def test_reference_shapes_match_models(name):
-    """The family's key / shape table (framework-free) lists the reference model's state dict exactly, in order."""
+    """The family's key / shape table (framework-free) lists the reference model's state dict
+    exactly, in order, for every variant."""
     with torch.device("meta"):  # shapes only: no memory, no init cost
         model = create_model(name)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}

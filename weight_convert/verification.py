@@ -22,7 +22,7 @@ import numpy as np
 
 from weight_convert import checkpoints, layouts, port_files
 from weight_convert.sources import Source, port_to_reference
-from weight_convert.writers import Tensors, build_port
+from weight_convert.writers import Tensors
 from zoo.configs import Config, family_of, reference_shapes
 
 __all__ = ["exact_report", "read_torch_file", "verify_files", "verify_torch"]
@@ -49,7 +49,7 @@ def _load_port_file(kind: str, path: str | Path, config: Config):
         return serialization.load(path)
     from weight_convert.frameworks import flax_port
 
-    _, model = build_port("flax", config)
+    model = flax_port.build_model(config, initialize=False)
     flax_port.assign(model, port_files.read_flax_msgpack(path))
     return model
 

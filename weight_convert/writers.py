@@ -31,11 +31,10 @@ from weight_convert.progress import Progress
 from weight_convert.sources import Source
 from weight_convert.tensors import FLOAT_DTYPES, LazyTensor, is_float, release
 from weight_convert.torch_zip import write_pth
-from zoo.configs import Config, config_to_dict, family_of
+from zoo.configs import config_to_dict, family_of
 
 __all__ = [
     "Tensors",
-    "build_port",
     "write_flax",
     "write_keras",
     "write_torch",
@@ -137,29 +136,6 @@ def _stream_safetensors(
 # --------------------------------------------------------------------------- port files
 
 
-def build_port(target: str, config: Config, initialized: bool = False):
-    """(adapter, model) for ``target`` built from ``config``. Keras variables are created
-    (initialized); a Flax model is abstract (shapes only: every variable is set before it is
-    written) unless ``initialized``."""
-    from weight_convert.frameworks import port
-
-    adapter = port(target)
-    if target == "keras":
-        from ports.keras.models import build_model
-
-        model = build_model(config)
-    elif initialized:
-        from ports.flax.models import build_model
-
-        model = build_model(config)
-    else:
-        from ports.flax.models import abstract_model
-
-        model = abstract_model(config)
-        model.eval()
-    return adapter, model
-
-
 def _as_lazy(value: Any) -> LazyTensor:
     if isinstance(value, LazyTensor):
         return value
@@ -206,14 +182,15 @@ def write_flax(
     abstractly (shapes only) and each tensor is loaded, rearranged and written in turn. Tensors
     ``source.missing`` names come from a freshly initialized model."""
     from ports.flax.serialization import FORMAT
+    from weight_convert.frameworks import flax_port
 
     progress = progress or Progress(enabled=False)
-    adapter, model = build_port("flax", source.config)
+    model = flax_port.build_model(source.config, initialize=False)
 
     def initialized() -> Mapping[str, np.ndarray]:
-        return adapter.read(build_port("flax", source.config, initialized=True)[1])
+        return flax_port.read(flax_port.build_model(source.config))
 
-    planned = port_values(source, adapter.shapes(model), initialized)
+    planned = port_values(source, flax_port.shapes(model), initialized)
     if path.name.endswith(".msgpack"):
 
         def write_msgpack(staged: list[Path]) -> None:
@@ -259,7 +236,7 @@ def write_keras(
     model = keras_port.abstract_model(source.config)
     shapes = keras_port.shapes(model)
     planned = port_values(
-        source, shapes, lambda: keras_port.read(build_port("keras", source.config)[1])
+        source, shapes, lambda: keras_port.read(keras_port.build_model(source.config))
     )
     bar = iter(progress.track(range(len(shapes)), "write"))
 
@@ -272,7 +249,7 @@ def write_keras(
 
     def write(staged: list[Path]) -> None:
         count = keras_port.save_streamed(
-            model, staged[1], staged[0], value_of, lambda: build_port("keras", source.config)[1]
+            model, staged[1], staged[0], value_of, lambda: keras_port.build_model(source.config)
         )
         if count != len(shapes):
             raise RuntimeError(f"Keras saved {count} of the model's {len(shapes)} variables")

@@ -14,6 +14,7 @@ three model modules register their classes.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterator
@@ -162,10 +163,12 @@ def framework_modules(framework: str) -> list[str]:
     return import_package_modules(FRAMEWORKS[framework])
 
 
+@functools.cache
 def framework_exports(framework: str) -> dict[str, Any]:
     """Name -> object of what the modules of ``framework``'s models package export
     (``__all__``): the lazy attributes of ``zoo.models``, ``ports.keras.models`` and
-    ``ports.flax.models``. Two modules exporting one name for different objects is an error."""
+    ``ports.flax.models``, collected once (the package's modules do not change while it runs).
+    Two modules exporting one name for different objects is an error."""
     out: dict[str, Any] = {}
     where: dict[str, str] = {}
     for name in framework_modules(framework):

@@ -88,13 +88,6 @@ def assign(module: nnx.Module, values: Mapping[str, np.ndarray]) -> None:
         target.set_value(jnp.asarray(value, dtype=target.get_value().dtype))
 
 
-def create(name: str, **overrides) -> nnx.Module:
-    """A registered model variant (``zoo.configs.VARIANTS``) in eval mode."""
-    from ports.flax.models import create_model
-
-    return create_model(name, **overrides)
-
-
 def _to_numpy(out: Any) -> np.ndarray | list[np.ndarray]:
     if isinstance(out, (list, tuple)):
         return [np.asarray(t) for t in out]

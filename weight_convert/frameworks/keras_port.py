@@ -44,13 +44,6 @@ def build(block: str, kwargs: Mapping[str, Any], *, initialize: bool = True) -> 
     return getattr(ports.keras.layers, block)(**resolve_refs(kwargs), name="root")
 
 
-def create(name: str, **overrides) -> keras.Model:
-    """The registered variant ``name`` (``zoo.configs.VARIANTS``), built, variables created."""
-    import ports.keras.models
-
-    return ports.keras.models.create_model(name, **overrides)
-
-
 def build_model(config, *, initialize: bool = True) -> keras.Model:
     """The model ``config`` describes (any family), built: its variables exist. With
     ``initialize=False`` they hold no values where the backend allows it (JAX,

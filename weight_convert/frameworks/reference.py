@@ -90,13 +90,6 @@ def load_state_dict(module: nn.Module, values: Mapping[str, np.ndarray]) -> None
     module.load_state_dict({k: as_torch_tensor(load(v)) for k, v in values.items()})
 
 
-def create(name: str, **overrides) -> nn.Module:
-    """A registered model variant (``zoo.configs.VARIANTS``) in eval mode."""
-    from zoo.models import create_model
-
-    return create_model(name, **overrides)
-
-
 def build_model(config) -> nn.Module:
     """The reference model ``config`` describes (any family), in eval mode."""
     from zoo.models import build_model
