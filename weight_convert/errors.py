@@ -25,8 +25,10 @@ __all__ = [
     "OutputExistsError",
     "OutputNotWritableError",
     "ShapeMismatchError",
+    "Interrupted",
     "UnexpectedKeysError",
     "UnsafePickleError",
+    "UnsupportedTensorError",
     "UsageError",
     "WrongFormatError",
     "WrongModelError",
@@ -53,6 +55,10 @@ EXIT_CODES = {
     15: "output exists (replace with --force)",
     16: "output directory cannot be written",
     17: "--dtype overflows: finite values beyond the dtype's range (allow with --allow-nonfinite)",
+    18: "a tensor of a dtype or kind the model cannot take (complex, float8, unsigned wider than "
+    "8 bits, sparse, quantized, meta, object)",
+    130: "interrupted (Ctrl-C): nothing written",
+    143: "terminated (SIGTERM): nothing written",
 }
 
 
@@ -97,6 +103,14 @@ class UnsafePickleError(CheckpointError):
     the file was executed. The message names the refused global."""
 
     exit_code = 8
+
+
+class UnsupportedTensorError(CheckpointError):
+    """A tensor the model cannot take whatever its values: a dtype it does not compute in
+    (complex, float8, uint16 and wider unsigned, object) or a kind other than a dense strided
+    tensor (sparse, quantized, meta, a tensor subclass)."""
+
+    exit_code = 18
 
 
 class WrongModelError(ConvertError, ValueError):
@@ -200,6 +214,17 @@ class OutputExistsError(ConvertError, FileExistsError):
 
 class OutputNotWritableError(ConvertError, OSError):
     exit_code = 16
+
+
+class Interrupted(BaseException):
+    """The run was stopped by a signal (SIGINT: 130, SIGTERM: 143); raised from the signal
+    handler so that cleanup runs as for any failure. A ``BaseException``: no ``except
+    Exception`` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"{'interrupted' if signum == 2 else 'terminated'} (signal {signum})")
 
 
 def first_line(error: BaseException) -> str:
