@@ -353,7 +353,7 @@ def test_checkpoint_bf16_and_safetensors(tmp_path):
     bits = x.view(torch.int16).numpy()
     torch.save({"a": x, "b": torch.ones(2)}, tmp_path / "bf.pt")
     sd, info = load_state_dict(tmp_path / "bf.pt")
-    assert info["mmap"] and sd["a"].dtype == BFLOAT16 and sd["b"].dtype == np.float32
+    assert info["format"] == "torch" and sd["a"].dtype == BFLOAT16 and sd["b"].dtype == np.float32
     np.testing.assert_array_equal(sd["a"].view(np.int16), bits)
 
     save_file({"w": np.arange(4, dtype=np.float16)}, str(tmp_path / "f.safetensors"))

@@ -12,24 +12,21 @@ what it did.
 from __future__ import annotations
 
 import os
-import pickle
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from weight_convert import safetensors_io
+from weight_convert import safetensors_io, torch_pickle, torch_zip
 from weight_convert.errors import (
     CheckpointError,
     EmptyFileError,
     MissingFileError,
     NotACheckpointError,
-    UnsafePickleError,
     WrongFormatError,
-    first_line,
 )
-from weight_convert.tensors import LazyTensor, from_torch, release_mapped
+from weight_convert.tensors import LazyTensor
+from weight_convert.torch_pickle import TensorRef, Unsupported
 
 __all__ = [
     "CheckpointError",
@@ -172,7 +169,7 @@ def open_state_dict(path: str | os.PathLike) -> tuple[dict[str, LazyTensor], dic
         tensors = _read_pkl(path, info)
     else:
         info["format"] = "torch"
-        tensors = _read_torch(path, info)
+        tensors = _read_torch(path, info, legacy=content == "pickle")
     if not tensors:
         raise NotACheckpointError(f"no tensors in {path}" + _found(info))
     keys = list(tensors)
@@ -197,87 +194,28 @@ def _found(info: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- torch pickles
 
 
-def _unsafe_reason(error: BaseException) -> str | None:
-    """What ``torch.load(weights_only=True)`` refused (e.g. "global getattr"), when that is why
-    it failed."""
-    text = str(error)
-    if "Weights only load failed" not in text:
-        return None
-    found = re.search(r"Unsupported (?:global|operand|class)[^.\n]*?GLOBAL (\S+)", text)
-    if found:
-        return f"it imports {found.group(1)}"
-    found = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
-    return found.group(1).strip().rstrip(".") if found else "it needs more than tensors"
-
-
-def _torch_load(torch, path: str, info: dict[str, Any]):
-    try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            info["mmap"] = True
-        except RuntimeError as e:
-            if "mmap" not in str(e):  # old (non-zip) files cannot be mapped: read them whole
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-            info["mmap"] = False
-    except pickle.UnpicklingError as e:
-        reason = _unsafe_reason(e)
-        if reason is not None:
-            raise UnsafePickleError(
-                f"refused {path}: its pickle would run code ({reason}); only tensors and plain "
-                "containers are loaded, nothing from the file ran"
-            ) from None
-        raise CheckpointError(
-            f"cannot read {path} (truncated or corrupt?): {first_line(e)}"
-        ) from None
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is one user-facing error
-        raise CheckpointError(
-            f"cannot read {path} (truncated or corrupt?): {first_line(e)}"
-        ) from None
-    return obj
-
-
-def _read_torch(path: str, info: dict[str, Any]) -> dict[str, LazyTensor]:
-    try:
-        import torch
-    except ImportError as e:  # pragma: no cover - torch is there wherever .pth files are made
-        raise CheckpointError(f"reading {path} needs PyTorch ({e})") from None
-    obj = _torch_load(torch, path, info)
-    if isinstance(obj, torch.Tensor) or not isinstance(obj, Mapping):
+def _read_torch(path: str, info: dict[str, Any], legacy: bool) -> dict[str, LazyTensor]:
+    """A ``torch.save`` file without PyTorch (``torch_zip``): the pickle's tensors, unwrapped
+    from training checkpoints' dicts, as ``LazyTensor``s."""
+    obj, archive = torch_zip.read_torch(path, legacy)
+    if not isinstance(obj, Mapping):
         raise NotACheckpointError(f"{path} holds a {type(obj).__name__}, not a dict of tensors")
     chain, keys = [], wrapper_keys()
-    while not _has_tensors(obj, torch):
+    while torch_pickle.tensors_of(obj) is None:
         inner = next((k for k in keys if isinstance(obj.get(k), Mapping) and obj.get(k)), None)
         if inner is None:
             break
-        info["ignored"] += [f"{'/'.join(chain + [k])}" for k in obj if k != inner]
+        info["ignored"] += [f"{'/'.join(chain + [str(k)])}" for k in obj if k != inner]
         chain.append(inner)
         obj = obj[inner]
     info["wrapper"] = "/".join(chain) or None
     out = {}
     for key, value in obj.items():
-        if isinstance(value, torch.Tensor):
-            out[str(key)] = _lazy_torch(value, mapped=info["mmap"])
+        if isinstance(value, (TensorRef, Unsupported)):
+            out[str(key)] = torch_zip.lazy_tensor(archive, value, str(key))
         else:
             info["ignored"].append("/".join(chain + [str(key)]))
     return out
-
-
-def _has_tensors(obj: Mapping, torch) -> bool:
-    return any(isinstance(v, torch.Tensor) for v in obj.values())
-
-
-def _lazy_torch(tensor, mapped: bool) -> LazyTensor:
-    """A torch tensor as a ``LazyTensor``; a memory-mapped one releases its pages when done."""
-    tensor = tensor.detach()
-    dtype = from_torch(tensor.new_empty(0)).dtype
-
-    def release() -> None:
-        release_mapped(tensor.data_ptr(), tensor.numel() * tensor.element_size())
-
-    return LazyTensor(
-        tuple(tensor.shape), dtype, lambda: from_torch(tensor), release if mapped else None
-    )
 
 
 # --------------------------------------------------------------------------- detectron2 pickles

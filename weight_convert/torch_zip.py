@@ -1,55 +1,292 @@
-"""``torch.save`` checkpoints written one tensor at a time.
+"""``torch.save`` checkpoints read and written without PyTorch, every read bounded. Framework-free
+(NumPy and the standard library's ``zipfile``).
 
-``torch.save`` writes the file from fake tensors (shapes and dtypes, no data) under
-``torch.serialization.skip_data`` (``zoo.compat.torch_save_skeleton``), which leaves each
-storage's bytes as reserved space in its ``data/<n>`` zip record (stored uncompressed, so a
-record's bytes lie at one offset). Each tensor's bytes are then loaded, checked and written into
-its record, and the record's CRC-32 set in the zip's local and central headers: the result is a
-sound zip that ``torch.load`` reads as any other.
+Reading (``read_torch``): the zip's central directory is sized before it is parsed; ``data.pkl``
+must be a stored (uncompressed) record within ``PICKLE_LIMIT`` bytes, and is unpickled with the
+stand-ins of ``torch_pickle`` (nothing from the file runs). Each storage's record must hold
+exactly the bytes its persistent id declares, each tensor must lie inside its storage, and a
+tensor's bytes are read from its record only on ``load()`` (``os.preadv`` into a fresh array,
+in chunks, the record's CRC-32 checked as they come): one tensor in memory at a time, whatever
+the file claims. The pre-zip format of PyTorch < 1.6 (a sequence of pickles followed by the
+storages' bytes) is read the same way.
+
+Writing (``write_pth``): the pickle of ``{name: tensor}`` from names, shapes and dtypes
+(``torch_pickle.dumps_state``), then each tensor's bytes streamed into its ``data/<i>`` record,
+stored and 64-byte aligned as ``torch.save`` lays them out, so ``torch.load(mmap=True)`` reads
+the result as any other.
 """
 
 from __future__ import annotations
 
+import io
+import os
+import struct
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from weight_convert.errors import UsageError
+from weight_convert import torch_pickle
+from weight_convert.errors import CheckpointError, NotACheckpointError, UnsupportedTensorError
 from weight_convert.progress import Progress
-from weight_convert.tensors import release, torch_dtype
-from zoo import compat
+from weight_convert.tensors import LazyTensor, release
+from weight_convert.torch_pickle import TensorRef, Unsupported
 
 if TYPE_CHECKING:
     from weight_convert.writers import Tensors
 
-__all__ = ["write_pth"]
+__all__ = ["PICKLE_LIMIT", "lazy_tensor", "read_torch", "write_pth"]
+
+#: the largest ``data.pkl`` read (a state dict's pickle takes ~150 bytes per tensor)
+PICKLE_LIMIT = 64 << 20
+#: the largest zip central directory read (``torch.save`` writes ~100 bytes per tensor)
+DIRECTORY_LIMIT = 64 << 20
+_CHUNK = 16 << 20
+_ALIGN = 64  # torch.save's storage alignment
 
 
-def _zip_records(path: Path) -> dict[int, tuple[int, int, int, int]]:
-    """Storage key -> (offset of its data, size, offset of its local header, offset of its
-    central directory entry) of the ``data/<key>`` records of a ``torch.save`` zip."""
-    with zipfile.ZipFile(path) as zf:
-        infos = zf.infolist()
-        central = zf.start_dir
-    records = {}
+@dataclass(frozen=True)
+class Record:
+    name: str
+    offset: int  # of the data
+    size: int
+    crc: int | None  # None: the legacy format, which has none
+
+
+class Archive:
+    """The records of a ``torch.save`` zip (or the storages of a legacy file) at ``path``,
+    each checked to lie inside the file."""
+
+    def __init__(self, path: str, records: dict[str, Record], big_endian: bool = False) -> None:
+        self.path, self.records, self.big_endian = path, records, big_endian
+
+    def check_storage(self, key: str, nbytes: int) -> None:
+        record = self.records.get(key)
+        if record is None:
+            raise CheckpointError(f"{self.path}: corrupt: no record for storage {key[:40]}")
+        if record.size != nbytes:
+            raise CheckpointError(
+                f"{self.path}: corrupt: record data/{key[:40]} holds {record.size} bytes, its "
+                f"tensor declares {nbytes}"
+            )
+
+    def read(self, record: Record, out: memoryview) -> None:
+        """The record's bytes into ``out`` (its exact size), CRC-checked."""
+        key = record.name
+        crc, done = 0, 0
+        with open(self.path, "rb") as f:
+            while done < len(out):
+                view = out[done : done + _CHUNK]
+                n = os.preadv(f.fileno(), [view], record.offset + done)
+                if n == 0:
+                    raise CheckpointError(f"{self.path}: truncated while reading {key[:80]}")
+                if record.crc is not None:
+                    crc = zlib.crc32(view[:n], crc)
+                done += n
+        if record.crc is not None and crc != record.crc:
+            raise CheckpointError(f"{self.path}: corrupt: record {key[:80]} fails its CRC-32 check")
+
+
+def lazy_tensor(archive: Archive, ref: TensorRef | Unsupported, key: str) -> LazyTensor:
+    """The ``LazyTensor`` of a tensor of the pickle (``UnsupportedTensorError`` for a kind or
+    dtype the converter does not take)."""
+    where = f"{archive.path}: tensor {key[:100]}"
+    if isinstance(ref, Unsupported):
+        raise UnsupportedTensorError(f"{where} is {ref.kind}: only dense tensors are converted")
+    dtype = ref.dtype.numpy
+    if dtype is None:
+        raise UnsupportedTensorError(
+            f"{where} has dtype {ref.dtype.name}, which the model does not compute in"
+        )
+    storage = ref.storage
+
+    def load() -> np.ndarray:
+        raw = np.empty(storage.nbytes, np.uint8)
+        archive.read(archive.records[storage.key], memoryview(raw))
+        flat = raw.view(dtype.newbyteorder(">") if archive.big_endian else dtype)
+        view = np.lib.stride_tricks.as_strided(
+            flat[ref.offset :],
+            ref.shape,
+            [s * dtype.itemsize for s in ref.strides],
+            writeable=False,
+        )
+        return np.array(view, dtype=dtype)  # a contiguous copy, in native byte order
+
+    return LazyTensor(ref.shape, dtype, load)
+
+
+# --------------------------------------------------------------------------- the zip format
+
+
+def _directory(f, size: int) -> tuple[int, int, int]:
+    """(entries, size, offset) of the central directory, from the end record (ZIP64 too)."""
+    tail_len = min(size, 65557)
+    f.seek(size - tail_len)
+    tail = f.read(tail_len)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        raise CheckpointError("truncated or corrupt zip (no end of central directory)")
+    entries, cd_size, cd_offset = struct.unpack("<HII", tail[at + 10 : at + 20])
+    if 0xFFFF in (entries,) or 0xFFFFFFFF in (cd_size, cd_offset):
+        locator = tail[at - 20 : at] if at >= 20 else b""
+        if not locator.startswith(b"PK\x06\x07"):
+            raise CheckpointError("truncated or corrupt zip (no ZIP64 locator)")
+        (end64,) = struct.unpack("<Q", locator[8:16])
+        f.seek(end64)
+        record = f.read(56)
+        if len(record) < 56 or not record.startswith(b"PK\x06\x06"):
+            raise CheckpointError("truncated or corrupt zip (no ZIP64 end record)")
+        entries, cd_size, cd_offset = struct.unpack("<QQQ", record[32:56])
+    if cd_offset + cd_size > size:
+        raise CheckpointError("truncated or corrupt zip (its directory lies past the end)")
+    if cd_size > DIRECTORY_LIMIT or entries > DIRECTORY_LIMIT // 46:
+        raise CheckpointError(
+            f"refused: a zip directory of {entries} entries / {cd_size} bytes (limit "
+            f"{DIRECTORY_LIMIT >> 20} MiB): not a checkpoint torch.save wrote"
+        )
+    return entries, cd_size, cd_offset
+
+
+def _record(f, info: zipfile.ZipInfo, end: int) -> Record:
+    """Where ``info``'s data lies, checked: stored (not compressed), inside the file before the
+    central directory."""
+    if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+        raise CheckpointError(
+            f"refused: record {info.filename[:80]} is compressed (torch.save stores every "
+            "record as it is; a compressed one could expand without bound)"
+        )
+    f.seek(info.header_offset)
+    local = f.read(30)
+    if len(local) < 30 or not local.startswith(b"PK\x03\x04"):
+        raise CheckpointError(f"truncated or corrupt zip (record {info.filename[:80]})")
+    names, extra = struct.unpack("<HH", local[26:30])
+    offset = info.header_offset + 30 + names + extra
+    if offset + info.file_size > end:
+        raise CheckpointError(
+            f"truncated or corrupt zip (record {info.filename[:80]} runs past its space)"
+        )
+    return Record(info.filename, offset, info.file_size, info.CRC)
+
+
+def _read_zip(path: str) -> tuple[Any, Archive]:
     with open(path, "rb") as f:
+        _, _, directory_at = _directory(f, os.path.getsize(path))
+        try:
+            infos = zipfile.ZipFile(f).infolist()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+            raise CheckpointError(f"truncated or corrupt zip ({str(e)[:120]})") from None
+        pickles = [i for i in infos if i.filename.endswith("/data.pkl")]
+        if len(pickles) != 1:
+            raise NotACheckpointError(f"{path} is a zip but no torch.save checkpoint (data.pkl)")
+        prefix = pickles[0].filename[: -len("data.pkl")]
+        records, meta = {}, {}
         for info in infos:
-            f.seek(central)
-            entry = f.read(46)  # central directory entry: name / extra / comment lengths at 28
-            lengths = [int.from_bytes(entry[i : i + 2], "little") for i in (28, 30, 32)]
-            here, central = central, central + 46 + sum(lengths)
-            head, _, key = info.filename.rpartition("/")
-            if not head.endswith("/data") or not key.isdigit():
-                continue
-            f.seek(info.header_offset)
-            local = f.read(30)  # local header: name and extra field lengths at 26, 28
-            names = int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
-            data = info.header_offset + 30 + names
-            records[int(key)] = (data, info.file_size, info.header_offset, here)
-    return records
+            name = info.filename[len(prefix) :] if info.filename.startswith(prefix) else None
+            if name is not None and name.startswith("data/"):
+                records[name[5:]] = _record(f, info, directory_at)
+            elif name in ("data.pkl", "byteorder"):
+                meta[name] = _record(f, info, directory_at)
+    pickled = meta["data.pkl"]
+    if pickled.size > PICKLE_LIMIT:
+        raise CheckpointError(
+            f"refused: data.pkl of {pickled.size} bytes (limit {PICKLE_LIMIT >> 20} MiB)"
+        )
+    archive = Archive(path, records)
+    order = meta.get("byteorder")
+    if order is not None:
+        text = _small(archive, order)
+        if text not in (b"little", b"big"):
+            raise CheckpointError(f"{path}: corrupt byteorder record {text[:20]!r}")
+        archive.big_endian = text == b"big"
+    data = _small(archive, pickled)
+    return torch_pickle.loads(io.BytesIO(data), archive.check_storage), archive
+
+
+def _small(archive: Archive, record: Record) -> bytes:
+    buffer = bytearray(min(record.size, PICKLE_LIMIT))
+    archive.read(record, memoryview(buffer))
+    return bytes(buffer)
+
+
+# --------------------------------------------------------------------------- the legacy format
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL = 1001
+
+
+class _Bounded:
+    """A file read no further than its end, whatever size a pickle opcode declares."""
+
+    def __init__(self, f, size: int) -> None:
+        self._f, self._size = f, size
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(0, self._size - self._f.tell())
+        return self._f.read(left if n < 0 else min(n, left))
+
+    def readline(self) -> bytes:
+        return self._f.readline(1 << 16)
+
+
+def _read_legacy(path: str) -> tuple[Any, Archive]:
+    """PyTorch < 1.6's format: pickles of a magic number, the protocol, system info, the object,
+    the storage keys, then each storage as an 8-byte element count and its bytes."""
+    size = os.path.getsize(path)
+    declared: dict[str, int] = {}
+
+    def note(key: str, nbytes: int) -> None:
+        declared[key] = nbytes
+
+    with open(path, "rb") as raw:
+        f = _Bounded(raw, size)
+        head = [torch_pickle.loads(f, note) for _ in range(2)]
+        if head != [_LEGACY_MAGIC, _LEGACY_PROTOCOL]:
+            raise NotACheckpointError(f"{path} is a pickle but no torch.save checkpoint")
+        torch_pickle.loads(f, note)  # system info
+        obj = torch_pickle.loads(f, note)
+        keys = torch_pickle.loads(f, note)
+        if not isinstance(keys, list) or set(keys) != set(declared):
+            raise CheckpointError(f"{path}: corrupt storage list")
+        offset, records = raw.tell(), {}
+        for key in keys:
+            nbytes = declared[key]
+            records[key] = Record(key, offset + 8, nbytes, None)
+            offset += 8 + nbytes
+            if offset > size:
+                raise CheckpointError(f"{path}: truncated (storage {key[:40]} runs past the end)")
+    return obj, Archive(path, records)
+
+
+def read_torch(path: str, pickle_format: bool) -> tuple[Any, Archive]:
+    """The unpickled object of a ``.pth`` (tensors as ``TensorRef``) and its ``Archive``;
+    ``pickle_format``: the legacy (non-zip) format."""
+    try:
+        return _read_legacy(path) if pickle_format else _read_zip(path)
+    except CheckpointError as e:
+        text = str(e)
+        if not text.startswith(path):
+            raise type(e)(f"{path}: {text}") from None
+        raise
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _add(zf: zipfile.ZipFile, f, name: str, size: int) -> Any:
+    """Open a stored record ``name`` of ``size`` bytes whose data starts 64-byte aligned."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_STORED
+    info.file_size = size
+    header = 30 + len(name.encode()) + 20  # + the ZIP64 extra field forced below
+    pad = (-(f.tell() + header + 4)) % _ALIGN
+    info.extra = b"FB" + struct.pack("<H", pad) + b"Z" * pad
+    handle = zf.open(info, "w", force_zip64=True)
+    if f.tell() % _ALIGN:
+        raise RuntimeError(f"record {name} is not {_ALIGN}-byte aligned")
+    return handle
 
 
 def write_pth(
@@ -60,41 +297,22 @@ def write_pth(
     progress: Progress,
 ) -> None:
     """Write ``(name, key, value)`` items as ``torch.save``'s zip of ``{name: tensor}`` (nested
-    under ``wrapper`` when given), one tensor in memory at a time (``torch.save`` numbers the
-    storages in pickling order, so item i's bytes go to record i). Not atomic: write to a
-    staging path (``outputs.atomic``)."""
-    try:
-        import torch  # noqa: F401
-    except ImportError as e:
-        raise UsageError(f"writing {out.name} needs PyTorch ({e}); write .safetensors") from None
-    from weight_convert.tensors import as_torch_tensor
-
-    by_name = {name: (key, value) for name, key, value in items}
-    skeleton = compat.torch_save_skeleton(
-        out,
-        {name: (value.shape, torch_dtype(tensors.out_dtype(value))) for name, _, value in items},
-        wrapper,
-        lambda name: as_torch_tensor(np.ascontiguousarray(tensors(*by_name[name]))),
-    )
-    if not skeleton:  # the fallback wrote the whole file
-        tensors.check()
-        return
-    records = _zip_records(out)
-    sizes = [
-        (records.get(i, (0, -1))[1], int(np.prod(v.shape)) * tensors.out_dtype(v).itemsize)
-        for i, (_, _, v) in enumerate(items)
-    ]
-    if len(records) != len(items) or any(a != b for a, b in sizes):
-        raise RuntimeError(f"{out.name}: torch.save laid out the storages unexpectedly")
-    with open(out, "r+b") as f:
+    under ``wrapper`` when given), one tensor in memory at a time: the pickle first (it needs
+    only shapes and dtypes), then record ``data/i`` for item i. Not atomic: write to a staging
+    path (``outputs.atomic``)."""
+    entries = [(name, tuple(value.shape), tensors.out_dtype(value)) for name, _, value in items]
+    pickled = torch_pickle.dumps_state(entries, wrapper)
+    prefix = "archive/"
+    with open(out, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+        with _add(zf, f, prefix + "data.pkl", len(pickled)) as record:
+            record.write(pickled)
+        for name, text in ((".format_version", b"1"), (".storage_alignment", b"64")):
+            zf.writestr(prefix + name, text)
+        zf.writestr(prefix + "byteorder", b"little")
         for i, (_, key, value) in enumerate(progress.track(items, "write")):
-            data, _, local, central = records[i]
-            raw = memoryview(np.ascontiguousarray(tensors(key, value)).reshape(-1).view(np.uint8))
-            f.seek(data)
-            f.write(raw)
-            crc = zlib.crc32(raw).to_bytes(4, "little")  # the zip's CRC-32 of the real bytes
-            for header, at in ((local, 14), (central, 16)):
-                f.seek(header + at)
-                f.write(crc)
+            array = np.ascontiguousarray(tensors(key, value))
+            with _add(zf, f, f"{prefix}data/{i}", array.nbytes) as record:
+                record.write(memoryview(array.reshape(-1).view(np.uint8)))
             release(value)
+        zf.writestr(prefix + "version", b"3\n")
     tensors.check()

@@ -21,8 +21,6 @@ what                              internal (tested versions)                  pu
                                   backend)
 ``flax_intercept_calls``          a class ``__call__`` wrapper on nnx         outputs only, no
                                   modules (flax)                              per-layer capture
-``torch_save_skeleton``           ``torch._subclasses.FakeTensorMode`` under  ``torch.save`` of the
-                                  ``torch.serialization.skip_data`` (torch)   materialized tensors
 ================================  ==========================================  =====================
 
 Importing this module imports no framework; each function imports the one it needs.
@@ -38,7 +36,7 @@ import os
 import re
 import warnings
 import zipfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 __all__ = [
@@ -52,14 +50,12 @@ __all__ = [
     "keras_settle",
     "keras_sublayers",
     "supported",
-    "torch_save_skeleton",
 ]
 
 #: distribution -> [lowest, highest) version each internal here was tested with
 TESTED: dict[str, tuple[str, str]] = {
     "keras": ("3.15", "3.16"),
     "flax": ("0.12", "0.13"),
-    "torch": ("2.14", "2.15"),
 }
 
 _FORCED = False
@@ -322,35 +318,3 @@ def flax_intercept_calls(
                 del cls.__call__
             else:
                 cls.__call__ = own
-
-
-# --------------------------------------------------------------------------- PyTorch
-
-
-def torch_save_skeleton(
-    path: str | os.PathLike,
-    tensors: Mapping[str, tuple[tuple[int, ...], Any]],
-    wrapper: str | None,
-    materialize: Callable[[str], Any],
-) -> bool:
-    """Write ``torch.save``'s zip of ``{name: tensor}`` (nested under ``wrapper`` when given)
-    with every storage's bytes left as reserved space, from fake tensors of the given
-    ``(shape, torch dtype)`` (no data in memory); the caller fills the bytes in. Returns True.
-
-    The fallback saves the real tensors, ``materialize(name)`` each (all in memory at once), and
-    returns False: the file is complete.
-    """
-    import torch
-
-    if not _internal("torch", "torch._subclasses.FakeTensorMode"):
-        real = {name: materialize(name) for name in tensors}
-        torch.save({wrapper: real} if wrapper else real, os.fspath(path))
-        return False
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.serialization import skip_data
-
-    with FakeTensorMode():
-        fake = {name: torch.empty(shape, dtype=dtype) for name, (shape, dtype) in tensors.items()}
-    with skip_data(materialize_fake_tensors=True):
-        torch.save({wrapper: fake} if wrapper else fake, os.fspath(path))
-    return True
