@@ -25,7 +25,7 @@ from weight_convert.errors import (
     NotACheckpointError,
     WrongFormatError,
 )
-from weight_convert.tensors import LazyTensor
+from weight_convert.tensors import LazyTensor, check_dtypes
 from weight_convert.torch_pickle import TensorRef, Unsupported
 
 __all__ = [
@@ -82,13 +82,16 @@ def _suffix(path: str) -> str | None:
 
 
 def _content(path: str, size: int) -> str | None:
-    """The format the first bytes announce, or None."""
+    """The format the first bytes announce, or None; a zip is told a ``torch.save`` file or
+    a Keras one by its member names."""
     with open(path, "rb") as f:
         head = f.read(64)
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        with open(path, "rb") as f:  # torch zips hold ARCHIVE/data.pkl; .keras zips config.json
-            names = f.read(min(size, 1 << 16))
-        return "torch-zip" if b"data.pkl" in names or b"/version" in names else "zip"
+        try:
+            names = torch_zip.zip_names(path)
+        except CheckpointError as e:
+            raise CheckpointError(f"{path}: {e}") from None
+        return "torch-zip" if any(n.endswith("/data.pkl") for n in names) else "zip"
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
         return "hdf5"
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
@@ -172,6 +175,7 @@ def open_state_dict(path: str | os.PathLike) -> tuple[dict[str, LazyTensor], dic
         tensors = _read_torch(path, info, legacy=content == "pickle")
     if not tensors:
         raise NotACheckpointError(f"no tensors in {path}" + _found(info))
+    check_dtypes(tensors, path)
     keys = list(tensors)
     if all(k.startswith(_PREFIX) for k in keys):
         tensors = {k[len(_PREFIX) :]: v for k, v in tensors.items()}

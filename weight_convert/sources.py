@@ -29,7 +29,7 @@ from weight_convert.errors import (
     WrongModelError,
     first_line,
 )
-from weight_convert.tensors import FLOAT_DTYPES, LazyTensor, is_float
+from weight_convert.tensors import FLOAT_DTYPES, LazyTensor, check_dtypes, is_float
 from zoo.configs import (
     VARIANTS,
     Config,
@@ -95,6 +95,7 @@ def port_to_reference(
     (Keras or Flax layout; arrays or ``LazyTensor``s, which stay lazy), and the reference keys
     missing by ``allow``. Strict both ways otherwise: ``MissingKeysError``,
     ``UnexpectedKeysError``, ``ShapeMismatchError``."""
+    check_dtypes(values, f"{family_of(config).model} file")
     state: dict[str, Any] = {}
     ports_of: dict[str, str] = {}
     for path, value in values.items():

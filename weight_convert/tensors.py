@@ -22,6 +22,8 @@ import numpy as np
 
 __all__ = [
     "BFLOAT16",
+    "CARRIED_DTYPES",
+    "check_dtypes",
     "FLOAT_DTYPES",
     "LazyTensor",
     "from_torch",
@@ -39,6 +41,28 @@ FLOAT_DTYPES = {
     "float16": np.dtype(np.float16),
     "bfloat16": BFLOAT16,
 }
+
+
+#: every dtype the converter carries: the model's floating dtypes and the integer / boolean
+#: ones of buffers (``relative_position_index``); anything else is refused on reading
+CARRIED_DTYPES = frozenset(
+    np.dtype(d) for d in ("<f8", "<f4", "<f2", "<i8", "<i4", "<i2", "i1", "u1", "?")
+) | {BFLOAT16}
+
+
+def check_dtypes(tensors: Any, where: str) -> None:
+    """``UnsupportedTensorError`` for the first tensor of ``tensors`` (name -> array or
+    ``LazyTensor``) whose dtype the converter does not carry (complex, float8, uint16 and
+    wider unsigned, object, strings): one rule for every reader, before any data is read."""
+    from weight_convert.errors import UnsupportedTensorError
+
+    for key, value in tensors.items():
+        dtype = np.dtype(value.dtype)
+        if dtype not in CARRIED_DTYPES:  # big-endian ones too: the converter writes native
+            raise UnsupportedTensorError(
+                f"{where}: tensor {str(key)[:100]} has dtype {dtype}, which the model does not "
+                "compute in"
+            )
 
 
 def is_float(dtype: Any) -> bool:

@@ -238,6 +238,7 @@ def _globals() -> dict[tuple[str, str], Any]:
             ("builtins", "bytearray"): bytearray,
             ("torch", "Size"): tuple,
             ("torch", "device"): str,
+            ("torch.serialization", "_get_layout"): str,
             ("torch._utils", "_rebuild_tensor"): _rebuild_v2,
             ("torch._utils", "_rebuild_tensor_v2"): _rebuild_v2,
             ("torch._utils", "_rebuild_tensor_v3"): _rebuild_v3,

@@ -38,7 +38,7 @@ from weight_convert.torch_pickle import TensorRef, Unsupported
 if TYPE_CHECKING:
     from weight_convert.writers import Tensors
 
-__all__ = ["PICKLE_LIMIT", "lazy_tensor", "read_torch", "write_pth"]
+__all__ = ["PICKLE_LIMIT", "lazy_tensor", "read_torch", "write_pth", "zip_names"]
 
 #: the largest ``data.pkl`` read (a state dict's pickle takes ~150 bytes per tensor)
 PICKLE_LIMIT = 64 << 20
@@ -169,6 +169,17 @@ def _record(f, info: zipfile.ZipInfo, end: int) -> Record:
             f"truncated or corrupt zip (record {info.filename[:80]} runs past its space)"
         )
     return Record(info.filename, offset, info.file_size, info.CRC)
+
+
+def zip_names(path: str) -> list[str]:
+    """The member names of the zip at ``path`` (its directory sized first;
+    ``CheckpointError`` when it is truncated or corrupt)."""
+    with open(path, "rb") as f:
+        _directory(f, os.path.getsize(path))
+        try:
+            return zipfile.ZipFile(f).namelist()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+            raise CheckpointError(f"truncated or corrupt zip ({str(e)[:120]})") from None
 
 
 def _read_zip(path: str) -> tuple[Any, Archive]:
