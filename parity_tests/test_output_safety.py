@@ -92,6 +92,7 @@ def test_dangling_symlink_is_an_output(good, tmp_path, capsys):
     target.symlink_to(tmp_path / "nowhere")
     code, err = convert(capsys, good["pth"], "--to", "torch", "-o", target)
     one_error_line(err, code, errors.OutputExistsError.exit_code)
+    assert "appeared" not in err, "refused only at the end, not before reading"
     assert os.readlink(target) == str(tmp_path / "nowhere")
     assert entries(tmp_path) == ["m.safetensors"]
 
@@ -183,12 +184,16 @@ def test_ctrl_c_is_one_line_and_leaves_nothing(command, good, tmp_path, monkeypa
     else:
         monkeypatch.setattr(checkpoints, "open_state_dict", interrupt)
         argv = ["inspect", good["pth"]]
-    code = cli.main(list(map(str, argv)))
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        code = cli.main(list(map(str, argv)))
+    except KeyboardInterrupt:  # would stop the test session
+        pytest.fail("KeyboardInterrupt escaped cli.main")
     _, err = capsys.readouterr()
     one_error_line(err, code, 128 + signal.SIGINT)
     assert err == "weight-convert: interrupted (SIGINT)\n"
     assert entries(tmp_path) == []
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "SIGTERM handler not restored"
+    assert signal.getsignal(signal.SIGTERM) is handler, "SIGTERM's handler not put back"
 
 
 # --------------------------------------------------------------------------- messages
@@ -196,11 +201,13 @@ def test_ctrl_c_is_one_line_and_leaves_nothing(command, good, tmp_path, monkeypa
 
 @pytest.fixture(scope="module")
 def hostile_keys(good, tmp_path_factory) -> Path:
-    """The good checkpoint plus a 100,000-character key and one holding a newline and a
-    terminal escape."""
+    """The good checkpoint plus twelve unexpected 100,000-character keys (the eight a message
+    lists, cut, still make a line beyond the cap) and one holding a newline and a terminal
+    escape."""
     sd = official_state(good["pth"])
-    sd["k" * 100_000] = torch.zeros(2)
-    sd["evil\nkey\x1b[2J"] = torch.zeros(2)
+    sd["!evil\nkey\x1b[2J" + "e" * 200] = torch.zeros(2)  # listed first, in either order
+    for i in range(12):
+        sd[f"{i:02d}" + "k" * 99_998] = torch.zeros(2)
     return save(tmp_path_factory.mktemp("keys") / "keys.pth", sd)
 
 
@@ -215,7 +222,11 @@ def test_error_line_is_short_and_one_line(command, hostile_keys, tmp_path, capsy
         pytest.fail("inspect took a checkpoint with unexpected keys")
     assert code == errors.UnexpectedKeysError.exit_code, err[:300]
     assert err.count("\n") == 1 and len(err) < 1200, (len(err), err[:300])
-    assert "\x1b" not in err and "k" * 100 + "...(99900 more)" in err, "key not cut at 100"
+    assert (
+        "!evil key\\x1b[2J" in err and "\x1b" not in err and "k" * 98 + "...(99900 more)" in err
+    ), "keys not cut at 100"
+    capped = len("weight-convert: ") + errors.LINE_CHARS + len("...(99999 more)\n")
+    assert len(err) <= capped and err.endswith("more)\n"), "line not capped"
     assert entries(tmp_path) == []
 
 

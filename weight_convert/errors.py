@@ -62,8 +62,8 @@ EXIT_CODES = {
     17: "--dtype overflows: finite values beyond the dtype's range (allow with --allow-nonfinite)",
     18: "a tensor of a dtype or kind the model cannot take (complex, float8, unsigned wider than "
     "8 bits, sparse, quantized, meta, object)",
-    130: "interrupted (Ctrl-C): no output published, nothing partial left",
-    143: "terminated (SIGTERM): no output published, nothing partial left",
+    130: "interrupted (Ctrl-C): no partial output left",
+    143: "terminated (SIGTERM): no partial output left",
 }
 
 #: the longest key name a message quotes whole; the longest line the CLI prints
