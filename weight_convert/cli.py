@@ -11,17 +11,23 @@
 - ``list``: the registered models and variants.
 
 Exit codes: ``weight_convert.errors.EXIT_CODES`` (one per kind of bad input; ``--help`` lists
-them). Every expected failure prints one line, ``weight-convert: error: ...``, and leaves no
-output file behind.
+them). Every expected failure prints one line, ``weight-convert: error: ...`` (``errors.one_line``:
+capped, control characters escaped), and leaves no output file behind; so do Ctrl-C
+(``weight-convert: interrupted (SIGINT)``, exit 130) and SIGTERM (``terminated``, exit 143), for
+every command.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from weight_convert.errors import EXIT_CODES, ConvertError, UsageError
+from weight_convert.errors import EXIT_CODES, ConvertError, Interrupted, UsageError, one_line
 from weight_convert.parity.cli import add_parity_parser
 
 EXIT_VERIFY = 1  # the written file differs from its source beyond tolerance (EXIT_CODES[1])
@@ -90,11 +96,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             print(report.table())
     if report is not None and not report.passed:
         first = report.first_failure
-        print(
-            f"weight-convert: verification failed: {first.label} max abs {first.max_abs:.3e} "
-            f"> {first.bound:.1e}",
-            file=sys.stderr,
-        )
+        _say(f"verification failed: {first.label} max abs {first.max_abs:.3e} > {first.bound:.1e}")
         return EXIT_VERIFY
     return 0
 
@@ -162,7 +164,10 @@ def _add_convert_parser(sub) -> argparse.ArgumentParser:
         "OUT.msgpack. torch: writes a checkpoint in --layout's keys: OUT.pth (torch.save), or "
         "OUT.safetensors / OUT.pkl (a pickle of NumPy arrays, as detectron2's model zoo ships "
         "them) when -o ends so. dtypes are kept unless --dtype; "
-        "every output but .pkl is written one tensor at a time.",
+        "every output but .pkl is written one tensor at a time. Files are written in a staging "
+        "folder beside the outputs (.weight-convert-PID-XXXXXXXX.partial) and published at the "
+        "end, all or none, never over a file that appeared meanwhile unless --force; each run "
+        "first removes the staging folders that killed runs (kill -9) left there.",
     )
     p.add_argument(
         "checkpoint",
@@ -189,7 +194,11 @@ def _add_convert_parser(sub) -> argparse.ArgumentParser:
         help="refuse the checkpoint unless it is this variant (and: the model of a bare "
         ".weights.h5 that does not name one)",
     )
-    p.add_argument("--force", action="store_true", help="replace existing output files")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace existing output files (files or links: never a directory or a device)",
+    )
     p.add_argument(
         "--dtype",
         choices=["float32", "float16", "bfloat16"],
@@ -277,14 +286,44 @@ def _exit_code(error: BaseException) -> int | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _say(message: object) -> None:
+    """One line on stderr: ``weight-convert: MESSAGE`` (``errors.one_line``)."""
+    print(f"weight-convert: {one_line(message)}", file=sys.stderr)
+
+
+def _raise_interrupted(signum: int, frame) -> None:
+    signal.signal(signum, signal.SIG_IGN)  # once: a second one must not cut the cleanup short
+    raise Interrupted(signum)
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While the command runs, SIGTERM raises ``Interrupted``, so that the cleanup a failure
+    gets runs for it too (as for Ctrl-C's ``KeyboardInterrupt``); the previous handler is put
+    back after. Left alone where SIGTERM is ignored, and off the main thread (which alone gets
+    signals)."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_IGN or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
-        return args.func(args)
-    except UsageError as e:
-        print(f"weight-convert: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        with _sigterm_raises():
+            try:
+                args = build_parser().parse_args(argv)
+                return args.func(args)
+            except KeyboardInterrupt:
+                raise Interrupted(signal.SIGINT) from None
+    except Interrupted as e:
+        _say(e)
+        return e.exit_code
     except BrokenPipeError:  # output piped into `head` and closed: not an error
         sys.stderr.close()
         return 0
@@ -292,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         code = _exit_code(e)
         if code is None:
             raise
-        print(f"weight-convert: error: {e}", file=sys.stderr)
+        _say(f"error: {e}")
         return code
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from weight_convert import layouts
-from weight_convert.errors import OutputExistsError, UsageError
-from weight_convert.outputs import OUTPUT_SUFFIXES, check_writable, output_paths
+from weight_convert.errors import UsageError
+from weight_convert.outputs import OUTPUT_SUFFIXES, check_outputs, check_writable, output_paths
 from weight_convert.progress import Progress
 from weight_convert.sources import Source, check_variant, read_source
 from weight_convert.writers import Tensors, write_flax, write_keras, write_torch
@@ -55,8 +55,9 @@ class Conversion:
 
 
 def _outputs(source, target: str, output, layout: str | None, force: bool) -> list[Path]:
-    """The output files, once the request is known to be sound and the files writable (checked
-    before anything is read)."""
+    """The output files, once the request is known to be sound, their names free (or, with
+    ``force``, taken by files that may be replaced) and their folder writable: checked before
+    anything is read, and the names again when the files are published (``outputs.atomic``)."""
     if target not in OUTPUT_SUFFIXES:
         raise UsageError(f"unknown target {target!r}; known: {', '.join(OUTPUT_SUFFIXES)}")
     if layout is not None and target != "torch":
@@ -64,9 +65,7 @@ def _outputs(source, target: str, output, layout: str | None, force: bool) -> li
             f"--layout chooses the PyTorch layout written: use it with --to torch (not {target})"
         )
     paths = output_paths(source, target, output)
-    existing = [str(p) for p in paths if p.exists()]
-    if existing and not force:
-        raise OutputExistsError(f"output exists: {', '.join(existing)} (use --force to replace)")
+    check_outputs(paths, replace=force)
     check_writable(paths)
     return paths
 
@@ -100,20 +99,22 @@ def _verify_shape(config: Config, shape: Sequence[int] | None) -> tuple[int, ...
     return tuple(shape)
 
 
-def _write(loaded: Source, target: str, paths: list[Path], layout, tensors, progress) -> None:
+def _write(
+    loaded: Source, target: str, paths: list[Path], layout, tensors, progress, replace: bool
+) -> None:
     name = loaded.variant or "custom config"
     if target == "torch":
         progress.step(f"writing {paths[0]} in the {layout} layout ({name})")
         state = layouts.from_reference(
             loaded.reference, layout, loaded.family, loaded.config, missing=loaded.missing
         )
-        write_torch(state, paths[0], layout, loaded.family, tensors, progress)
+        write_torch(state, paths[0], layout, loaded.family, tensors, progress, replace=replace)
     elif target == "flax":
         progress.step(f"writing {paths[0]} ({name})")
-        write_flax(loaded, paths[0], tensors, progress)
+        write_flax(loaded, paths[0], tensors, progress, replace=replace)
     else:
         progress.step(f"building the keras model ({name}) and writing {paths[0]}")
-        write_keras(loaded, paths, tensors, progress)
+        write_keras(loaded, paths, tensors, progress, replace=replace)
 
 
 def _verify(loaded: Source, target: str, paths: list[Path], layout, shape, tensors, progress):
@@ -174,7 +175,8 @@ def convert(
     conversion unless ``allow_nonfinite``; ``allow_missing`` / ``allow_unused`` are fnmatch
     patterns of tensors deliberately absent (left at initialization, or left out of a PyTorch
     output) or extra (dropped). Failures raise the ``weight_convert.errors`` kinds and leave no
-    output behind.
+    output behind. An output that exists, or appears while converting, is kept
+    (``OutputExistsError``) unless ``force`` (``outputs.atomic``).
 
     Returns the ``Conversion`` summary and the verification ``ParityReport`` (or None).
     """
@@ -193,7 +195,7 @@ def convert(
     times["loaded"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    _write(loaded, target, paths, layout, tensors, progress)
+    _write(loaded, target, paths, layout, tensors, progress, replace=force)
     times["write"] = time.perf_counter() - start
 
     report = None

@@ -1,13 +1,15 @@
 """What can go wrong in a conversion: one class per kind of bad input, each with the CLI's exit
 code. Framework-free.
 
-The CLI prints ``weight-convert: error: <message>`` (one line) and exits with the error's
-``exit_code``; anything that is not a ``ConvertError`` (or an ``OSError`` while writing, turned
-into ``OutputNotWritableError``) is a bug and keeps its traceback.
+The CLI prints ``weight-convert: error: <message>`` (one line, ``one_line``: control characters
+escaped, at most ``LINE_CHARS`` characters; key names in the lists are cut at ``KEY_CHARS``) and
+exits with the error's ``exit_code``; anything that is not a ``ConvertError`` (or an ``OSError``
+while writing, turned into ``OutputNotWritableError``) is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Sequence
 
 __all__ = [
@@ -33,6 +35,8 @@ __all__ = [
     "WrongFormatError",
     "WrongModelError",
     "first_line",
+    "one_line",
+    "shorten",
 ]
 
 #: exit code -> what it means (the CLI's --help and the README print this table)
@@ -53,13 +57,17 @@ EXIT_CODES = {
     13: "unexpected tensors (allow with --allow-unused PATTERN)",
     14: "NaN or Inf in the weights (allow with --allow-nonfinite)",
     15: "output exists (replace with --force)",
-    16: "output directory cannot be written",
+    16: "output cannot be written (its directory is not writable, or it is a directory, "
+    "device or FIFO)",
     17: "--dtype overflows: finite values beyond the dtype's range (allow with --allow-nonfinite)",
     18: "a tensor of a dtype or kind the model cannot take (complex, float8, unsigned wider than "
     "8 bits, sparse, quantized, meta, object)",
-    130: "interrupted (Ctrl-C): nothing written",
-    143: "terminated (SIGTERM): nothing written",
+    130: "interrupted (Ctrl-C): no partial output left",
+    143: "terminated (SIGTERM): no partial output left",
 }
+
+#: the longest key name a message quotes whole; the longest line the CLI prints
+KEY_CHARS, LINE_CHARS = 100, 1000
 
 
 class ConvertError(Exception):
@@ -131,8 +139,13 @@ class ShapeMismatchError(LayoutError):
     exit_code = 11
 
 
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut at ``limit`` characters, saying how many were left out."""
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text) - limit} more)"
+
+
 def _listed(keys: Sequence[str], limit: int = 8) -> str:
-    shown = ", ".join(keys[:limit])
+    shown = ", ".join(shorten(str(k), KEY_CHARS) for k in keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
@@ -224,7 +237,22 @@ class Interrupted(BaseException):
     def __init__(self, signum: int) -> None:
         self.signum = signum
         self.exit_code = 128 + signum
-        super().__init__(f"{'interrupted' if signum == 2 else 'terminated'} (signal {signum})")
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        super().__init__(f"{'interrupted' if signum == signal.SIGINT else 'terminated'} ({name})")
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_CONTROL.update({ord(c): " " for c in "\n\r\t\u2028\u2029"})
+
+
+def one_line(message: object, limit: int = LINE_CHARS) -> str:
+    """``message`` as one printable line: line breaks become spaces, other control characters
+    (a key name may hold terminal escapes) ``\\xNN``, and at most ``limit`` characters are kept
+    (see ``shorten``)."""
+    return shorten(str(message).translate(_CONTROL), limit)
 
 
 def first_line(error: BaseException) -> str:

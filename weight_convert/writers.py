@@ -4,8 +4,9 @@ layout (``.safetensors``, ``torch.save``'s ``.pth`` via ``weight_convert.torch_z
 model-zoo ``.pkl``).
 
 Every value passes through ``Tensors`` as it is written: loaded, cast (``--dtype``), checked for
-NaN / Inf, released. Files are written under a temporary name beside the output and renamed at
-the end (``outputs.atomic``), so a failure leaves nothing behind.
+NaN / Inf, released. Files are written in a staging folder beside the output and published at
+the end without replacing what appeared meanwhile (``outputs.atomic``), so a failure leaves
+nothing behind.
 """
 
 from __future__ import annotations
@@ -174,13 +175,19 @@ def port_values(
 
 
 def write_flax(
-    source: Source, path: Path, tensors: Tensors, progress: Progress | None = None
+    source: Source,
+    path: Path,
+    tensors: Tensors,
+    progress: Progress | None = None,
+    *,
+    replace: bool = False,
 ) -> None:
     """The Flax ``.safetensors`` file of ``ports.flax.serialization`` (every checkpoint variable
     by nnx path, config in the metadata) or, for a ``.msgpack`` path, the msgpack of the nnx
     state's pure dict (``port_files.write_flax_msgpack``), streamed: the model is built
     abstractly (shapes only) and each tensor is loaded, rearranged and written in turn. Tensors
-    ``source.missing`` names come from a freshly initialized model."""
+    ``source.missing`` names come from a freshly initialized model. An existing ``path`` is
+    kept (``OutputExistsError``) unless ``replace``."""
     from ports.flax.serialization import FORMAT
     from weight_convert.frameworks import flax_port
 
@@ -209,7 +216,7 @@ def write_flax(
             port_files.write_flax_msgpack(staged[0], progress.track(checked, "write"))
             tensors.check()
 
-        atomic([path], write_msgpack)
+        atomic([path], write_msgpack, replace=replace)
         return
     metadata = {
         "format": FORMAT,
@@ -220,16 +227,23 @@ def write_flax(
     atomic(
         [path],
         lambda staged: _stream_safetensors(staged[0], items, tensors, metadata, progress),
+        replace=replace,
     )
 
 
 def write_keras(
-    source: Source, paths: list[Path], tensors: Tensors, progress: Progress | None = None
+    source: Source,
+    paths: list[Path],
+    tensors: Tensors,
+    progress: Progress | None = None,
+    *,
+    replace: bool = False,
 ) -> None:
     """``OUT.keras`` and ``OUT.weights.h5``, streamed: the Keras model is built without values
     (``keras_port.abstract_model``) and Keras' own saver pulls each variable's value, loaded,
     rearranged and checked just then (``keras_port.save_streamed``). Tensors ``source.missing``
-    names come from a freshly initialized model."""
+    names come from a freshly initialized model. Both files are published or neither; existing
+    ones are kept (``OutputExistsError``) unless ``replace``."""
     from weight_convert.frameworks import keras_port
 
     progress = progress or Progress(enabled=False)
@@ -257,13 +271,15 @@ def write_keras(
         next(bar, None)
         tensors.check()
 
-    atomic(paths, write)
+    atomic(paths, write, replace=replace)
 
 
 # --------------------------------------------------------------------------- PyTorch files
 
 
-def _write_pkl(path: Path, state: Mapping[str, Any], tensors: Tensors, progress: Progress):
+def _write_pkl(
+    path: Path, state: Mapping[str, Any], tensors: Tensors, progress: Progress, replace: bool
+) -> None:
     """A model-zoo pickle ``{"model": {key: ndarray}, "__author__": ..., "matching_heuristics":
     True}`` (all tensors in memory at once)."""
 
@@ -276,7 +292,7 @@ def _write_pkl(path: Path, state: Mapping[str, Any], tensors: Tensors, progress:
         with open(staged[0], "wb") as f:
             pickle.dump(data, f, protocol=4)
 
-    atomic([path], write)
+    atomic([path], write, replace=replace)
 
 
 def write_torch(
@@ -286,6 +302,8 @@ def write_torch(
     family: str,
     tensors: Tensors | None = None,
     progress: Progress | None = None,
+    *,
+    replace: bool = False,
 ) -> None:
     """Write a PyTorch checkpoint in ``layout``'s keys (``state``: from
     ``layouts.from_reference``; arrays or ``LazyTensor``s), the format chosen by the suffix of
@@ -298,7 +316,8 @@ def write_torch(
       it, streamed too (``torch_zip.write_pth``);
     - ``.pkl``: a model-zoo pickle of NumPy arrays (layouts whose releases are such pickles).
 
-    Atomic (temporary file, then rename). dtypes are kept unless ``tensors`` casts them.
+    Atomic (staged, then published; ``outputs.atomic``): an existing ``path`` is kept
+    (``OutputExistsError``) unless ``replace``. dtypes are kept unless ``tensors`` casts them.
     """
     path = Path(path)
     tensors = tensors or Tensors(allow_nonfinite=True)
@@ -311,7 +330,7 @@ def write_torch(
                 f"{path.name}: .pkl is {' / '.join(dict.fromkeys(pickled))}'s format; write "
                 f"{layout} checkpoints as .pth, .pt, .bin or .safetensors"
             )
-        _write_pkl(path, state, tensors, progress)
+        _write_pkl(path, state, tensors, progress, replace)
         return
     items = [(k, k, v) for k, v in state.items()]
     if path.name.endswith(".safetensors"):
@@ -319,7 +338,12 @@ def write_torch(
         atomic(
             [path],
             lambda staged: _stream_safetensors(staged[0], items, tensors, metadata, progress),
+            replace=replace,
         )
         return
     wrapper = spec.wrapper
-    atomic([path], lambda staged: write_pth(staged[0], items, tensors, wrapper, progress))
+    atomic(
+        [path],
+        lambda staged: write_pth(staged[0], items, tensors, wrapper, progress),
+        replace=replace,
+    )
