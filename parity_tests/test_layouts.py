@@ -13,6 +13,7 @@ from weight_convert import layouts
 from weight_convert.checkpoints import CheckpointError, load_state_dict
 from weight_convert.errors import MissingKeysError
 from weight_convert.layouts import LayoutError
+from weight_convert.tensors import LazyTensor
 from zoo.configs import VARIANTS, arch_fields, reference_shapes
 from zoo.models import create_model
 from zoo.registry import FAMILIES
@@ -119,6 +120,30 @@ def test_altered_relative_position_index_is_refused(made):
     sd2[key] = sd2[key].reshape(49, 49).T.reshape(-1).copy()
     with pytest.raises(LayoutError, match="features.3.1.attn.relative_position_index"):
         layouts.detect(sd2)
+
+
+@pytest.mark.parametrize(
+    "family,message",
+    [
+        ("swin", r"\(shape \(23170, 23170\)\) is not the relative position index of window"),
+        ("video_swin", "index of 23170 tokens per window, more than the 2535 bias-table rows"),
+    ],
+)
+def test_window_index_is_checked_from_its_shape(family, message):
+    """A relative_position_index claiming (23170, 23170) (4 GiB of int64) is refused from its
+    shape, its data never read: 2D by the derived-buffer check, 3D already when the window is
+    solved (N tokens per window cannot exceed the bias table's rows)."""
+    config = FAMILIES[family].tiny
+    reference = {k: np.zeros(s, np.float32) for k, s in reference_shapes(config).items()}
+    state = layouts.from_reference(reference, "official", family, config)
+    key = next(k for k in state if k.endswith("relative_position_index"))
+
+    def read() -> np.ndarray:
+        raise AssertionError(f"{key} was read before its shape was compared")
+
+    state[key] = LazyTensor((23170, 23170), np.int64, read)
+    with pytest.raises(LayoutError, match=message):
+        layouts.detect(state)
 
 
 @pytest.mark.parametrize(

@@ -81,6 +81,16 @@ def _suffix(path: str) -> str | None:
     return next((s for s in SUFFIXES if name.endswith(s)), None)
 
 
+def _safetensors_length(length: int, head: bytes, size: int) -> bool:
+    """Whether the first 8 bytes are a safetensors header length: followed by the header's
+    ``{`` (the header may be cut short or over the format's bound: ``read_header`` says so) or
+    fitting the file (the header may not begin with ``{``: ``read_header`` says so), and under
+    2^40 either way: the other formats read here begin with no three zero bytes there."""
+    if length >= 1 << 40:
+        return False
+    return head[8:9] == b"{" or 2 <= length <= size - 8
+
+
 def _content(path: str, size: int) -> str | None:
     """The format the first bytes announce, or None; a zip is told a ``torch.save`` file or
     a Keras one by its member names."""
@@ -96,10 +106,8 @@ def _content(path: str, size: int) -> str | None:
         return "hdf5"
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return "pickle"
-    if len(head) >= 9 and head[8:9] == b"{":
-        length = int.from_bytes(head[:8], "little")
-        if length <= size - 8:
-            return "safetensors"
+    if len(head) >= 9 and _safetensors_length(int.from_bytes(head[:8], "little"), head, size):
+        return "safetensors"
     if head[:1] and (0x81 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF)):
         return "msgpack"
     return None

@@ -17,6 +17,7 @@ relative-position bias table's rows.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -26,29 +27,32 @@ import numpy as np
 
 from weight_convert.errors import LayoutError
 from weight_convert.layouts._registry import DerivedBuffers, LayoutSpec, register_layouts
+from weight_convert.tensors import load
 from zoo.configs import VARIANTS, match_variant
 from zoo.families.swin import SwinConfig
 from zoo.windows import relative_position_index, shifted_window_mask
 
-__all__ = ["BLOCK", "derived_buffers", "index_matrix", "infer_swin"]
+__all__ = ["BLOCK", "derived_buffers", "index_tokens", "infer_swin"]
 
 #: a block's prefix in the reference (and the official layouts)
 BLOCK = "layers.{i}.blocks.{j}."
 
-#: (bias-table rows, the checkpoint's relative_position_index or None, where) -> (window, note)
-SolveWindow = Callable[[int, Any, str], tuple[tuple[int, ...], str]]
+#: (bias-table rows, tokens per window of the checkpoint's relative_position_index or None,
+#: where) -> (window, note)
+SolveWindow = Callable[[int, int | None, str], tuple[tuple[int, ...], str]]
 
 
-def index_matrix(index: Any) -> np.ndarray | None:
-    """A relative_position_index as (N, N): official / torchvision 3D store it so, torchvision
-    2D flattened."""
-    index = np.asarray(index)
-    if index.ndim == 2 and index.shape[0] == index.shape[1]:
-        return index
-    if index.ndim == 1:
-        n = int(round(index.size**0.5))
-        if n * n == index.size:
-            return index.reshape(n, n)
+def index_tokens(shape: Sequence[int]) -> int | None:
+    """N, the tokens of a window, of a relative_position_index of ``shape``: (N, N) as official
+    and torchvision 3D store it, (N * N,) as torchvision 2D flattens it; None for any other
+    shape. Only the shape is looked at (a ``LazyTensor`` has it without reading)."""
+    shape = tuple(int(d) for d in shape)
+    if len(shape) == 2 and shape[0] == shape[1]:
+        return shape[0]
+    if len(shape) == 1:
+        n = math.isqrt(shape[0])
+        if n * n == shape[0]:
+            return n
     return None
 
 
@@ -56,23 +60,22 @@ def index_matrix(index: Any) -> np.ndarray | None:
 
 
 def _check(key: str, reference_key: str, value: Any, config: SwinConfig) -> None:
-    """``relative_position_index`` must equal the one the window defines; an ``attn_mask`` must
-    be (..., N, N) for the window's N tokens."""
+    """``relative_position_index`` must equal the one the window defines, its shape compared
+    before its data is read (a checkpoint may claim gigabytes there); an ``attn_mask`` must be
+    (..., N, N) for the window's N tokens (its shape only: never read)."""
     window = tuple(config.window_size)
+    shape = tuple(np.shape(value))  # a LazyTensor's shape: nothing read
+    n = int(np.prod(window))
     if reference_key.endswith("relative_position_index"):
         expected = relative_position_index(window)
-        got = index_matrix(value)
-        if got is None or got.shape != expected.shape or not np.array_equal(got, expected):
+        if index_tokens(shape) != n or not np.array_equal(load(value).reshape(n, n), expected):
             raise LayoutError(
-                f"{key} (shape {tuple(np.shape(value))}) differs from the relative position "
-                f"index of window {window}: not a Swin checkpoint or a modified one"
+                f"{key} (shape {shape}) is not the relative position index of window {window} "
+                f"(({n}, {n}) or ({n * n},)): not a Swin checkpoint or a modified one"
             )
         return
-    n = int(np.prod(window))
-    if tuple(np.shape(value)[-2:]) != (n, n):
-        raise LayoutError(
-            f"{key} has shape {tuple(np.shape(value))}; window {window} needs (..., {n}, {n})"
-        )
+    if shape[-2:] != (n, n):
+        raise LayoutError(f"{key} has shape {shape}; window {window} needs (..., {n}, {n})")
 
 
 def _official_attn_masks(config: SwinConfig) -> dict[str, np.ndarray]:
@@ -122,7 +125,7 @@ def derived_buffers(writes_index: bool, flat_index: bool = False, masks: bool = 
 # --------------------------------------------------------------------------- config
 
 
-def _window_2d(rows: int, index: Any, where: str) -> tuple[tuple[int, ...], str]:
+def _window_2d(rows: int, tokens: int | None, where: str) -> tuple[tuple[int, ...], str]:
     s = int(round(rows**0.5))
     if s * s != rows or s % 2 == 0:
         raise LayoutError(f"{where}: {rows} bias-table rows are not (2w-1)^2 for a square window")
@@ -170,7 +173,8 @@ def infer_swin(
         raise LayoutError("a stage's first block has no attn.relative_position_bias_table")
     tables = [reference[k] for k in table_keys]
     index = next((v for k, v in reference.items() if k.endswith(".relative_position_index")), None)
-    window, note = solve_window(int(tables[0].shape[0]), index, "bias table")
+    tokens = None if index is None else index_tokens(np.shape(index))  # shape only: not read
+    window, note = solve_window(int(tables[0].shape[0]), tokens, "bias table")
     if note:
         notes.append(note)
     fc1 = reference.get(f"{p}layers.0.blocks.0.mlp.fc1.weight")

@@ -14,11 +14,10 @@ index's size; the released windows are preferred when the rows alone fit several
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
 
 from weight_convert.errors import LayoutError
 from weight_convert.layouts._registry import LayoutSpec, register_layouts
-from weight_convert.layouts.swin import BLOCK, derived_buffers, index_matrix, infer_swin
+from weight_convert.layouts.swin import BLOCK, derived_buffers, infer_swin
 from zoo.families.video_swin import VideoSwinConfig
 
 #: Windows of the released Video Swin models, preferred when the bias table alone is ambiguous.
@@ -27,11 +26,16 @@ _OFFICIAL_3D_WINDOWS = ((8, 7, 7), (16, 7, 7))
 _B = "backbone."
 
 
-def _window_3d(rows: int, index: Any, where: str) -> tuple[tuple[int, ...], str]:
-    """(t, h, h) windows whose bias table has ``rows`` rows ((2t-1)(2h-1)^2) and, with an index,
-    t * h * h tokens; one must remain (or one released window when there is no index)."""
-    matrix = None if index is None else index_matrix(index)
-    n = None if matrix is None else matrix.shape[0]
+def _window_3d(rows: int, tokens: int | None, where: str) -> tuple[tuple[int, ...], str]:
+    """(t, h, h) windows whose bias table has ``rows`` rows ((2t-1)(2h-1)^2) and, with the
+    ``tokens`` per window of a relative_position_index, t * h * h tokens; one must remain (or
+    one released window when there is no index)."""
+    n = tokens
+    if n is not None and n > rows:  # t*h*h <= (2t-1)(2h-1)^2: the index is not this table's
+        raise LayoutError(
+            f"{where}: relative_position_index of {n} tokens per window, more than the "
+            f"{rows} bias-table rows allow"
+        )
     found = []
     h = 2
     while (2 * h - 1) ** 2 <= rows:
