@@ -312,3 +312,12 @@ def test_no_traceback_from_the_console(tmp_path):
     assert proc.returncode == errors.NotACheckpointError.exit_code
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["random.pth"]
+
+
+def test_readme_lists_every_exit_code():
+    """The README's exit-code table is errors.EXIT_CODES, row for row."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    rows = dict(re.findall(r"^  \| (\d+) \| (.+) \|$", readme, re.M))
+    assert {int(k) for k in rows} == set(errors.EXIT_CODES)
+    for code, text in errors.EXIT_CODES.items():
+        assert rows[str(code)].replace("`", "") == text, code

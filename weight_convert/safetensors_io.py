@@ -22,7 +22,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from weight_convert.errors import CheckpointError, UnsupportedTensorError, first_line
-from weight_convert.tensors import BFLOAT16, LazyTensor
+from weight_convert.tensors import DTYPES as TENSOR_DTYPES
+from weight_convert.tensors import LazyTensor
 
 __all__ = [
     "DTYPES",
@@ -35,18 +36,7 @@ __all__ = [
 ]
 
 #: safetensors dtype name -> NumPy dtype (bfloat16: ml_dtypes): the dtypes the converter takes
-DTYPES = {
-    "F64": np.dtype("<f8"),
-    "F32": np.dtype("<f4"),
-    "F16": np.dtype("<f2"),
-    "BF16": BFLOAT16,
-    "I64": np.dtype("<i8"),
-    "I32": np.dtype("<i4"),
-    "I16": np.dtype("<i2"),
-    "I8": np.dtype("i1"),
-    "U8": np.dtype("u1"),
-    "BOOL": np.dtype("?"),
-}
+DTYPES = {names[0]: dtype for dtype, names in TENSOR_DTYPES.items()}
 #: every dtype the format names (the safetensors crate's ``Dtype``) -> bits per element; those
 #: outside ``DTYPES`` are read as far as the header goes, then refused (``UnsupportedTensorError``)
 FORMAT_BITS = {

@@ -23,6 +23,7 @@ import numpy as np
 __all__ = [
     "BFLOAT16",
     "CARRIED_DTYPES",
+    "DTYPES",
     "check_dtypes",
     "FLOAT_DTYPES",
     "LazyTensor",
@@ -43,11 +44,23 @@ FLOAT_DTYPES = {
 }
 
 
-#: every dtype the converter carries: the model's floating dtypes and the integer / boolean
-#: ones of buffers (``relative_position_index``); anything else is refused on reading
-CARRIED_DTYPES = frozenset(
-    np.dtype(d) for d in ("<f8", "<f4", "<f2", "<i8", "<i4", "<i2", "i1", "u1", "?")
-) | {BFLOAT16}
+#: every dtype the converter carries, the one table the file formats' names come from: the
+#: model's floating dtypes and the integer / boolean ones of buffers
+#: (``relative_position_index``). NumPy dtype -> (safetensors name, torch name, the torch storage
+#: class ``torch.save`` names). Anything else is refused on reading (``check_dtypes``).
+DTYPES: dict[np.dtype, tuple[str, str, str]] = {
+    np.dtype("<f8"): ("F64", "float64", "DoubleStorage"),
+    np.dtype("<f4"): ("F32", "float32", "FloatStorage"),
+    np.dtype("<f2"): ("F16", "float16", "HalfStorage"),
+    BFLOAT16: ("BF16", "bfloat16", "BFloat16Storage"),
+    np.dtype("<i8"): ("I64", "int64", "LongStorage"),
+    np.dtype("<i4"): ("I32", "int32", "IntStorage"),
+    np.dtype("<i2"): ("I16", "int16", "ShortStorage"),
+    np.dtype("i1"): ("I8", "int8", "CharStorage"),
+    np.dtype("u1"): ("U8", "uint8", "ByteStorage"),
+    np.dtype("?"): ("BOOL", "bool", "BoolStorage"),
+}
+CARRIED_DTYPES = frozenset(DTYPES)
 
 
 def check_dtypes(tensors: Any, where: str) -> None:

@@ -27,23 +27,12 @@ import numpy as np
 
 from weight_convert.detectron2 import ALLOWED_GLOBALS as NUMPY_GLOBALS
 from weight_convert.errors import CheckpointError, UnsafePickleError, UnsupportedTensorError
-from weight_convert.tensors import BFLOAT16
+from weight_convert.tensors import DTYPES as TENSOR_DTYPES
 
 __all__ = ["Storage", "TensorRef", "Unsupported", "dumps_state", "loads"]
 
 #: torch dtype name -> (NumPy dtype, legacy storage class): the dtypes the converter carries
-DTYPES: dict[str, tuple[np.dtype, str]] = {
-    "float64": (np.dtype("<f8"), "DoubleStorage"),
-    "float32": (np.dtype("<f4"), "FloatStorage"),
-    "float16": (np.dtype("<f2"), "HalfStorage"),
-    "bfloat16": (BFLOAT16, "BFloat16Storage"),
-    "int64": (np.dtype("<i8"), "LongStorage"),
-    "int32": (np.dtype("<i4"), "IntStorage"),
-    "int16": (np.dtype("<i2"), "ShortStorage"),
-    "int8": (np.dtype("i1"), "CharStorage"),
-    "uint8": (np.dtype("u1"), "ByteStorage"),
-    "bool": (np.dtype("?"), "BoolStorage"),
-}
+DTYPES = {torch: (dtype, storage) for dtype, (_, torch, storage) in TENSOR_DTYPES.items()}
 _BY_STORAGE = {storage: name for name, (_, storage) in DTYPES.items()}
 _BY_NUMPY = {dtype: name for name, (dtype, _) in DTYPES.items()}
 #: dtypes a torch pickle may name that the converter does not take (itemsize in bytes)
