@@ -22,6 +22,7 @@ __all__ = [
     "unknown_extension",
     "malicious_pth",
     "malicious_pkl",
+    "object_array_pkl",
     "unknown_layout",
     "shape_mismatch",
     "missing_key",
@@ -101,6 +102,13 @@ def malicious_pkl(good, d):
     data = {"model": {"w": np.zeros(2, np.float32)}, "hook": Payload(d / "MARKER")}
     (d / "evil.pkl").write_bytes(pickle.dumps(data))
     return d / "evil.pkl"
+
+
+def object_array_pkl(good, d):
+    """A detectron2-style pickle whose weight is an object array (and a complex one)."""
+    weights = {"w": np.array([1, "x"], dtype=object), "c": np.zeros(2, np.complex64)}
+    (d / "objects.pkl").write_bytes(pickle.dumps({"model": weights}))
+    return d / "objects.pkl"
 
 
 def unknown_layout(good, d):

@@ -29,6 +29,7 @@ from bad_files import (
     missing_file,
     missing_key,
     nan_weight,
+    object_array_pkl,
     official_state,
     random_bytes,
     safetensors_named_pth,
@@ -102,6 +103,12 @@ CASES = [
         malicious_pkl,
         errors.UnsafePickleError,
         "refused to load global pathlib",
+    ),
+    Case(
+        "object array in a .pkl",
+        object_array_pkl,
+        errors.UnsupportedTensorError,
+        "tensor w has dtype object, which the model does not compute in",
     ),
     Case(
         "another family",
