@@ -10,70 +10,21 @@ few globals NumPy arrays and plain containers need and refuses every other one w
 
 from __future__ import annotations
 
-import codecs
-import collections
 import os
-import pickle
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from weight_convert import safe_pickle
 from weight_convert.errors import (
     CheckpointError,
     MissingFileError,
     NotACheckpointError,
     UnsafePickleError,
-    first_line,
 )
+from weight_convert.safe_pickle import NUMPY_GLOBALS, RestrictedUnpickler
 
-__all__ = ["ALLOWED_GLOBALS", "UnsafePickleError", "load_pkl"]
-
-
-def _numpy_internals() -> tuple[Any, Any]:
-    """NumPy's ``multiarray`` and ``numeric`` modules (``numpy._core`` in NumPy 2,
-    ``numpy.core`` before)."""
-    try:
-        from numpy._core import multiarray, numeric
-    except ImportError:  # NumPy < 1.26 has no numpy._core
-        from numpy.core import multiarray, numeric
-    return multiarray, numeric
-
-
-def _allowed() -> dict[tuple[str, str], Callable[..., Any]]:
-    multiarray, numeric = _numpy_internals()
-    table: dict[tuple[str, str], Callable[..., Any]] = {
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("collections", "OrderedDict"): collections.OrderedDict,
-        # protocol <= 2 pickles write bytes as _codecs.encode(str, "latin1")
-        ("_codecs", "encode"): codecs.encode,
-    }
-    # Arrays pickled by NumPy 1.x name numpy.core, by NumPy 2.x numpy._core: same functions.
-    for package in ("numpy.core", "numpy._core"):
-        table[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
-        table[(f"{package}.multiarray", "scalar")] = multiarray.scalar
-        table[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer  # protocol 5 arrays
-    return table
-
-
-#: (module, name) -> the object an allowed global resolves to. Everything a pickle of NumPy
-#: arrays in dicts / lists / tuples needs, and nothing that can reach the file system or run code.
-ALLOWED_GLOBALS = _allowed()
-
-
-class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise UnsafePickleError(
-                f"refused to load global {module}.{name}: a weights pickle holds only NumPy "
-                "arrays and plain containers (nothing was executed)"
-            ) from None
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise UnsafePickleError("refused a persistent id: not a plain pickle of NumPy arrays")
+__all__ = ["UnsafePickleError", "load_pkl"]
 
 
 def load_pkl(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -92,13 +43,9 @@ def load_pkl(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, 
         raise MissingFileError(f"no checkpoint file at {path}")
     with open(path, "rb") as f:
         try:
-            data = _SafeUnpickler(f, encoding="latin1").load()
-        except UnsafePickleError as e:
-            raise UnsafePickleError(f"{path}: {e}") from None
-        except Exception as e:  # noqa: BLE001 - any unpickling failure is one user-facing error
-            raise CheckpointError(
-                f"cannot read {path} as a pickle (truncated or corrupt?): {first_line(e)}"
-            ) from None
+            data = safe_pickle.load(RestrictedUnpickler(f, NUMPY_GLOBALS))
+        except CheckpointError as e:  # UnsafePickleError included
+            raise type(e)(f"{path}: {e}") from None
     if not isinstance(data, dict):
         raise NotACheckpointError(f"{path} holds a {type(data).__name__}, not a dict of arrays")
     info: dict[str, Any] = {

@@ -16,8 +16,6 @@ built. Tensor kinds the converter cannot take (sparse, quantized, meta, nested) 
 
 from __future__ import annotations
 
-import io
-import pickle
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from weight_convert.detectron2 import ALLOWED_GLOBALS as NUMPY_GLOBALS
-from weight_convert.errors import CheckpointError, UnsafePickleError, UnsupportedTensorError
+from weight_convert import safe_pickle
+from weight_convert.errors import CheckpointError, UnsupportedTensorError
+from weight_convert.safe_pickle import NUMPY_GLOBALS, RestrictedUnpickler
 from weight_convert.tensors import DTYPES as TENSOR_DTYPES
 
 __all__ = ["Storage", "TensorRef", "Unsupported", "dumps_state", "loads"]
@@ -258,23 +257,14 @@ def _globals() -> dict[tuple[str, str], Any]:
 ALLOWED_GLOBALS = _globals()
 
 
-class Unpickler(pickle.Unpickler):
+class Unpickler(RestrictedUnpickler):
     """Resolves only ``ALLOWED_GLOBALS``; persistent ids become ``Storage``s checked by
     ``check_storage(key, nbytes)`` (which knows the file's records)."""
 
     def __init__(self, file, check_storage: Callable[[str, int], None]) -> None:
-        super().__init__(file, encoding="latin1")
+        super().__init__(file, ALLOWED_GLOBALS)
         self._check = check_storage
         self._storages: dict[str, Storage] = {}
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise UnsafePickleError(
-                f"its pickle would run code (it imports {module[:60]}.{name[:60]}); only tensors "
-                "and plain containers are loaded, nothing from the file ran"
-            ) from None
 
     def persistent_load(self, pid: Any) -> Storage:
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
@@ -293,19 +283,10 @@ class Unpickler(pickle.Unpickler):
         return storage
 
 
-def loads(file: io.BufferedIOBase, check_storage: Callable[[str, int], None]) -> Any:
+def loads(file, check_storage: Callable[[str, int], None]) -> Any:
     """Unpickle a ``torch.save`` pickle from ``file`` with the stand-ins (``UnsafePickleError``
     for any other global; ``CheckpointError`` for a malformed or truncated pickle)."""
-    try:
-        return Unpickler(file, check_storage).load()
-    except (UnsafePickleError, CheckpointError):
-        raise
-    except RecursionError:
-        raise CheckpointError("corrupt pickle: nested too deeply") from None
-    except MemoryError:
-        raise CheckpointError("corrupt pickle: it declares more data than it holds") from None
-    except Exception as e:  # noqa: BLE001 - any malformed pickle is one user-facing error
-        raise CheckpointError(f"corrupt pickle ({type(e).__name__}: {str(e)[:120]})") from None
+    return safe_pickle.load(Unpickler(file, check_storage))
 
 
 # --------------------------------------------------------------------------- writing
