@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
+from weight_convert.tolerance import Tolerance
 from zoo.configs import family_of
 from zoo.family import Family
 from zoo.registry import FAMILIES
@@ -181,6 +182,20 @@ class FamilySuite:
         assert report.passed, report.table()
         assert not report.unmatched, f"reference layers no port layer matched: {report.unmatched}"
         assert report.layers, "no layer was compared"
+
+    def test_gradients(self, port):
+        """Backward parity on the tiny config: the gradients of one random projection of the
+        outputs with respect to every parameter (aligned by reference key) and every floating
+        input, each within the whole-model gradient bound."""
+        from weight_convert.parity import MODEL_GRAD_TOLERANCE, run_config
+
+        config = self.tiny(**self.cases[0].overrides)
+        report = run_config(config, port, self.cases[0].shape, gradients=True)
+        assert report.passed, report.table()
+        names = [n for n, _ in reference_model(config).named_parameters()]
+        assert [e.path for e in report.layers] == names, "a parameter's gradient was not compared"
+        assert report.outputs, "no input gradient was compared"
+        assert MODEL_GRAD_TOLERANCE == Tolerance(atol=0.0, rmax=1e-4, rscale=1e-6)
 
     def test_planted_bug(self, port):
         """A port weight perturbed after the transfer: the first layer above tolerance is the

@@ -57,3 +57,36 @@ def test_planted_bug_is_caught_and_named(case, bug, expected, port):
 
 def test_same_case_passes_without_a_bug(port):
     assert run_case(SWIN, port).passed
+
+
+def _stop_bias_gradient(port, monkeypatch) -> None:
+    """The port's window attention reads its relative position bias table under a stop-gradient:
+    the same numbers forward, no gradient to the table (a bug only the backward pass shows)."""
+    if port.NAME == "flax":
+        import jax
+
+        from ports.flax.layers.window_attention import WindowAttention
+
+        stop = jax.lax.stop_gradient
+    else:
+        import keras
+
+        from ports.keras.layers.window_attention import WindowAttention
+
+        stop = keras.ops.stop_gradient
+    original = WindowAttention.relative_position_bias
+    monkeypatch.setattr(
+        WindowAttention, "relative_position_bias", lambda self, n: stop(original(self, n))
+    )
+
+
+def test_backward_only_bug_is_caught_and_named(port, monkeypatch):
+    """A stop-gradient on the relative position bias table: the forward comparison passes, the
+    gradient comparison fails and names the table."""
+    _stop_bias_gradient(port, monkeypatch)
+    assert run_case(SWIN, port).passed
+    report = run_case(SWIN, port, gradients=True)
+    assert not report.passed
+    assert report.first_failure.path == "attn.relative_position_bias_table", report.table()
+    failed = [e.path for e in [*report.layers, *report.outputs] if e.exceeded]
+    assert failed == ["attn.relative_position_bias_table"], report.table()

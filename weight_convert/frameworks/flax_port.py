@@ -9,7 +9,7 @@ initializer compiles once per shape) for an ``assign`` that follows.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import flax
@@ -125,6 +125,28 @@ def call(
         out, recorded = nnx.jit(run)(module, *arrays)
     recorder.put(paths, recorded)
     return _to_numpy(out)
+
+
+def gradients(
+    module: nnx.Module, inputs: list[np.ndarray], cotangent: Callable[[int, tuple], np.ndarray]
+) -> tuple[list[np.ndarray | None], dict[str, np.ndarray]]:
+    """Gradients of ``sum_i <output_i, cotangent(i, shape of output i)>`` (the module's current
+    mode) with respect to each floating input (None for integer inputs) and to every
+    ``nnx.Param``, by port path (``nnx.grad``, compiled)."""
+    floating = [np.issubdtype(np.asarray(x).dtype, np.floating) for x in inputs]
+    arrays = [jnp.asarray(x) for x in inputs]
+
+    def loss(m: nnx.Module, float_xs: list[jax.Array]) -> jax.Array:
+        it = iter(float_xs)
+        out = m(*[next(it) if f else x for x, f in zip(arrays, floating, strict=True)])
+        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        return sum(jnp.sum(o * cotangent(i, tuple(o.shape))) for i, o in enumerate(outs))
+
+    float_xs = [x for x, f in zip(arrays, floating, strict=True) if f]
+    grads, input_grads = nnx.jit(nnx.grad(loss, argnums=(0, 1)))(module, float_xs)
+    it = iter(input_grads)
+    params = {_join(p): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(grads)}
+    return [np.asarray(next(it)) if f else None for f in floating], params
 
 
 @nnx.jit

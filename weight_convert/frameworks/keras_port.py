@@ -138,8 +138,7 @@ def _jax_jit_call(module: keras.Layer, inputs: list[np.ndarray], recorder: Recor
     import jax
 
     paths: list[str] = []
-    # stateless_call hands its keywords to the root's ``call`` as they are
-    kwargs = {"training": False} if "training" in inspect.signature(module.call).parameters else {}
+    kwargs = _training_kwargs(module)
 
     def run(trainable, non_trainable, *xs):
         start = len(recorder.records) if recorder is not None else 0
@@ -158,6 +157,97 @@ def _jax_jit_call(module: keras.Layer, inputs: list[np.ndarray], recorder: Recor
     if recorder is not None:
         recorder.put(paths, recorded)
     return out
+
+
+def _training_kwargs(module: keras.Layer) -> dict[str, Any]:
+    # stateless_call hands its keywords to the root's ``call`` as they are
+    return {"training": False} if "training" in inspect.signature(module.call).parameters else {}
+
+
+def _loss(out: Any, cotangent: Callable[[int, tuple], np.ndarray]) -> Any:
+    outs = list(out) if isinstance(out, (list, tuple)) else [out]
+    return sum(
+        keras.ops.sum(o * keras.ops.convert_to_tensor(cotangent(i, tuple(o.shape))))
+        for i, o in enumerate(outs)
+    )
+
+
+def gradients(
+    module: keras.Layer, inputs: list[np.ndarray], cotangent: Callable[[int, tuple], np.ndarray]
+) -> tuple[list[np.ndarray | None], dict[str, np.ndarray]]:
+    """Gradients of ``sum_i <output_i, cotangent(i, shape of output i)>`` (inference mode) with
+    respect to each floating input (None for integer inputs) and to every trainable variable,
+    by port path: ``tf.GradientTape`` on TensorFlow, ``jax.grad`` of ``stateless_call`` on JAX,
+    autograd on torch."""
+    floating = [np.issubdtype(np.asarray(x).dtype, np.floating) for x in inputs]
+    trainable = module.trainable_variables
+    paths = [_port_path(v.path, module) for v in trainable]
+    backend = keras.backend.backend()
+    grad_of = {"tensorflow": _tf_gradients, "jax": _jax_gradients, "torch": _torch_gradients}
+    input_grads, grads = grad_of[backend](module, inputs, cotangent, floating)
+    numpy = [None if g is None else keras.ops.convert_to_numpy(g) for g in input_grads]
+    return numpy, {p: keras.ops.convert_to_numpy(g) for p, g in zip(paths, grads, strict=True)}
+
+
+def _tf_gradients(module, inputs, cotangent, floating):
+    import tensorflow as tf
+
+    xs = [tf.convert_to_tensor(x) for x in inputs]
+    with tf.GradientTape() as tape:
+        for x, f in zip(xs, floating, strict=True):
+            if f:
+                tape.watch(x)
+        loss = _loss(module(*xs, training=False), cotangent)
+    watched = [x for x, f in zip(xs, floating, strict=True) if f]
+    trainable = module.trainable_variables
+    # (UnconnectedGradients.ZERO fails on Keras variables, whose dtype is a string: a variable
+    # the loss does not reach gets its zeros here)
+    grads = tape.gradient(loss, [*watched, *trainable])
+    it = iter(grads[: len(watched)])
+    params = [
+        tf.zeros(v.shape, v.dtype) if g is None else g
+        for v, g in zip(trainable, grads[len(watched) :], strict=True)
+    ]
+    return [next(it) if f else None for f in floating], params
+
+
+def _jax_gradients(module, inputs, cotangent, floating):
+    import jax
+
+    kwargs = _training_kwargs(module)
+    fixed = [v.value for v in module.non_trainable_variables]
+    arrays = [jax.numpy.asarray(x) for x in inputs]
+
+    def loss(trainable, float_xs):
+        it = iter(float_xs)
+        xs = [next(it) if f else x for x, f in zip(arrays, floating, strict=True)]
+        out, _ = module.stateless_call(trainable, fixed, *xs, **kwargs)
+        return _loss(out, cotangent)
+
+    float_xs = [x for x, f in zip(arrays, floating, strict=True) if f]
+    values = [v.value for v in module.trainable_variables]
+    grads, input_grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(values, float_xs)
+    it = iter(input_grads)
+    return [next(it) if f else None for f in floating], grads
+
+
+def _torch_gradients(module, inputs, cotangent, floating):
+    import torch
+
+    xs = [
+        keras.ops.convert_to_tensor(x).detach().requires_grad_(f)
+        for x, f in zip(inputs, floating, strict=True)
+    ]
+    trainable = module.trainable_variables
+    for v in trainable:
+        v.value.grad = None
+    with torch.enable_grad():
+        loss = _loss(module(*xs, training=False), cotangent)
+        loss.backward()
+    grads = [torch.zeros_like(v.value) if v.value.grad is None else v.value.grad for v in trainable]
+    for v in trainable:
+        v.value.grad = None
+    return [x.grad if f else None for x, f in zip(xs, floating, strict=True)], grads
 
 
 @contextlib.contextmanager

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -107,6 +107,33 @@ def call(
     if isinstance(out, (list, tuple)):
         return [t.detach().numpy() for t in out]
     return out.detach().numpy()
+
+
+def gradients(
+    module: nn.Module, inputs: list[np.ndarray], cotangent: Callable[[int, tuple], np.ndarray]
+) -> tuple[list[np.ndarray | None], dict[str, np.ndarray]]:
+    """Gradients of ``sum_i <output_i, cotangent(i, shape of output i)>`` (autograd, the
+    module's current mode) with respect to each floating input (None for integer inputs) and to
+    every parameter, by its ``named_parameters`` name (zeros for one the loss does not reach)."""
+    xs = [torch.tensor(x, requires_grad=np.issubdtype(x.dtype, np.floating)) for x in inputs]
+    module.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        out = module(*xs)
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        loss = sum(
+            (o * torch.from_numpy(cotangent(i, tuple(o.shape)))).sum() for i, o in enumerate(outs)
+        )
+        loss.backward()
+    grads = {
+        name: np.zeros(tuple(p.shape), _numpy_dtype(p)) if p.grad is None else p.grad.numpy()
+        for name, p in module.named_parameters()
+    }
+    module.zero_grad(set_to_none=True)
+    return [x.grad.numpy() if x.grad is not None else None for x in xs], grads
+
+
+def _numpy_dtype(tensor: torch.Tensor) -> np.dtype:
+    return torch.empty(0, dtype=tensor.dtype).numpy().dtype
 
 
 @contextlib.contextmanager

@@ -23,7 +23,9 @@ import importlib
 from typing import Any
 
 __all__ = [
+    "BLOCK_GRAD_TOLERANCE",
     "BLOCK_TOLERANCE",
+    "MODEL_GRAD_TOLERANCE",
     "MODEL_TOLERANCE",
     "LayerError",
     "ParityReport",
@@ -31,6 +33,7 @@ __all__ = [
     "ReferenceRun",
     "Tolerance",
     "compare",
+    "compare_gradients",
     "load_reference_weights",
     "run_case",
     "run_config",
@@ -39,6 +42,9 @@ __all__ = [
 ]
 
 _HOMES = {
+    "BLOCK_GRAD_TOLERANCE": "weight_convert.tolerance",
+    "MODEL_GRAD_TOLERANCE": "weight_convert.tolerance",
+    "compare_gradients": "weight_convert.parity.gradients",
     "BLOCK_TOLERANCE": "weight_convert.tolerance",
     "MODEL_TOLERANCE": "weight_convert.tolerance",
     "Tolerance": "weight_convert.tolerance",

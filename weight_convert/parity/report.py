@@ -39,15 +39,15 @@ class LayerError:
 
 
 def layer_error(
-    path: str, call: int, ref: np.ndarray, got: np.ndarray, tol: Tolerance
+    path: str, call: int, ref: np.ndarray, got: np.ndarray, tol: Tolerance, scale: float = 0.0
 ) -> LayerError:
     """The error of port tensor ``got`` against reference tensor ``ref`` (same shape, port
-    format), in float64."""
+    format), in float64; ``scale``: the run's scale for ``tol.rscale``."""
     ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
     max_abs = float(np.max(np.abs(ref64 - got64))) if ref.size else 0.0
     peak = float(np.max(np.abs(ref64))) if ref.size else 0.0
     return LayerError(
-        path, call, tuple(ref.shape), max_abs, max_abs / max(peak, 1e-30), tol.bound(ref)
+        path, call, tuple(ref.shape), max_abs, max_abs / max(peak, 1e-30), tol.bound(ref, scale)
     )
 
 

@@ -16,8 +16,15 @@ import numpy as np
 
 from weight_convert.frameworks import reference as ref_fw
 from weight_convert.parity.comparison import compare
+from weight_convert.parity.gradients import compare_gradients
 from weight_convert.parity.report import ParityReport
-from weight_convert.tolerance import BLOCK_TOLERANCE, MODEL_TOLERANCE, Tolerance
+from weight_convert.tolerance import (
+    BLOCK_GRAD_TOLERANCE,
+    BLOCK_TOLERANCE,
+    MODEL_GRAD_TOLERANCE,
+    MODEL_TOLERANCE,
+    Tolerance,
+)
 from zoo.blocks import BlockCase
 
 __all__ = ["run_case", "run_config", "run_model"]
@@ -28,17 +35,25 @@ def run_case(
     adapter,
     *,
     seed: int = 0,
-    tolerance: Tolerance = BLOCK_TOLERANCE,
+    tolerance: Tolerance | None = None,
     after_transfer: Callable[[Any], None] | None = None,
     port_kwargs: dict[str, Any] | None = None,
+    gradients: bool = False,
 ) -> ParityReport:
     """Build ``case``'s reference with random weights and its port, and ``compare`` them on the
-    case's inputs drawn from ``seed``. The report's ``group`` is the block's name."""
+    case's inputs drawn from ``seed`` (``gradients``: ``compare_gradients``, the backward pass).
+    The report's ``group`` is the block's name."""
     reference = ref_fw.randomize_(ref_fw.build(case.block, case.kwargs), seed)
     port = adapter.build(case.block, {**case.kwargs, **(port_kwargs or {})}, initialize=False)
     rng = np.random.default_rng(seed)
     inputs = [inp.make(rng) for inp in case.inputs]
-    return compare(
+    if gradients:
+        tolerance = tolerance or BLOCK_GRAD_TOLERANCE
+        run, extra = compare_gradients, {"seed": seed}
+    else:
+        tolerance = tolerance or BLOCK_TOLERANCE
+        run, extra = compare, {}
+    return run(
         reference,
         port,
         adapter,
@@ -48,6 +63,7 @@ def run_case(
         name=case.name,
         group=case.block,
         after_transfer=after_transfer,
+        **extra,
     )
 
 
@@ -57,29 +73,38 @@ def run_config(
     shape: Sequence[int] | None = None,
     *,
     seed: int = 0,
-    tolerance: Tolerance = MODEL_TOLERANCE,
+    tolerance: Tolerance | None = None,
     after_transfer: Callable[[Any], None] | None = None,
     name: str | None = None,
     group: str | None = None,
+    gradients: bool = False,
 ) -> ParityReport:
     """The model ``config`` describes (any registered family), with random weights in the
     reference (``zoo.models.build_model``) and the port (``adapter.build_model``), on the
     family's inputs (``zoo.configs.family_of(config).make_inputs(config, shape, seed)``:
     ``shape`` sets the first input's reference shape, None the variant's resolution); whole-model
     tolerance by default. ``name`` defaults to the config class and the first input's shape,
-    ``group`` to the family's name."""
+    ``group`` to the family's name. ``gradients``: ``compare_gradients`` (the backward pass,
+    whole-model gradient tolerance by default)."""
     from zoo.configs import family_of
 
     family = family_of(config)
     inputs, formats = family.make_inputs(config, shape, seed)
     reference = ref_fw.randomize_(ref_fw.build_model(config), seed)
     port = adapter.build_model(config, initialize=False)
-    return compare(
+    if gradients:
+        tolerance = tolerance or MODEL_GRAD_TOLERANCE
+        run, extra = compare_gradients, {"seed": seed}
+    else:
+        tolerance = tolerance or MODEL_TOLERANCE
+        run, extra = compare, {}
+    return run(
         reference,
         port,
         adapter,
         inputs,
         formats,
+        **extra,
         tolerance=tolerance,
         name=name or f"{type(config).__name__}{list(inputs[0].shape)}",
         group=family.name if group is None else group,

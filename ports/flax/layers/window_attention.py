@@ -77,6 +77,12 @@ class WindowAttention(nnx.Module):
         self.deterministic = False
         self.rngs = rngs["dropout"].fork()
 
+    def relative_position_bias(self, n: int) -> jax.Array:
+        """(heads, N, N) bias for windows of N tokens."""
+        index = relative_position_index(self.window_size)[:n, :n].reshape(-1)
+        table = self.relative_position_bias_table[...]
+        return table[index].reshape(n, n, -1).transpose(2, 0, 1)
+
     def __call__(
         self,
         x: jax.Array,
@@ -89,9 +95,7 @@ class WindowAttention(nnx.Module):
         b_, n, c = x.shape
         qkv = self.qkv(x).reshape(b_, n, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (B_, N, heads, hd)
-        index = relative_position_index(self.window_size)[:n, :n].reshape(-1)
-        table = self.relative_position_bias_table[...]
-        bias = table[index].reshape(n, n, -1).transpose(2, 0, 1)[None]  # (1, heads, N, N)
+        bias = self.relative_position_bias(n)[None]  # (1, heads, N, N)
         if mask is not None:
             mask = jnp.asarray(mask)
             nw = mask.shape[0]
