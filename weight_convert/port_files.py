@@ -196,26 +196,20 @@ def infer_port_config(shapes: Mapping[str, tuple[int, ...]]) -> tuple[Config, li
 
 
 def abstract_flax_model(config: Config, dtype: str | None = None):
-    """``ports.flax.models.abstract_model(config)`` with every checkpoint variable (``nnx.Param``
-    and ``Buffer``) declared ``dtype`` (None: as the model makes them, float32). The Flax port
-    takes no ``param_dtype``, but an abstract variable is only a shape and a dtype: the weight
-    transfer (``flax_port.assign``) and ``ports.flax.serialization.load_weights`` cast to it.
+    """``ports.flax.models.abstract_model(config)`` with every floating checkpoint variable
+    (``nnx.Param`` and ``Buffer``) declared ``dtype`` (None: as the model makes them,
+    float32; ``ports.flax.layers.variables.declare_dtype``): the weight transfer
+    (``flax_port.assign``) and ``ports.flax.serialization.load_weights`` cast to it.
     A model holding bfloat16 parameters computes in float32 on float32 input (Flax promotes)
     and in bfloat16 on bfloat16 input."""
-    import jax
-    from flax import nnx
-
-    from ports.flax.layers.variables import CHECKPOINT_VARIABLES
+    from ports.flax.layers.variables import declare_dtype
     from ports.flax.models import abstract_model
     from weight_convert.tensors import FLOAT_DTYPES
 
     model = abstract_model(config)
     if dtype is not None:
         _check_dtype(dtype)
-        for _, node in nnx.iter_graph(model):
-            if isinstance(node, CHECKPOINT_VARIABLES):
-                shape = node.get_value().shape
-                node.set_value(jax.ShapeDtypeStruct(shape, FLOAT_DTYPES[dtype]))
+        declare_dtype(model, FLOAT_DTYPES[dtype])
     return model
 
 

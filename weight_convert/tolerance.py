@@ -9,6 +9,8 @@ import numpy as np
 __all__ = [
     "BLOCK_GRAD_TOLERANCE",
     "BLOCK_TOLERANCE",
+    "FLOAT64_GRAD_TOLERANCE",
+    "FLOAT64_TOLERANCE",
     "MODEL_GRAD_TOLERANCE",
     "MODEL_TOLERANCE",
     "Tolerance",
@@ -57,3 +59,9 @@ BLOCK_GRAD_TOLERANCE = Tolerance(atol=1e-5, rmax=1e-5)
 #: that cancels to zero mathematically (a key bias under softmax) is rounding noise of the size
 #: of the gradients that cancel, bounded by the model's scale. float64 runs show both exact.
 MODEL_GRAD_TOLERANCE = Tolerance(atol=0.0, rmax=1e-4, rscale=1e-6)
+#: float64, blocks and models, forward: max abs error <= 1e-10 x max |reference| of each
+#: tensor: a port that is right is exact up to float64 rounding
+FLOAT64_TOLERANCE = Tolerance(atol=0.0, rmax=1e-10)
+#: float64 gradients: 1e-10 x max |reference gradient| + 1e-12 x the largest gradient (a
+#: gradient that cancels to zero is rounding noise of the gradients that cancel)
+FLOAT64_GRAD_TOLERANCE = Tolerance(atol=0.0, rmax=1e-10, rscale=1e-12)

@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 import ports.flax.layers
-from ports.flax.layers.variables import CHECKPOINT_VARIABLES, abstract
+from ports.flax.layers.variables import CHECKPOINT_VARIABLES, abstract, declare_dtype
 from weight_convert.frameworks.recorder import Recorder
 from zoo import compat
 from zoo.blocks import Ref
@@ -33,31 +33,51 @@ def resolve_refs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build(
-    block: str, kwargs: Mapping[str, Any], seed: int = 0, *, initialize: bool = True
+    block: str,
+    kwargs: Mapping[str, Any],
+    seed: int = 0,
+    *,
+    initialize: bool = True,
+    dtype: str | None = None,
 ) -> nnx.Module:
     """The port of block ``block`` (``zoo.blocks``) in eval mode; with ``initialize=False`` its
-    parameters are abstract (``ports.flax.layers.variables.abstract``): ``assign`` them before
-    it runs."""
+    parameters are abstract (``ports.flax.layers.variables.abstract``), declared ``dtype``
+    (None: float32): ``assign`` them before it runs."""
     cls = getattr(ports.flax.layers, block)
     kwargs = resolve_refs(kwargs)
     if initialize:
         module = cls(**kwargs, rngs=nnx.Rngs(seed))
     else:
         module = abstract(lambda rngs: cls(**kwargs, rngs=rngs), nnx.Rngs(seed))
+        if dtype is not None:
+            declare_dtype(module, jnp.dtype(dtype))
     module.eval()
     return module
 
 
-def build_model(config, *, initialize: bool = True) -> nnx.Module:
+def build_model(config, *, initialize: bool = True, dtype: str | None = None) -> nnx.Module:
     """The model ``config`` describes (any family) in eval mode; with ``initialize=False`` its
-    parameters are abstract: ``assign`` them before it runs."""
+    parameters are abstract, declared ``dtype`` (None: float32): ``assign`` them before it
+    runs."""
     from ports.flax.models import abstract_model, build_model
 
     if initialize:
         return build_model(config)
     model = abstract_model(config)
+    if dtype is not None:
+        declare_dtype(model, jnp.dtype(dtype))
     model.eval()
     return model
+
+
+@contextlib.contextmanager
+def dtype_scope(dtype: str | None) -> Iterator[None]:
+    """What running in ``dtype`` needs for the duration: 64-bit JAX for float64."""
+    if dtype != "float64":
+        yield
+        return
+    with jax.enable_x64(True):
+        yield
 
 
 def materialize(module: nnx.Module, inputs: list[np.ndarray], *, initialize: bool = True) -> None:

@@ -36,19 +36,50 @@ def resolve_refs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return {k: getattr(ns, v.name) if isinstance(v, Ref) else v for k, v in kwargs.items()}
 
 
-def build(block: str, kwargs: Mapping[str, Any], *, initialize: bool = True) -> keras.Layer:
+def build(
+    block: str, kwargs: Mapping[str, Any], *, initialize: bool = True, dtype: str | None = None
+) -> keras.Layer:
     """The port of block ``block`` (``zoo.blocks``). Keras creates its variables on the first
     call (``materialize``), so ``initialize`` changes nothing here; it is there to match the
-    Flax adapter."""
-    del initialize
+    Flax adapter. ``dtype``: see ``dtype_scope``, which must hold while the block is built and
+    runs."""
+    del initialize, dtype
     return getattr(ports.keras.layers, block)(**resolve_refs(kwargs), name="root")
 
 
-def build_model(config, *, initialize: bool = True) -> keras.Model:
+@contextlib.contextmanager
+def dtype_scope(dtype: str | None) -> Iterator[None]:
+    """Layers made, built and run for the duration compute in ``dtype`` (None: as they are):
+    the global dtype policy is ``dtype`` (a layer takes it when made; the ports pass none to
+    their sublayers), with 64-bit JAX for float64 on the JAX backend. Restored afterwards."""
+    if dtype is None:
+        yield
+        return
+    previous, floatx = keras.config.dtype_policy(), keras.config.floatx()
+    keras.config.set_dtype_policy(dtype)
+    if dtype == "float64":  # what numpy inputs and Python constants become
+        keras.config.set_floatx(dtype)
+    try:
+        if dtype == "float64" and keras.backend.backend() == "jax":
+            import jax
+
+            with jax.enable_x64(True):
+                yield
+        else:
+            yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+        keras.config.set_floatx(floatx)
+
+
+def build_model(config, *, initialize: bool = True, dtype: str | None = None) -> keras.Model:
     """The model ``config`` describes (any family), built: its variables exist. With
     ``initialize=False`` they hold no values where the backend allows it (JAX,
-    ``zoo.compat.keras_deferred_values``): ``assign`` every one before the model runs."""
+    ``zoo.compat.keras_deferred_values``): ``assign`` every one before the model runs.
+    ``dtype``: see ``dtype_scope``, which must hold while the model is built and runs."""
     import ports.keras.models
+
+    del dtype
 
     if initialize:
         return ports.keras.models.build_model(config)

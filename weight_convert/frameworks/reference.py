@@ -27,6 +27,11 @@ def build(block: str, kwargs: Mapping[str, Any]) -> nn.Module:
     return getattr(zoo.layers, block)(**resolve_refs(kwargs)).eval()
 
 
+def in_dtype(module: nn.Module, dtype: str | None) -> nn.Module:
+    """``module`` with its floating parameters and buffers in ``dtype`` (None: as it is)."""
+    return module if dtype is None else module.to(getattr(torch, dtype))
+
+
 #: public torch.nn classes whose output is channels-first (N, C, *spatial) whatever the input
 CHANNELS_FIRST_CLASSES: tuple[type[nn.Module], ...] = (
     *(nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d),

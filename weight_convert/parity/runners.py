@@ -21,6 +21,8 @@ from weight_convert.parity.report import ParityReport
 from weight_convert.tolerance import (
     BLOCK_GRAD_TOLERANCE,
     BLOCK_TOLERANCE,
+    FLOAT64_GRAD_TOLERANCE,
+    FLOAT64_TOLERANCE,
     MODEL_GRAD_TOLERANCE,
     MODEL_TOLERANCE,
     Tolerance,
@@ -28,6 +30,26 @@ from weight_convert.tolerance import (
 from zoo.blocks import BlockCase
 
 __all__ = ["run_case", "run_config", "run_model"]
+
+
+def _comparison(gradients: bool, dtype: str | None, model: bool, seed: int):
+    """The comparison to run (forward or gradients), its default tolerance and its extra
+    arguments."""
+    if dtype == "float64":
+        tolerance = FLOAT64_GRAD_TOLERANCE if gradients else FLOAT64_TOLERANCE
+    elif gradients:
+        tolerance = MODEL_GRAD_TOLERANCE if model else BLOCK_GRAD_TOLERANCE
+    else:
+        tolerance = MODEL_TOLERANCE if model else BLOCK_TOLERANCE
+    if gradients:
+        return compare_gradients, tolerance, {"seed": seed}
+    return compare, tolerance, {}
+
+
+def _in_dtype(inputs: list[np.ndarray], dtype: str | None) -> list[np.ndarray]:
+    if dtype is None:
+        return inputs
+    return [x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x for x in inputs]
 
 
 def run_case(
@@ -39,32 +61,32 @@ def run_case(
     after_transfer: Callable[[Any], None] | None = None,
     port_kwargs: dict[str, Any] | None = None,
     gradients: bool = False,
+    dtype: str | None = None,
 ) -> ParityReport:
     """Build ``case``'s reference with random weights and its port, and ``compare`` them on the
     case's inputs drawn from ``seed`` (``gradients``: ``compare_gradients``, the backward pass).
-    The report's ``group`` is the block's name."""
-    reference = ref_fw.randomize_(ref_fw.build(case.block, case.kwargs), seed)
-    port = adapter.build(case.block, {**case.kwargs, **(port_kwargs or {})}, initialize=False)
-    rng = np.random.default_rng(seed)
-    inputs = [inp.make(rng) for inp in case.inputs]
-    if gradients:
-        tolerance = tolerance or BLOCK_GRAD_TOLERANCE
-        run, extra = compare_gradients, {"seed": seed}
-    else:
-        tolerance = tolerance or BLOCK_TOLERANCE
-        run, extra = compare, {}
-    return run(
-        reference,
-        port,
-        adapter,
-        inputs,
-        [inp.format for inp in case.inputs],
-        tolerance=tolerance,
-        name=case.name,
-        group=case.block,
-        after_transfer=after_transfer,
-        **extra,
-    )
+    ``dtype="float64"``: reference, port and inputs in float64, held to ``FLOAT64_TOLERANCE``
+    (the same weights and inputs, widened). The report's ``group`` is the block's name."""
+    run, default, extra = _comparison(gradients, dtype, False, seed)
+    with adapter.dtype_scope(dtype):
+        reference = ref_fw.randomize_(ref_fw.build(case.block, case.kwargs), seed)
+        reference = ref_fw.in_dtype(reference, dtype)
+        kwargs = {**case.kwargs, **(port_kwargs or {})}
+        port = adapter.build(case.block, kwargs, initialize=False, dtype=dtype)
+        rng = np.random.default_rng(seed)
+        inputs = _in_dtype([inp.make(rng) for inp in case.inputs], dtype)
+        return run(
+            reference,
+            port,
+            adapter,
+            inputs,
+            [inp.format for inp in case.inputs],
+            tolerance=tolerance or default,
+            name=case.name,
+            group=case.block,
+            after_transfer=after_transfer,
+            **extra,
+        )
 
 
 def run_config(
@@ -78,38 +100,36 @@ def run_config(
     name: str | None = None,
     group: str | None = None,
     gradients: bool = False,
+    dtype: str | None = None,
 ) -> ParityReport:
     """The model ``config`` describes (any registered family), with random weights in the
     reference (``zoo.models.build_model``) and the port (``adapter.build_model``), on the
     family's inputs (``zoo.configs.family_of(config).make_inputs(config, shape, seed)``:
     ``shape`` sets the first input's reference shape, None the variant's resolution); whole-model
     tolerance by default. ``name`` defaults to the config class and the first input's shape,
-    ``group`` to the family's name. ``gradients``: ``compare_gradients`` (the backward pass,
-    whole-model gradient tolerance by default)."""
+    ``group`` to the family's name. ``gradients``: ``compare_gradients`` (the backward pass);
+    ``dtype="float64"``: everything in float64, as ``run_case``."""
     from zoo.configs import family_of
 
     family = family_of(config)
-    inputs, formats = family.make_inputs(config, shape, seed)
-    reference = ref_fw.randomize_(ref_fw.build_model(config), seed)
-    port = adapter.build_model(config, initialize=False)
-    if gradients:
-        tolerance = tolerance or MODEL_GRAD_TOLERANCE
-        run, extra = compare_gradients, {"seed": seed}
-    else:
-        tolerance = tolerance or MODEL_TOLERANCE
-        run, extra = compare, {}
-    return run(
-        reference,
-        port,
-        adapter,
-        inputs,
-        formats,
-        **extra,
-        tolerance=tolerance,
-        name=name or f"{type(config).__name__}{list(inputs[0].shape)}",
-        group=family.name if group is None else group,
-        after_transfer=after_transfer,
-    )
+    run, default, extra = _comparison(gradients, dtype, True, seed)
+    with adapter.dtype_scope(dtype):
+        inputs, formats = family.make_inputs(config, shape, seed)
+        inputs = _in_dtype(list(inputs), dtype)
+        reference = ref_fw.in_dtype(ref_fw.randomize_(ref_fw.build_model(config), seed), dtype)
+        port = adapter.build_model(config, initialize=False, dtype=dtype)
+        return run(
+            reference,
+            port,
+            adapter,
+            inputs,
+            formats,
+            tolerance=tolerance or default,
+            name=name or f"{type(config).__name__}{list(inputs[0].shape)}",
+            group=family.name if group is None else group,
+            after_transfer=after_transfer,
+            **extra,
+        )
 
 
 def run_model(
@@ -119,7 +139,7 @@ def run_model(
     *,
     seed: int = 0,
     overrides: dict[str, Any] | None = None,
-    tolerance: Tolerance = MODEL_TOLERANCE,
+    tolerance: Tolerance | None = None,
     after_transfer: Callable[[Any], None] | None = None,
 ) -> ParityReport:
     """Variant ``name`` (``zoo.configs.VARIANTS``, fields replaced by ``overrides``):

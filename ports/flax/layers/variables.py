@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import jax
+import jax.numpy as jnp
 from flax import nnx
 
-__all__ = ["Buffer", "CHECKPOINT_VARIABLES", "abstract"]
+__all__ = ["Buffer", "CHECKPOINT_VARIABLES", "abstract", "declare_dtype"]
 
 
 class Buffer(nnx.Variable):
@@ -31,4 +34,18 @@ def abstract(make: Callable[[nnx.Rngs], nnx.Module], rngs: nnx.Rngs | None = Non
             fresh = rngs[node.tag].fork()
             node.key.set_value(fresh.key.get_value())
             node.count.set_value(fresh.count.get_value())
+    return module
+
+
+def declare_dtype(module: nnx.Module, dtype: Any) -> nnx.Module:
+    """Declare every floating checkpoint variable of an abstract ``module`` (``abstract``)
+    ``dtype``: an abstract variable is only a shape and a dtype, and what is assigned to it is
+    cast to it. The Flax port takes no ``param_dtype``: its layers compute in the dtype their
+    inputs and parameters promote to, so float64 parameters and inputs compute in float64
+    (under ``jax.enable_x64``)."""
+    for _, node in nnx.iter_graph(module):
+        if isinstance(node, CHECKPOINT_VARIABLES):
+            value = node.get_value()
+            if jnp.issubdtype(value.dtype, jnp.floating):
+                node.set_value(jax.ShapeDtypeStruct(value.shape, dtype))
     return module
