@@ -197,6 +197,21 @@ class FamilySuite:
         assert report.outputs, "no input gradient was compared"
         assert MODEL_GRAD_TOLERANCE == Tolerance(atol=0.0, rmax=1e-4, rscale=1e-6)
 
+    def test_float64(self, port):
+        """In float64 the tiny config's forward pass (every layer) and gradients agree to
+        1e-10 x max |reference| per tensor."""
+        from weight_convert.parity import run_config
+
+        if port.NAME in ("keras-jax", "keras-torch"):
+            pytest.skip(f"{port.NAME}: Keras promotes float64 to float32 on this backend")
+        config = self.tiny(**self.cases[0].overrides)
+        for gradients in (False, True):
+            report = run_config(
+                config, port, self.cases[0].shape, gradients=gradients, dtype="float64"
+            )
+            assert report.passed, report.table()
+            assert report.settings["dtype"] == "float64"
+
     def test_planted_bug(self, port):
         """A port weight perturbed after the transfer: the first layer above tolerance is the
         one holding it, and every layer before it passes."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import cache
+from typing import Any
 
 import numpy as np
 
@@ -161,30 +162,34 @@ def rel_pos_gather_index(q_size: int, k_size: int) -> np.ndarray:
 
 
 @cache
-def rel_pos_resize_matrix(length: int, target: int) -> np.ndarray:
+def rel_pos_resize_matrix(length: int, target: int, dtype: Any = np.float32) -> np.ndarray:
     """Matrix M, shape (target, length), with ``M @ table`` equal to 1-D linear interpolation of
     ``table`` (length, C) to ``target`` rows, as ``F.interpolate(mode="linear",
-    align_corners=False)`` does it (half-pixel centres, clamped at the borders)."""
-    # PyTorch computes scale = in / out in fp32 and the source position as one fused multiply-add
-    # (a single rounding to fp32), then the weight as a difference in fp32.
-    scale = np.float64(np.float32(length) / np.float32(target))
-    src = ((np.arange(target, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
-    src = np.maximum(src, np.float32(0.0))
+    align_corners=False)`` does it (half-pixel centres, clamped at the borders) on a ``dtype``
+    table (PyTorch computes the weights in float64 for a float64 table, else in float32)."""
+    t = np.float64 if np.dtype(dtype) == np.float64 else np.float32
+    # PyTorch computes scale = in / out in the table's precision and the source position as one
+    # fused multiply-add (a single rounding to it), then the weight as a difference in it.
+    scale = np.float64(t(length) / t(target))
+    src = ((np.arange(target, dtype=np.float64) + 0.5) * scale - 0.5).astype(t)
+    src = np.maximum(src, t(0.0))
     lo = np.minimum(np.floor(src).astype(np.int64), length - 1)
     hi = np.minimum(lo + 1, length - 1)
-    frac = np.minimum(np.maximum(src - lo.astype(np.float32), np.float32(0.0)), np.float32(1.0))
-    m = np.zeros((target, length), dtype=np.float32)
+    frac = np.minimum(np.maximum(src - lo.astype(t), t(0.0)), t(1.0))
+    m = np.zeros((target, length), dtype=t)
     rows = np.arange(target)
-    np.add.at(m, (rows, lo), np.float32(1.0) - frac)
+    np.add.at(m, (rows, lo), t(1.0) - frac)
     np.add.at(m, (rows, hi), frac)
     m.setflags(write=False)
     return m
 
 
-def grid_centres(size: tuple[int, int]) -> np.ndarray:
-    """Normalized (x, y) centres of an (H, W) grid of cells, float32 (H, W, 2): SAM's dense
-    positional-encoding grid (the reference computes the same in torch)."""
+def grid_centres(size: tuple[int, int], dtype: Any = np.float32) -> np.ndarray:
+    """Normalized (x, y) centres of an (H, W) grid of cells, (H, W, 2) in ``dtype`` (float32;
+    float64 in float64 runs): SAM's dense positional-encoding grid (the reference computes the
+    same in torch)."""
     h, w = size
-    ys = (np.arange(h, dtype=np.float32) + np.float32(0.5)) / np.float32(h)
-    xs = (np.arange(w, dtype=np.float32) + np.float32(0.5)) / np.float32(w)
+    t = np.dtype(dtype).type
+    ys = (np.arange(h, dtype=t) + t(0.5)) / t(h)
+    xs = (np.arange(w, dtype=t) + t(0.5)) / t(w)
     return np.stack(np.broadcast_arrays(xs[None, :], ys[:, None]), axis=-1)

@@ -25,6 +25,8 @@ from typing import Any
 __all__ = [
     "BLOCK_GRAD_TOLERANCE",
     "BLOCK_TOLERANCE",
+    "FLOAT64_GRAD_TOLERANCE",
+    "FLOAT64_TOLERANCE",
     "MODEL_GRAD_TOLERANCE",
     "MODEL_TOLERANCE",
     "LayerError",
@@ -44,6 +46,8 @@ __all__ = [
 _HOMES = {
     "BLOCK_GRAD_TOLERANCE": "weight_convert.tolerance",
     "MODEL_GRAD_TOLERANCE": "weight_convert.tolerance",
+    "FLOAT64_GRAD_TOLERANCE": "weight_convert.tolerance",
+    "FLOAT64_TOLERANCE": "weight_convert.tolerance",
     "compare_gradients": "weight_convert.parity.gradients",
     "BLOCK_TOLERANCE": "weight_convert.tolerance",
     "MODEL_TOLERANCE": "weight_convert.tolerance",

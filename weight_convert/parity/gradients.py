@@ -95,7 +95,9 @@ def compare_gradients(
         load_reference_weights(adapter, port, reference, ported)
     if after_transfer is not None:
         after_transfer(port)
-    cots = Cotangents(seed, ref_fw.declared_formats(reference)[""])
+    floating = [x.dtype for x in inputs if np.issubdtype(x.dtype, np.floating)]
+    dtype = np.result_type(*floating) if floating else np.float32  # float64 runs: float64
+    cots = Cotangents(seed, ref_fw.declared_formats(reference)[""], dtype)
     with ref_fw.numerics():
         ref_inputs, ref_params = ref_fw.gradients(reference, list(inputs), cots.reference)
     with adapter.numerics():
@@ -112,7 +114,12 @@ def compare_gradients(
             raise ValueError(f"{name}: the port gives no gradient of the shape of input {i}")
         label = f"<input {i} gradient>"
         outputs.append(layer_error(label, 0, expected, have, tolerance, scale))
-    settings = {**ref_fw.settings(), **adapter.settings(), "loss": "sum <outputs, random c>"}
+    settings = {
+        "dtype": str(np.dtype(dtype)),
+        **ref_fw.settings(),
+        **adapter.settings(),
+        "loss": "sum <outputs, random c>",
+    }
     return ParityReport(
         name=f"{name} (gradients)" if name else "gradients",
         framework=adapter.NAME,

@@ -35,6 +35,13 @@ class PositionEmbeddingRandom(nn.Module):
             "positional_encoding_gaussian_matrix", scale * torch.randn((2, num_pos_feats))
         )
 
+    @property
+    def coords_dtype(self) -> torch.dtype:
+        """Coordinates are float32 (as segment-anything keeps them, whatever the model's
+        dtype), float64 in a float64 model."""
+        is64 = self.positional_encoding_gaussian_matrix.dtype == torch.float64
+        return torch.float64 if is64 else torch.float32
+
     def _pe_encoding(self, coords: torch.Tensor) -> torch.Tensor:
         """(..., 2) normalized (x, y) -> (..., 2 * num_pos_feats)."""
         proj = 2 * math.pi * ((2 * coords - 1) @ self.positional_encoding_gaussian_matrix)
@@ -43,9 +50,9 @@ class PositionEmbeddingRandom(nn.Module):
     def forward(self, size: tuple[int, int]) -> torch.Tensor:
         """Encoding of the centres of an (H, W) grid of cells: (C, H, W), channels-first."""
         h, w = size
-        device = self.positional_encoding_gaussian_matrix.device
-        ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
-        xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
+        device, dtype = self.positional_encoding_gaussian_matrix.device, self.coords_dtype
+        ys = (torch.arange(h, device=device, dtype=dtype) + 0.5) / h
+        xs = (torch.arange(w, device=device, dtype=dtype) + 0.5) / w
         grid = torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None]), dim=-1)
         return self._pe_encoding(grid).permute(2, 0, 1)
 
@@ -54,8 +61,8 @@ class PositionEmbeddingRandom(nn.Module):
     ) -> torch.Tensor:
         """(B, N, 2) pixel (x, y) in an image of ``image_size`` (H, W) -> (B, N, C)."""
         h, w = image_size
-        scale = torch.tensor([w, h], dtype=torch.float32, device=coords_input.device)
-        return self._pe_encoding(coords_input.to(torch.float32) / scale)
+        scale = torch.tensor([w, h], dtype=self.coords_dtype, device=coords_input.device)
+        return self._pe_encoding(coords_input.to(self.coords_dtype) / scale)
 
 
 class PromptEncoder(nn.Module):

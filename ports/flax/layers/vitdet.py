@@ -11,6 +11,7 @@ from flax import nnx
 from ports.flax.layers.mlp import MLPBlock
 from ports.flax.layers.norm import LayerNorm
 from ports.flax.layers.window import window_partition, window_reverse
+from ports.flax.layers.window_attention import dot_product_attention
 from zoo.windows import pad_amounts, rel_pos_gather_index, rel_pos_resize_matrix
 
 __all__ = [
@@ -34,7 +35,7 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: jax.Array) -> jax.Array:
     max_rel_dist = int(2 * max(q_size, k_size) - 1)
     length = rel_pos.shape[0]
     if length != max_rel_dist:
-        resize = jnp.asarray(rel_pos_resize_matrix(length, max_rel_dist), dtype=rel_pos.dtype)
+        resize = jnp.asarray(rel_pos_resize_matrix(length, max_rel_dist, rel_pos.dtype))
         rel_pos = jnp.matmul(resize, rel_pos, precision=jax.lax.Precision.HIGHEST)
     return rel_pos[rel_pos_gather_index(q_size, k_size)]
 
@@ -138,7 +139,7 @@ class Attention(nnx.Module):
                 (h, w),
                 (h, w),
             ).reshape(b, self.num_heads, h * w, h * w)
-        out = jax.nn.dot_product_attention(q, k, v, bias=bias, scale=self.scale)
+        out = dot_product_attention(q, k, v, bias, self.scale)
         return self.proj(out.reshape(b, h, w, c))
 
 

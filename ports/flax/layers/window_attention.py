@@ -11,25 +11,34 @@ from flax import nnx
 from ports.flax.layers.drop import dropout_key
 from zoo.windows import bias_table_size, relative_position_index
 
-__all__ = ["WindowAttention"]
+__all__ = ["WindowAttention", "dot_product_attention"]
 
 
-def _attention_with_dropout(
+def dot_product_attention(
     q: jax.Array,
     k: jax.Array,
     v: jax.Array,
-    bias: jax.Array,
+    bias: jax.Array | None,
     scale: float,
-    rate: float,
-    key: jax.Array,
+    rate: float = 0.0,
+    key: jax.Array | None = None,
 ) -> jax.Array:
-    """Unfused attention with dropout on the probabilities (training only; the fused kernel has no
-    dropout). q, k, v: (B, T, heads, hd); bias broadcastable to (B, heads, T, S)."""
-    logits = jnp.einsum("btnh,bsnh->bnts", q, k) * scale + bias
+    """``softmax(q k^T * scale + bias) v`` with dropout ``rate`` on the probabilities (``key``
+    draws it). q, k, v: (B, T, heads, hd); bias broadcastable to (B, heads, T, S).
+
+    ``jax.nn.dot_product_attention`` (fused where the device has a kernel) unless there is
+    dropout, which it lacks, or the inputs are float64, which it computes in float32 (its
+    logits are accumulated as float32): those take the unfused path, exact in float64."""
+    if rate == 0.0 and q.dtype != jnp.float64:
+        return jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale)
+    logits = jnp.einsum("btnh,bsnh->bnts", q, k) * scale
+    if bias is not None:
+        logits = logits + bias
     probs = jax.nn.softmax(logits, axis=-1)
-    keep = 1.0 - rate
-    mask = jax.random.bernoulli(key, p=keep, shape=probs.shape)
-    probs = jax.lax.select(mask, probs / keep, jnp.zeros_like(probs))
+    if rate > 0.0:
+        keep = 1.0 - rate
+        mask = jax.random.bernoulli(key, p=keep, shape=probs.shape)
+        probs = jax.lax.select(mask, probs / keep, jnp.zeros_like(probs))
     return jnp.einsum("bnts,bsnh->btnh", probs, v)
 
 
@@ -106,10 +115,10 @@ class WindowAttention(nnx.Module):
         bias = bias.astype(q.dtype)
         deterministic = self.deterministic if deterministic is None else deterministic
         if deterministic or self.attn_drop == 0.0:
-            out = jax.nn.dot_product_attention(q, k, v, bias=bias, scale=self.scale)
+            out = dot_product_attention(q, k, v, bias, self.scale)
         else:
             key = dropout_key(rngs, self.rngs, "dropout", "WindowAttention")
-            out = _attention_with_dropout(q, k, v, bias, self.scale, self.attn_drop, key)
+            out = dot_product_attention(q, k, v, bias, self.scale, self.attn_drop, key)
         return self.proj_drop(self.proj(out.reshape(b_, n, c)))
 
     def set_view(self, deterministic: bool | None = None) -> None:

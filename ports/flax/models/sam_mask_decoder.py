@@ -16,6 +16,7 @@ from flax import nnx
 from ports.flax.layers.conv import ConvTranspose2d
 from ports.flax.layers.mlp import GELU, MLPBlock
 from ports.flax.layers.norm import LayerNorm, LayerNorm2d
+from ports.flax.layers.window_attention import dot_product_attention
 
 __all__ = [
     "MLP",
@@ -64,7 +65,7 @@ class SamAttention(nnx.Module):
             self._heads(self.k_proj(k)),
             self._heads(self.v_proj(v)),
         )
-        out = jax.nn.dot_product_attention(q, k, v)  # scale 1 / sqrt(head dim)
+        out = dot_product_attention(q, k, v, None, q.shape[-1] ** -0.5)
         b, n, _, _ = out.shape
         return self.out_proj(out.reshape(b, n, self.internal_dim))
 

@@ -45,14 +45,21 @@ class PositionEmbeddingRandom(nnx.Module):
         proj = 2 * math.pi * ((2 * coords - 1) @ self.positional_encoding_gaussian_matrix[...])
         return jnp.concatenate([jnp.sin(proj), jnp.cos(proj)], axis=-1)
 
+    @property
+    def coords_dtype(self) -> jnp.dtype:
+        """Coordinates are float32 (as the reference keeps them, whatever the parameters'
+        dtype), float64 in a float64 model."""
+        is64 = self.positional_encoding_gaussian_matrix[...].dtype == jnp.float64
+        return jnp.dtype(jnp.float64 if is64 else jnp.float32)
+
     def __call__(self, size: tuple[int, int]) -> jax.Array:
-        return self._pe_encoding(jnp.asarray(grid_centres(size)))
+        return self._pe_encoding(jnp.asarray(grid_centres(size, self.coords_dtype)))
 
     def forward_with_coords(self, coords: jax.Array, image_size: tuple[int, int]) -> jax.Array:
         """(B, N, 2) pixel (x, y) in an image of ``image_size`` (H, W) -> (B, N, C)."""
         h, w = image_size
-        scale = jnp.asarray(np.array([w, h], dtype=np.float32))
-        return self._pe_encoding(coords.astype(jnp.float32) / scale)
+        scale = jnp.asarray(np.array([w, h], dtype=self.coords_dtype))
+        return self._pe_encoding(coords.astype(self.coords_dtype) / scale)
 
 
 class PromptEncoder(nnx.Module):
@@ -110,7 +117,7 @@ class PromptEncoder(nnx.Module):
 
     def _embed_points(self, points: jax.Array, labels: jax.Array, pad: bool) -> jax.Array:
         """(B, N, 2), (B, N) -> (B, N + pad, embed_dim)."""
-        points = points.astype(jnp.float32) + 0.5  # pixel centres
+        points = points.astype(self.pe_layer.coords_dtype) + 0.5  # pixel centres
         if pad:
             points = jnp.concatenate([points, jnp.zeros_like(points[:, :1])], axis=1)
             labels = jnp.concatenate([labels, -jnp.ones_like(labels[:, :1])], axis=1)
@@ -123,7 +130,7 @@ class PromptEncoder(nnx.Module):
 
     def _embed_boxes(self, boxes: jax.Array) -> jax.Array:
         """(B, 4) -> (B, 2, embed_dim)."""
-        corners = (boxes.astype(jnp.float32) + 0.5).reshape(-1, 2, 2)
+        corners = (boxes.astype(self.pe_layer.coords_dtype) + 0.5).reshape(-1, 2, 2)
         embedding = self.pe_layer.forward_with_coords(corners, self.input_image_size)
         tables = self.point_embeddings
         return embedding + jnp.concatenate(

@@ -6,10 +6,12 @@ from collections.abc import Callable
 
 import keras
 from keras import ops
+from keras.backend import standardize_dtype
 
 from ports.keras.layers.mlp import MLPBlock
 from ports.keras.layers.norm import LayerNorm
 from ports.keras.layers.window import Tensor, window_partition, window_reverse
+from ports.keras.layers.window_attention import dot_product_attention
 from zoo.windows import pad_amounts, rel_pos_gather_index, rel_pos_resize_matrix
 
 __all__ = [
@@ -32,7 +34,8 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: Tensor) -> Tensor:
     max_rel_dist = int(2 * max(q_size, k_size) - 1)
     length = rel_pos.shape[0]
     if length != max_rel_dist:
-        resize = ops.convert_to_tensor(rel_pos_resize_matrix(length, max_rel_dist))
+        dtype = standardize_dtype(rel_pos.dtype)
+        resize = ops.convert_to_tensor(rel_pos_resize_matrix(length, max_rel_dist, dtype))
         rel_pos = ops.matmul(ops.cast(resize, rel_pos.dtype), rel_pos)
     index = ops.convert_to_tensor(rel_pos_gather_index(q_size, k_size))
     return ops.take(rel_pos, index, axis=0)
@@ -148,7 +151,7 @@ class Attention(keras.layers.Layer):
             q_heads = ops.reshape(ops.transpose(q, (0, 2, 1, 3)), (-1, h * w, c // heads))
             bias = decomposed_rel_pos_bias(q_heads, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w))
             bias = ops.reshape(bias, (-1, heads, h * w, h * w))
-        out = ops.dot_product_attention(q, k, v, bias=bias, scale=self.scale)
+        out = dot_product_attention(q, k, v, bias, self.scale)
         return self.proj(ops.reshape(out, (-1, h, w, c)))
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:

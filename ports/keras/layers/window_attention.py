@@ -6,14 +6,15 @@ from collections.abc import Sequence
 
 import keras
 from keras import ops
+from keras.backend import standardize_dtype
 
 from ports.keras.layers.window import Tensor
 from zoo.windows import bias_table_size, relative_position_index
 
-__all__ = ["WindowAttention"]
+__all__ = ["WindowAttention", "dot_product_attention"]
 
 
-def _dot_product_attention(
+def dot_product_attention(
     q: Tensor,
     k: Tensor,
     v: Tensor,
@@ -22,18 +23,22 @@ def _dot_product_attention(
     dropout: float = 0.0,
     seed: keras.random.SeedGenerator | None = None,
 ) -> Tensor:
-    """Fused ``softmax(q k^T * scale + bias) v``; q, k, v (B, T, heads, hd), bias broadcastable
-    to (B, heads, T, T). Returns (B, T, heads, hd).
+    """``softmax(q k^T * scale + bias) v``; q, k, v (B, T, heads, hd), bias broadcastable to
+    (B, heads, T, T). Returns (B, T, heads, hd).
 
-    Only attention-probability dropout (``dropout > 0``, training) takes an unfused path, since
-    ``keras.ops.dot_product_attention`` has no dropout.
+    ``keras.ops.dot_product_attention`` (fused where the backend has a kernel) unless there is
+    attention-probability dropout (``dropout > 0``, training), which it lacks, or the inputs are
+    float64, which its backends' kernels compute in lower precision: those take the unfused
+    path.
     """
-    if dropout <= 0.0:
+    if dropout <= 0.0 and standardize_dtype(q.dtype) != "float64":
         return ops.dot_product_attention(q, k, v, bias=bias, scale=scale)
     logits = ops.einsum("btnh,bsnh->bnts", q, k) * scale
     if bias is not None:
         logits = logits + ops.cast(bias, logits.dtype)
-    probs = keras.random.dropout(ops.softmax(logits, axis=-1), dropout, seed=seed)
+    probs = ops.softmax(logits, axis=-1)
+    if dropout > 0.0:
+        probs = keras.random.dropout(probs, dropout, seed=seed)
     return ops.einsum("bnts,bsnh->btnh", probs, v)
 
 
@@ -115,7 +120,7 @@ class WindowAttention(keras.layers.Layer):
             bias = ops.reshape(bias, (1, nw * heads, n, n))
         q, k, v = ops.unstack(qkv, 3, axis=2)
         dropout = self.attn_drop if training else 0.0
-        out = _dot_product_attention(q, k, v, bias, self.scale, dropout, self.seed_generator)
+        out = dot_product_attention(q, k, v, bias, self.scale, dropout, self.seed_generator)
         if mask is not None:
             out = ops.transpose(ops.reshape(out, (-1, n, nw, heads, c // heads)), (0, 2, 1, 3, 4))
         out = ops.reshape(out, (-1, n, c))

@@ -16,6 +16,7 @@ from ports.keras.layers.conv import ConvTranspose2d
 from ports.keras.layers.mlp import GELU, MLPBlock
 from ports.keras.layers.norm import LayerNorm, LayerNorm2d
 from ports.keras.layers.window import Tensor
+from ports.keras.layers.window_attention import dot_product_attention
 from ports.keras.models.sam_prompt_encoder import Embedding
 
 __all__ = ["MLP", "MaskDecoder", "SamAttention", "TwoWayAttentionBlock", "TwoWayTransformer"]
@@ -56,7 +57,7 @@ class SamAttention(keras.layers.Layer):
             self._heads(self.k_proj(k)),
             self._heads(self.v_proj(v)),
         )
-        out = ops.dot_product_attention(q, k, v)  # scale 1 / sqrt(head dim)
+        out = dot_product_attention(q, k, v, None, q.shape[-1] ** -0.5)
         return self.out_proj(ops.reshape(out, (-1, out.shape[1], self.internal_dim)))
 
 

@@ -15,6 +15,7 @@ import math
 import keras
 import numpy as np
 from keras import ops
+from keras.backend import standardize_dtype
 
 from ports.keras.layers.mlp import GELU
 from ports.keras.layers.norm import LayerNorm2d
@@ -73,14 +74,21 @@ class PositionEmbeddingRandom(keras.layers.Layer):
         proj = 2 * math.pi * ops.matmul(2 * coords - 1, matrix)
         return ops.concatenate([ops.sin(proj), ops.cos(proj)], axis=-1)
 
+    @property
+    def coords_dtype(self) -> str:
+        """Coordinates are float32 (as the reference keeps them, whatever the policy), float64
+        in a float64 model."""
+        is64 = standardize_dtype(self.positional_encoding_gaussian_matrix.dtype) == "float64"
+        return "float64" if is64 else "float32"
+
     def call(self, size: tuple[int, int]) -> Tensor:
-        return self._pe_encoding(ops.convert_to_tensor(grid_centres(size)))
+        return self._pe_encoding(ops.convert_to_tensor(grid_centres(size, self.coords_dtype)))
 
     def forward_with_coords(self, coords: Tensor, image_size: tuple[int, int]) -> Tensor:
         """(B, N, 2) pixel (x, y) in an image of ``image_size`` (H, W) -> (B, N, C)."""
         h, w = image_size
-        scale = ops.convert_to_tensor(np.array([w, h], dtype=np.float32))
-        return self._pe_encoding(ops.cast(coords, "float32") / scale)
+        scale = ops.convert_to_tensor(np.array([w, h], dtype=self.coords_dtype))
+        return self._pe_encoding(ops.cast(coords, self.coords_dtype) / scale)
 
 
 class PromptEncoder(keras.layers.Layer):
@@ -144,7 +152,7 @@ class PromptEncoder(keras.layers.Layer):
 
     def _embed_points(self, points: Tensor, labels: Tensor, pad: bool) -> Tensor:
         """(B, N, 2), (B, N) -> (B, N + pad, embed_dim)."""
-        points = ops.cast(points, "float32") + 0.5  # pixel centres
+        points = ops.cast(points, self.pe_layer.coords_dtype) + 0.5  # pixel centres
         if pad:
             points = ops.concatenate([points, ops.zeros_like(points[:, :1])], axis=1)
             labels = ops.concatenate([labels, -ops.ones_like(labels[:, :1])], axis=1)
@@ -160,7 +168,7 @@ class PromptEncoder(keras.layers.Layer):
 
     def _embed_boxes(self, boxes: Tensor) -> Tensor:
         """(B, 4) -> (B, 2, embed_dim)."""
-        corners = ops.reshape(ops.cast(boxes, "float32") + 0.5, (-1, 2, 2))
+        corners = ops.reshape(ops.cast(boxes, self.pe_layer.coords_dtype) + 0.5, (-1, 2, 2))
         embedding = self.pe_layer.forward_with_coords(corners, self.input_image_size)
         corner_embed = ops.concatenate(
             [self.point_embeddings[2].weight, self.point_embeddings[3].weight], axis=0
