@@ -84,8 +84,10 @@ def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def state_dict(module: nn.Module) -> dict[str, np.ndarray]:
-    """Persistent state (what a checkpoint holds) as numpy arrays."""
-    return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+    """Persistent state (what a checkpoint holds) as numpy arrays, copies: a view of the
+    parameters' memory would change under an optimizer step, and JAX on CPU may keep using the
+    array it was given (a port would move with the reference)."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
 
 
 def load_state_dict(module: nn.Module, values: Mapping[str, np.ndarray]) -> None:
