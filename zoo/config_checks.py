@@ -148,11 +148,11 @@ def _as_declared(hint: Any, value: Any) -> Any:
 
 
 def positive(config: Any, *names: str) -> None:
-    """Each named field (an int or a tuple of ints) at least 1."""
+    """Each named field (a number or a tuple of numbers) above 0."""
     for name in names:
         value = getattr(config, name)
         for v in value if isinstance(value, tuple) else (value,):
-            if v < 1:
+            if v <= 0:
                 raise ConfigError(f"config field {name}: {value} must be positive")
 
 
