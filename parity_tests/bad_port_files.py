@@ -128,8 +128,9 @@ def replace_dataset(name: str, make: Callable[[np.ndarray], dict[str, Any]]):
 
 
 def deflated_zeros(good: dict, d: Path, member: str, mib: int) -> Path:
-    """``k.keras`` whose ``member`` is deflated from ``mib`` MiB of zeros (about 4.5 MiB per
-    GiB on disk, made at deflate level 1)."""
+    """``k.keras`` whose ``member`` is its own bytes followed by ``mib`` MiB of zeros, deflated
+    (about 4.5 MiB per GiB on disk, made at deflate level 1): HDF5 ignores what follows its
+    data, so the weights member still opens; a reader that trusts it holds it all."""
     out = d / "bomb.keras"
     chunk = bytes(16 << 20)
     with zipfile.ZipFile(good["keras"]) as zin, zipfile.ZipFile(out, "w") as zout:
@@ -140,6 +141,7 @@ def deflated_zeros(good: dict, d: Path, member: str, mib: int) -> Path:
         info.compress_type = zipfile.ZIP_DEFLATED
         info._compresslevel = 1  # noqa: SLF001 - Python 3.11's only spelling; fast to write
         with zout.open(info, "w", force_zip64=True) as f:
+            f.write(zin.read(member))
             for _ in range(mib // 16):
                 f.write(chunk)
     return out

@@ -20,6 +20,7 @@ import numpy as np
 from weight_convert import checkpoints, keras_files, layouts, port_files, rules
 from weight_convert.errors import (
     CheckpointError,
+    ConvertError,
     MissingKeysError,
     ShapeMismatchError,
     UnexpectedKeysError,
@@ -137,6 +138,8 @@ def _read_keras(path: str, allow: layouts.Allow, variant: str | None) -> Source:
         values = port_files.load_keras_weights(path, config, dtype)
     except ImportError as e:
         raise CheckpointError(f"reading {path} needs Keras 3 and h5py ({e})") from None
+    except ConvertError:
+        raise
     except (OSError, ValueError) as e:  # what Keras raises for weights that do not load
         raise WrongModelError(
             f"{path} does not hold {family_of(config).model} weights of this config: {all_lines(e)}"
