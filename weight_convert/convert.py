@@ -19,6 +19,7 @@ and the port being compared.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -83,20 +84,34 @@ def _choose_layout(family: str, layout: str | None) -> str:
     return layout
 
 
+#: the most values ``--verify``'s first input may hold (a 3 x 4096 x 4096 image is 5e7): the
+#: models' activations are many times that, and the input is made before anything is checked
+MAX_VERIFY_VALUES = 1 << 26
+
+
 def _verify_shape(config: Config, shape: Sequence[int] | None) -> tuple[int, ...]:
     """``--verify``'s first input shape (None: the family's default), checked before anything
-    is written by the family's own input checks, as the reference would run them
-    (``UsageError``: a wrong rank, channel count or size)."""
+    is made or written: at most ``MAX_VERIFY_VALUES`` values, then the family's own input
+    checks, as the reference would run them (``UsageError``: too large, a wrong rank, channel
+    count or size)."""
     family = family_of(config)
-    if shape is None:
-        return family.default_shape(config)
+    given = shape is not None
+    shape = tuple(shape) if given else family.default_shape(config)
+    flag = f"--verify-shape {'x'.join(map(str, shape))}" if given else "--verify"
+    if math.prod(shape) > MAX_VERIFY_VALUES:
+        raise UsageError(
+            f"{flag}: an input of {math.prod(shape):,} values (at most {MAX_VERIFY_VALUES:,})"
+            + ("" if given else ": give a smaller --verify-shape")
+        )
+    if not given:
+        return shape
     stand_in = type(family.model, (), {"config": config})()  # named as the model, for messages
     try:
-        inputs, _ = family.make_inputs(config, tuple(shape))
+        inputs, _ = family.make_inputs(config, shape)
         family.check(stand_in, "torch", *inputs)
     except ValueError as e:
-        raise UsageError(f"--verify-shape {'x'.join(map(str, shape))}: {e}") from None
-    return tuple(shape)
+        raise UsageError(f"{flag}: {e}") from None
+    return shape
 
 
 def _write(

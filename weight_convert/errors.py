@@ -34,6 +34,7 @@ __all__ = [
     "UsageError",
     "WrongFormatError",
     "WrongModelError",
+    "all_lines",
     "first_line",
     "one_line",
     "shorten",
@@ -253,6 +254,15 @@ def one_line(message: object, limit: int = LINE_CHARS) -> str:
     (a key name may hold terminal escapes) ``\\xNN``, and at most ``limit`` characters are kept
     (see ``shorten``)."""
     return shorten(str(message).translate(_CONTROL), limit)
+
+
+def all_lines(error: BaseException, limit: int = 600) -> str:
+    """``error``'s whole message on one line (lines joined, blank ones dropped), at most
+    ``limit`` characters: for messages whose cause is not on the first line (Keras' "A total
+    of N objects could not be loaded. Example error message for object <...>:" then the
+    cause)."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return shorten(text or type(error).__name__, limit)
 
 
 def first_line(error: BaseException) -> str:

@@ -32,16 +32,17 @@ only: Flax, Keras and h5py are imported by the functions that use them.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
+from weight_convert import keras_files
 from weight_convert.errors import WrongFormatError
-from zoo.configs import Config, config_from_dict, config_to_dict, family_of, model_config
+from weight_convert.keras_files import CONFIG_ATTR
+from zoo.configs import Config, config_to_dict, family_of, model_config
 
 __all__ = [
     "CONFIG_ATTR",
@@ -49,6 +50,7 @@ __all__ = [
     "build_keras_model",
     "infer_port_config",
     "keras_file_dtype",
+    "load_keras_weights",
     "load_keras_model",
     "read_config_attr",
     "read_flax_msgpack",
@@ -57,9 +59,6 @@ __all__ = [
     "write_config_attr",
     "write_flax_msgpack",
 ]
-
-#: HDF5 root attribute of a ``.weights.h5`` holding the zoo config (JSON of ``config_to_dict``)
-CONFIG_ATTR = "vit_zoo_config"
 
 #: dtypes a port model is built in (``weight_convert.tensors.FLOAT_DTYPES``)
 _DTYPES = ("float32", "float16", "bfloat16")
@@ -135,27 +134,45 @@ def write_flax_msgpack(path: str | os.PathLike, items: Iterable[tuple[str, Any]]
 def read_flax_msgpack(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """``{nnx path: array}`` of a Flax msgpack file of nested dicts with array leaves (int or
     string list indices alike), arrays in the file's dtypes (read-only views of the file's
-    bytes). Raises ``ValueError`` for a leaf that is no array."""
+    bytes). Raises ``ValueError`` for a leaf that is no array, a key that is no attribute name
+    or list index (a string holding ".", a float, bytes...) and a path given twice (``0`` and
+    ``"0"``, or a key ``"head.kernel"`` beside ``head: {kernel: ...}``): one of them would
+    silently win."""
     from flax import serialization
 
-    with open(os.fspath(path), "rb") as f:
+    path = os.fspath(path)
+    with open(path, "rb") as f:
         tree = serialization.msgpack_restore(f.read())
     if not isinstance(tree, dict):
-        raise ValueError(f"{os.fspath(path)}: holds a {type(tree).__name__}, not a dict of arrays")
+        raise ValueError(f"{path}: holds a {type(tree).__name__}, not a dict of arrays")
     out: dict[str, np.ndarray] = {}
-
-    def walk(node: dict, prefix: str) -> None:
+    stack = [(tree, "")]
+    while stack:  # no recursion: msgpack nests as deep as the file says
+        node, prefix = stack.pop()
         for key, value in node.items():
-            name = f"{prefix}{key}"
+            name = f"{prefix}{_msgpack_key(path, prefix, key)}"
             if isinstance(value, dict):
-                walk(value, name + ".")
-            elif isinstance(value, (np.ndarray, np.generic)):
-                out[name] = np.asarray(value)
+                stack.append((value, name + "."))
+            elif not isinstance(value, (np.ndarray, np.generic)):
+                raise ValueError(f"{path}: {name} is a {type(value).__name__}")
+            elif name in out:
+                raise ValueError(f"{path}: {name} is given twice (list indices 0 and '0'?)")
             else:
-                raise ValueError(f"{os.fspath(path)}: {name} is a {type(value).__name__}")
+                out[name] = np.asarray(value)
+    prefixes = {name[:i] for name in out for i, c in enumerate(name) if c == "."}
+    clash = sorted(prefixes & set(out))
+    if clash:
+        raise ValueError(f"{path}: {clash[0]} is both a tensor and a module")
+    return dict(sorted(out.items()))
 
-    walk(tree, "")
-    return out
+
+def _msgpack_key(path: str, prefix: str, key: Any) -> str:
+    """One component of an nnx path: an attribute name or a list index (int or digits)."""
+    if type(key) is int and key >= 0:
+        return str(key)
+    if isinstance(key, str) and key and "." not in key:
+        return key
+    raise ValueError(f"{path}: key {str(key)[:100]!r} under {prefix or 'the root'} is no name")
 
 
 def infer_port_config(shapes: Mapping[str, tuple[int, ...]]) -> tuple[Config, list[str]]:
@@ -226,67 +243,22 @@ def write_config_attr(path: str | os.PathLike, config: Config) -> None:
 
 
 def read_config_attr(path: str | os.PathLike) -> Config | None:
-    """The zoo config ``write_config_attr`` stored in the HDF5 file at ``path``; None when the
-    file has none (a ``.weights.h5`` Keras wrote alone). Raises ``ValueError`` for an
+    """The zoo config ``write_config_attr`` stored in the HDF5 file at ``path``, validated
+    (``zoo.configs.config_from_json``); None when the file has none (a ``.weights.h5`` Keras
+    wrote alone). Raises ``weight_convert.errors.CheckpointError`` (a ``ValueError``) for an
     unreadable one."""
-    import h5py
-
-    with h5py.File(os.fspath(path), "r") as f:
-        text = f.attrs.get(CONFIG_ATTR)
-    if text is None:
-        return None
-    try:
-        return config_from_dict(json.loads(text))
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{os.fspath(path)}: unreadable {CONFIG_ATTR} attribute ({e})") from None
-
-
-def _weights_datasets(f) -> list:
-    """Datasets of a Keras weights HDF5 file but the optimizer's (``save_weights`` of a
-    compiled model stores its state under ``optimizer/``)."""
-    import h5py
-
-    found = []
-    for name, item in f.items():
-        if name == "optimizer":
-            continue
-        if isinstance(item, h5py.Dataset):
-            found.append(item)
-        else:
-            item.visititems(lambda _, o: found.append(o) if isinstance(o, h5py.Dataset) else None)
-    return found
-
-
-def _dataset_dtype(dataset) -> np.dtype:
-    if dataset.attrs.get("dtype") == "bfloat16":  # Keras writes bfloat16 as opaque 2-byte data
-        from weight_convert.tensors import BFLOAT16
-
-        return BFLOAT16
-    return dataset.dtype
-
-
-@contextlib.contextmanager
-def _open_keras_weights(path: str) -> Iterator[Any]:
-    """The weights HDF5 of a ``.weights.h5`` or of a ``.keras`` archive (its
-    ``model.weights.h5`` member, read in place: Keras stores it uncompressed)."""
-    import zipfile
-
-    import h5py
-
-    if not zipfile.is_zipfile(path):
-        with h5py.File(path, "r") as f:
-            yield f
-        return
-    with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as member:
-        with h5py.File(member, "r") as f:
-            yield f
+    path = os.fspath(path)
+    with keras_files.open_weights(path, archive=False) as (f, _):
+        return keras_files.read_config_attr(f, path)
 
 
 def keras_file_dtype(path: str | os.PathLike) -> str | None:
     """The one floating dtype ("float32", "float16", "bfloat16") the weights of a Keras
     ``.keras`` or ``.weights.h5`` file are stored in; None when they mix dtypes."""
-    with _open_keras_weights(os.fspath(path)) as f:
-        return shared_float_dtype(_dataset_dtype(d) for d in _weights_datasets(f))
+    path = os.fspath(path)
+    with keras_files.open_weights(path, archive=path.lower().endswith(".keras")) as (f, _):
+        datasets = keras_files.weights_datasets(f, path).values()
+        return shared_float_dtype(keras_files.dataset_dtype(d) for d in datasets)
 
 
 def build_keras_model(config: Config, dtype: str | None = None):
@@ -328,9 +300,10 @@ def load_keras_model(path: str | os.PathLike, dtype: str | None = None):
     from weight_convert.frameworks import keras_port
 
     path = os.fspath(path)
+    keras_files.check_archive(path)  # a zoo model, its members bounded, before Keras reads it
     want = dtype or keras_file_dtype(path) or "float32"
     _check_dtype(want)
-    model = keras.saving.load_model(path)
+    model = keras.saving.load_model(path, compile=False)
     config = model_config(model)
     if config is None:
         raise WrongFormatError(f"{path} holds a {type(model).__name__}, not a model of this zoo")
@@ -345,33 +318,45 @@ def load_keras_model(path: str | os.PathLike, dtype: str | None = None):
 def read_keras_weights_h5(
     path: str | os.PathLike, config: Config | None = None
 ) -> dict[str, np.ndarray]:
-    """``{port path: array}`` (``keras_port.read`` names) of a Keras ``.weights.h5`` of a zoo
-    model, arrays in the dtype the file stores (``keras_file_dtype``; float32 when mixed).
+    """``{port path: array}`` (``keras_port.read`` names) of a Keras ``.weights.h5`` or
+    ``.keras`` file of a zoo model, arrays in the dtype the file stores (the widest when it mixes
+    dtypes: every value exact).
 
-    ``config`` defaults to the one ``write_config_attr`` stored (``ValueError`` when the file
-    has none). The model is built from it and loads the file: the file names no variable
-    (a layer's variables are ``vars/0``, ``vars/1``, ... in the order its ``build`` creates
-    them; list items are groups named after the layer's class), so only the model can read it.
-    Strict both ways: ``load_weights`` raises for a variable the file lacks or of another shape,
-    and a file holding more variables than the model (which ``load_weights`` would ignore) is a
-    ``ValueError`` here.
+    ``config`` defaults to the one the file names (``config.json``, ``write_config_attr``;
+    ``UsageError`` when it has none). The file is checked first, nothing read or built
+    (``keras_files.checked_weights``: structure, storage, dtypes, and shapes that are the
+    config's model's), then ``load_keras_weights`` builds the model and loads it.
     """
-    from weight_convert.frameworks import keras_port
-
     path = os.fspath(path)
-    if config is None:
-        config = read_config_attr(path)
-        if config is None:
-            raise ValueError(f"{path} does not name its model ({CONFIG_ATTR}): give the config")
-    with _open_keras_weights(path) as f:
-        datasets = _weights_datasets(f)
-        dtype = shared_float_dtype(_dataset_dtype(d) for d in datasets) or "float32"
-        count = len(datasets)
-    model = build_keras_model(config, dtype)
-    if count != len(model.weights):
-        raise ValueError(
-            f"{path} holds {count} variables; the {family_of(config).model} of this config "
-            f"has {len(model.weights)}"
-        )
-    model.load_weights(path)
-    return keras_port.read(model)
+    config, dtype = keras_files.checked_weights(path, config)
+    return load_keras_weights(path, config, dtype)
+
+
+def load_keras_weights(path: str, config: Config, dtype: str) -> dict[str, np.ndarray]:
+    """The values of a Keras file that ``keras_files.checked_weights`` passed, in ``dtype``.
+
+    The model is built from ``config`` in ``dtype`` (``keras_port.dtype_scope``: float64 with
+    64-bit JAX on that backend), without initial values, and loads the file: the file names no
+    variable (a layer's variables are ``vars/0``, ``vars/1``, ... in the order its ``build``
+    creates them; list items are groups named after the layer's class), so only the model can
+    read it. Strict both ways: ``load_weights`` raises for a variable the file lacks or of
+    another shape, and a file holding more variables than the model (which ``load_weights``
+    would ignore) is a ``ValueError`` here."""
+    from weight_convert.frameworks import keras_port
+    from zoo import compat
+
+    with keras_port.dtype_scope(dtype):
+        # no initial values (on JAX each initializer compiles once per shape: seconds)
+        model = keras_port.build_model(config, initialize=False)
+        with keras_files.open_weights(path, path.lower().endswith(".keras")) as (f, _):
+            count = len(keras_files.weights_datasets(f, path))
+        if count != len(model.weights):
+            raise ValueError(
+                f"{path} holds {count} variables; the {family_of(config).model} of this config "
+                f"has {len(model.weights)}"
+            )
+        try:
+            model.load_weights(path)
+        finally:
+            compat.keras_settle(model.weights)
+        return keras_port.read(model)

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from weight_convert.errors import ShapeMismatchError
 
 __all__ = [
     "LEAF_RULES",
@@ -44,8 +47,14 @@ class LeafRule:
     perm: Callable[[int], tuple[int, ...]] | None = None
 
     def _axes(self, ndim: int, toward_port: bool) -> tuple[int, ...] | None:
+        """The axis order for a tensor of rank ``ndim`` (None: kept); a kernel below rank 2
+        (no in and out axes) is ``ShapeMismatchError`` for the caller to name."""
         if self.perm is None:
             return None
+        if ndim < 2:
+            raise ShapeMismatchError(
+                f"a kernel of rank {ndim}: it needs an input and an output axis"
+            )
         perm = self.perm(ndim)
         return perm if toward_port else tuple(int(i) for i in np.argsort(perm))
 
@@ -93,21 +102,29 @@ def torch_key(port_path: str) -> str:
     return _rule(port_path)[0]
 
 
+def _named(port_path: str, fn: Callable[[LeafRule], Any]) -> Any:
+    """``fn(rule)`` of the path's rule, a ``ShapeMismatchError`` naming the path."""
+    try:
+        return fn(_rule(port_path)[1])
+    except ShapeMismatchError as e:
+        raise ShapeMismatchError(f"{port_path}: {e}") from None
+
+
 def port_tensor(port_path: str, tensor: np.ndarray) -> np.ndarray:
     """The PyTorch tensor for ``port_path`` rearranged into the port's layout."""
-    return _rule(port_path)[1].port_tensor(tensor)
+    return _named(port_path, lambda rule: rule.port_tensor(tensor))
 
 
 def torch_tensor(port_path: str, value: np.ndarray) -> np.ndarray:
     """The port value at ``port_path`` rearranged into the PyTorch layout."""
-    return _rule(port_path)[1].torch_tensor(value)
+    return _named(port_path, lambda rule: rule.torch_tensor(value))
 
 
 def port_shape(port_path: str, torch_shape: tuple[int, ...]) -> tuple[int, ...]:
     """The port variable's shape for a PyTorch tensor of ``torch_shape``."""
-    return _rule(port_path)[1].shape(torch_shape, toward_port=True)
+    return _named(port_path, lambda rule: rule.shape(torch_shape, toward_port=True))
 
 
 def torch_shape(port_path: str, port_shape: tuple[int, ...]) -> tuple[int, ...]:
     """The PyTorch tensor's shape for the port variable at ``port_path`` of ``port_shape``."""
-    return _rule(port_path)[1].shape(port_shape, toward_port=False)
+    return _named(port_path, lambda rule: rule.shape(port_shape, toward_port=False))

@@ -10,7 +10,6 @@ Flax's serialization.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,30 +17,30 @@ from typing import Any
 
 import numpy as np
 
-from weight_convert import checkpoints, layouts, port_files, rules
+from weight_convert import checkpoints, keras_files, layouts, port_files, rules
 from weight_convert.errors import (
     CheckpointError,
+    ConvertError,
     MissingKeysError,
     ShapeMismatchError,
     UnexpectedKeysError,
-    UsageError,
-    WrongFormatError,
     WrongModelError,
+    all_lines,
     first_line,
 )
-from weight_convert.tensors import FLOAT_DTYPES, LazyTensor, check_dtypes, is_float
+from weight_convert.tensors import LazyTensor, check_dtypes
 from zoo.configs import (
     VARIANTS,
     Config,
     arch_fields,
-    config_from_dict,
+    config_from_json,
+    config_to_dict,
     family_of,
     match_variant,
-    model_config,
     reference_shapes,
 )
 
-__all__ = ["SOURCES", "Source", "check_variant", "port_to_reference", "read_source"]
+__all__ = ["SOURCES", "Source", "check_variant", "describe", "port_to_reference", "read_source"]
 
 #: what ``read_source`` accepts: a PyTorch checkpoint, a Keras file, a Flax file
 SOURCES = ("torch", "keras", "flax")
@@ -127,66 +126,26 @@ def port_to_reference(
     return {key: state[key] for key in shapes if key in state}, missing
 
 
-def _read_keras(path: str, allow: layouts.Allow) -> Source:
+def _read_keras(path: str, allow: layouts.Allow, variant: str | None) -> Source:
+    """A ``.keras`` file or a bare ``.weights.h5``: checked before anything is built
+    (``keras_files.checked_weights``: the archive's members and ``config.json``, the HDF5's
+    structure, storage and dtypes, shapes that are the config's model's); then the model is
+    built from the config (a ``.weights.h5`` names it in its ``vit_zoo_config`` attribute, this
+    tool writes it, else ``--variant``) and loads the file."""
+    fallback = None if variant is None else VARIANTS[variant].config
+    config, dtype = keras_files.checked_weights(path, variant=fallback)
     try:
-        import keras
-
-        import ports.keras.models  # noqa: F401  (registers the serializable classes)
-        from weight_convert.frameworks import keras_port
+        values = port_files.load_keras_weights(path, config, dtype)
     except ImportError as e:
-        raise CheckpointError(f"reading {path} needs Keras 3 ({e})") from None
-    try:
-        model = keras.saving.load_model(path)
-    except Exception as e:  # noqa: BLE001 - any failure to load is one user-facing error
-        raise CheckpointError(
-            f"cannot read {path} as a Keras model (truncated or corrupt?): {first_line(e)}"
-        ) from None
-    config = model_config(model)
-    if config is None:
-        raise WrongFormatError(
-            f"{path} holds a {type(model).__name__}, not a model of this zoo (ports.keras.models)"
-        )
-    info = {"format": "keras", "backend": keras.backend.backend(), "model": type(model).__name__}
-    reference, missing = port_to_reference(
-        _stored_dtype(path, keras_port.read(model)), config, allow
-    )
-    return Source(path, "keras", config, reference, None, info, model, missing)
-
-
-def _stored_dtype(path: str, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Keras loads float16 / bfloat16 weights into float32 variables (exactly): give the values
-    back the dtype the file stores them in."""
-    stored = port_files.keras_file_dtype(path)
-    if stored is None or stored == "float32":
-        return values
-    return {
-        p: v.astype(FLOAT_DTYPES[stored]) if is_float(v.dtype) else v for p, v in values.items()
-    }
-
-
-def _read_keras_weights(path: str, allow: layouts.Allow, variant: str | None) -> Source:
-    """A bare ``.weights.h5``: the model is the one its ``vit_zoo_config`` attribute names (this
-    tool writes it), else ``--variant``."""
-    try:
-        config = port_files.read_config_attr(path)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(
-            f"cannot read {path} (truncated or corrupt?): {first_line(e)}"
-        ) from None
-    if config is None:
-        if variant is None:
-            raise UsageError(
-                f"{path} holds Keras weights without naming their model: give --variant NAME"
-            )
-        config = VARIANTS[variant].config
-    try:
-        values = port_files.read_keras_weights_h5(path, config)
-    except (OSError, ValueError) as e:
+        raise CheckpointError(f"reading {path} needs Keras 3 and h5py ({e})") from None
+    except ConvertError:
+        raise
+    except (OSError, ValueError) as e:  # what Keras raises for weights that do not load
         raise WrongModelError(
-            f"{path} does not hold {family_of(config).model} weights of this config: "
-            f"{first_line(e)}"
+            f"{path} does not hold {family_of(config).model} weights of this config: {all_lines(e)}"
         ) from None
-    info = {"format": "keras-weights", "model": family_of(config).model}
+    kind = "keras" if path.lower().endswith(".keras") else "keras-weights"
+    info = {"format": kind, "model": family_of(config).model, "dtype": dtype}
     reference, missing = port_to_reference(values, config, allow)  # already in the stored dtype
     return Source(path, "keras", config, reference, None, info, missing=missing)
 
@@ -211,9 +170,9 @@ def _read_flax(
 ) -> Source:
     metadata = info["metadata"]
     try:
-        config = config_from_dict(json.loads(metadata["config"]))
-    except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{path}: Flax model file with an unreadable config ({e})") from None
+        config = config_from_json(metadata["config"])
+    except ValueError as e:  # zoo.config_checks.ConfigError: names the field
+        raise CheckpointError(f"{path}: Flax model file with an unreadable config: {e}") from None
     if metadata["model"] != family_of(config).model:
         raise CheckpointError(
             f"{path}: metadata names model {metadata['model']} but a {config.family} config"
@@ -238,10 +197,8 @@ def read_source(
     """
     path = os.fspath(path)
     content = checkpoints.sniff(path)
-    if content == "hdf5":
-        return _read_keras_weights(path, allow, variant)
-    if content == "zip" and path.endswith(".keras"):
-        return _read_keras(path, allow)
+    if content == "hdf5" or (content == "zip" and path.lower().endswith(".keras")):
+        return _read_keras(path, allow, variant)
     if content == "msgpack":
         return _read_flax_msgpack(path, allow)
     tensors, info = checkpoints.open_state_dict(path)
@@ -273,3 +230,29 @@ def check_variant(source: Source, variant: str | None) -> None:
     ]
     if diffs:
         raise WrongModelError(f"checkpoint is not {variant}: " + ", ".join(diffs))
+
+
+def describe(path: str | os.PathLike) -> dict[str, Any]:
+    """What ``weight-convert inspect`` shows of any file ``read_source`` reads: a PyTorch
+    checkpoint's layout detection (``layouts.describe``), or for a Keras / Flax file the model
+    its config (or, for a msgpack, its shapes) names: family, variant, config, parameter and
+    tensor counts, dtypes. A Flax ``.safetensors`` is told from a PyTorch one by its metadata,
+    as ``convert`` tells it. ``container`` is what the reader found."""
+    source = read_source(path)
+    if source.kind == "torch":
+        tensors, _ = checkpoints.open_state_dict(path)
+        out = layouts.describe(source.detected, tensors)
+    else:
+        values = source.reference.values()
+        out = {
+            "source": source.info["format"],
+            "family": source.family,
+            "variant": source.variant,
+            "config": config_to_dict(source.config),
+            "parameters": int(sum(int(np.prod(v.shape)) for v in values)),
+            "tensors": len(source.reference),
+            "dtypes": sorted({str(v.dtype) for v in values}),
+            "notes": list(source.info.get("notes", [])),
+        }
+    out["container"] = {k: v for k, v in source.info.items() if k != "notes"}
+    return out

@@ -37,7 +37,7 @@ def _load_port_file(kind: str, path: str | Path, config: Config):
         import ports.keras.models  # noqa: F401  (registers the serializable classes)
 
         if path.endswith(".keras"):
-            return keras.saving.load_model(path)
+            return keras.saving.load_model(path, compile=False)  # nothing to compile
         from ports.keras.models import build_model
 
         model = build_model(config)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from zoo.config_checks import ConfigError, check_fields, parse_config_json, validate
 from zoo.family import Family, Variant, arch_fields
 from zoo.registry import FAMILIES, VARIANTS
 
@@ -23,6 +24,7 @@ __all__ = [
     "arch_fields",
     "config_classes",
     "config_from_dict",
+    "config_from_json",
     "config_to_dict",
     "families",
     "family_of",
@@ -86,17 +88,25 @@ def config_to_dict(config: Config) -> dict[str, Any]:
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
+    """The config ``config_to_dict`` gave ``data``, checked as strictly as one read from an
+    untrusted file must be (``zoo.config_checks``: exact field types, the family's ranges, a
+    sane size); ``config_checks.ConfigError`` (a ``ValueError``) names the bad field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config is a {type(data).__name__}, not a JSON object")
     data = dict(data)
     name = data.pop("class", None)
     classes = config_classes()
-    if name not in classes:
-        raise ValueError(f"unknown config class {name!r}; known: {', '.join(sorted(classes))}")
+    if not isinstance(name, str) or name not in classes:
+        known = ", ".join(sorted(classes))
+        raise ConfigError(f"unknown config class {str(name)[:100]!r}; known: {known}")
     cls = classes[name]
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - fields)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    return validate(cls(**check_fields(cls, data)))
+
+
+def config_from_json(text: str | bytes) -> Config:
+    """``config_from_dict`` of JSON text (``config_checks.parse_config_json``: bounded length
+    and nesting)."""
+    return config_from_dict(parse_config_json(text))
 
 
 def resolve(name: str, **overrides: Any) -> Config:

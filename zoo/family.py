@@ -95,7 +95,8 @@ class Family:
     for inputs the model cannot take (``zoo.validate``; the reference passes its parameters'
     dtype); by default (None) the first input is checked as the image or clip ``inputs``
     describes. ``module`` names the model module in ``zoo.models`` / ``ports.keras.models`` /
-    ``ports.flax.models`` (default: the family's name).
+    ``ports.flax.models`` (default: the family's name). ``validate`` checks a config read
+    from a file (see the field).
     """
 
     name: str
@@ -109,6 +110,11 @@ class Family:
     #: a config that runs in seconds on two CPU cores and keeps every code path of the family
     #: (padding, shifted / global blocks, every head): the one every test builds
     tiny: Any = None
+    #: ``validate(config)`` raises ``zoo.config_checks.ConfigError`` naming the field of a
+    #: config no model can be built from (ranges, heads dividing widths, block counts within
+    #: ``config_checks.MAX_BLOCKS``), after the generic type checks; run on every config read
+    #: from a file (``zoo.configs.config_from_dict``), before its shape table is computed
+    validate: Callable[[Any], None] | None = None
 
     @property
     def module_name(self) -> str:

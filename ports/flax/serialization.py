@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from ports.flax.layers.variables import CHECKPOINT_VARIABLES
-from zoo.configs import config_from_dict, config_to_dict
+from zoo.configs import config_from_json, config_to_dict
 
 __all__ = ["FORMAT", "CheckpointMismatchError", "load", "load_weights", "read_metadata", "save"]
 
@@ -127,7 +127,7 @@ def load(path: str | os.PathLike, *, rngs: nnx.Rngs | None = None) -> nnx.Module
     from ports.flax.models import abstract_model
 
     metadata = read_metadata(path)
-    config = config_from_dict(json.loads(metadata["config"]))
+    config = config_from_json(metadata["config"])  # checked: types, ranges, size
     model = abstract_model(config, rngs=rngs)  # dropout / drop-path streams get concrete keys
     load_weights(model, path)
     abstract = [

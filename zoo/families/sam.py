@@ -19,10 +19,15 @@ from typing import Any
 import numpy as np
 
 from zoo import shape_table as T
+from zoo.config_checks import ConfigError, blocks, divides, in_range, mlp_hidden, positive
 from zoo.family import NOT_ARCH, Family, Input, image_input, register_family, register_variant
 from zoo.tensor_format import Format
 
-__all__ = ["SIZES", "SamConfig", "image_encoder_shapes"]
+__all__ = ["SIZES", "SamConfig", "image_encoder_shapes", "validate_vit"]
+
+
+#: the deepest two-way transformer and IoU head a config may have (the released ones: 2 and 3)
+MAX_DECODER_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,43 @@ def _sam_shapes(config: SamConfig) -> T.Shapes:
     return out
 
 
+def validate_vit(config: Any, dim: str, depth: str, heads: str, indexes: str) -> None:
+    """The ViTDet-style encoder's fields (SAM's, detectron2's): sizes, a token grid of at least
+    one patch, heads dividing the width, the block indexes within the depth."""
+    positive(config, "img_size", "patch_size", "in_chans", dim, heads)
+    if config.img_size < config.patch_size:
+        raise ConfigError(
+            f"config field img_size: {config.img_size} is smaller than one patch "
+            f"({config.patch_size})"
+        )
+    divides(heads, getattr(config, heads), getattr(config, dim))
+    blocks(config, depth, indexes)
+    mlp_hidden(config, getattr(config, dim))
+
+
+def _validate(config: SamConfig) -> None:
+    validate_vit(
+        config,
+        "encoder_embed_dim",
+        "encoder_depth",
+        "encoder_num_heads",
+        "encoder_global_attn_indexes",
+    )
+    positive(config, "out_chans", "pixel_std")
+    if config.encoder_only:
+        return
+    positive(config, "mask_in_chans", "num_multimask_outputs", "iou_head_depth")
+    positive(config, "iou_head_hidden_dim", "transformer_depth", "transformer_mlp_dim")
+    positive(config, "transformer_num_heads", "attention_downsample_rate")
+    divides("out_chans", 8, config.out_chans)  # the decoder's upscaling to c / 8
+    divides("mask_in_chans", 4, config.mask_in_chans)
+    c, rate = config.out_chans, config.attention_downsample_rate
+    divides("attention_downsample_rate", rate, c)
+    divides("transformer_num_heads", config.transformer_num_heads, (c, c // rate))
+    in_range(config, "transformer_depth", 1, MAX_DECODER_DEPTH)
+    in_range(config, "iou_head_depth", 1, MAX_DECODER_DEPTH)
+
+
 def _encoder_inputs(config: SamConfig, shape: Sequence[int] | None) -> tuple[Input, ...]:
     return (image_input(config, shape, rank=2),)
 
@@ -248,6 +290,7 @@ register_family(
         shapes=_sam_shapes,
         inputs=_sam_inputs,
         check_inputs=_check_sam,
+        validate=_validate,
         description="Segment Anything: image encoder, prompt encoder, mask decoder",
         tiny=TINY,
     )
@@ -260,6 +303,7 @@ register_family(
         shapes=image_encoder_shapes,
         inputs=_encoder_inputs,
         check_inputs=_check_image,
+        validate=_validate,
         description="Segment Anything's image encoder alone (timm samvit_*)",
         tiny=TINY_ENCODER,
     )

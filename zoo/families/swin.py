@@ -12,9 +12,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from zoo import shape_table as T
+from zoo.config_checks import MAX_BLOCKS, ConfigError, divides, in_range, mlp_hidden, positive
 from zoo.family import NOT_ARCH, Family, Input, image_input, register_family, register_variant
 
-__all__ = ["SIZES", "SwinConfig", "swin_shapes"]
+__all__ = ["SIZES", "SwinConfig", "swin_shapes", "validate_swin"]
+
+#: the most stages (each doubles the width) and window positions (the relative-position index
+#: a block derives holds their square) a Swin config may have
+MAX_STAGES, MAX_WINDOW_TOKENS = 8, 4096
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,37 @@ def swin_shapes(config: SwinConfig, prefix: str = "", head: str = "head") -> T.S
     return out
 
 
+def validate_swin(config: SwinConfig) -> None:
+    """What the 2D and 3D models need of a config (``Family.validate``)."""
+    from zoo.windows import WINDOW_RULES
+
+    positive(config, "patch_size", "in_chans", "num_classes", "embed_dim", "window_size")
+    positive(config, "img_size", "depths", "num_heads")
+    if not 1 <= len(config.depths) <= MAX_STAGES:
+        raise ConfigError(f"config field depths: {len(config.depths)} stages (1 to {MAX_STAGES})")
+    if len(config.num_heads) != len(config.depths):
+        raise ConfigError(
+            f"config field num_heads: {len(config.num_heads)} entries for "
+            f"{len(config.depths)} stages"
+        )
+    if sum(config.depths) > MAX_BLOCKS:
+        raise ConfigError(f"config field depths: {sum(config.depths)} blocks (> {MAX_BLOCKS})")
+    for heads, dim in zip(config.num_heads, config.stage_dims(), strict=True):
+        divides("num_heads", heads, dim)
+    if int(np.prod(config.window_size)) > MAX_WINDOW_TOKENS:
+        raise ConfigError(
+            f"config field window_size: {config.window_size} holds more than "
+            f"{MAX_WINDOW_TOKENS} positions"
+        )
+    mlp_hidden(config, config.embed_dim)
+    for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+        in_range(config, name, 0, 1, open_high=True)
+    if config.window_rule not in WINDOW_RULES:
+        raise ConfigError(
+            f"config field window_rule: {config.window_rule!r} is none of {sorted(WINDOW_RULES)}"
+        )
+
+
 def _inputs(config: SwinConfig, shape: Sequence[int] | None) -> tuple[Input, ...]:
     return (image_input(config, shape, rank=2),)
 
@@ -123,6 +159,7 @@ register_family(
         model="SwinTransformer",
         shapes=swin_shapes,
         inputs=_inputs,
+        validate=validate_swin,
         description="Swin Transformer (2D) with an ImageNet classifier",
         # two stages of two blocks: shifted windows, patch merging, a head
         tiny=SwinConfig(embed_dim=32, depths=(2, 2), num_heads=(1, 2), num_classes=10),

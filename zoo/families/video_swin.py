@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from zoo.families.swin import SIZES, SwinConfig, swin_shapes
+from zoo.config_checks import in_range, positive
+from zoo.families.swin import SIZES, SwinConfig, swin_shapes, validate_swin
 from zoo.family import NOT_ARCH, Family, Input, image_input, register_family, register_variant
 
 __all__ = ["VideoSwinConfig"]
@@ -43,6 +44,12 @@ def _shapes(config: VideoSwinConfig):
     return swin_shapes(config, prefix="backbone.", head="cls_head.fc_cls")
 
 
+def _validate(config: VideoSwinConfig) -> None:
+    validate_swin(config)
+    positive(config, "frames")
+    in_range(config, "head_dropout", 0, 1, open_high=True)
+
+
 def _inputs(config: VideoSwinConfig, shape: Sequence[int] | None) -> tuple[Input, ...]:
     return (image_input(config, shape, rank=3, frames=16),)
 
@@ -54,6 +61,7 @@ register_family(
         model="VideoSwin",
         shapes=_shapes,
         inputs=_inputs,
+        validate=_validate,
         description="Video Swin Transformer (3D) with the I3D head",
         tiny=VideoSwinConfig(embed_dim=32, depths=(2, 2), num_heads=(1, 2), num_classes=10),
     )

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from zoo import shape_table as T
-from zoo.families.sam import LONG, SIZES
+from zoo.config_checks import ConfigError, positive
+from zoo.families.sam import LONG, SIZES, validate_vit
 from zoo.family import NOT_ARCH, Family, Input, image_input, register_family, register_variant
 
 __all__ = ["ViTDetConfig"]
@@ -108,6 +109,34 @@ def _shapes(config: ViTDetConfig) -> T.Shapes:
     return {**out, **net}
 
 
+#: the pyramid stages a scale factor can name (``zoo.models.vitdet._stage``)
+SCALES = (4.0, 2.0, 1.0, 0.5)
+
+
+def _validate(config: ViTDetConfig) -> None:
+    validate_vit(config, "embed_dim", "depth", "num_heads", "window_block_indexes")
+    positive(config, "out_channels", "pretrain_img_size")
+    if config.use_abs_pos and config.pretrain_img_size < config.patch_size:
+        raise ConfigError(
+            f"config field pretrain_img_size: {config.pretrain_img_size} is smaller than one "
+            f"patch ({config.patch_size})"
+        )
+    scales = config.scale_factors
+    if not scales or len(set(scales)) != len(scales) or not set(scales) <= set(SCALES):
+        raise ConfigError(f"config field scale_factors: {scales} are not distinct ones of {SCALES}")
+    for s in scales:
+        stride = config.patch_size / s
+        if not stride.is_integer() or int(stride) & (int(stride) - 1):
+            raise ConfigError(
+                f"config field scale_factors: {s} gives stride {stride} at patch "
+                f"{config.patch_size}, no power of 2"
+            )
+        if config.embed_dim % (s if s > 1 else 1):
+            raise ConfigError(f"config field embed_dim: {config.embed_dim} does not split by {s}")
+    if config.top_block and "simfp_5" not in config.stage_names():
+        raise ConfigError("config field top_block: needs the stride-32 stage (scale factor 0.5)")
+
+
 def _inputs(config: ViTDetConfig, shape: Sequence[int] | None) -> tuple[Input, ...]:
     return (image_input(config, shape, rank=2),)
 
@@ -119,6 +148,7 @@ register_family(
         model="SimpleFeaturePyramid",
         shapes=_shapes,
         inputs=_inputs,
+        validate=_validate,
         description="ViTDet backbone with the simple feature pyramid (p2-p6)",
         # two blocks (one windowed, one global), every pyramid stage, the position embedding
         # resized from 4 x 4 (+ class token) to the 8 x 8 grid
