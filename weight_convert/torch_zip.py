@@ -241,6 +241,12 @@ class _Bounded:
     def readline(self) -> bytes:
         return self._f.readline(1 << 16)
 
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
 
 def _read_legacy(path: str) -> tuple[Any, Archive]:
     """PyTorch < 1.6's format: pickles of a magic number, the protocol, system info, the object,
@@ -259,7 +265,11 @@ def _read_legacy(path: str) -> tuple[Any, Archive]:
         torch_pickle.loads(f, note)  # system info
         obj = torch_pickle.loads(f, note)
         keys = torch_pickle.loads(f, note)
-        if not isinstance(keys, list) or set(keys) != set(declared):
+        if (
+            not isinstance(keys, list)
+            or not all(isinstance(k, str) for k in keys)
+            or sorted(keys) != sorted(declared)
+        ):
             raise CheckpointError(f"{path}: corrupt storage list")
         offset, records = raw.tell(), {}
         for key in keys:
