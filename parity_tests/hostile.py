@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import pickle
 import struct
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,22 @@ def pth_edited(good: Path, d: Path, name: str, edit) -> Path:
     return out
 
 
+def duplicate_member(good: Path, d: Path, name: str, second: str) -> Path:
+    """``good`` with a second record named ``second`` (a spelling of ``data/0``) after its
+    ``data/0``, holding other bytes of the same size."""
+    out = d / name
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(out, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            zout.writestr(info.filename, data)
+            if info.filename.endswith("/data/0"):
+                prefix = info.filename[: -len("data/0")]
+                with warnings.catch_warnings():  # zipfile warns of the duplicate
+                    warnings.simplefilter("ignore")
+                    zout.writestr(prefix + second, bytes(len(data)))
+    return out
+
+
 # --------------------------------------------------------------------------- .pth rows
 
 #: one byte of a pickled 1 MiB string, referred to 1024 times: ``str()`` of the list is 1 GiB
@@ -141,6 +158,15 @@ def pth_tensor_moved(good, d):
     sd["head.bias"] = Call(func, *args, state={"offset": 2})
     torch.save({"model": sd}, d / "moved.pth")
     return d / "moved.pth"
+
+
+def pth_duplicate(good, d):
+    return duplicate_member(good, d, "dup.pth", "data/0")
+
+
+def pth_duplicate_case(good, d):
+    """``DATA/0`` besides ``data/0``: PyTorch's zip reader matches names ignoring case."""
+    return duplicate_member(good, d, "case.pth", "DATA/0")
 
 
 # --------------------------------------------------------------------------- .pkl rows

@@ -243,6 +243,10 @@ ROWS = [
         r"a pickle of more than 2097152 opcodes", memory=True),  # 693 MB
     Row("BUILD moving a checked tensor", hostile.pth_tensor_moved, errors.UnsafePickleError,
         "sets the state of a TensorRef after it was made", torch_refuses=True),
+    Row("two records data/0", hostile.pth_duplicate, errors.CheckpointError,
+        r"two records named swin/data/0 \(ignoring case\)"),  # torch.load takes one
+    Row("data/0 and DATA/0", hostile.pth_duplicate_case, errors.CheckpointError,
+        r"two records named swin/DATA/0 \(ignoring case\)"),  # torch.load takes DATA/0
 ]  # fmt: skip
 
 

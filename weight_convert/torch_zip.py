@@ -1,7 +1,8 @@
 """``torch.save`` checkpoints read and written without PyTorch, every read bounded. Framework-free
 (NumPy and the standard library's ``zipfile``).
 
-Reading (``read_torch``): the zip's central directory is sized before it is parsed; ``data.pkl``
+Reading (``read_torch``): the zip's central directory is sized before it is parsed, and no two
+records may share a name (ignoring case, as PyTorch's reader compares them); ``data.pkl``
 must be a stored (uncompressed) record within ``PICKLE_LIMIT`` bytes, and is unpickled with the
 stand-ins of ``torch_pickle`` (nothing from the file runs). Each storage's record must hold
 exactly the bytes its persistent id declares, each tensor must lie inside its storage, and a
@@ -171,24 +172,38 @@ def _record(f, info: zipfile.ZipInfo, end: int) -> Record:
     return Record(info.filename, offset, info.file_size, info.CRC)
 
 
+def _infos(f) -> list[zipfile.ZipInfo]:
+    """The records of the zip ``f`` (its directory sized first), each name once: two records
+    whose names match ignoring case (as PyTorch's zip reader matches them) are refused, since
+    readers may take different ones."""
+    _directory(f, os.fstat(f.fileno()).st_size)
+    try:
+        infos = zipfile.ZipFile(f).infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise CheckpointError(f"truncated or corrupt zip ({str(e)[:120]})") from None
+    seen: set[str] = set()
+    for info in infos:
+        name = info.filename.casefold()
+        if name in seen:
+            raise CheckpointError(
+                f"corrupt zip: two records named {info.filename[:80]} (ignoring case): readers "
+                "may take either"
+            )
+        seen.add(name)
+    return infos
+
+
 def zip_names(path: str) -> list[str]:
-    """The member names of the zip at ``path`` (its directory sized first;
-    ``CheckpointError`` when it is truncated or corrupt)."""
+    """The member names of the zip at ``path`` (``CheckpointError`` when it is truncated or
+    corrupt, or names a record twice)."""
     with open(path, "rb") as f:
-        _directory(f, os.path.getsize(path))
-        try:
-            return zipfile.ZipFile(f).namelist()
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-            raise CheckpointError(f"truncated or corrupt zip ({str(e)[:120]})") from None
+        return [info.filename for info in _infos(f)]
 
 
 def _read_zip(path: str) -> tuple[Any, Archive]:
     with open(path, "rb") as f:
         _, _, directory_at = _directory(f, os.path.getsize(path))
-        try:
-            infos = zipfile.ZipFile(f).infolist()
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-            raise CheckpointError(f"truncated or corrupt zip ({str(e)[:120]})") from None
+        infos = _infos(f)
         pickles = [i for i in infos if i.filename.endswith("/data.pkl")]
         if len(pickles) != 1:
             raise NotACheckpointError(f"{path} is a zip but no torch.save checkpoint (data.pkl)")
