@@ -111,6 +111,57 @@ def duplicate_member(good: Path, d: Path, name: str, second: str) -> Path:
     return out
 
 
+class _SparseWriter:
+    """A file ``torch.save`` writes into, each 1 MiB run of zeros left as a hole."""
+
+    _RUN = 1 << 20
+
+    def __init__(self, path: Path) -> None:
+        self._f = open(path, "wb")  # noqa: SIM115 - closed by close()
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        for at in range(0, len(view), self._RUN):
+            run = view[at : at + self._RUN]
+            if len(run) == self._RUN and not np.frombuffer(run, np.uint64).any():
+                self._f.seek(len(run), 1)
+            else:
+                self._f.write(run)
+        return len(view)
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.truncate(self._f.tell())
+        self._f.close()
+
+
+def views_of_one_storage(good: Path, d: Path, nbytes: int = 512 << 20) -> Path:
+    """``good``'s float tensors as views into one float32 storage of ``nbytes`` (2-D ones
+    transposed views, so their strides are not contiguous), the rest of it zeros left as holes:
+    ~1 MB on disk."""
+    sd = torch.load(good, weights_only=True)["model"]
+    base = torch.from_numpy(np.zeros(nbytes // 4, np.float32))  # calloc: pages untouched
+    state, at = {}, 0
+    for key, value in sd.items():
+        if value.dtype != torch.float32:
+            state[key] = value
+            continue
+        flat = value.t() if value.ndim == 2 else value
+        base[at : at + value.numel()] = flat.contiguous().reshape(-1)
+        view = base[at : at + value.numel()].view(flat.shape)
+        state[key] = view.t() if value.ndim == 2 else view
+        at += value.numel()
+    assert all(torch.equal(state[k], sd[k]) for k in sd)
+    writer = _SparseWriter(d / "views.pth")
+    try:
+        torch.save({"model": state}, writer)
+    finally:
+        writer.close()
+    return d / "views.pth"
+
+
 # --------------------------------------------------------------------------- .pth rows
 
 #: one byte of a pickled 1 MiB string, referred to 1024 times: ``str()`` of the list is 1 GiB
