@@ -1,9 +1,11 @@
 """Hostile detectron2 ``.pkl`` files (made in hostile.py from a good ViTDet pickle): each row
 gives its one line, its exit code and no output; the bombs are refused within ``RSS_BOUND_MB``
-in a child process too."""
+in a child process too. Pickles of protocols 0 and 1 (old detectron ``.pkl`` files) are read as
+the others are."""
 
 from __future__ import annotations
 
+import pickle
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,10 +13,11 @@ from pathlib import Path
 
 import checkpoint_factory as factory
 import hostile
+import numpy as np
 import pytest
 from peak_rss import peak_rss_mb
 
-from weight_convert import cli, errors
+from weight_convert import checkpoints, cli, errors
 from zoo.registry import FAMILIES
 
 #: peak resident memory allowed to a run refusing a bomb: 34-36 MB measured here (a tiny
@@ -84,6 +87,36 @@ def test_bomb_is_refused_within_bounded_memory(row: Row, good, tmp_path):
     _one_line(code, err, row)
     assert peak < RSS_BOUND_MB, f"peak RSS {peak:.0f} MB"
     assert not (tmp_path / "o.pth").exists()
+
+
+@pytest.mark.parametrize("protocol", [0, 1])
+def test_old_protocols_convert_as_the_others(protocol, good, tmp_path, capsys):
+    """A ``.pkl`` of protocol 0 or 1 (no PROTO marker) is sniffed as a pickle and converts to
+    what the protocol 2 file converts to."""
+    with open(good, "rb") as f:
+        data = pickle.load(f)  # noqa: S301 - the suite's own file
+    old = tmp_path / f"protocol{protocol}.pkl"
+    old.write_bytes(pickle.dumps(data, protocol=protocol))
+    assert checkpoints.sniff(old) == "pickle"
+    outputs = []
+    for path in (good, old):
+        outputs.append(tmp_path / f"{path.stem}.safetensors")
+        code = cli.main(["convert", str(path), "--to", "torch", "-o", str(outputs[-1])])
+        assert code == 0, capsys.readouterr().err
+    want, _ = checkpoints.load_state_dict(outputs[0])
+    got, _ = checkpoints.load_state_dict(outputs[1])
+    assert list(got) == list(want)
+    for key, value in want.items():
+        np.testing.assert_array_equal(got[key], value)
+
+
+def test_text_named_pkl_is_not_a_pickle(tmp_path, capsys):
+    """The sniffer takes a file for a protocol 0/1 pickle only if it also ends with STOP."""
+    path = tmp_path / "notes.pkl"
+    path.write_text("(just some text in parentheses)\n")
+    code = cli.main(["convert", str(path), "--to", "torch", "-o", str(tmp_path / "o.pth")])
+    err = capsys.readouterr().err
+    assert code == errors.NotACheckpointError.exit_code and "is not a checkpoint" in err, err
 
 
 def test_allowed_globals_are_stand_ins():
