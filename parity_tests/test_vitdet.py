@@ -179,7 +179,7 @@ def test_detectron2_checkpoint_loads_strictly(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("protocol", [0, 1, 2, 4, 5])
 @pytest.mark.parametrize("numpy1", [False, True], ids=["numpy2-names", "numpy1-names"])
 def test_load_pkl_round_trip(tmp_path, protocol, numpy1):
     from collections import OrderedDict
@@ -207,6 +207,34 @@ def test_load_pkl_round_trip(tmp_path, protocol, numpy1):
         np.testing.assert_array_equal(tensors[key], value)
         assert tensors[key].dtype == value.dtype
     assert info["extra"] == ["__author__", "scalar"]
+
+
+class _Python2Pickler(pickle._Pickler):
+    """Writes ``bytes`` as Python 2's ``str`` opcodes, as the cPickle of old detectron ``.pkl``
+    files did (read with ``encoding="latin1"``: the array data arrives as ``str``)."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def _save_str(self, obj: bytes) -> None:
+        short = len(obj) < 256
+        size = bytes([len(obj)]) if short else len(obj).to_bytes(4, "little")
+        self.write((b"U" if short else b"T") + size + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = _save_str
+
+
+@pytest.mark.parametrize("protocol", [0, 1, 2])
+def test_load_pkl_python2_strings(tmp_path, protocol):
+    arrays = {"w": np.arange(300, dtype=np.float32).reshape(3, 100), "b": np.ones(2, ">f8")}
+    path = tmp_path / "py2.pkl"
+    with open(path, "wb") as f:
+        _Python2Pickler(f, protocol=protocol).dump({"model": arrays, "s": np.float64(3.0)})
+    tensors, info = load_pkl(path)
+    assert list(tensors) == ["w", "b"] and info["extra"] == ["s"]
+    for key, value in arrays.items():
+        np.testing.assert_array_equal(tensors[key], value)
+        assert tensors[key].dtype == value.dtype.newbyteorder("=")  # as NumPy unpickles it
 
 
 def test_load_pkl_bare_dict_and_scalars(tmp_path):

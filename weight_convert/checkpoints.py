@@ -91,11 +91,27 @@ def _safetensors_length(length: int, head: bytes, size: int) -> bool:
     return head[8:9] == b"{" or 2 <= length <= size - 8
 
 
+#: the first opcode of a protocol 0 or 1 pickle of a dict (``(dp0``, ``}q``), a list or an
+#: ``OrderedDict`` (``ccollections``): those protocols begin with no ``PROTO`` marker
+_OLD_PICKLE_STARTS = b"(}]c"
+
+
+def _pickle(head: bytes, last: bytes) -> bool:
+    """Whether a file is a pickle: ``PROTO`` 0-5 first (protocols 2-5 write it), or, for the
+    protocols 0 and 1 of old detectron ``.pkl`` files, a container's first opcode and ``STOP``
+    (``.``) as the last byte."""
+    if len(head) >= 2 and head[0] == 0x80:
+        return head[1] <= 5
+    return head[:1] != b"" and head[:1] in _OLD_PICKLE_STARTS and last == b"."
+
+
 def _content(path: str, size: int) -> str | None:
     """The format the first bytes announce, or None; a zip is told a ``torch.save`` file or
     a Keras one by its member names."""
     with open(path, "rb") as f:
         head = f.read(64)
+        f.seek(size - 1)
+        last = f.read(1)
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         try:
             names = torch_zip.zip_names(path)
@@ -104,7 +120,7 @@ def _content(path: str, size: int) -> str | None:
         return "torch-zip" if any(n.endswith("/data.pkl") for n in names) else "zip"
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
         return "hdf5"
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+    if _pickle(head, last):
         return "pickle"
     if len(head) >= 9 and _safetensors_length(int.from_bytes(head[:8], "little"), head, size):
         return "safetensors"

@@ -4,8 +4,9 @@ detectron2's model zoo ships weights as a plain pickle of NumPy arrays,
 ``{"model": {name: ndarray}, "__author__": ..., "matching_heuristics": ...}`` (detectron2's own
 ``DetectionCheckpointer`` reads it with ``pickle.load(f, encoding="latin1")``). A pickle can call
 any importable function while it loads, so ``load_pkl`` uses an unpickler that resolves only the
-few globals NumPy arrays and plain containers need and refuses every other one with
-``UnsafePickleError`` before anything is called.
+few globals NumPy arrays and plain containers need, each to a stand-in that makes an array only
+from the bytes the pickle holds (``numpy_pickle``), and refuses every other one with
+``UnsafePickleError`` before anything is called. Protocols 0-5 are read, Python 2's too.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from weight_convert.errors import (
     NotACheckpointError,
     UnsafePickleError,
 )
-from weight_convert.safe_pickle import NUMPY_GLOBALS, RestrictedUnpickler
+from weight_convert.numpy_pickle import NUMPY_GLOBALS
+from weight_convert.safe_pickle import RestrictedUnpickler
 
 __all__ = ["UnsafePickleError", "load_pkl"]
 

@@ -25,7 +25,8 @@ import numpy as np
 
 from weight_convert import safe_pickle
 from weight_convert.errors import CheckpointError, UnsupportedTensorError
-from weight_convert.safe_pickle import NUMPY_GLOBALS, RestrictedUnpickler
+from weight_convert.numpy_pickle import NUMPY_GLOBALS
+from weight_convert.safe_pickle import PLAIN_GLOBALS, RestrictedUnpickler, Sealed, of_type, refuse
 from weight_convert.tensors import DTYPES as TENSOR_DTYPES
 
 __all__ = ["Storage", "TensorRef", "Unsupported", "dumps_state", "loads"]
@@ -95,7 +96,7 @@ _INERT = (
 
 
 @dataclass(frozen=True)
-class DType:
+class DType(Sealed):
     """A torch dtype named in the pickle; ``numpy`` is None for those the converter does not
     take."""
 
@@ -113,14 +114,14 @@ class DType:
 
 
 @dataclass(frozen=True)
-class StorageType:
+class StorageType(Sealed):
     """``torch.FloatStorage`` and the like (``dtype`` None: ``torch.UntypedStorage``, bytes)."""
 
     dtype: DType | None
 
 
 @dataclass(frozen=True)
-class Storage:
+class Storage(Sealed):
     """A persistent id: ``numel`` elements of ``dtype`` in the record ``key``."""
 
     key: str
@@ -133,7 +134,7 @@ class Storage:
 
 
 @dataclass(frozen=True)
-class TensorRef:
+class TensorRef(Sealed):
     """A dense tensor: ``shape`` / ``strides`` (in elements) from ``offset`` in ``storage``."""
 
     storage: Storage
@@ -144,21 +145,19 @@ class TensorRef:
 
 
 @dataclass(frozen=True)
-class Unsupported:
+class Unsupported(Sealed):
     """A tensor of a kind the converter does not take (sparse, quantized, meta, nested)."""
 
     kind: str
 
 
-class _Dict(dict):
-    """``collections.OrderedDict`` stand-in: ``torch.save`` sets a state dict's ``_metadata``
-    by BUILD, which is dropped here (nothing is set on an object from the file)."""
-
-    def __setstate__(self, state: Any) -> None:
-        pass
-
-
 def _int(value: Any, what: str) -> int:
+    """A size, stride or offset: torch's int64 and not negative; never a bigger int, whose
+    products would cost minutes."""
+    if type(value) is int and value >= 1 << 63:
+        raise CheckpointError(
+            f"corrupt tensor record: {what} of 2**{value.bit_length() - 1} or more (beyond int64)"
+        )
     if type(value) is not int or value < 0:
         raise CheckpointError(f"corrupt tensor record: {what} is {str(value)[:40]!r}")
     return value
@@ -215,41 +214,54 @@ def _from_type_v2(func, new_type, args, state) -> Any:
     return func(*args) if callable(func) and isinstance(args, tuple) else Unsupported("a tensor")
 
 
+def _size(sizes: Any = ()) -> tuple[int, ...]:
+    """``torch.Size((n, ...))``: a tuple of its sizes, made from nothing else."""
+    if not isinstance(sizes, (tuple, list)) or not all(type(n) is int for n in sizes):
+        raise refuse("torch.Size", f"with {of_type(sizes)}, not sizes")
+    return tuple(sizes)
+
+
+def _name(call: str) -> Callable[..., str]:
+    """``torch.device('cuda', 0)``, ``_get_layout('torch.strided')``: the name, as text."""
+
+    def make(name: Any, index: Any = None) -> str:
+        if (
+            not isinstance(name, str)
+            or len(name) > 64
+            or (index is not None and type(index) is not int)
+        ):
+            raise refuse(call, f"with {of_type(name)}, not a name")
+        return name if index is None else f"{name}:{index}"
+
+    return make
+
+
 def _globals() -> dict[tuple[str, str], Any]:
-    table: dict[tuple[str, str], Any] = dict(NUMPY_GLOBALS)
-    table.update(
-        {
-            ("collections", "OrderedDict"): _Dict,
-            ("builtins", "set"): set,
-            ("builtins", "frozenset"): frozenset,
-            ("builtins", "complex"): complex,
-            ("builtins", "bytearray"): bytearray,
-            ("torch", "Size"): tuple,
-            ("torch", "device"): str,
-            ("torch.serialization", "_get_layout"): str,
-            ("torch._utils", "_rebuild_tensor"): _rebuild_v2,
-            ("torch._utils", "_rebuild_tensor_v2"): _rebuild_v2,
-            ("torch._utils", "_rebuild_tensor_v3"): _rebuild_v3,
-            ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-            ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-            ("torch._tensor", "_rebuild_from_type_v2"): _from_type_v2,
-            ("torch.nn.parameter", "Parameter"): _rebuild_parameter,
-            ("torch", "Tensor"): _unsupported("a tensor subclass"),
-            ("torch.storage", "UntypedStorage"): StorageType(None),
-            ("torch", "UntypedStorage"): StorageType(None),
-        }
-    )
+    functions: dict[tuple[str, str], Callable[..., Any]] = {
+        ("torch", "Size"): _size,
+        ("torch", "device"): _name("torch.device"),
+        ("torch.serialization", "_get_layout"): _name("torch.serialization._get_layout"),
+        ("torch._utils", "_rebuild_tensor"): _rebuild_v2,
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_v2,
+        ("torch._utils", "_rebuild_tensor_v3"): _rebuild_v3,
+        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+        ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+        ("torch._tensor", "_rebuild_from_type_v2"): _from_type_v2,
+        ("torch.nn.parameter", "Parameter"): _rebuild_parameter,
+        ("torch", "Tensor"): _unsupported("a tensor subclass"),
+    }
     for name, kind in _OTHER_KINDS.items():
-        table[("torch._utils", name)] = _unsupported(kind)
+        functions[("torch._utils", name)] = _unsupported(kind)
+    table = {**NUMPY_GLOBALS, **PLAIN_GLOBALS, **safe_pickle.stand_ins(functions)}
+    table[("torch.storage", "UntypedStorage")] = table[("torch", "UntypedStorage")] = StorageType(
+        None
+    )
     for name in (*DTYPES, *OTHER_DTYPES):
         table[("torch", name)] = DType(name)
     for storage, name in {**_BY_STORAGE, **_OTHER_STORAGES}.items():
         table[("torch", storage)] = StorageType(DType(name))
     for name in _INERT:
         table[("torch", name)] = name
-    for (module, name), value in list(table.items()):  # protocol 2 writes Python 2's names
-        if module == "builtins":
-            table[("__builtin__", name)] = value
     return table
 
 

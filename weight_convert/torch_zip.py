@@ -1,14 +1,17 @@
 """``torch.save`` checkpoints read and written without PyTorch, every read bounded. Framework-free
 (NumPy and the standard library's ``zipfile``).
 
-Reading (``read_torch``): the zip's central directory is sized before it is parsed; ``data.pkl``
+Reading (``read_torch``): the zip's central directory is sized before it is parsed, and no two
+records may share a name (ignoring case, as PyTorch's reader compares them); ``data.pkl``
 must be a stored (uncompressed) record within ``PICKLE_LIMIT`` bytes, and is unpickled with the
 stand-ins of ``torch_pickle`` (nothing from the file runs). Each storage's record must hold
 exactly the bytes its persistent id declares, each tensor must lie inside its storage, and a
-tensor's bytes are read from its record only on ``load()`` (``os.preadv`` into a fresh array,
-in chunks, the record's CRC-32 checked as they come): one tensor in memory at a time, whatever
-the file claims. The pre-zip format of PyTorch < 1.6 (a sequence of pickles followed by the
-storages' bytes) is read the same way.
+tensor's bytes are read only on ``load()``, and only the span its view covers (``os.preadv``
+into a fresh array, in chunks). Each record's CRC-32 is checked once, before its bytes are
+used: as they come when a tensor reads the whole record, else by one pass that keeps nothing.
+So one tensor's span is in memory at a time, and the time is one pass per record plus the
+spans, whatever the file claims (views of one huge storage included). The pre-zip format of
+PyTorch < 1.6 (a sequence of pickles followed by the storages' bytes) is read the same way.
 
 Writing (``write_pth``): the pickle of ``{name: tensor}`` from names, shapes and dtypes
 (``torch_pickle.dumps_state``), then each tensor's bytes streamed into its ``data/<i>`` record,
@@ -45,6 +48,7 @@ PICKLE_LIMIT = 64 << 20
 #: the largest zip central directory read (``torch.save`` writes ~100 bytes per tensor)
 DIRECTORY_LIMIT = 64 << 20
 _CHUNK = 16 << 20
+_CRC_CHUNK = 4 << 20  # the buffer of a CRC pass over a record read in part
 _ALIGN = 64  # torch.save's storage alignment
 
 
@@ -62,6 +66,7 @@ class Archive:
 
     def __init__(self, path: str, records: dict[str, Record], big_endian: bool = False) -> None:
         self.path, self.records, self.big_endian = path, records, big_endian
+        self._verified: set[str] = set()  # records whose CRC-32 was checked
 
     def check_storage(self, key: str, nbytes: int) -> None:
         record = self.records.get(key)
@@ -73,26 +78,55 @@ class Archive:
                 f"tensor declares {nbytes}"
             )
 
-    def read(self, record: Record, out: memoryview) -> None:
-        """The record's bytes into ``out`` (its exact size), CRC-checked."""
-        key = record.name
-        crc, done = 0, 0
+    def read(self, record: Record, out: memoryview, at: int = 0) -> None:
+        """``len(out)`` bytes of ``record`` from its byte ``at`` into ``out``. The record's CRC-32
+        is checked once, on its first read: as the bytes come when ``out`` takes all of them,
+        else by a pass over the record that keeps nothing."""
+        check = record.crc is not None and record.name not in self._verified
+        whole = at == 0 and len(out) == record.size
+        if check and not whole:
+            self._check(record)
+        crc = self._pread(record, at, out, check and whole)
+        if check and whole:
+            self._verify(record, crc)
+
+    def _pread(self, record: Record, at: int, out: memoryview, crc: bool) -> int:
+        """Fill ``out`` from the record's byte ``at``; the CRC-32 of what was read (if ``crc``)."""
+        value, done = 0, 0
         with open(self.path, "rb") as f:
             while done < len(out):
                 view = out[done : done + _CHUNK]
-                n = os.preadv(f.fileno(), [view], record.offset + done)
+                n = os.preadv(f.fileno(), [view], record.offset + at + done)
                 if n == 0:
-                    raise CheckpointError(f"{self.path}: truncated while reading {key[:80]}")
-                if record.crc is not None:
-                    crc = zlib.crc32(view[:n], crc)
+                    raise CheckpointError(
+                        f"{self.path}: truncated while reading {record.name[:80]}"
+                    )
+                if crc:
+                    value = zlib.crc32(view[:n], value)
                 done += n
-        if record.crc is not None and crc != record.crc:
-            raise CheckpointError(f"{self.path}: corrupt: record {key[:80]} fails its CRC-32 check")
+        return value
+
+    def _check(self, record: Record) -> None:
+        """The record's CRC-32, from its bytes read in chunks into one reused buffer."""
+        buffer, crc = memoryview(bytearray(min(record.size, _CRC_CHUNK))), 0
+        for at in range(0, record.size, _CRC_CHUNK):
+            view = buffer[: min(_CRC_CHUNK, record.size - at)]
+            self._pread(record, at, view, False)
+            crc = zlib.crc32(view, crc)
+        self._verify(record, crc)
+
+    def _verify(self, record: Record, crc: int) -> None:
+        if crc != record.crc:
+            raise CheckpointError(
+                f"{self.path}: corrupt: record {record.name[:80]} fails its CRC-32 check"
+            )
+        self._verified.add(record.name)
 
 
 def lazy_tensor(archive: Archive, ref: TensorRef | Unsupported, key: str) -> LazyTensor:
     """The ``LazyTensor`` of a tensor of the pickle (``UnsupportedTensorError`` for a kind or
-    dtype the converter does not take)."""
+    dtype the converter does not take). Loading reads only the bytes its view spans (from its
+    offset to its last element), however big its storage: one tensor's span in memory."""
     where = f"{archive.path}: tensor {key[:100]}"
     if isinstance(ref, Unsupported):
         raise UnsupportedTensorError(f"{where} is {ref.kind}: only dense tensors are converted")
@@ -101,18 +135,20 @@ def lazy_tensor(archive: Archive, ref: TensorRef | Unsupported, key: str) -> Laz
         raise UnsupportedTensorError(
             f"{where} has dtype {ref.dtype.name}, which the model does not compute in"
         )
-    storage = ref.storage
 
     def load() -> np.ndarray:
-        raw = np.empty(storage.nbytes, np.uint8)
-        archive.read(archive.records[storage.key], memoryview(raw))
+        if 0 in ref.shape:
+            return np.empty(ref.shape, dtype)
+        last = sum((n - 1) * s for n, s in zip(ref.shape, ref.strides, strict=True))
+        raw = np.empty((last + 1) * dtype.itemsize, np.uint8)
+        record = archive.records[ref.storage.key]
+        archive.read(record, memoryview(raw), ref.offset * dtype.itemsize)
         flat = raw.view(dtype.newbyteorder(">") if archive.big_endian else dtype)
-        view = np.lib.stride_tricks.as_strided(
-            flat[ref.offset :],
-            ref.shape,
-            [s * dtype.itemsize for s in ref.strides],
-            writeable=False,
-        )
+        strides = [s * dtype.itemsize for s in ref.strides]
+        view = np.lib.stride_tricks.as_strided(flat, ref.shape, strides, writeable=False)
+        if view.flags.c_contiguous and view.size == flat.size:  # the span is the tensor
+            array = flat.reshape(ref.shape)
+            return array.byteswap(inplace=True).view(dtype) if archive.big_endian else array
         return np.array(view, dtype=dtype)  # a contiguous copy, in native byte order
 
     return LazyTensor(ref.shape, dtype, load)
@@ -171,24 +207,38 @@ def _record(f, info: zipfile.ZipInfo, end: int) -> Record:
     return Record(info.filename, offset, info.file_size, info.CRC)
 
 
+def _infos(f) -> list[zipfile.ZipInfo]:
+    """The records of the zip ``f`` (its directory sized first), each name once: two records
+    whose names match ignoring case (as PyTorch's zip reader matches them) are refused, since
+    readers may take different ones."""
+    _directory(f, os.fstat(f.fileno()).st_size)
+    try:
+        infos = zipfile.ZipFile(f).infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise CheckpointError(f"truncated or corrupt zip ({str(e)[:120]})") from None
+    seen: set[str] = set()
+    for info in infos:
+        name = info.filename.casefold()
+        if name in seen:
+            raise CheckpointError(
+                f"corrupt zip: two records named {info.filename[:80]} (ignoring case): readers "
+                "may take either"
+            )
+        seen.add(name)
+    return infos
+
+
 def zip_names(path: str) -> list[str]:
-    """The member names of the zip at ``path`` (its directory sized first;
-    ``CheckpointError`` when it is truncated or corrupt)."""
+    """The member names of the zip at ``path`` (``CheckpointError`` when it is truncated or
+    corrupt, or names a record twice)."""
     with open(path, "rb") as f:
-        _directory(f, os.path.getsize(path))
-        try:
-            return zipfile.ZipFile(f).namelist()
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-            raise CheckpointError(f"truncated or corrupt zip ({str(e)[:120]})") from None
+        return [info.filename for info in _infos(f)]
 
 
 def _read_zip(path: str) -> tuple[Any, Archive]:
     with open(path, "rb") as f:
         _, _, directory_at = _directory(f, os.path.getsize(path))
-        try:
-            infos = zipfile.ZipFile(f).infolist()
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-            raise CheckpointError(f"truncated or corrupt zip ({str(e)[:120]})") from None
+        infos = _infos(f)
         pickles = [i for i in infos if i.filename.endswith("/data.pkl")]
         if len(pickles) != 1:
             raise NotACheckpointError(f"{path} is a zip but no torch.save checkpoint (data.pkl)")
@@ -241,6 +291,12 @@ class _Bounded:
     def readline(self) -> bytes:
         return self._f.readline(1 << 16)
 
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
 
 def _read_legacy(path: str) -> tuple[Any, Archive]:
     """PyTorch < 1.6's format: pickles of a magic number, the protocol, system info, the object,
@@ -259,7 +315,11 @@ def _read_legacy(path: str) -> tuple[Any, Archive]:
         torch_pickle.loads(f, note)  # system info
         obj = torch_pickle.loads(f, note)
         keys = torch_pickle.loads(f, note)
-        if not isinstance(keys, list) or set(keys) != set(declared):
+        if (
+            not isinstance(keys, list)
+            or not all(isinstance(k, str) for k in keys)
+            or sorted(keys) != sorted(declared)
+        ):
             raise CheckpointError(f"{path}: corrupt storage list")
         offset, records = raw.tell(), {}
         for key in keys:
