@@ -23,7 +23,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from weight_convert.errors import OutputExistsError, OutputNotWritableError, first_line
+from weight_convert.errors import (
+    OutputExistsError,
+    OutputNotWritableError,
+    UsageError,
+    first_line,
+)
 
 try:
     import fcntl
@@ -36,6 +41,7 @@ __all__ = [
     "STAGING_SUFFIX",
     "TORCH_SUFFIXES",
     "atomic",
+    "check_not_source",
     "check_outputs",
     "check_writable",
     "output_paths",
@@ -75,11 +81,14 @@ def output_paths(source: str | Path, target: str, output: str | Path | None) -> 
 
     An ``output`` that is there and is not a regular file (``/dev/null``, a FIFO, a directory) is
     refused (``OutputNotWritableError``): the files would land beside it under names nobody
-    asked for (``/dev/null.pth``)."""
+    asked for (``/dev/null.pth``). So is an ``output`` that names a directory by its spelling
+    (a trailing separator, ``.`` or ``..`` last: ``out/``), whether or not it is there: it
+    would be ``out.pth``, beside the folder."""
     if output is None:
         stem = _strip(Path(source).name, (*TORCH_SUFFIXES, ".keras", ".weights.h5", ".msgpack"))
         base = Path.cwd() / f"{stem}_{target}"
     else:
+        _refuse_directory_name(output)
         base = Path(output)
         _refuse_special(base, follow_symlinks=True)
         if target == "torch" and base.name.endswith(TORCH_SUFFIXES):
@@ -89,6 +98,17 @@ def output_paths(source: str | Path, target: str, output: str | Path | None) -> 
         if target != "torch":
             base = base.with_name(_strip(base.name, OUTPUT_SUFFIXES[target]))
     return [base.with_name(base.name + suffix) for suffix in OUTPUT_SUFFIXES[target]]
+
+
+def _refuse_directory_name(output: str | Path) -> None:
+    """``OutputNotWritableError`` for an ``output`` spelled as a directory: ``out/``, ``out/.``,
+    ``..``, the empty string (``Path`` drops a trailing separator, so the string is looked at)."""
+    text = os.fspath(output)
+    if os.path.basename(text) in ("", ".", ".."):
+        raise OutputNotWritableError(
+            f"cannot write {text!r}: it names a directory; -o takes a file name "
+            f"(e.g. {os.path.join(text, 'NAME')})"
+        )
 
 
 def _refuse_special(path: Path, follow_symlinks: bool = False) -> None:
@@ -120,6 +140,22 @@ def check_outputs(paths: Sequence[Path], replace: bool = False) -> None:
     existing = [str(p) for p in paths if os.path.lexists(p)]
     if existing and not replace:
         raise OutputExistsError(f"output exists: {', '.join(existing)} (use --force to replace)")
+
+
+def check_not_source(paths: Sequence[Path], source: str | Path) -> None:
+    """``UsageError`` when an output is the source file itself (the same file: by its name, a
+    symbolic link or a hard link), ``--force`` or not: replacing it while it is read (and read
+    again by ``--verify``) would leave neither the source nor a sound output."""
+    for path in paths:
+        try:
+            same = os.path.samefile(source, path)
+        except (OSError, ValueError):  # either is not there (yet): not the same file
+            continue
+        if same:
+            raise UsageError(
+                f"the output {path} is the source file {source} itself: write it elsewhere "
+                "(-o), then move it over the source if that is what you want"
+            )
 
 
 def check_writable(paths: Sequence[Path]) -> None:
