@@ -4,9 +4,9 @@ dangling symbolic link counts as an output; a device, FIFO or directory (or an `
 as one, ``out/``) is never written to or beside; an output that is the source file itself is
 refused before anything is read; a Keras pair is published whole or not at all; a failure
 removes the folders the run created; Ctrl-C and SIGTERM print one line and leave nothing (130 /
-143); a ``kill -9`` leaves its staging folder, which the next run removes once its lock shows
-the run is dead (and a live run's is kept). Error lines stay one short line whatever the keys
-hold (``inspect`` too)."""
+143; more in ``test_signals.py``); a ``kill -9`` leaves its staging folder, which the next run
+removes once its lock shows the run is dead (and a live run's is kept). Error lines stay one
+short line whatever the keys hold (``inspect`` too)."""
 
 from __future__ import annotations
 

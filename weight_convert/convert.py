@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from weight_convert import layouts
+from weight_convert import layouts, signals
 from weight_convert.errors import UsageError
 from weight_convert.outputs import (
     OUTPUT_SUFFIXES,
@@ -209,9 +209,11 @@ def convert(
     report = None
     if verify:
         start = time.perf_counter()
-        report = _verify(loaded, target, paths, layout, shape, tensors, progress)
+        with signals.stage("--verify"):  # a signal now keeps the outputs, cuts this short
+            report = _verify(loaded, target, paths, layout, shape, tensors, progress)
         times["verify"] = time.perf_counter() - start
 
+    signals.check()  # a signal came since the outputs were published, its exception swallowed
     return _summary(loaded, str(source), target, paths, layout, times, report), report
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from weight_convert import signals
 from weight_convert.errors import (
     OutputExistsError,
     OutputNotWritableError,
@@ -312,10 +313,16 @@ def _link_new(staged: Path, path: Path) -> None:
         raise
 
 
-def _publish(staged: Sequence[Path], paths: Sequence[Path], replace: bool) -> None:
+def _publish(
+    staged: Sequence[Path],
+    paths: Sequence[Path],
+    replace: bool,
+    published: list[tuple[Path, os.stat_result]],
+) -> None:
     """Give each staged file its output name: all of them or none (those published are removed
-    again when a later one fails). Without ``replace`` a name taken meanwhile is refused."""
-    published: list[tuple[Path, os.stat_result]] = []
+    again when a later one fails). Without ``replace`` a name taken meanwhile is refused.
+    ``published`` (empty on the way in) holds the outputs published: all of them once this
+    returns, none when it raised."""
     try:
         for src, dst in zip(staged, paths, strict=True):
             mine = os.stat(src)
@@ -325,9 +332,11 @@ def _publish(staged: Sequence[Path], paths: Sequence[Path], replace: bool) -> No
             else:
                 _link_new(src, dst)
             published.append((dst, mine))
+        signals.check()  # a signal came while publishing, its exception swallowed: none stay
     except BaseException:
         for dst, mine in reversed(published):
             _remove_if_same(dst, mine)
+        published.clear()
         raise
 
 
@@ -338,18 +347,21 @@ def atomic(
     killed runs left, ``remove_abandoned``), then publish them under the output names: all or
     none, and a name taken meanwhile is refused (``OutputExistsError``) unless ``replace``.
     Whatever stops it (an error, Ctrl-C, SIGTERM) leaves no staged file and none of the parent
-    folders it created. An ``OSError`` on the way is an ``OutputNotWritableError``."""
+    folders it created. A signal whose exception was swallowed (``signals.check``) stops it
+    before publishing; the files published are recorded (``signals.published``): a signal that
+    comes later keeps them, and its line names them. An ``OSError`` on the way is an
+    ``OutputNotWritableError``."""
     directory = paths[0].parent
     created: list[Path] = []
-    done = False
+    published: list[tuple[Path, os.stat_result]] = []
     try:
         _make_parents(directory, created)
         remove_abandoned(directory)
         with _staging(directory) as folder:
             staged = [folder / p.name for p in paths]
             write(staged)
-            _publish(staged, paths, replace)
-        done = True
+            signals.check()  # before anything is published (or, with replace, replaced)
+            _publish(staged, paths, replace, published)
     except (OutputExistsError, OutputNotWritableError):
         raise
     except OSError as e:
@@ -357,5 +369,7 @@ def atomic(
             f"cannot write {paths[0]}: {e.strerror or first_line(e)}"
         ) from None
     finally:
-        if not done:
+        if published:
+            signals.published(paths)
+        else:
             _remove_created(created)
