@@ -1,10 +1,12 @@
 """Outputs are never clobbered, never left half-written, and a stopped run stops cleanly: a file
 that appears at an output name during the conversion is kept (exit 15) unless ``--force``; a
-dangling symbolic link counts as an output; a device, FIFO or directory is never written to or
-beside; a Keras pair is published whole or not at all; a failure removes the folders the run
-created; Ctrl-C and SIGTERM print one line and leave nothing (130 / 143); a ``kill -9`` leaves
-its staging folder, which the next run removes once its lock shows the run is dead (and a live
-run's is kept). Error lines stay one short line whatever the keys hold (``inspect`` too)."""
+dangling symbolic link counts as an output; a device, FIFO or directory (or an ``-o`` spelled
+as one, ``out/``) is never written to or beside; an output that is the source file itself is
+refused before anything is read; a Keras pair is published whole or not at all; a failure
+removes the folders the run created; Ctrl-C and SIGTERM print one line and leave nothing (130 /
+143; more in ``test_signals.py``); a ``kill -9`` leaves its staging folder, which the next run
+removes once its lock shows the run is dead (and a live run's is kept). Error lines stay one
+short line whatever the keys hold (``inspect`` too)."""
 
 from __future__ import annotations
 
@@ -138,6 +140,51 @@ def test_not_a_regular_file(kind, force, good, tmp_path, capsys):
     assert "not a regular file" in err
     assert entries(tmp_path) == before
     assert not Path("/dev/null.pth").exists()
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["", "--force"])
+@pytest.mark.parametrize("how", ["same path", "other spelling", "symlink", "hard link", "flax"])
+def test_output_that_is_the_source(how, force, good, tmp_path, capsys):
+    """Refused before anything is read, ``--force`` or not (without it the line must not
+    suggest ``--force``): the source is kept byte for byte and nothing else appears. (Before,
+    ``--force --verify`` replaced the source, then blamed it for failing its CRC check; a Flax
+    source gave a traceback.)"""
+    source = tmp_path / "s.safetensors"
+    if how == "flax":
+        assert cli.main(["convert", str(good["pth"]), "--to", "flax", "-o", str(source)]) == 0
+        capsys.readouterr()
+    else:
+        source.write_bytes(good["safetensors"].read_bytes())
+    output = {
+        "other spelling": tmp_path / "sub" / ".." / "s.safetensors",
+        "symlink": tmp_path / "link.safetensors",
+        "hard link": tmp_path / "hard.safetensors",
+    }.get(how, source)
+    if how == "other spelling":
+        (tmp_path / "sub").mkdir()
+    elif how == "symlink":
+        output.symlink_to(source)
+    elif how == "hard link":
+        os.link(source, output)
+    before, content = entries(tmp_path), source.read_bytes()
+    flags = ["--force"] if force else []
+    code, err = convert(capsys, source, "--to", "torch", "-o", output, "--verify", *flags)
+    one_error_line(err, code, errors.UsageError.exit_code)
+    assert "is the source file" in err and "--force" not in err, err
+    assert source.read_bytes() == content and entries(tmp_path) == before
+
+
+@pytest.mark.parametrize("target", ["torch", "keras"])
+@pytest.mark.parametrize("output", ["folder/", "new/", "folder/.", "new/..", ""])
+def test_output_spelled_as_a_directory(output, target, good, tmp_path, capsys, monkeypatch):
+    """``-o folder/`` names a directory, there or not: refused (exit 16), not written as
+    ``folder.pth`` beside it, and no folder is made."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    code, err = convert(capsys, good["pth"], "--to", target, "-o", output, "--force")
+    one_error_line(err, code, errors.OutputNotWritableError.exit_code)
+    assert "names a directory" in err, err
+    assert entries(tmp_path) == ["folder"]
 
 
 def test_no_hard_links_still_no_clobbering(tmp_path, monkeypatch):

@@ -1,5 +1,4 @@
-import sys
-
+from weight_convert import signals
 from weight_convert.cli import main
 
-sys.exit(main())
+signals.exit_after_run(main())

@@ -14,7 +14,10 @@ Exit codes: ``weight_convert.errors.EXIT_CODES`` (one per kind of bad input; ``-
 them). Every expected failure prints one line, ``weight-convert: error: ...`` (``errors.one_line``:
 capped, control characters escaped), and leaves no output file behind; so do Ctrl-C
 (``weight-convert: interrupted (SIGINT)``, exit 130) and SIGTERM (``terminated``, exit 143), for
-every command.
+every command, wherever the signal lands (``weight_convert.signals``). A signal after the outputs
+were published (during ``--verify`` or the summary) keeps them: they are complete, and the line
+names them. Nothing else reaches stderr: the frameworks' own logs and warnings are set aside
+(``weight_convert.quiet``), or printed as ``weight-convert: note: ...`` lines with ``--verbose``.
 """
 
 from __future__ import annotations
@@ -23,10 +26,8 @@ import argparse
 import json
 import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
+from weight_convert import quiet, signals
 from weight_convert.errors import EXIT_CODES, ConvertError, Interrupted, UsageError, one_line
 from weight_convert.parity.cli import add_parity_parser
 
@@ -54,6 +55,17 @@ def _print_detected(detected: dict) -> None:
     print(f"variant:  {detected['variant'] or '(custom architecture)'}")
     for note in detected["notes"]:
         print(f"note:     {note}")
+
+
+def _print_summary(summary, report) -> None:
+    _print_detected(summary.detected)
+    layout = f" ({summary.layout} layout)" if summary.layout else ""
+    print(f"target:   {summary.target}{layout}")
+    for path in summary.outputs:
+        print(f"wrote     {path}")
+    print("seconds:  " + ", ".join(f"{k} {v:.1f}" for k, v in summary.seconds.items()))
+    if report is not None:
+        print(report.table())
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -86,14 +98,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
         print(json.dumps(asdict(summary)))
     else:
-        _print_detected(summary.detected)
-        layout = f" ({summary.layout} layout)" if summary.layout else ""
-        print(f"target:   {summary.target}{layout}")
-        for path in summary.outputs:
-            print(f"wrote     {path}")
-        print("seconds:  " + ", ".join(f"{k} {v:.1f}" for k, v in summary.seconds.items()))
-        if report is not None:
-            print(report.table())
+        _print_summary(summary, report)
     if report is not None and not report.passed:
         first = report.first_failure
         _say(f"verification failed: {first.label} max abs {first.max_abs:.3e} > {first.bound:.1e}")
@@ -211,8 +216,20 @@ def _add_convert_parser(sub) -> argparse.ArgumentParser:
         help="progress bar on stderr (default: when stderr is a terminal)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable summary on stdout")
+    _add_verbose(p)
     p.set_defaults(func=cmd_convert)
     return p
+
+
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show what the frameworks print on their own (TensorFlow's C++ logs, Python "
+        "warnings, log records) as 'weight-convert: note: ...' lines on stderr; by default "
+        "they are dropped and stderr holds the progress bar and the error line only",
+    )
 
 
 def _add_check_arguments(p: argparse.ArgumentParser) -> None:
@@ -271,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="layout, family, variant, parameter count and dtypes")
     p.add_argument("checkpoint")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_verbose(p)
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("list", help="registered models and variants")
@@ -291,43 +309,22 @@ def _say(message: object) -> None:
     print(f"weight-convert: {one_line(message)}", file=sys.stderr)
 
 
-def _raise_interrupted(signum: int, frame) -> None:
-    signal.signal(signum, signal.SIG_IGN)  # once: a second one must not cut the cleanup short
-    raise Interrupted(signum)
-
-
-@contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """While the command runs, SIGTERM raises ``Interrupted``, so that the cleanup a failure
-    gets runs for it too (as for Ctrl-C's ``KeyboardInterrupt``); the previous handler is put
-    back after. Left alone where SIGTERM is ignored, and off the main thread (which alone gets
-    signals)."""
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is signal.SIG_IGN or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+def _run(argv: list[str] | None) -> int:
+    """Parse and run the command; an expected failure is one line and its exit code."""
     try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-
-
-def main(argv: list[str] | None = None) -> int:
-    try:
-        with _sigterm_raises():
-            try:
-                args = build_parser().parse_args(argv)
-                return args.func(args)
-            except KeyboardInterrupt:
-                raise Interrupted(signal.SIGINT) from None
-    except Interrupted as e:
-        _say(e)
-        return e.exit_code
+        args = build_parser().parse_args(argv)
+        with quiet.run(verbose=getattr(args, "verbose", False)):
+            code = args.func(args)
+        signals.check()  # a signal whose exception was swallowed on its way (a gc callback)
+        return code
+    except KeyboardInterrupt:  # SIGINT before its handler was set, or raised by code
+        signals.record(signal.SIGINT)
+        raise signals.interrupted() from None
     except BrokenPipeError:  # output piped into `head` and closed: not an error
         sys.stderr.close()
         return 0
     except Exception as e:
+        signals.check()  # the signal came first: code it landed in may have made this error
         code = _exit_code(e)
         if code is None:
             raise
@@ -335,5 +332,17 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
 
+def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit code. SIGINT and SIGTERM stop the run in one line
+    (130 / 143) while it runs (``signals.raising``)."""
+    with signals.raising():
+        try:
+            return _run(argv)
+        except Interrupted as e:  # the handler records it: a second signal raises nothing here
+            e = signals.interrupted() if signals.received() else e  # names outputs published since
+            _say(e)
+            return e.exit_code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    signals.exit_after_run(main())

@@ -26,9 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from weight_convert import layouts
+from weight_convert import layouts, signals
 from weight_convert.errors import UsageError
-from weight_convert.outputs import OUTPUT_SUFFIXES, check_outputs, check_writable, output_paths
+from weight_convert.outputs import (
+    OUTPUT_SUFFIXES,
+    check_not_source,
+    check_outputs,
+    check_writable,
+    output_paths,
+)
 from weight_convert.progress import Progress
 from weight_convert.sources import Source, check_variant, read_source
 from weight_convert.writers import Tensors, write_flax, write_keras, write_torch
@@ -56,9 +62,10 @@ class Conversion:
 
 
 def _outputs(source, target: str, output, layout: str | None, force: bool) -> list[Path]:
-    """The output files, once the request is known to be sound, their names free (or, with
-    ``force``, taken by files that may be replaced) and their folder writable: checked before
-    anything is read, and the names again when the files are published (``outputs.atomic``)."""
+    """The output files, once the request is known to be sound, none of them the source, their
+    names free (or, with ``force``, taken by files that may be replaced) and their folder
+    writable: checked before anything is read, and the names again when the files are published
+    (``outputs.atomic``)."""
     if target not in OUTPUT_SUFFIXES:
         raise UsageError(f"unknown target {target!r}; known: {', '.join(OUTPUT_SUFFIXES)}")
     if layout is not None and target != "torch":
@@ -66,6 +73,7 @@ def _outputs(source, target: str, output, layout: str | None, force: bool) -> li
             f"--layout chooses the PyTorch layout written: use it with --to torch (not {target})"
         )
     paths = output_paths(source, target, output)
+    check_not_source(paths, source)
     check_outputs(paths, replace=force)
     check_writable(paths)
     return paths
@@ -216,9 +224,11 @@ def convert(
     report = None
     if verify:
         start = time.perf_counter()
-        report = _verify(loaded, target, paths, layout, shape, tensors, progress)
+        with signals.stage("--verify"):  # a signal now keeps the outputs, cuts this short
+            report = _verify(loaded, target, paths, layout, shape, tensors, progress)
         times["verify"] = time.perf_counter() - start
 
+    signals.check()  # a signal came since the outputs were published, its exception swallowed
     return _summary(loaded, str(source), target, paths, layout, times, report), report
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "CoverageError",
     "DtypeOverflowError",
     "EmptyFileError",
+    "FrameworkError",
     "LayoutError",
     "MissingFileError",
     "MissingKeysError",
@@ -63,8 +64,12 @@ EXIT_CODES = {
     17: "--dtype overflows: finite values beyond the dtype's range (allow with --allow-nonfinite)",
     18: "a tensor of a dtype or kind the model cannot take (complex, float8, unsigned wider than "
     "8 bits, sparse, quantized, meta, object)",
-    130: "interrupted (Ctrl-C): no partial output left",
-    143: "terminated (SIGTERM): no partial output left",
+    19: "a framework the conversion needs cannot be imported (not installed, or KERAS_BACKEND "
+    "names no backend)",
+    130: "interrupted (Ctrl-C): no partial output left (outputs it had already published are "
+    "complete, and the line names them)",
+    143: "terminated (SIGTERM): no partial output left (outputs it had already published are "
+    "complete, and the line names them)",
 }
 
 #: the longest key name a message quotes whole; the longest line the CLI prints
@@ -230,19 +235,37 @@ class OutputNotWritableError(ConvertError, OSError):
     exit_code = 16
 
 
+class FrameworkError(ConvertError, ImportError):
+    """A deep-learning framework the run needs failed to import (not installed, a broken
+    installation, ``KERAS_BACKEND`` naming no backend). An ``ImportError`` too, so that code
+    trying an optional import still takes it for one."""
+
+    exit_code = 19
+
+
 class Interrupted(BaseException):
     """The run was stopped by a signal (SIGINT: 130, SIGTERM: 143); raised from the signal
-    handler so that cleanup runs as for any failure. A ``BaseException``: no ``except
-    Exception`` swallows it."""
+    handler (``weight_convert.signals``) so that cleanup runs as for any failure. A
+    ``BaseException``: no ``except Exception`` swallows it.
 
-    def __init__(self, signum: int) -> None:
+    ``written``: outputs already published when the signal came (during ``--verify`` or the
+    summary); they are complete and kept, and the message names them; ``unfinished`` says what
+    the signal cut short then (``--verify``)."""
+
+    def __init__(self, signum: int, written: Sequence[object] = (), unfinished: str = "") -> None:
         self.signum = signum
         self.exit_code = 128 + signum
+        self.written = [str(p) for p in written]
+        self.unfinished = unfinished
         try:
             name = signal.Signals(signum).name
         except ValueError:
             name = f"signal {signum}"
-        super().__init__(f"{'interrupted' if signum == signal.SIGINT else 'terminated'} ({name})")
+        message = f"{'interrupted' if signum == signal.SIGINT else 'terminated'} ({name})"
+        if self.written:
+            message += f" after the outputs were written; kept, complete: {', '.join(self.written)}"
+            message += f" ({unfinished} did not finish)" if unfinished else ""
+        super().__init__(message)
 
 
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}

@@ -23,7 +23,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from weight_convert.errors import OutputExistsError, OutputNotWritableError, first_line
+from weight_convert import signals
+from weight_convert.errors import (
+    OutputExistsError,
+    OutputNotWritableError,
+    UsageError,
+    first_line,
+)
 
 try:
     import fcntl
@@ -36,6 +42,7 @@ __all__ = [
     "STAGING_SUFFIX",
     "TORCH_SUFFIXES",
     "atomic",
+    "check_not_source",
     "check_outputs",
     "check_writable",
     "output_paths",
@@ -75,11 +82,14 @@ def output_paths(source: str | Path, target: str, output: str | Path | None) -> 
 
     An ``output`` that is there and is not a regular file (``/dev/null``, a FIFO, a directory) is
     refused (``OutputNotWritableError``): the files would land beside it under names nobody
-    asked for (``/dev/null.pth``)."""
+    asked for (``/dev/null.pth``). So is an ``output`` that names a directory by its spelling
+    (a trailing separator, ``.`` or ``..`` last: ``out/``), whether or not it is there: it
+    would be ``out.pth``, beside the folder."""
     if output is None:
         stem = _strip(Path(source).name, (*TORCH_SUFFIXES, ".keras", ".weights.h5", ".msgpack"))
         base = Path.cwd() / f"{stem}_{target}"
     else:
+        _refuse_directory_name(output)
         base = Path(output)
         _refuse_special(base, follow_symlinks=True)
         if target == "torch" and base.name.endswith(TORCH_SUFFIXES):
@@ -89,6 +99,17 @@ def output_paths(source: str | Path, target: str, output: str | Path | None) -> 
         if target != "torch":
             base = base.with_name(_strip(base.name, OUTPUT_SUFFIXES[target]))
     return [base.with_name(base.name + suffix) for suffix in OUTPUT_SUFFIXES[target]]
+
+
+def _refuse_directory_name(output: str | Path) -> None:
+    """``OutputNotWritableError`` for an ``output`` spelled as a directory: ``out/``, ``out/.``,
+    ``..``, the empty string (``Path`` drops a trailing separator, so the string is looked at)."""
+    text = os.fspath(output)
+    if os.path.basename(text) in ("", ".", ".."):
+        raise OutputNotWritableError(
+            f"cannot write {text!r}: it names a directory; -o takes a file name "
+            f"(e.g. {os.path.join(text, 'NAME')})"
+        )
 
 
 def _refuse_special(path: Path, follow_symlinks: bool = False) -> None:
@@ -120,6 +141,22 @@ def check_outputs(paths: Sequence[Path], replace: bool = False) -> None:
     existing = [str(p) for p in paths if os.path.lexists(p)]
     if existing and not replace:
         raise OutputExistsError(f"output exists: {', '.join(existing)} (use --force to replace)")
+
+
+def check_not_source(paths: Sequence[Path], source: str | Path) -> None:
+    """``UsageError`` when an output is the source file itself (the same file: by its name, a
+    symbolic link or a hard link), ``--force`` or not: replacing it while it is read (and read
+    again by ``--verify``) would leave neither the source nor a sound output."""
+    for path in paths:
+        try:
+            same = os.path.samefile(source, path)
+        except (OSError, ValueError):  # either is not there (yet): not the same file
+            continue
+        if same:
+            raise UsageError(
+                f"the output {path} is the source file {source} itself: write it elsewhere "
+                "(-o), then move it over the source if that is what you want"
+            )
 
 
 def check_writable(paths: Sequence[Path]) -> None:
@@ -276,10 +313,16 @@ def _link_new(staged: Path, path: Path) -> None:
         raise
 
 
-def _publish(staged: Sequence[Path], paths: Sequence[Path], replace: bool) -> None:
+def _publish(
+    staged: Sequence[Path],
+    paths: Sequence[Path],
+    replace: bool,
+    published: list[tuple[Path, os.stat_result]],
+) -> None:
     """Give each staged file its output name: all of them or none (those published are removed
-    again when a later one fails). Without ``replace`` a name taken meanwhile is refused."""
-    published: list[tuple[Path, os.stat_result]] = []
+    again when a later one fails). Without ``replace`` a name taken meanwhile is refused.
+    ``published`` (empty on the way in) holds the outputs published: all of them once this
+    returns, none when it raised."""
     try:
         for src, dst in zip(staged, paths, strict=True):
             mine = os.stat(src)
@@ -289,9 +332,11 @@ def _publish(staged: Sequence[Path], paths: Sequence[Path], replace: bool) -> No
             else:
                 _link_new(src, dst)
             published.append((dst, mine))
+        signals.check()  # a signal came while publishing, its exception swallowed: none stay
     except BaseException:
         for dst, mine in reversed(published):
             _remove_if_same(dst, mine)
+        published.clear()
         raise
 
 
@@ -302,18 +347,21 @@ def atomic(
     killed runs left, ``remove_abandoned``), then publish them under the output names: all or
     none, and a name taken meanwhile is refused (``OutputExistsError``) unless ``replace``.
     Whatever stops it (an error, Ctrl-C, SIGTERM) leaves no staged file and none of the parent
-    folders it created. An ``OSError`` on the way is an ``OutputNotWritableError``."""
+    folders it created. A signal whose exception was swallowed (``signals.check``) stops it
+    before publishing; the files published are recorded (``signals.published``): a signal that
+    comes later keeps them, and its line names them. An ``OSError`` on the way is an
+    ``OutputNotWritableError``."""
     directory = paths[0].parent
     created: list[Path] = []
-    done = False
+    published: list[tuple[Path, os.stat_result]] = []
     try:
         _make_parents(directory, created)
         remove_abandoned(directory)
         with _staging(directory) as folder:
             staged = [folder / p.name for p in paths]
             write(staged)
-            _publish(staged, paths, replace)
-        done = True
+            signals.check()  # before anything is published (or, with replace, replaced)
+            _publish(staged, paths, replace, published)
     except (OutputExistsError, OutputNotWritableError):
         raise
     except OSError as e:
@@ -321,5 +369,7 @@ def atomic(
             f"cannot write {paths[0]}: {e.strerror or first_line(e)}"
         ) from None
     finally:
-        if not done:
+        if published:
+            signals.published(paths)
+        else:
             _remove_created(created)

@@ -1,4 +1,5 @@
-"""A small progress bar on stderr for long conversions (no dependency)."""
+"""A small progress bar on stderr for long conversions (no dependency). Each step is also a
+point where a signal whose exception was swallowed stops the run (``signals.check``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
+
+from weight_convert import signals
 
 T = TypeVar("T")
 
@@ -49,6 +52,7 @@ class Progress:
         start = time.perf_counter()
         done = 0
         for item in items:
+            signals.check()
             yield item
             done += 1
             if self.enabled:
@@ -58,6 +62,7 @@ class Progress:
 
     def step(self, message: str) -> None:
         """A one-line stage message (``reading checkpoint``)."""
+        signals.check()
         if self.enabled:
             self.stream.write(f"{message}\n")
             self.stream.flush()
