@@ -107,12 +107,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from weight_convert import checkpoints, layouts
+    from weight_convert import sources
 
-    state, info = checkpoints.open_state_dict(args.checkpoint)
-    detected = layouts.detect(state)
-    description = layouts.describe(detected, state)
-    description["container"] = info
+    description = sources.describe(args.checkpoint)  # any file convert reads, read as it does
     if args.json:
         print(json.dumps(description, default=str))
         return 0
