@@ -6,15 +6,13 @@ dataset replaced, a zip member swapped or deflated from zeros, a msgpack tree ed
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cli_checks
 import h5py
 import numpy as np
 
@@ -209,31 +207,12 @@ def msgpack_rank1(tree: dict) -> dict:
 
 # --------------------------------------------------------------------------- memory
 
-#: the CLI in a child that reports its own peak resident memory (VmHWM)
-_CHILD = """
-import sys
-from weight_convert import cli
-try:
-    code = cli.main(sys.argv[1:])
-finally:
-    peak = [line for line in open("/proc/self/status") if line.startswith("VmHWM")]
-    print(peak[0].split()[1])
-sys.exit(code)
-"""
-
 
 def peak_rss_mb(source: Path, cwd: Path) -> tuple[int, str, float]:
     """Exit code, stderr and peak resident memory (MB) of converting ``source`` to PyTorch in
     a child on the JAX backend (lighter than TensorFlow)."""
-    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, "convert", str(source), "--to", "torch", "-o", "o.pth"],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    return proc.returncode, proc.stderr, int(proc.stdout.split()[-1]) / 1024
+    args = ["convert", str(source), "--to", "torch", "-o", "o.pth"]
+    return cli_checks.peak_rss_mb(args, cwd, {"KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
 def huge_gzip_head(good, d):

@@ -6,7 +6,6 @@ the others are."""
 from __future__ import annotations
 
 import pickle
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ import checkpoint_factory as factory
 import hostile
 import numpy as np
 import pytest
-from peak_rss import peak_rss_mb
+from cli_checks import one_line, peak_rss_mb
 
 from weight_convert import checkpoints, cli, errors
 from zoo.registry import FAMILIES
@@ -62,9 +61,7 @@ ROWS = [
 
 
 def _one_line(code: int, err: str, row: Row) -> None:
-    assert code == row.error.exit_code, err
-    assert err.startswith("weight-convert: error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err and re.search(row.message, err), err
+    one_line(code, err, row.error.exit_code, row.message)
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])

@@ -18,7 +18,7 @@ import hostile
 import numpy as np
 import pytest
 import torch
-from peak_rss import peak_rss_mb
+from cli_checks import one_line, peak_rss_mb
 
 from weight_convert import checkpoints, cli, errors
 from zoo.registry import FAMILIES
@@ -255,9 +255,7 @@ def _files(directory: Path) -> list[str]:
 
 
 def _one_line(code: int, err: str, row: Row) -> None:
-    assert code == row.error.exit_code, err
-    assert err.startswith("weight-convert: error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err and re.search(row.message, err), err
+    one_line(code, err, row.error.exit_code, row.message)
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])

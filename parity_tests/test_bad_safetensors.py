@@ -13,7 +13,6 @@ are exit 18, in files the reference reads."""
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from bad_safetensors import (
     sparse_index,
     trailing,
 )
+from cli_checks import one_line
 from safetensors import SafetensorError, safe_open
 
 from weight_convert import cli, errors
@@ -247,9 +247,7 @@ def _files(directory: Path) -> list[str]:
 
 
 def _one_line(code: int, err: str, case: Case) -> None:
-    assert code == case.error.exit_code, err
-    assert err.startswith("weight-convert: error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err and re.search(case.message, err), err
+    one_line(code, err, case.error.exit_code, case.message)
 
 
 def _reference_refuses(path: Path) -> bool:

@@ -15,7 +15,7 @@ import hostile
 import numpy as np
 import pytest
 import torch
-from peak_rss import peak_rss_mb
+from cli_checks import peak_rss_mb
 
 from weight_convert import checkpoints, cli, errors
 from zoo.registry import FAMILIES
