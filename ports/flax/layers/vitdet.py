@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from ports.flax.layers.mlp import MLPBlock
@@ -37,7 +38,9 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: jax.Array) -> jax.Array:
     if length != max_rel_dist:
         resize = jnp.asarray(rel_pos_resize_matrix(length, max_rel_dist, rel_pos.dtype))
         rel_pos = jnp.matmul(resize, rel_pos, precision=jax.lax.Precision.HIGHEST)
-    return rel_pos[rel_pos_gather_index(q_size, k_size)]
+    # int32 indices: an int64 numpy index under jax.enable_x64, in a process that also runs
+    # without it, meets an int32 constant in JAX's index normalization (JAX 0.10)
+    return rel_pos[rel_pos_gather_index(q_size, k_size).astype(np.int32)]
 
 
 def decomposed_rel_pos_bias(

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from ports.flax.layers.drop import dropout_key
@@ -88,7 +89,7 @@ class WindowAttention(nnx.Module):
 
     def relative_position_bias(self, n: int) -> jax.Array:
         """(heads, N, N) bias for windows of N tokens."""
-        index = relative_position_index(self.window_size)[:n, :n].reshape(-1)
+        index = relative_position_index(self.window_size)[:n, :n].reshape(-1).astype(np.int32)
         table = self.relative_position_bias_table[...]
         return table[index].reshape(n, n, -1).transpose(2, 0, 1)
 
