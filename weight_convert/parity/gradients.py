@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from weight_convert import rules
+from weight_convert import transfer
 from weight_convert.frameworks import reference as ref_fw
 from weight_convert.parity.comparison import load_reference_weights, port_inputs
 from weight_convert.parity.formats import fitting_format
@@ -55,13 +55,9 @@ class Cotangents:
 
 
 def _reference_layout(port_grads: dict[str, np.ndarray], expected: Sequence[str]) -> dict:
-    """Port gradients by reference key, in the reference's layout; strict coverage."""
-    out: dict[str, np.ndarray] = {}
-    for path, grad in port_grads.items():
-        key = rules.torch_key(path)
-        if key in out:
-            raise ValueError(f"two port variables give the gradient of {key}")
-        out[key] = rules.torch_tensor(path, grad)
+    """Port gradients by reference key, in the reference's layout (a gradient has its
+    variable's layout: ``transfer.to_torch``); strict coverage."""
+    out = transfer.to_torch(port_grads)
     missing = [k for k in expected if k not in out]
     extra = [k for k in out if k not in set(expected)]
     if missing or extra:
