@@ -11,6 +11,10 @@ __all__ = [
     "BLOCK_TOLERANCE",
     "FLOAT64_GRAD_TOLERANCE",
     "FLOAT64_TOLERANCE",
+    "MIXED_BFLOAT16",
+    "MIXED_BFLOAT16_GRAD_TOLERANCE",
+    "MIXED_BFLOAT16_MODEL_GRAD_TOLERANCE",
+    "MIXED_BFLOAT16_TOLERANCE",
     "MODEL_GRAD_TOLERANCE",
     "MODEL_TOLERANCE",
     "Tolerance",
@@ -65,3 +69,21 @@ FLOAT64_TOLERANCE = Tolerance(atol=0.0, rmax=1e-10)
 #: float64 gradients: 1e-10 x max |reference gradient| + 1e-12 x the largest gradient (a
 #: gradient that cancels to zero is rounding noise of the gradients that cancel)
 FLOAT64_GRAD_TOLERANCE = Tolerance(atol=0.0, rmax=1e-10, rscale=1e-12)
+
+#: the runners' ``dtype`` for mixed precision: float32 parameters and inputs, bfloat16 compute
+#: (``torch.autocast``, Keras' ``mixed_bfloat16`` policy, Flax layers' ``dtype=bfloat16``),
+#: held against the float32 reference
+MIXED_BFLOAT16 = "mixed_bfloat16"
+#: bfloat16 compute against the float32 reference, forward, every compared tensor: max abs error
+#: <= 5e-2 x max |reference| (measured worst: see the README's "Mixed precision" table)
+MIXED_BFLOAT16_TOLERANCE = Tolerance(atol=0.0, rmax=5e-2)
+#: bfloat16 gradients against float32 ones: 5e-2 x max |reference gradient| + 1e-2 x the
+#: largest gradient of the run (a gradient that cancels to zero is noise of the gradients that
+#: cancel, here at bfloat16's resolution)
+MIXED_BFLOAT16_GRAD_TOLERANCE = Tolerance(atol=0.0, rmax=5e-2, rscale=1e-2)
+#: bfloat16 gradients of a whole model: 5e-2 x max |reference gradient| + 0.25 x the model's
+#: largest gradient. Small gradients that sum over every position through the whole backward
+#: chain (the biases and norms of the first layers) are not bounded relative to themselves in
+#: bfloat16: PyTorch's own autocast is up to 0.9 x their max off (measured, tiny configs), and
+#: up to 0.18 x the model's largest gradient
+MIXED_BFLOAT16_MODEL_GRAD_TOLERANCE = Tolerance(atol=0.0, rmax=5e-2, rscale=0.25)

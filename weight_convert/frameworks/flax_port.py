@@ -19,8 +19,14 @@ import numpy as np
 from flax import nnx
 
 import ports.flax.layers
-from ports.flax.layers.variables import CHECKPOINT_VARIABLES, abstract, declare_dtype
+from ports.flax.layers.variables import (
+    CHECKPOINT_VARIABLES,
+    abstract,
+    declare_dtype,
+    set_compute_dtype,
+)
 from weight_convert.frameworks.recorder import Recorder
+from weight_convert.tolerance import MIXED_BFLOAT16
 from zoo import compat
 from zoo.blocks import Ref
 
@@ -42,15 +48,24 @@ def build(
 ) -> nnx.Module:
     """The port of block ``block`` (``zoo.blocks``) in eval mode; with ``initialize=False`` its
     parameters are abstract (``ports.flax.layers.variables.abstract``), declared ``dtype``
-    (None: float32): ``assign`` them before it runs."""
+    (None: float32): ``assign`` them before it runs. ``dtype="mixed_bfloat16"``: float32
+    parameters, every layer computing in bfloat16 (``set_compute_dtype``)."""
     cls = getattr(ports.flax.layers, block)
     kwargs = resolve_refs(kwargs)
     if initialize:
         module = cls(**kwargs, rngs=nnx.Rngs(seed))
     else:
         module = abstract(lambda rngs: cls(**kwargs, rngs=rngs), nnx.Rngs(seed))
-        if dtype is not None:
-            declare_dtype(module, jnp.dtype(dtype))
+    return _in_dtype(module, dtype, initialize)
+
+
+def _in_dtype(module: nnx.Module, dtype: str | None, initialize: bool) -> nnx.Module:
+    """``"mixed_bfloat16"``: the layers compute in bfloat16, their parameters stay float32
+    (``set_compute_dtype``); another ``dtype``: abstract parameters declared ``dtype``."""
+    if dtype == MIXED_BFLOAT16:
+        set_compute_dtype(module, jnp.bfloat16)
+    elif dtype is not None and not initialize:
+        declare_dtype(module, jnp.dtype(dtype))
     module.eval()
     return module
 
@@ -58,16 +73,11 @@ def build(
 def build_model(config, *, initialize: bool = True, dtype: str | None = None) -> nnx.Module:
     """The model ``config`` describes (any family) in eval mode; with ``initialize=False`` its
     parameters are abstract, declared ``dtype`` (None: float32): ``assign`` them before it
-    runs."""
+    runs. ``dtype="mixed_bfloat16"``: as ``build``."""
     from ports.flax.models import abstract_model, build_model
 
-    if initialize:
-        return build_model(config)
-    model = abstract_model(config)
-    if dtype is not None:
-        declare_dtype(model, jnp.dtype(dtype))
-    model.eval()
-    return model
+    model = build_model(config) if initialize else abstract_model(config)
+    return _in_dtype(model, dtype, initialize)
 
 
 @contextlib.contextmanager

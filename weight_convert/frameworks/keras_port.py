@@ -51,7 +51,8 @@ def build(
 def dtype_scope(dtype: str | None) -> Iterator[None]:
     """Layers made, built and run for the duration compute in ``dtype`` (None: as they are):
     the global dtype policy is ``dtype`` (a layer takes it when made; the ports pass none to
-    their sublayers), with 64-bit JAX for float64 on the JAX backend. Restored afterwards."""
+    their sublayers), with 64-bit JAX for float64 on the JAX backend. ``"mixed_bfloat16"`` is
+    Keras' mixed policy: float32 variables, bfloat16 compute. Restored afterwards."""
     if dtype is None:
         yield
         return
@@ -197,8 +198,10 @@ def _training_kwargs(module: keras.Layer) -> dict[str, Any]:
 
 def _loss(out: Any, cotangent: Callable[[int, tuple], np.ndarray]) -> Any:
     outs = list(out) if isinstance(out, (list, tuple)) else [out]
+    # keras.ops.multiply promotes (a bfloat16 output of mixed precision times float32 gives a
+    # float32 loss); TensorFlow's ``*`` would refuse the mixed dtypes
     return sum(
-        keras.ops.sum(o * keras.ops.convert_to_tensor(cotangent(i, tuple(o.shape))))
+        keras.ops.sum(keras.ops.multiply(o, cotangent(i, tuple(o.shape))))
         for i, o in enumerate(outs)
     )
 

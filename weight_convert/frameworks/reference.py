@@ -12,6 +12,8 @@ from torch import nn
 
 import zoo.layers
 from weight_convert.frameworks.recorder import Recorder
+from weight_convert.tensors import from_torch
+from weight_convert.tolerance import MIXED_BFLOAT16
 from zoo.blocks import Ref
 from zoo.tensor_format import Format
 
@@ -28,8 +30,28 @@ def build(block: str, kwargs: Mapping[str, Any]) -> nn.Module:
 
 
 def in_dtype(module: nn.Module, dtype: str | None) -> nn.Module:
-    """``module`` with its floating parameters and buffers in ``dtype`` (None: as it is)."""
-    return module if dtype is None else module.to(getattr(torch, dtype))
+    """``module`` with its floating parameters and buffers in ``dtype`` (None: as it is;
+    ``"mixed_bfloat16"``: as it is, float32 parameters, see ``autocast``)."""
+    if dtype is None or dtype == MIXED_BFLOAT16:
+        return module
+    return module.to(getattr(torch, dtype))
+
+
+@contextlib.contextmanager
+def dtype_scope(dtype: str | None) -> Iterator[None]:
+    """The reference needs no scope for a dtype (float64 is ``in_dtype``; mixed precision is
+    ``autocast``, entered around the runs it applies to): for the runners' uniformity."""
+    del dtype
+    yield
+
+
+def autocast(dtype: str | None = MIXED_BFLOAT16):
+    """``torch.autocast("cpu", dtype=torch.bfloat16)`` for ``"mixed_bfloat16"`` (float32
+    parameters; matmuls, convolutions and ``scaled_dot_product_attention`` in bfloat16, by
+    autocast's CPU op lists), nothing otherwise."""
+    if dtype != MIXED_BFLOAT16:
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
 #: public torch.nn classes whose output is channels-first (N, C, *spatial) whatever the input
@@ -112,8 +134,8 @@ def call(
     with torch.no_grad(), recorder.running() if recorder is not None else contextlib.nullcontext():
         out = module(*[torch.from_numpy(x) for x in inputs])
     if isinstance(out, (list, tuple)):
-        return [t.detach().numpy() for t in out]
-    return out.detach().numpy()
+        return [from_torch(t).copy() for t in out]
+    return from_torch(out).copy()
 
 
 def gradients(
@@ -159,7 +181,7 @@ def capture(module: nn.Module) -> Iterator[Recorder]:
 
         def hook(_mod, _args, out, path=path):
             if isinstance(out, torch.Tensor):
-                recorder.add(path, out.detach().cpu().numpy().copy())
+                recorder.add(path, from_torch(out.cpu()).copy())
 
         handles.append(sub.register_forward_hook(hook))
     try:

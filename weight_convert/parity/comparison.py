@@ -75,6 +75,8 @@ def _run_port(adapter, port, inputs: list[np.ndarray]) -> tuple[list, list, dict
     with adapter.numerics(), adapter.capture(port) as recorder:
         out = adapter.call(port, inputs, recorder=recorder)
         settings = adapter.settings()
+    first = out[0] if isinstance(out, list) else out
+    settings["port output dtype"] = str(first.dtype)  # mixed precision: bfloat16
     if not recorder.intercepting:
         settings["layer capture"] = "off (zoo.compat fallback: outputs compared only)"
     return (out if isinstance(out, list) else [out]), recorder.records, settings

@@ -23,6 +23,10 @@ from weight_convert.tolerance import (
     BLOCK_TOLERANCE,
     FLOAT64_GRAD_TOLERANCE,
     FLOAT64_TOLERANCE,
+    MIXED_BFLOAT16,
+    MIXED_BFLOAT16_GRAD_TOLERANCE,
+    MIXED_BFLOAT16_MODEL_GRAD_TOLERANCE,
+    MIXED_BFLOAT16_TOLERANCE,
     MODEL_GRAD_TOLERANCE,
     MODEL_TOLERANCE,
     Tolerance,
@@ -37,6 +41,9 @@ def _comparison(gradients: bool, dtype: str | None, model: bool, seed: int):
     arguments."""
     if dtype == "float64":
         tolerance = FLOAT64_GRAD_TOLERANCE if gradients else FLOAT64_TOLERANCE
+    elif dtype == MIXED_BFLOAT16:
+        grad = MIXED_BFLOAT16_MODEL_GRAD_TOLERANCE if model else MIXED_BFLOAT16_GRAD_TOLERANCE
+        tolerance = grad if gradients else MIXED_BFLOAT16_TOLERANCE
     elif gradients:
         tolerance = MODEL_GRAD_TOLERANCE if model else BLOCK_GRAD_TOLERANCE
     else:
@@ -47,9 +54,27 @@ def _comparison(gradients: bool, dtype: str | None, model: bool, seed: int):
 
 
 def _in_dtype(inputs: list[np.ndarray], dtype: str | None) -> list[np.ndarray]:
-    if dtype is None:
+    if dtype is None or dtype == MIXED_BFLOAT16:  # mixed precision takes float32 inputs
         return inputs
     return [x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x for x in inputs]
+
+
+def _run_autocast(reference, inputs, formats, gradients, tolerance, seed, name, group):
+    """The reference under ``torch.autocast`` against itself in float32 (``parity.autocast``)."""
+    from weight_convert.parity.autocast import compare_autocast, compare_autocast_gradients
+
+    if gradients:
+        run, extra = compare_autocast_gradients, {"seed": seed}
+    else:
+        run, extra = compare_autocast, {}
+    return run(reference, inputs, formats, tolerance=tolerance, name=name, group=group, **extra)
+
+
+def _check_adapter(adapter, dtype: str | None) -> None:
+    if adapter is ref_fw and dtype != MIXED_BFLOAT16:
+        raise ValueError(
+            f"the reference is compared with itself only with dtype={MIXED_BFLOAT16!r}"
+        )
 
 
 def run_case(
@@ -66,21 +91,30 @@ def run_case(
     """Build ``case``'s reference with random weights and its port, and ``compare`` them on the
     case's inputs drawn from ``seed`` (``gradients``: ``compare_gradients``, the backward pass).
     ``dtype="float64"``: reference, port and inputs in float64, held to ``FLOAT64_TOLERANCE``
-    (the same weights and inputs, widened). The report's ``group`` is the block's name."""
+    (the same weights and inputs, widened). ``dtype="mixed_bfloat16"``: the port computes in
+    bfloat16 (float32 parameters and inputs) against the float32 reference, held to
+    ``MIXED_BFLOAT16_TOLERANCE``; ``adapter`` may then be the reference's own
+    (``weight_convert.frameworks.reference``): the reference under ``torch.autocast`` against
+    itself in float32, the baseline. The report's ``group`` is the block's name."""
+    _check_adapter(adapter, dtype)
     run, default, extra = _comparison(gradients, dtype, False, seed)
     with adapter.dtype_scope(dtype):
         reference = ref_fw.randomize_(ref_fw.build(case.block, case.kwargs), seed)
         reference = ref_fw.in_dtype(reference, dtype)
-        kwargs = {**case.kwargs, **(port_kwargs or {})}
-        port = adapter.build(case.block, kwargs, initialize=False, dtype=dtype)
         rng = np.random.default_rng(seed)
         inputs = _in_dtype([inp.make(rng) for inp in case.inputs], dtype)
+        formats = [inp.format for inp in case.inputs]
+        if adapter is ref_fw:
+            args = (tolerance or default, seed, case.name, case.block)
+            return _run_autocast(reference, inputs, formats, gradients, *args)
+        kwargs = {**case.kwargs, **(port_kwargs or {})}
+        port = adapter.build(case.block, kwargs, initialize=False, dtype=dtype)
         return run(
             reference,
             port,
             adapter,
             inputs,
-            [inp.format for inp in case.inputs],
+            formats,
             tolerance=tolerance or default,
             name=case.name,
             group=case.block,
@@ -108,15 +142,22 @@ def run_config(
     ``shape`` sets the first input's reference shape, None the variant's resolution); whole-model
     tolerance by default. ``name`` defaults to the config class and the first input's shape,
     ``group`` to the family's name. ``gradients``: ``compare_gradients`` (the backward pass);
-    ``dtype="float64"``: everything in float64, as ``run_case``."""
+    ``dtype="float64"``: everything in float64, ``dtype="mixed_bfloat16"``: bfloat16 compute
+    (or, with the reference's adapter, ``torch.autocast``), as ``run_case``."""
     from zoo.configs import family_of
 
+    _check_adapter(adapter, dtype)
     family = family_of(config)
     run, default, extra = _comparison(gradients, dtype, True, seed)
     with adapter.dtype_scope(dtype):
         inputs, formats = family.make_inputs(config, shape, seed)
         inputs = _in_dtype(list(inputs), dtype)
         reference = ref_fw.in_dtype(ref_fw.randomize_(ref_fw.build_model(config), seed), dtype)
+        name = name or f"{type(config).__name__}{list(inputs[0].shape)}"
+        group = family.name if group is None else group
+        if adapter is ref_fw:
+            args = (tolerance or default, seed, name, group)
+            return _run_autocast(reference, inputs, formats, gradients, *args)
         port = adapter.build_model(config, initialize=False, dtype=dtype)
         return run(
             reference,
@@ -125,8 +166,8 @@ def run_config(
             inputs,
             formats,
             tolerance=tolerance or default,
-            name=name or f"{type(config).__name__}{list(inputs[0].shape)}",
-            group=family.name if group is None else group,
+            name=name,
+            group=group,
             after_transfer=after_transfer,
             **extra,
         )

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-__all__ = ["Buffer", "CHECKPOINT_VARIABLES", "abstract", "declare_dtype"]
+__all__ = ["Buffer", "CHECKPOINT_VARIABLES", "abstract", "declare_dtype", "set_compute_dtype"]
 
 
 class Buffer(nnx.Variable):
@@ -48,4 +48,20 @@ def declare_dtype(module: nnx.Module, dtype: Any) -> nnx.Module:
             value = node.get_value()
             if jnp.issubdtype(value.dtype, jnp.floating):
                 node.set_value(jax.ShapeDtypeStruct(value.shape, dtype))
+    return module
+
+
+def set_compute_dtype(module: nnx.Module, dtype: Any) -> nnx.Module:
+    """Set the computation ``dtype`` of every layer of ``module`` in place (mixed precision with
+    ``jnp.bfloat16``): the layers that take ``dtype`` / ``param_dtype`` (``nnx.Linear``,
+    ``nnx.Conv``, ``nnx.LayerNorm``, ``nnx.Embed``, the port's ``ConvTranspose2d``) cast their
+    inputs and parameters to ``dtype`` when they run; the parameters keep their own dtype
+    (float32), so gradients and optimizer updates stay float32. ``nnx.LayerNorm`` computes its
+    mean and variance in float32 whatever ``dtype`` is. Parameters the port reads directly (the
+    relative position tables, position embeddings) are not layers: they join the computation by
+    JAX's promotion, so a float32 table added to bfloat16 activations gives float32, as under
+    ``torch.autocast``. Returns ``module``."""
+    for _, node in nnx.iter_graph(module):
+        if isinstance(node, nnx.Module) and hasattr(node, "param_dtype") and hasattr(node, "dtype"):
+            node.dtype = None if dtype is None else jnp.dtype(dtype)
     return module

@@ -4,27 +4,36 @@ One module per family (``zoo.registry.FAMILIES``); each model class registers it
 
 from __future__ import annotations
 
+from typing import Any
+
 from flax import nnx
 
-from ports.flax.layers.variables import abstract
+from ports.flax.layers.variables import abstract, set_compute_dtype
 from zoo.configs import Config, resolve
 from zoo.registry import lazy_exports, model_class
 
 _BASE = ["abstract_model", "build_model", "create_model"]
 
 
-def build_model(config: Config, *, rngs: nnx.Rngs | None = None) -> nnx.Module:
+def build_model(config: Config, *, rngs: nnx.Rngs | None = None, dtype: Any = None) -> nnx.Module:
     """The model ``config`` describes, in eval mode, parameters initialized from ``rngs``
-    (default ``nnx.Rngs(0)``)."""
+    (default ``nnx.Rngs(0)``). ``dtype``: the layers' computation dtype, as nnx layers take it
+    (None: their inputs' and parameters' promoted dtype; ``jnp.bfloat16``: mixed precision,
+    parameters stay float32; ``ports.flax.layers.variables.set_compute_dtype``)."""
     model = model_class(config, "flax")(config, rngs=rngs if rngs is not None else nnx.Rngs(0))
+    if dtype is not None:
+        set_compute_dtype(model, dtype)
     model.eval()
     return model
 
 
-def create_model(name: str, *, rngs: nnx.Rngs | None = None, **overrides) -> nnx.Module:
+def create_model(
+    name: str, *, rngs: nnx.Rngs | None = None, dtype: Any = None, **overrides
+) -> nnx.Module:
     """The registered variant ``name`` (see ``zoo.registry.VARIANTS``), config fields overridden by
-    keyword, in eval mode. Parameters are initialized from ``rngs`` (default ``nnx.Rngs(0)``)."""
-    return build_model(resolve(name, **overrides), rngs=rngs)
+    keyword, in eval mode. Parameters are initialized from ``rngs`` (default ``nnx.Rngs(0)``);
+    ``dtype`` is the layers' computation dtype (``build_model``)."""
+    return build_model(resolve(name, **overrides), rngs=rngs, dtype=dtype)
 
 
 def abstract_model(config: Config, *, rngs: nnx.Rngs | None = None) -> nnx.Module:

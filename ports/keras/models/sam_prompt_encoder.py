@@ -111,30 +111,35 @@ class PromptEncoder(keras.layers.Layer):
         mask_in_chans: int,
         **kwargs,
     ) -> None:
+        # float32 under any global policy (Keras' way for layers that need the precision):
+        # pixel coordinates in bfloat16 (8-bit mantissa) round to multiples of 4 above 512,
+        # and the Fourier features take sin / cos of their products; a negligible cost
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
+        sub = {"dtype": self.dtype_policy}  # the sublayers too (they would take the global one)
         self.embed_dim = embed_dim
         self.image_embedding_size = tuple(image_embedding_size)
         self.input_image_size = tuple(input_image_size)
         self.mask_in_chans = mask_in_chans
-        self.pe_layer = PositionEmbeddingRandom(embed_dim // 2, name="pe_layer")
+        self.pe_layer = PositionEmbeddingRandom(embed_dim // 2, name="pe_layer", **sub)
         self.num_point_embeddings = 4  # negative point, positive point, box corner 0, corner 1
         self.point_embeddings = [
-            Embedding(1, embed_dim, name=f"point_embeddings-{i}")
+            Embedding(1, embed_dim, name=f"point_embeddings-{i}", **sub)
             for i in range(self.num_point_embeddings)
         ]
-        self.not_a_point_embed = Embedding(1, embed_dim, name="not_a_point_embed")
+        self.not_a_point_embed = Embedding(1, embed_dim, name="not_a_point_embed", **sub)
         self.mask_input_size = tuple(4 * s for s in self.image_embedding_size)
         quarter = mask_in_chans // 4
         self.mask_downscaling = [
-            keras.layers.Conv2D(quarter, 2, strides=2, name="mask_downscaling-0"),
-            LayerNorm2d(quarter, name="mask_downscaling-1"),
-            GELU(name="mask_downscaling-2"),
-            keras.layers.Conv2D(mask_in_chans, 2, strides=2, name="mask_downscaling-3"),
-            LayerNorm2d(mask_in_chans, name="mask_downscaling-4"),
-            GELU(name="mask_downscaling-5"),
-            keras.layers.Conv2D(embed_dim, 1, name="mask_downscaling-6"),
+            keras.layers.Conv2D(quarter, 2, strides=2, name="mask_downscaling-0", **sub),
+            LayerNorm2d(quarter, name="mask_downscaling-1", **sub),
+            GELU(name="mask_downscaling-2", **sub),
+            keras.layers.Conv2D(mask_in_chans, 2, strides=2, name="mask_downscaling-3", **sub),
+            LayerNorm2d(mask_in_chans, name="mask_downscaling-4", **sub),
+            GELU(name="mask_downscaling-5", **sub),
+            keras.layers.Conv2D(embed_dim, 1, name="mask_downscaling-6", **sub),
         ]
-        self.no_mask_embed = Embedding(1, embed_dim, name="no_mask_embed")
+        self.no_mask_embed = Embedding(1, embed_dim, name="no_mask_embed", **sub)
 
     def build(self, input_shape: tuple | None = None) -> None:
         """Create every variable; none depends on the input shapes."""
