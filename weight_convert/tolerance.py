@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,11 @@ __all__ = [
     "MIXED_BFLOAT16_TOLERANCE",
     "MODEL_GRAD_TOLERANCE",
     "MODEL_TOLERANCE",
+    "OPTIMIZER_ADAPTIVE_TOLERANCE",
+    "OPTIMIZER_FLOAT64_TOLERANCE",
+    "OPTIMIZER_SGD_TOLERANCE",
     "Tolerance",
+    "optimizer_step_tolerance",
 ]
 
 
@@ -87,3 +92,28 @@ MIXED_BFLOAT16_GRAD_TOLERANCE = Tolerance(atol=0.0, rmax=5e-2, rscale=1e-2)
 #: bfloat16: PyTorch's own autocast is up to 0.9 x their max off (measured, tiny configs), and
 #: up to 0.18 x the model's largest gradient
 MIXED_BFLOAT16_MODEL_GRAD_TOLERANCE = Tolerance(atol=0.0, rmax=5e-2, rscale=0.25)
+#: optimizer steps (``compare_optimizer_steps``), each parameter's movement from its initial
+#: weights after every step, max abs error <= rmax x max |reference movement| of the tensor.
+#: fp32 SGD: the movement is linear in the gradients, whose fp32 rounding is ~1e-5 of the
+#: tensor's largest (BLOCK_GRAD_TOLERANCE); measured <= 3e-5 over 10 steps.
+OPTIMIZER_SGD_TOLERANCE = Tolerance(atol=0.0, rmax=1e-4)
+#: fp32 AdamW / Adadelta: each element's step is its gradient normalized by its own running
+#: root, so an element whose gradient is small next to its tensor's largest carries that
+#: gradient's relative rounding into a full-size step; measured <= 1.3e-4 on a block whose
+#: gradients have no exact zeros (a gradient that is rounding noise, such as a key bias's
+#: under softmax, can flip sign: up to 2 x lr per step, see ``test_adam_noise_bound``).
+OPTIMIZER_ADAPTIVE_TOLERANCE = Tolerance(atol=0.0, rmax=1e-3)
+#: float64: a right recipe is exact up to float64 rounding.
+OPTIMIZER_FLOAT64_TOLERANCE = Tolerance(atol=0.0, rmax=1e-10)
+
+
+def optimizer_step_tolerance(spec, dtype: str | None) -> Callable[[int], Tolerance]:
+    """The tolerance after step ``t`` (the returned function's argument) of the optimizer
+    ``spec`` (a ``zoo.training`` spec) in ``dtype`` (None: float32)."""
+    if dtype == "float64":
+        tolerance = OPTIMIZER_FLOAT64_TOLERANCE
+    elif type(spec).__name__ == "SGD":
+        tolerance = OPTIMIZER_SGD_TOLERANCE
+    else:
+        tolerance = OPTIMIZER_ADAPTIVE_TOLERANCE
+    return lambda step: tolerance

@@ -157,6 +157,11 @@ def call(
     return _to_numpy(out)
 
 
+def _loss(out: Any, cotangent: Callable[[int, tuple], np.ndarray]) -> jax.Array:
+    outs = list(out) if isinstance(out, (list, tuple)) else [out]
+    return sum(jnp.sum(o * cotangent(i, tuple(o.shape))) for i, o in enumerate(outs))
+
+
 def gradients(
     module: nnx.Module, inputs: list[np.ndarray], cotangent: Callable[[int, tuple], np.ndarray]
 ) -> tuple[list[np.ndarray | None], dict[str, np.ndarray]]:
@@ -168,15 +173,43 @@ def gradients(
 
     def loss(m: nnx.Module, float_xs: list[jax.Array]) -> jax.Array:
         it = iter(float_xs)
-        out = m(*[next(it) if f else x for x, f in zip(arrays, floating, strict=True)])
-        outs = list(out) if isinstance(out, (list, tuple)) else [out]
-        return sum(jnp.sum(o * cotangent(i, tuple(o.shape))) for i, o in enumerate(outs))
+        return _loss(
+            m(*[next(it) if f else x for x, f in zip(arrays, floating, strict=True)]), cotangent
+        )
 
     float_xs = [x for x, f in zip(arrays, floating, strict=True) if f]
     grads, input_grads = nnx.jit(nnx.grad(loss, argnums=(0, 1)))(module, float_xs)
     it = iter(input_grads)
     params = {_join(p): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(grads)}
     return [np.asarray(next(it)) if f else None for f in floating], params
+
+
+def optimizer_steps(
+    module: nnx.Module,
+    inputs: list[np.ndarray],
+    cotangent: Callable[[int, tuple], np.ndarray],
+    spec,
+    steps: int,
+) -> list[dict[str, np.ndarray]]:
+    """``steps`` steps of ``ports.flax.training.nnx_optimizer(module, spec)`` on the loss of
+    ``gradients`` (the same inputs every step, the module's current mode), one ``nnx.jit``-ted
+    step (``nnx.grad``, ``Optimizer.update``). Every ``nnx.Param`` by port path after each
+    step."""
+    from ports.flax.training import nnx_optimizer
+
+    optimizer = nnx_optimizer(module, spec)
+    arrays = [jnp.asarray(x) for x in inputs]
+
+    @nnx.jit
+    def step(m: nnx.Module, opt: nnx.Optimizer) -> None:
+        opt.update(m, nnx.grad(lambda m: _loss(m(*arrays), cotangent))(m))
+
+    after = []
+    for _ in range(steps):
+        step(module, optimizer)
+        params = nnx.to_flat_state(nnx.state(module, nnx.Param))
+        after.append({_join(p): np.array(v.get_value()) for p, v in params})
+    return after
 
 
 @nnx.jit

@@ -223,6 +223,46 @@ def gradients(
     return numpy, {p: keras.ops.convert_to_numpy(g) for p, g in zip(paths, grads, strict=True)}
 
 
+def optimizer_steps(
+    module: keras.Layer,
+    inputs: list[np.ndarray],
+    cotangent: Callable[[int, tuple], np.ndarray],
+    optimizer,
+    steps: int,
+) -> list[dict[str, np.ndarray]]:
+    """``steps`` steps of ``optimizer`` (a ``zoo.training`` spec, built by
+    ``ports.keras.training.keras_optimizer``, or a ``keras.optimizers.Optimizer``) on the loss of
+    ``gradients`` (the same inputs every step, inference mode): ``apply_gradients`` of
+    ``gradients``' parameter gradients. Every trainable variable by port path after each
+    step."""
+    from ports.keras.training import keras_optimizer
+
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        optimizer = keras_optimizer(optimizer)
+    trainable = module.trainable_variables
+    by_path = {_port_path(v.path, module): v for v in trainable}
+    if keras.backend.backend() == "jax":  # compiled once, not once per step
+        floating = [np.issubdtype(np.asarray(x).dtype, np.floating) for x in inputs]
+        compiled, float_xs = _jax_gradient_function(module, inputs, cotangent, floating)
+
+        def parameter_gradients():
+            return compiled([v.value for v in trainable], float_xs)[0]
+    else:
+
+        def parameter_gradients():
+            grads = gradients(module, inputs, cotangent)[1]
+            return [grads[p] for p in by_path]
+
+    after = []
+    for _ in range(steps):
+        grads = parameter_gradients()
+        optimizer.apply_gradients(
+            [(keras.ops.convert_to_tensor(g), v) for g, v in zip(grads, trainable, strict=True)]
+        )
+        after.append({p: keras.ops.convert_to_numpy(v.value).copy() for p, v in by_path.items()})
+    return after
+
+
 def _tf_gradients(module, inputs, cotangent, floating):
     import tensorflow as tf
 
@@ -246,6 +286,15 @@ def _tf_gradients(module, inputs, cotangent, floating):
 
 
 def _jax_gradients(module, inputs, cotangent, floating):
+    compiled, float_xs = _jax_gradient_function(module, inputs, cotangent, floating)
+    grads, input_grads = compiled([v.value for v in module.trainable_variables], float_xs)
+    it = iter(input_grads)
+    return [next(it) if f else None for f in floating], grads
+
+
+def _jax_gradient_function(module, inputs, cotangent, floating):
+    """``jax.jit(jax.grad(loss))`` of (trainable values, floating inputs), and the floating
+    inputs."""
     import jax
 
     kwargs = _training_kwargs(module)
@@ -259,10 +308,7 @@ def _jax_gradients(module, inputs, cotangent, floating):
         return _loss(out, cotangent)
 
     float_xs = [x for x, f in zip(arrays, floating, strict=True) if f]
-    values = [v.value for v in module.trainable_variables]
-    grads, input_grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(values, float_xs)
-    it = iter(input_grads)
-    return [next(it) if f else None for f in floating], grads
+    return jax.jit(jax.grad(loss, argnums=(0, 1))), float_xs
 
 
 def _torch_gradients(module, inputs, cotangent, floating):

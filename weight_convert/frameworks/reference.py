@@ -147,18 +147,45 @@ def gradients(
     xs = [torch.tensor(x, requires_grad=np.issubdtype(x.dtype, np.floating)) for x in inputs]
     module.zero_grad(set_to_none=True)
     with torch.enable_grad():
-        out = module(*xs)
-        outs = out if isinstance(out, (list, tuple)) else [out]
-        loss = sum(
-            (o * torch.from_numpy(cotangent(i, tuple(o.shape)))).sum() for i, o in enumerate(outs)
-        )
-        loss.backward()
+        _loss(module(*xs), cotangent).backward()
     grads = {
         name: np.zeros(tuple(p.shape), _numpy_dtype(p)) if p.grad is None else p.grad.numpy()
         for name, p in module.named_parameters()
     }
     module.zero_grad(set_to_none=True)
     return [x.grad.numpy() if x.grad is not None else None for x in xs], grads
+
+
+def _loss(out: Any, cotangent: Callable[[int, tuple], np.ndarray]) -> torch.Tensor:
+    outs = out if isinstance(out, (list, tuple)) else [out]
+    return sum(
+        (o * torch.from_numpy(cotangent(i, tuple(o.shape)))).sum() for i, o in enumerate(outs)
+    )
+
+
+def optimizer_steps(
+    module: nn.Module,
+    inputs: list[np.ndarray],
+    cotangent: Callable[[int, tuple], np.ndarray],
+    spec,
+    steps: int,
+) -> list[dict[str, np.ndarray]]:
+    """``steps`` steps of ``zoo.training.torch_optimizer(spec)`` on the loss of ``gradients``
+    (the same inputs every step, the module's current mode); every parameter by its
+    ``named_parameters`` name after each step."""
+    from zoo.training import torch_optimizer
+
+    optimizer = torch_optimizer(spec, module.parameters())
+    xs = [torch.from_numpy(x) for x in inputs]
+    after = []
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            _loss(module(*xs), cotangent).backward()
+        optimizer.step()
+        after.append({n: p.detach().numpy().copy() for n, p in module.named_parameters()})
+    optimizer.zero_grad(set_to_none=True)
+    return after
 
 
 def _numpy_dtype(tensor: torch.Tensor) -> np.dtype:

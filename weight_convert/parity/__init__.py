@@ -2,16 +2,18 @@
 compare the outputs and every aligned submodule's output, and name the first submodule above
 tolerance. Used by the tests, by ``weight-convert parity`` and by ``--verify``.
 
-=================  ==========================================================================
-module             what
-=================  ==========================================================================
-``report``         ``LayerError``, ``ParityReport`` (framework-free)
-``formats``        which format a reference record is compared in (framework-free)
-``comparison``     ``compare``, ``run_reference`` / ``ReferenceRun``, ``load_reference_weights``
-``runners``        ``run_case`` (block cases), ``run_config`` (any config), ``run_model``
-``worker``         one ``weight-convert parity`` target in its own process
-``cli``            the ``weight-convert parity`` command
-=================  ==========================================================================
+===================  ========================================================================
+module               what
+===================  ========================================================================
+``report``           ``LayerError``, ``ParityReport`` (framework-free)
+``formats``          which format a reference record is compared in (framework-free)
+``comparison``       ``compare``, ``run_reference`` / ``ReferenceRun``, ``load_reference_weights``
+``gradients``        ``compare_gradients``: the backward pass
+``optimizer_steps``  ``compare_optimizer_steps``: parameters after optimizer steps
+``runners``          ``run_case`` (block cases), ``run_config`` (any config), ``run_model``
+``worker``           one ``weight-convert parity`` target in its own process
+``cli``              the ``weight-convert parity`` command
+===================  ========================================================================
 
 Names are loaded on first use, so ``weight_convert.parity.cli`` (and ``weight-convert --help``)
 imports no deep-learning framework.
@@ -40,6 +42,7 @@ __all__ = [
     "Tolerance",
     "compare",
     "compare_gradients",
+    "compare_optimizer_steps",
     "load_reference_weights",
     "run_case",
     "run_config",
@@ -57,6 +60,7 @@ _HOMES = {
     "MIXED_BFLOAT16_MODEL_GRAD_TOLERANCE": "weight_convert.tolerance",
     "MIXED_BFLOAT16_TOLERANCE": "weight_convert.tolerance",
     "compare_gradients": "weight_convert.parity.gradients",
+    "compare_optimizer_steps": "weight_convert.parity.optimizer_steps",
     "BLOCK_TOLERANCE": "weight_convert.tolerance",
     "MODEL_TOLERANCE": "weight_convert.tolerance",
     "Tolerance": "weight_convert.tolerance",

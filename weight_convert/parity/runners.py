@@ -17,6 +17,7 @@ import numpy as np
 from weight_convert.frameworks import reference as ref_fw
 from weight_convert.parity.comparison import compare
 from weight_convert.parity.gradients import compare_gradients
+from weight_convert.parity.optimizer_steps import compare_optimizer_steps
 from weight_convert.parity.report import ParityReport
 from weight_convert.tolerance import (
     BLOCK_GRAD_TOLERANCE,
@@ -30,15 +31,27 @@ from weight_convert.tolerance import (
     MODEL_GRAD_TOLERANCE,
     MODEL_TOLERANCE,
     Tolerance,
+    optimizer_step_tolerance,
 )
 from zoo.blocks import BlockCase
 
 __all__ = ["run_case", "run_config", "run_model"]
 
 
-def _comparison(gradients: bool, dtype: str | None, model: bool, seed: int):
-    """The comparison to run (forward or gradients), its default tolerance and its extra
-    arguments."""
+def _comparison(
+    gradients: bool,
+    dtype: str | None,
+    model: bool,
+    seed: int,
+    optimizer: Any = None,
+    steps: int = 0,
+):
+    """The comparison to run (forward, gradients or optimizer steps), its default tolerance and
+    its extra arguments."""
+    if optimizer is not None:
+        tolerance = optimizer_step_tolerance(optimizer, dtype)
+        extra = {"seed": seed, "spec": optimizer, "steps": steps}
+        return compare_optimizer_steps, tolerance, extra
     if dtype == "float64":
         tolerance = FLOAT64_GRAD_TOLERANCE if gradients else FLOAT64_TOLERANCE
     elif dtype == MIXED_BFLOAT16:
@@ -87,17 +100,24 @@ def run_case(
     port_kwargs: dict[str, Any] | None = None,
     gradients: bool = False,
     dtype: str | None = None,
+    optimizer: Any = None,
+    steps: int = 1,
+    port_optimizer: Any = None,
 ) -> ParityReport:
     """Build ``case``'s reference with random weights and its port, and ``compare`` them on the
-    case's inputs drawn from ``seed`` (``gradients``: ``compare_gradients``, the backward pass).
-    ``dtype="float64"``: reference, port and inputs in float64, held to ``FLOAT64_TOLERANCE``
-    (the same weights and inputs, widened). ``dtype="mixed_bfloat16"``: the port computes in
-    bfloat16 (float32 parameters and inputs) against the float32 reference, held to
-    ``MIXED_BFLOAT16_TOLERANCE``; ``adapter`` may then be the reference's own
-    (``weight_convert.frameworks.reference``): the reference under ``torch.autocast`` against
-    itself in float32, the baseline. The report's ``group`` is the block's name."""
+    case's inputs drawn from ``seed`` (``gradients``: ``compare_gradients``, the backward pass;
+    ``optimizer``, a ``zoo.training`` spec: ``compare_optimizer_steps``, ``steps`` steps of it,
+    ``port_optimizer`` replacing the port's). ``dtype="float64"``: reference, port and inputs in
+    float64, held to ``FLOAT64_TOLERANCE`` (the same weights and inputs, widened).
+    ``dtype="mixed_bfloat16"``: the port computes in bfloat16 (float32 parameters and inputs)
+    against the float32 reference, held to ``MIXED_BFLOAT16_TOLERANCE``; ``adapter`` may then be
+    the reference's own (``weight_convert.frameworks.reference``): the reference under
+    ``torch.autocast`` against itself in float32, the baseline. The report's ``group`` is the
+    block's name."""
     _check_adapter(adapter, dtype)
-    run, default, extra = _comparison(gradients, dtype, False, seed)
+    run, default, extra = _comparison(gradients, dtype, False, seed, optimizer, steps)
+    if port_optimizer is not None:
+        extra["port_optimizer"] = port_optimizer
     with adapter.dtype_scope(dtype):
         reference = ref_fw.randomize_(ref_fw.build(case.block, case.kwargs), seed)
         reference = ref_fw.in_dtype(reference, dtype)
