@@ -20,8 +20,8 @@ from weight_convert.tolerance import (
 )
 from zoo import training
 
-#: a block whose gradients have no exact zeros (an attention's key bias has: its rounding noise
-#: is what ``test_adam_noise_bound`` bounds); cheap in every framework
+#: a block whose gradients have no exact zeros (an attention's key bias has: Adam turns its
+#: rounding noise into full steps, see ``OPTIMIZER_ADAPTIVE_TOLERANCE``); cheap everywhere
 CASE = zoo.BLOCKS["Mlp"][0]
 STEPS = 10
 
