@@ -62,11 +62,13 @@ def run_case(
     port_kwargs: dict[str, Any] | None = None,
     gradients: bool = False,
     dtype: str | None = None,
+    training: bool = False,
 ) -> ParityReport:
     """Build ``case``'s reference with random weights and its port, and ``compare`` them on the
     case's inputs drawn from ``seed`` (``gradients``: ``compare_gradients``, the backward pass).
     ``dtype="float64"``: reference, port and inputs in float64, held to ``FLOAT64_TOLERANCE``
-    (the same weights and inputs, widened). The report's ``group`` is the block's name."""
+    (the same weights and inputs, widened). ``training``: reference and port in training mode
+    (with every stochastic rate at 0). The report's ``group`` is the block's name."""
     run, default, extra = _comparison(gradients, dtype, False, seed)
     with adapter.dtype_scope(dtype):
         reference = ref_fw.randomize_(ref_fw.build(case.block, case.kwargs), seed)
@@ -85,6 +87,7 @@ def run_case(
             name=case.name,
             group=case.block,
             after_transfer=after_transfer,
+            training=training,
             **extra,
         )
 
@@ -101,6 +104,7 @@ def run_config(
     group: str | None = None,
     gradients: bool = False,
     dtype: str | None = None,
+    training: bool = False,
 ) -> ParityReport:
     """The model ``config`` describes (any registered family), with random weights in the
     reference (``zoo.models.build_model``) and the port (``adapter.build_model``), on the
@@ -108,7 +112,8 @@ def run_config(
     ``shape`` sets the first input's reference shape, None the variant's resolution); whole-model
     tolerance by default. ``name`` defaults to the config class and the first input's shape,
     ``group`` to the family's name. ``gradients``: ``compare_gradients`` (the backward pass);
-    ``dtype="float64"``: everything in float64, as ``run_case``."""
+    ``dtype="float64"``: everything in float64, as ``run_case``; ``training``: reference and port
+    in training mode (with every stochastic rate at 0)."""
     from zoo.configs import family_of
 
     family = family_of(config)
@@ -128,6 +133,7 @@ def run_config(
             name=name or f"{type(config).__name__}{list(inputs[0].shape)}",
             group=family.name if group is None else group,
             after_transfer=after_transfer,
+            training=training,
             **extra,
         )
 
