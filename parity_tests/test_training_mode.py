@@ -276,12 +276,23 @@ def test_model_with_rates(family, framework):
         assert not error.exceeded, error
 
 
-@pytest.mark.parametrize("family", sorted(STOCHASTIC_FREE))
-@pytest.mark.parametrize("framework", CHECKED_FRAMEWORKS)
-def test_stochastic_free_model(family, framework):
-    """SAM has no stochastic site (segment-anything's official modules have none): its
-    training-mode output equals its inference output exactly, so the inference parity and
-    gradients of the family suite hold for training."""
+@pytest.mark.parametrize(
+    "framework",
+    [
+        pytest.param(("torch", "sam"), id="torch-sam"),
+        pytest.param(("torch", "sam_image_encoder"), id="torch-sam_image_encoder"),
+        pytest.param(("keras", "sam_image_encoder"), marks=pytest.mark.keras, id="keras-encoder"),
+        pytest.param(("flax", "sam_image_encoder"), id="flax-sam_image_encoder"),
+    ],
+)
+def test_stochastic_free_model(framework):
+    """SAM has no stochastic site (segment-anything's official modules have none): two
+    training-mode calls are identical (nothing is drawn) and equal the inference output within
+    1e-6 x max |output| (Keras on JAX runs inference compiled, training eagerly), so the
+    family suite's inference parity and gradients hold in training mode. The ports run the
+    encoder, the only part with transformer blocks (the prompt encoder and the decoder have no
+    mode-dependent module in any framework: ``test_stochastic_sites_match_reference``)."""
+    framework, family = framework
     config, shape = _small(family)
     inputs, formats = FAMILIES[family].make_inputs(config, shape)
     if framework == "torch":
@@ -292,9 +303,11 @@ def test_stochastic_free_model(family, framework):
         inputs = [to_port_format(x, f) for x, f in zip(inputs, formats, strict=True)]
         load_reference_weights(adapter, model, reference_model(config), inputs)
     assert not adapter.stochastic_sites(model)
-    train = _outputs(adapter.call(model, inputs, training=True))
+    first, second = (_outputs(adapter.call(model, inputs, training=True)) for _ in range(2))
     inference = _outputs(adapter.call(model, inputs))
-    assert all(np.array_equal(a, b) for a, b in zip(train, inference, strict=True))
+    for a, b, c in zip(first, second, inference, strict=True):
+        assert np.array_equal(a, b)
+        np.testing.assert_allclose(a, c, rtol=0, atol=1e-6 * float(np.max(np.abs(c))))
 
 
 @pytest.mark.parametrize("family", sorted(set(FAMILIES) - STOCHASTIC_FREE))
