@@ -26,6 +26,7 @@ from ports.flax.layers.variables import (
     set_compute_dtype,
 )
 from weight_convert.frameworks.recorder import Recorder
+from weight_convert.frameworks.sites import collect_sites
 from weight_convert.tolerance import MIXED_BFLOAT16
 from zoo import compat
 from zoo.blocks import Ref
@@ -124,10 +125,29 @@ def _to_numpy(out: Any) -> np.ndarray | list[np.ndarray]:
     return np.asarray(out)
 
 
+def mode(module: nnx.Module, training: bool) -> nnx.Module:
+    """A view of ``module`` (``nnx.view``: the same variables and rng streams) in training mode
+    (dropout, attention dropout and drop path active) or in inference mode; ``module`` itself is
+    left as it is."""
+    return nnx.view(module, deterministic=not training, raise_if_not_found=False)
+
+
+def stochastic_sites(module: nnx.Module) -> dict[str, tuple[str, float]]:
+    """Every active stochastic site (``nnx.Dropout``, ``DropPath``, attention dropout) by port
+    path: (kind, rate); see ``weight_convert.frameworks.sites``."""
+    nodes = ((_join(p), n) for p, n in nnx.iter_graph(module) if isinstance(n, nnx.Module))
+    return collect_sites(nodes, nnx.Dropout, "rate", ports.flax.layers.DropPath)
+
+
 def call(
-    module: nnx.Module, inputs: list[np.ndarray], *, recorder: Recorder | None = None
+    module: nnx.Module,
+    inputs: list[np.ndarray],
+    *,
+    training: bool = False,
+    recorder: Recorder | None = None,
 ) -> np.ndarray | list[np.ndarray]:
-    """Run eagerly; a model returning several arrays gives a list.
+    """Run eagerly, in inference mode unless ``training`` (``mode``); a model returning several
+    arrays gives a list.
 
     With a ``recorder`` (from ``capture(module)``) the module runs compiled instead
     (``nnx.jit``; eager JAX compiles every op for every new shape, which made large models
@@ -135,6 +155,7 @@ def call(
     compiled function.
     """
     arrays = [jnp.asarray(x) for x in inputs]
+    module = mode(module, training)
     if recorder is None:
         return _to_numpy(module(*arrays))
     paths: list[str] = []
@@ -163,11 +184,15 @@ def _loss(out: Any, cotangent: Callable[[int, tuple], np.ndarray]) -> jax.Array:
 
 
 def gradients(
-    module: nnx.Module, inputs: list[np.ndarray], cotangent: Callable[[int, tuple], np.ndarray]
+    module: nnx.Module,
+    inputs: list[np.ndarray],
+    cotangent: Callable[[int, tuple], np.ndarray],
+    *,
+    training: bool = False,
 ) -> tuple[list[np.ndarray | None], dict[str, np.ndarray]]:
-    """Gradients of ``sum_i <output_i, cotangent(i, shape of output i)>`` (the module's current
-    mode) with respect to each floating input (None for integer inputs) and to every
-    ``nnx.Param``, by port path (``nnx.grad``, compiled)."""
+    """Gradients of ``sum_i <output_i, cotangent(i, shape of output i)>`` (in inference mode
+    unless ``training``: ``mode``) with respect to each floating input (None for integer inputs)
+    and to every ``nnx.Param``, by port path (``nnx.grad``, compiled)."""
     floating = [np.issubdtype(np.asarray(x).dtype, np.floating) for x in inputs]
     arrays = [jnp.asarray(x) for x in inputs]
 
@@ -178,7 +203,8 @@ def gradients(
         )
 
     float_xs = [x for x, f in zip(arrays, floating, strict=True) if f]
-    grads, input_grads = nnx.jit(nnx.grad(loss, argnums=(0, 1)))(module, float_xs)
+    grad = nnx.jit(nnx.grad(loss, argnums=(0, 1)))
+    grads, input_grads = grad(mode(module, training), float_xs)
     it = iter(input_grads)
     params = {_join(p): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(grads)}
     return [np.asarray(next(it)) if f else None for f in floating], params

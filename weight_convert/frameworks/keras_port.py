@@ -25,6 +25,7 @@ import numpy as np
 
 import ports.keras.layers
 from weight_convert.frameworks.recorder import Recorder
+from weight_convert.frameworks.sites import collect_sites
 from zoo import compat
 from zoo.blocks import Ref
 
@@ -143,14 +144,22 @@ def assign(module: keras.Layer, values: Mapping[str, np.ndarray]) -> None:
     compat.keras_settle(module.variables)
 
 
+def stochastic_sites(module: keras.Layer) -> dict[str, tuple[str, float]]:
+    """Every active stochastic site (``keras.layers.Dropout``, ``DropPath``, attention dropout)
+    by port path: (kind, rate); see ``weight_convert.frameworks.sites``."""
+    nodes = [("", module)] + [(_dotted(p), layer) for p, layer in compat.keras_sublayers(module)]
+    return collect_sites(nodes, keras.layers.Dropout, "rate", ports.keras.layers.DropPath)
+
+
 def call(
     module: keras.Layer,
     inputs: list[np.ndarray],
-    training: bool = False,
     *,
+    training: bool = False,
     recorder: Recorder | None = None,
 ) -> np.ndarray | list[np.ndarray]:
-    """The output as numpy; a list of arrays when the module returns several (features).
+    """The output as numpy (``training``: dropout, attention dropout and drop path active, run
+    eagerly); a list of arrays when the module returns several (features).
     ``recorder`` (from ``capture(module)``) gets every sublayer's output of this call."""
     with recorder.running() if recorder is not None else contextlib.nullcontext():
         if keras.backend.backend() == "jax" and not training:
@@ -191,9 +200,10 @@ def _jax_jit_call(module: keras.Layer, inputs: list[np.ndarray], recorder: Recor
     return out
 
 
-def _training_kwargs(module: keras.Layer) -> dict[str, Any]:
+def _training_kwargs(module: keras.Layer, training: bool = False) -> dict[str, Any]:
     # stateless_call hands its keywords to the root's ``call`` as they are
-    return {"training": False} if "training" in inspect.signature(module.call).parameters else {}
+    accepts = "training" in inspect.signature(module.call).parameters
+    return {"training": training} if accepts else {}
 
 
 def _loss(out: Any, cotangent: Callable[[int, tuple], np.ndarray]) -> Any:
@@ -207,18 +217,23 @@ def _loss(out: Any, cotangent: Callable[[int, tuple], np.ndarray]) -> Any:
 
 
 def gradients(
-    module: keras.Layer, inputs: list[np.ndarray], cotangent: Callable[[int, tuple], np.ndarray]
+    module: keras.Layer,
+    inputs: list[np.ndarray],
+    cotangent: Callable[[int, tuple], np.ndarray],
+    *,
+    training: bool = False,
 ) -> tuple[list[np.ndarray | None], dict[str, np.ndarray]]:
-    """Gradients of ``sum_i <output_i, cotangent(i, shape of output i)>`` (inference mode) with
-    respect to each floating input (None for integer inputs) and to every trainable variable,
-    by port path: ``tf.GradientTape`` on TensorFlow, ``jax.grad`` of ``stateless_call`` on JAX,
-    autograd on torch."""
+    """Gradients of ``sum_i <output_i, cotangent(i, shape of output i)>`` (inference mode
+    unless ``training``) with respect to each floating input (None for integer inputs) and to
+    every trainable variable, by port path: ``tf.GradientTape`` on TensorFlow, ``jax.grad`` of
+    ``stateless_call`` on JAX (the seed generators' states are inputs there, their updates
+    dropped: one draw per call of ``gradients``), autograd on torch."""
     floating = [np.issubdtype(np.asarray(x).dtype, np.floating) for x in inputs]
     trainable = module.trainable_variables
     paths = [_port_path(v.path, module) for v in trainable]
     backend = keras.backend.backend()
     grad_of = {"tensorflow": _tf_gradients, "jax": _jax_gradients, "torch": _torch_gradients}
-    input_grads, grads = grad_of[backend](module, inputs, cotangent, floating)
+    input_grads, grads = grad_of[backend](module, inputs, cotangent, floating, training)
     numpy = [None if g is None else keras.ops.convert_to_numpy(g) for g in input_grads]
     return numpy, {p: keras.ops.convert_to_numpy(g) for p, g in zip(paths, grads, strict=True)}
 
@@ -263,7 +278,7 @@ def optimizer_steps(
     return after
 
 
-def _tf_gradients(module, inputs, cotangent, floating):
+def _tf_gradients(module, inputs, cotangent, floating, training):
     import tensorflow as tf
 
     xs = [tf.convert_to_tensor(x) for x in inputs]
@@ -271,7 +286,7 @@ def _tf_gradients(module, inputs, cotangent, floating):
         for x, f in zip(xs, floating, strict=True):
             if f:
                 tape.watch(x)
-        loss = _loss(module(*xs, training=False), cotangent)
+        loss = _loss(module(*xs, training=training), cotangent)
     watched = [x for x, f in zip(xs, floating, strict=True) if f]
     trainable = module.trainable_variables
     # (UnconnectedGradients.ZERO fails on Keras variables, whose dtype is a string: a variable
@@ -285,19 +300,19 @@ def _tf_gradients(module, inputs, cotangent, floating):
     return [next(it) if f else None for f in floating], params
 
 
-def _jax_gradients(module, inputs, cotangent, floating):
-    compiled, float_xs = _jax_gradient_function(module, inputs, cotangent, floating)
+def _jax_gradients(module, inputs, cotangent, floating, training):
+    compiled, float_xs = _jax_gradient_function(module, inputs, cotangent, floating, training)
     grads, input_grads = compiled([v.value for v in module.trainable_variables], float_xs)
     it = iter(input_grads)
     return [next(it) if f else None for f in floating], grads
 
 
-def _jax_gradient_function(module, inputs, cotangent, floating):
+def _jax_gradient_function(module, inputs, cotangent, floating, training=False):
     """``jax.jit(jax.grad(loss))`` of (trainable values, floating inputs), and the floating
     inputs."""
     import jax
 
-    kwargs = _training_kwargs(module)
+    kwargs = _training_kwargs(module, training)
     fixed = [v.value for v in module.non_trainable_variables]
     arrays = [jax.numpy.asarray(x) for x in inputs]
 
@@ -311,7 +326,7 @@ def _jax_gradient_function(module, inputs, cotangent, floating):
     return jax.jit(jax.grad(loss, argnums=(0, 1))), float_xs
 
 
-def _torch_gradients(module, inputs, cotangent, floating):
+def _torch_gradients(module, inputs, cotangent, floating, training):
     import torch
 
     xs = [
@@ -322,7 +337,7 @@ def _torch_gradients(module, inputs, cotangent, floating):
     for v in trainable:
         v.value.grad = None
     with torch.enable_grad():
-        loss = _loss(module(*xs, training=False), cotangent)
+        loss = _loss(module(*xs, training=training), cotangent)
         loss.backward()
     grads = [torch.zeros_like(v.value) if v.value.grad is None else v.value.grad for v in trainable]
     for v in trainable:

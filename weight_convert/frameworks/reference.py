@@ -12,6 +12,7 @@ from torch import nn
 
 import zoo.layers
 from weight_convert.frameworks.recorder import Recorder
+from weight_convert.frameworks.sites import collect_sites
 from weight_convert.tensors import from_torch
 from weight_convert.tolerance import MIXED_BFLOAT16
 from zoo.blocks import Ref
@@ -126,12 +127,36 @@ def build_model(config) -> nn.Module:
     return build_model(config)
 
 
+@contextlib.contextmanager
+def mode(module: nn.Module, training: bool) -> Iterator[nn.Module]:
+    """``module`` in training mode (dropout, attention dropout and drop path active) or
+    inference mode for the duration; its mode is restored after."""
+    was = module.training
+    module.train(training)
+    try:
+        yield module
+    finally:
+        module.train(was)
+
+
+def stochastic_sites(module: nn.Module) -> dict[str, tuple[str, float]]:
+    """Every active stochastic site (``nn.Dropout``, ``DropPath``, attention dropout) by path:
+    (kind, rate); see ``weight_convert.frameworks.sites``."""
+    return collect_sites(module.named_modules(), nn.Dropout, "p", zoo.layers.DropPath)
+
+
 def call(
-    module: nn.Module, inputs: list[np.ndarray], *, recorder: Recorder | None = None
+    module: nn.Module,
+    inputs: list[np.ndarray],
+    *,
+    training: bool = False,
+    recorder: Recorder | None = None,
 ) -> np.ndarray | list[np.ndarray]:
-    """Run in inference mode; a model returning several tensors gives a list. ``recorder``
-    (from ``capture(module)``) gets every submodule's output of this call."""
-    with torch.no_grad(), recorder.running() if recorder is not None else contextlib.nullcontext():
+    """Run without autograd, in inference mode unless ``training``; a model returning several
+    tensors gives a list. ``recorder`` (from ``capture(module)``) gets every submodule's output
+    of this call."""
+    recording = recorder.running() if recorder is not None else contextlib.nullcontext()
+    with torch.no_grad(), mode(module, training), recording:
         out = module(*[torch.from_numpy(x) for x in inputs])
     if isinstance(out, (list, tuple)):
         return [from_torch(t).copy() for t in out]
@@ -139,14 +164,19 @@ def call(
 
 
 def gradients(
-    module: nn.Module, inputs: list[np.ndarray], cotangent: Callable[[int, tuple], np.ndarray]
+    module: nn.Module,
+    inputs: list[np.ndarray],
+    cotangent: Callable[[int, tuple], np.ndarray],
+    *,
+    training: bool = False,
 ) -> tuple[list[np.ndarray | None], dict[str, np.ndarray]]:
-    """Gradients of ``sum_i <output_i, cotangent(i, shape of output i)>`` (autograd, the
-    module's current mode) with respect to each floating input (None for integer inputs) and to
-    every parameter, by its ``named_parameters`` name (zeros for one the loss does not reach)."""
+    """Gradients of ``sum_i <output_i, cotangent(i, shape of output i)>`` (autograd, in
+    inference mode unless ``training``) with respect to each floating input (None for integer
+    inputs) and to every parameter, by its ``named_parameters`` name (zeros for one the loss
+    does not reach)."""
     xs = [torch.tensor(x, requires_grad=np.issubdtype(x.dtype, np.floating)) for x in inputs]
     module.zero_grad(set_to_none=True)
-    with torch.enable_grad():
+    with torch.enable_grad(), mode(module, training):
         _loss(module(*xs), cotangent).backward()
     grads = {
         name: np.zeros(tuple(p.shape), _numpy_dtype(p)) if p.grad is None else p.grad.numpy()

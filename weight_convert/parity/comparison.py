@@ -37,14 +37,18 @@ class ReferenceRun:
     settings: dict[str, str]
 
 
-def run_reference(reference, inputs: Sequence[np.ndarray]) -> ReferenceRun:
+def run_reference(
+    reference, inputs: Sequence[np.ndarray], *, training: bool = False
+) -> ReferenceRun:
     """Run the reference on ``inputs`` (its formats) with full fp32 matmuls, recording every
-    submodule's output."""
+    submodule's output; in inference mode unless ``training``."""
     formats = ref_fw.declared_formats(reference)
     with ref_fw.numerics(), ref_fw.capture(reference) as recorder:
-        out = ref_fw.call(reference, list(inputs), recorder=recorder)
+        out = ref_fw.call(reference, list(inputs), training=training, recorder=recorder)
         outs = out if isinstance(out, list) else [out]
         settings = {"dtype": str(outs[0].dtype), **ref_fw.settings()}
+    if training:
+        settings["mode"] = "training"
     records = [(path, formats[path], value) for path, value in recorder]
     return ReferenceRun(outs, records, formats[""], settings)
 
@@ -69,11 +73,13 @@ def load_reference_weights(adapter, port, reference, port_inputs: Sequence[np.nd
     adapter.assign(port, transfer.to_port(ref_fw.state_dict(reference), adapter.shapes(port)))
 
 
-def _run_port(adapter, port, inputs: list[np.ndarray]) -> tuple[list, list, dict[str, str]]:
+def _run_port(
+    adapter, port, inputs: list[np.ndarray], training: bool = False
+) -> tuple[list, list, dict[str, str]]:
     """The port's outputs, its (path, output) records and its numeric settings (which say when
     the layers' outputs could not be captured: ``zoo.compat`` fallback, outputs only)."""
     with adapter.numerics(), adapter.capture(port) as recorder:
-        out = adapter.call(port, inputs, recorder=recorder)
+        out = adapter.call(port, inputs, training=training, recorder=recorder)
         settings = adapter.settings()
     first = out[0] if isinstance(out, list) else out
     settings["port output dtype"] = str(first.dtype)  # mixed precision: bfloat16
@@ -138,6 +144,7 @@ def compare(
     after_transfer: Callable[[Any], None] | None = None,
     transfer_weights: bool = True,
     reference_run: ReferenceRun | None = None,
+    training: bool = False,
 ) -> ParityReport:
     """Transfer the reference's weights into ``port`` (unless ``transfer_weights`` is False: the
     port already holds them, e.g. loaded from a converted file), run both on ``inputs``
@@ -147,7 +154,8 @@ def compare(
     ``after_transfer(port)`` may alter the port before it runs (used to plant bugs in tests).
     ``reference_run`` (from ``run_reference`` on the same inputs) saves running a large
     reference again when several ports are compared with it. ``name`` and ``group`` label the
-    report.
+    report. ``training``: both run in training mode (meaningful with every stochastic rate at 0:
+    the train-mode graph, deterministic).
     """
     ported = port_inputs(inputs, formats, name)
     if transfer_weights:
@@ -155,8 +163,8 @@ def compare(
     if after_transfer is not None:
         after_transfer(port)
     if reference_run is None:
-        reference_run = run_reference(reference, inputs)
-    port_outs, port_records, port_settings = _run_port(adapter, port, ported)
+        reference_run = run_reference(reference, inputs, training=training)
+    port_outs, port_records, port_settings = _run_port(adapter, port, ported, training)
     layers, unmatched = _align(reference_run.records, port_records, tolerance)
     return ParityReport(
         name=name,

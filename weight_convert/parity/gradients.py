@@ -81,11 +81,12 @@ def compare_gradients(
     group: str = "",
     after_transfer: Callable[[Any], None] | None = None,
     transfer_weights: bool = True,
+    training: bool = False,
 ) -> ParityReport:
     """Give ``port`` the reference's weights (unless ``transfer_weights`` is False), then compare
     the gradients of ``sum_i <output_i, c_i>`` (``cotangents(outputs, seed)``) with respect to
     each floating input and every parameter. ``after_transfer(port)`` may alter the port first
-    (planted bugs)."""
+    (planted bugs). ``training``: both in training mode (with every stochastic rate at 0)."""
     ported = port_inputs(inputs, formats, name)
     if transfer_weights:
         load_reference_weights(adapter, port, reference, ported)
@@ -95,9 +96,13 @@ def compare_gradients(
     dtype = np.result_type(*floating) if floating else np.float32  # float64 runs: float64
     cots = Cotangents(seed, ref_fw.declared_formats(reference)[""], dtype)
     with ref_fw.numerics():
-        ref_inputs, ref_params = ref_fw.gradients(reference, list(inputs), cots.reference)
+        ref_inputs, ref_params = ref_fw.gradients(
+            reference, list(inputs), cots.reference, training=training
+        )
     with adapter.numerics():
-        port_input_grads, port_params = adapter.gradients(port, list(ported), cots.port)
+        port_input_grads, port_params = adapter.gradients(
+            port, list(ported), cots.port, training=training
+        )
     got = _reference_layout(port_params, list(ref_params))
     scale = max((float(np.max(np.abs(g), initial=0.0)) for g in ref_params.values()), default=0.0)
     layers = [layer_error(k, 0, g, got[k], tolerance, scale) for k, g in ref_params.items()]
@@ -115,6 +120,7 @@ def compare_gradients(
         **ref_fw.settings(),
         **adapter.settings(),
         "loss": "sum <outputs, random c>",
+        **({"mode": "training"} if training else {}),
     }
     return ParityReport(
         name=f"{name} (gradients)" if name else "gradients",

@@ -103,6 +103,7 @@ def run_case(
     optimizer: Any = None,
     steps: int = 1,
     port_optimizer: Any = None,
+    training: bool = False,
 ) -> ParityReport:
     """Build ``case``'s reference with random weights and its port, and ``compare`` them on the
     case's inputs drawn from ``seed`` (``gradients``: ``compare_gradients``, the backward pass;
@@ -112,12 +113,15 @@ def run_case(
     ``dtype="mixed_bfloat16"``: the port computes in bfloat16 (float32 parameters and inputs)
     against the float32 reference, held to ``MIXED_BFLOAT16_TOLERANCE``; ``adapter`` may then be
     the reference's own (``weight_convert.frameworks.reference``): the reference under
-    ``torch.autocast`` against itself in float32, the baseline. The report's ``group`` is the
+    ``torch.autocast`` against itself in float32, the baseline. ``training``: reference and
+    port in training mode (with every stochastic rate at 0). The report's ``group`` is the
     block's name."""
     _check_adapter(adapter, dtype)
     run, default, extra = _comparison(gradients, dtype, False, seed, optimizer, steps)
     if port_optimizer is not None:
         extra["port_optimizer"] = port_optimizer
+    if training:
+        extra["training"] = True
     with adapter.dtype_scope(dtype):
         reference = ref_fw.randomize_(ref_fw.build(case.block, case.kwargs), seed)
         reference = ref_fw.in_dtype(reference, dtype)
@@ -155,6 +159,7 @@ def run_config(
     group: str | None = None,
     gradients: bool = False,
     dtype: str | None = None,
+    training: bool = False,
 ) -> ParityReport:
     """The model ``config`` describes (any registered family), with random weights in the
     reference (``zoo.models.build_model``) and the port (``adapter.build_model``), on the
@@ -163,12 +168,15 @@ def run_config(
     tolerance by default. ``name`` defaults to the config class and the first input's shape,
     ``group`` to the family's name. ``gradients``: ``compare_gradients`` (the backward pass);
     ``dtype="float64"``: everything in float64, ``dtype="mixed_bfloat16"``: bfloat16 compute
-    (or, with the reference's adapter, ``torch.autocast``), as ``run_case``."""
+    (or, with the reference's adapter, ``torch.autocast``), as ``run_case``; ``training``:
+    reference and port in training mode (with every stochastic rate at 0)."""
     from zoo.configs import family_of
 
     _check_adapter(adapter, dtype)
     family = family_of(config)
     run, default, extra = _comparison(gradients, dtype, True, seed)
+    if training:
+        extra["training"] = True
     with adapter.dtype_scope(dtype):
         inputs, formats = family.make_inputs(config, shape, seed)
         inputs = _in_dtype(list(inputs), dtype)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.layers.drop import DropPath
 from zoo.layers.mlp import MLPBlock
 from zoo.layers.norm import LayerNorm
 from zoo.layers.window import window_partition, window_reverse
@@ -151,6 +152,10 @@ class Block(nn.Module):
 
     (B, H, W, C) -> (B, H, W, C). ``mlp_layer(dim, hidden)`` is injected: segment-anything uses
     ``MLPBlock`` (lin1 / lin2); detectron2 uses ``Mlp`` (fc1 / fc2). Norms use eps 1e-5 in both.
+
+    ``drop_path`` is detectron2's per-sample stochastic depth, applied to the attention branch
+    and to the MLP branch before each residual sum (``nn.Identity`` at 0). segment-anything's
+    encoder has none: SAM builds its blocks with the default 0.
     """
 
     def __init__(
@@ -164,6 +169,7 @@ class Block(nn.Module):
         window_size: int = 0,
         input_size: tuple[int, int] | None = None,
         mlp_layer: Callable[..., nn.Module] = MLPBlock,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         self.norm1 = norm_layer(dim)
@@ -174,6 +180,7 @@ class Block(nn.Module):
             use_rel_pos=use_rel_pos,
             input_size=input_size if window_size == 0 else (window_size, window_size),
         )
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = norm_layer(dim)
         self.mlp = mlp_layer(dim, int(dim * mlp_ratio))
         self.window_size = window_size
@@ -188,5 +195,5 @@ class Block(nn.Module):
             x = window_unpartition(x, self.window_size, pad_hw, (h, w))
         else:
             x = self.attn(x)
-        x = shortcut + x
-        return x + self.mlp(self.norm2(x))
+        x = shortcut + self.drop_path(x)
+        return x + self.drop_path(self.mlp(self.norm2(x)))

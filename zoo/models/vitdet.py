@@ -75,8 +75,8 @@ class ViT(nn.Module):
     the remainder). Output: the last block's map (B, embed_dim, H / patch, W / patch),
     channels-first (detectron2's ``last_feat``).
 
-    Stochastic depth (``config.drop_path_rates()``) is not implemented: ``zoo.layers.Block`` has
-    none; inference is unaffected.
+    Stochastic depth rises linearly over the blocks (``config.drop_path_rates()``, detectron2's
+    ``torch.linspace(0, drop_path_rate, depth)``); it acts in training mode only.
     """
 
     output_format = Format.CHANNELS_FIRST
@@ -93,6 +93,7 @@ class ViT(nn.Module):
         else:
             self.pos_embed = None
         size = config.img_size // p
+        rates = config.drop_path_rates()
         self.blocks = nn.ModuleList(
             Block(
                 config.embed_dim,
@@ -104,6 +105,7 @@ class ViT(nn.Module):
                 window_size=config.window_size if i in config.window_block_indexes else 0,
                 input_size=(size, size),
                 mlp_layer=Mlp,
+                drop_path=rates[i],
             )
             for i in range(config.depth)
         )

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ports.flax.layers.drop import DropPath
 from ports.flax.layers.mlp import MLPBlock
 from ports.flax.layers.norm import LayerNorm
 from ports.flax.layers.window import window_partition, window_reverse
@@ -151,6 +152,8 @@ class Block(nnx.Module):
 
     (B, H, W, C) -> (B, H, W, C). ``mlp_layer(dim, hidden, rngs=)`` is injected: segment-anything
     uses ``MLPBlock`` (lin1 / lin2); detectron2 uses ``Mlp`` (fc1 / fc2). Norms use eps 1e-5.
+    ``drop_path``: detectron2's per-sample stochastic depth on the attention and the MLP branch
+    (identity at 0; segment-anything's encoder has none).
     """
 
     def __init__(
@@ -164,6 +167,7 @@ class Block(nnx.Module):
         window_size: int = 0,
         input_size: tuple[int, int] | None = None,
         mlp_layer: Callable[..., nnx.Module] = MLPBlock,
+        drop_path: float = 0.0,
         *,
         rngs: nnx.Rngs,
     ) -> None:
@@ -176,6 +180,8 @@ class Block(nnx.Module):
             input_size=input_size if window_size == 0 else (window_size, window_size),
             rngs=rngs,
         )
+        # drop_path == 0: an identity (the reference's nn.Identity) that holds no rng stream.
+        self.drop_path = DropPath(drop_path, rngs=rngs if drop_path > 0.0 else None)
         self.norm2 = norm_layer(dim, rngs=rngs)
         self.mlp = mlp_layer(dim, int(dim * mlp_ratio), rngs=rngs)
         self.window_size = window_size
@@ -190,5 +196,5 @@ class Block(nnx.Module):
             x = window_unpartition(x, self.window_size, pad_hw, (h, w))
         else:
             x = self.attn(x)
-        x = shortcut + x
-        return x + self.mlp(self.norm2(x))
+        x = shortcut + self.drop_path(x)
+        return x + self.drop_path(self.mlp(self.norm2(x)))

@@ -67,8 +67,8 @@ class ViT(nnx.Module):
     """detectron2's plain ViT backbone, channels-last.
 
     Input: (B, H, W, in_chans), H, W multiples of the patch (others are padded at the end).
-    Output: the last block's map (B, H / patch, W / patch, embed_dim). No stochastic depth
-    (inference only, as the reference).
+    Output: the last block's map (B, H / patch, W / patch, embed_dim). Stochastic depth rises
+    linearly over the blocks (``config.drop_path_rates()``), in training mode only.
     """
 
     def __init__(self, config: ViTDetConfig, *, rngs: nnx.Rngs) -> None:
@@ -82,6 +82,7 @@ class ViT(nnx.Module):
         else:
             self.pos_embed = nnx.data(None)
         size = config.img_size // p
+        rates = config.drop_path_rates()
         self.blocks = nnx.List(
             [
                 Block(
@@ -94,6 +95,7 @@ class ViT(nnx.Module):
                     window_size=config.window_size if i in config.window_block_indexes else 0,
                     input_size=(size, size),
                     mlp_layer=Mlp,
+                    drop_path=rates[i],
                     rngs=rngs,
                 )
                 for i in range(config.depth)

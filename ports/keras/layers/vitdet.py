@@ -8,6 +8,7 @@ import keras
 from keras import ops
 from keras.backend import standardize_dtype
 
+from ports.keras.layers.drop import DropPath
 from ports.keras.layers.mlp import MLPBlock
 from ports.keras.layers.norm import LayerNorm
 from ports.keras.layers.window import Tensor, window_partition, window_reverse
@@ -163,6 +164,8 @@ class Block(keras.layers.Layer):
 
     (B, H, W, C) -> (B, H, W, C). ``mlp_layer(dim, hidden, name="mlp")`` is injected:
     segment-anything uses ``MLPBlock`` (lin1 / lin2); detectron2 uses ``Mlp`` (fc1 / fc2).
+    ``drop_path``: detectron2's per-sample stochastic depth on the attention and the MLP branch
+    (an ``Identity`` at 0; segment-anything's encoder has none).
     """
 
     def __init__(
@@ -176,6 +179,7 @@ class Block(keras.layers.Layer):
         window_size: int = 0,
         input_size: tuple[int, int] | None = None,
         mlp_layer: Callable[..., keras.layers.Layer] = MLPBlock,
+        drop_path: float = 0.0,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -189,6 +193,11 @@ class Block(keras.layers.Layer):
             input_size=input_size if window_size == 0 else (window_size, window_size),
             name="attn",
         )
+        self.drop_path = (
+            DropPath(drop_path, name="drop_path")
+            if drop_path > 0.0
+            else keras.layers.Identity(name="drop_path")
+        )
         self.norm2 = norm_layer(dim, name="norm2")
         self.mlp = mlp_layer(dim, int(dim * mlp_ratio), name="mlp")
         self.window_size = window_size
@@ -196,6 +205,7 @@ class Block(keras.layers.Layer):
     def build(self, input_shape: tuple) -> None:
         self.norm1.build(input_shape)
         self.attn.build(input_shape)
+        self.drop_path.build(input_shape)
         self.norm2.build(input_shape)
         self.mlp.build(input_shape)
 
@@ -209,8 +219,8 @@ class Block(keras.layers.Layer):
             x = window_unpartition(x, self.window_size, pad_hw, (h, w))
         else:
             x = self.attn(x, training=training)
-        x = shortcut + x
-        return x + self.mlp(self.norm2(x), training=training)
+        x = shortcut + self.drop_path(x, training=training)
+        return x + self.drop_path(self.mlp(self.norm2(x), training=training), training=training)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape

@@ -63,8 +63,8 @@ class ViT(keras.layers.Layer):
     """detectron2's plain ViT backbone, channels-last.
 
     Input: (B, H, W, in_chans), H, W multiples of the patch (others are padded at the end).
-    Output: the last block's map (B, H / patch, W / patch, embed_dim). No stochastic depth
-    (inference only, as the reference).
+    Output: the last block's map (B, H / patch, W / patch, embed_dim). Stochastic depth rises
+    linearly over the blocks (``config.drop_path_rates()``), in training mode only.
     """
 
     def __init__(self, config: ViTDetConfig, **kwargs) -> None:
@@ -73,6 +73,7 @@ class ViT(keras.layers.Layer):
         p = config.patch_size
         self.patch_embed = PatchEmbed((p, p), config.in_chans, config.embed_dim, name="patch_embed")
         size = config.img_size // p
+        rates = config.drop_path_rates()
         self.blocks = [
             Block(
                 config.embed_dim,
@@ -84,6 +85,7 @@ class ViT(keras.layers.Layer):
                 window_size=config.window_size if i in config.window_block_indexes else 0,
                 input_size=(size, size),
                 mlp_layer=Mlp,
+                drop_path=rates[i],
                 name=f"blocks-{i}",
             )
             for i in range(config.depth)
