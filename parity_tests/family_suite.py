@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+from stochastic import without_randomness
 
 from weight_convert.tolerance import Tolerance
 from zoo.configs import family_of
@@ -184,14 +185,17 @@ class FamilySuite:
         assert report.layers, "no layer was compared"
 
     def test_gradients(self, port):
-        """Backward parity on the tiny config: the gradients of one random projection of the
-        outputs with respect to every parameter (aligned by reference key) and every floating
-        input, each within the whole-model gradient bound."""
+        """Backward parity on the tiny config, in training mode with every stochastic rate at 0
+        (so it is also the proof that training mode without randomness is the reference's): the
+        gradients of one random projection of the outputs with respect to every parameter
+        (aligned by reference key) and every floating input, each within the whole-model
+        gradient bound."""
         from weight_convert.parity import MODEL_GRAD_TOLERANCE, run_config
 
-        config = self.tiny(**self.cases[0].overrides)
-        report = run_config(config, port, self.cases[0].shape, gradients=True)
+        config = without_randomness(self.tiny(**self.cases[0].overrides))
+        report = run_config(config, port, self.cases[0].shape, gradients=True, training=True)
         assert report.passed, report.table()
+        assert report.settings["mode"] == "training"
         names = [n for n, _ in reference_model(config).named_parameters()]
         assert [e.path for e in report.layers] == names, "a parameter's gradient was not compared"
         assert report.outputs, "no input gradient was compared"

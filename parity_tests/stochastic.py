@@ -4,7 +4,9 @@ scaled as a whole), and the kept fraction is within a binomial margin of keep.""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 
@@ -51,3 +53,16 @@ def check_per_sample(out: np.ndarray, x: np.ndarray, keep: float) -> float:
         np.testing.assert_allclose(o, xi / keep, rtol=1e-6)
         kept += 1
     return check_kept(kept, len(x), keep, "fraction of samples kept")
+
+
+def with_rates(config: Any, rate: float) -> Any:
+    """``config`` with every stochastic rate (the config fields named ``*drop*``: dropout,
+    attention dropout, drop path, head dropout) set to ``rate``."""
+    fields = [f.name for f in dataclasses.fields(config) if "drop" in f.name]
+    return dataclasses.replace(config, **dict.fromkeys(fields, rate))
+
+
+def without_randomness(config: Any) -> Any:
+    """``config`` with every stochastic rate at 0: training mode then computes what inference
+    mode does."""
+    return with_rates(config, 0.0)
