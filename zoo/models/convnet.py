@@ -1,0 +1,46 @@
+"""The MNIST ConvNet, attribute names as pytorch/examples ``mnist/main.py``'s ``Net`` (``conv1``,
+``conv2``, ``dropout1``, ``dropout2``, ``fc1``, ``fc2``), so that ``Net``'s ``state_dict()``
+loads as it is. ReLU, max-pool and log-softmax are functions, as there: no parameters, no
+modules."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.families.convnet import ConvNetConfig
+from zoo.registry import register_model
+from zoo.validate import check_inputs
+
+__all__ = ["ConvNet"]
+
+
+@register_model("convnet", "torch")
+class ConvNet(nn.Module):
+    """conv1 -> ReLU -> conv2 -> ReLU -> max-pool 2 -> dropout1 -> flatten (C, H, W) -> fc1 ->
+    ReLU -> dropout2 -> fc2 -> log-softmax.
+
+    Input: (B, in_chans, H, W) channels-first, H and W pooling to ``config.feature_size``.
+    Output: log-probabilities (B, num_classes) (train with ``F.nll_loss``).
+    """
+
+    def __init__(self, config: ConvNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        c1, c2 = config.channels
+        self.conv1 = nn.Conv2d(config.in_chans, c1, 3, 1)
+        self.conv2 = nn.Conv2d(c1, c2, 3, 1)
+        self.dropout1 = nn.Dropout(config.dropout1_rate)
+        self.dropout2 = nn.Dropout(config.dropout2_rate)
+        self.fc1 = nn.Linear(config.flat_features, config.hidden)
+        self.fc2 = nn.Linear(config.hidden, config.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_inputs(self, "torch", x)
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        x = self.dropout1(F.max_pool2d(x, 2))
+        x = F.relu(self.fc1(torch.flatten(x, 1)))
+        x = self.fc2(self.dropout2(x))
+        return F.log_softmax(x, dim=1)
