@@ -253,7 +253,7 @@ WITH_RATES_FRAMEWORKS = [
 
 @pytest.mark.parametrize("family", sorted(set(FAMILIES) - STOCHASTIC_FREE))
 @pytest.mark.parametrize("framework", WITH_RATES_FRAMEWORKS)
-def test_modelwith_rates(family, framework):
+def test_model_with_rates(family, framework):
     """Every rate 0.5: training-mode calls differ (within ``MAX_CALLS``) and inference equals
     the reference's within the whole-model bound (1e-4 x std) on every output."""
     small, shape = _small(family)
