@@ -9,7 +9,8 @@ output, averaged over the batch; Adadelta with lr 0.5. Adadelta is written the s
 three libraries (running averages of g^2 and of the squared step, step = sqrt(E[dx^2] + eps) /
 sqrt(E[g^2] + eps) * g, eps inside both roots, no bias correction); only the defaults differ:
 torch rho 0.9 / eps 1e-6, Keras rho 0.95 / epsilon 1e-7, optax rho 0.9 / eps 1e-6. ``ADADELTA``
-pins torch's and every framework is given all three explicitly.
+is the optimizer in PyTorch's terms (``zoo.training.Adadelta``) and each framework builds it
+with its own builder, which passes every argument.
 
 ``python parity_tests/convnet_training.py -o notebooks/convnet_losses.json`` writes the per-step
 losses of the three frameworks (Keras on ``KERAS_BACKEND``) for plotting.
@@ -27,6 +28,7 @@ import torch  # before TensorFlow, in any process
 
 from zoo.datasets import Digits, batch_order, digits
 from zoo.families.convnet import ConvNetConfig
+from zoo.training import Adadelta, torch_optimizer
 
 __all__ = [
     "ADADELTA",
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 #: torch.optim.Adadelta's rho and eps (its defaults), the recipe's lr
-ADADELTA = {"lr": 0.5, "rho": 0.9, "eps": 1e-6}
+ADADELTA = Adadelta(lr=0.5, rho=0.9, eps=1e-6)
 BATCH = 32
 FRAMEWORKS = ("torch", "keras", "flax")
 
@@ -96,9 +98,7 @@ def _train_torch(config, state, data, order, seed: int, dtype: str, per_step: bo
     load_state_dict(model, state)
     model.to(getattr(torch, dtype))
     torch.manual_seed(seed)  # the dropout masks
-    opt = torch.optim.Adadelta(
-        model.parameters(), lr=ADADELTA["lr"], rho=ADADELTA["rho"], eps=ADADELTA["eps"]
-    )
+    opt = torch_optimizer(ADADELTA, model.parameters())
     x, y = torch.from_numpy(data.train_x.astype(dtype)), torch.from_numpy(data.train_y)
     losses = []
     model.train()
@@ -135,6 +135,7 @@ def _train_keras(config, state, data, order, seed: int, dtype: str, per_step: bo
 def _fit_keras(config, state, data: Digits, order, seed: int, dtype: str, per_step: bool) -> Run:
     import keras
 
+    from ports.keras.training import keras_optimizer
     from weight_convert import transfer
     from weight_convert.frameworks import keras_port
 
@@ -142,9 +143,7 @@ def _fit_keras(config, state, data: Digits, order, seed: int, dtype: str, per_st
     model = keras_port.build_model(config)
     keras_port.assign(model, transfer.to_port(state, keras_port.shapes(model)))
     model.compile(
-        optimizer=keras.optimizers.Adadelta(
-            learning_rate=ADADELTA["lr"], rho=ADADELTA["rho"], epsilon=ADADELTA["eps"]
-        ),
+        optimizer=keras_optimizer(ADADELTA),
         loss=nll_keras,
     )
     # the batches laid end to end, unshuffled: fit's batches are ``order``'s rows
@@ -174,19 +173,18 @@ def _train_flax(config, state, data, order, seed: int, dtype: str, per_step: boo
 
 def _step_flax(config, state, data: Digits, order, seed: int, dtype: str) -> Run:
     import jax.numpy as jnp
-    import optax
     from flax import nnx
 
     from ports.flax.layers.variables import declare_dtype
     from ports.flax.models import abstract_model
+    from ports.flax.training import nnx_optimizer
     from weight_convert import transfer
     from weight_convert.frameworks import flax_port
 
     model = abstract_model(config, rngs=nnx.Rngs(seed))  # the dropout stream
     declare_dtype(model, jnp.dtype(dtype))
     flax_port.assign(model, transfer.to_port(state, flax_port.shapes(model)))
-    tx = optax.adadelta(ADADELTA["lr"], rho=ADADELTA["rho"], eps=ADADELTA["eps"])
-    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    optimizer = nnx_optimizer(model, ADADELTA)
 
     @nnx.jit
     def step(model, optimizer, x, y):
