@@ -22,7 +22,7 @@ import functools
 import numpy as np
 import pytest
 import torch
-from convnet_training import BATCH, Run, initial_state, train
+from convnet_training import BATCH, Run, float32_bound, initial_state, train
 
 from zoo.datasets import batch_order, digits
 from zoo.families.convnet import ConvNetConfig
@@ -40,16 +40,6 @@ F64_STEPS, F64_LONG_STEPS = 120, 300
 F64_BOUND = 1e-12
 #: dropout-on runs: steps (about 2 epochs), and the accuracy every framework must reach
 DROPOUT_STEPS, MIN_ACCURACY = 80, 0.85
-
-
-def float32_bound(step: np.ndarray) -> np.ndarray:
-    """The float32 bound on |loss - reference loss| at ``step`` (1-based): 1e-5 (rounding: the
-    measured differences are <= 5e-7 before the first flipped decision) growing tenfold every
-    10 steps from step 10 (the fastest measured separation: keras-tensorflow, 2e-6 at step 20,
-    4e-4 at 40, 1e-2 at 50), capped at 0.1 (measured: <= 0.040 over 500 steps, where the
-    per-batch losses scatter between 0.003 and 0.4)."""
-    grow = 1e-5 * 10.0 ** (np.maximum(step - 10, 0) / 10)
-    return np.minimum(grow, 0.1)
 
 
 @functools.cache

@@ -13,8 +13,10 @@ import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 
-#: ``ParityReport.table()`` header: "<name> on <target>: PASS"
-HEADER = re.compile(r"^(?P<name>\S+) on (?P<target>[\w-]+): (?P<verdict>PASS|FAIL)\s*$", re.M)
+#: ``ParityReport.table()`` header: "<name> on <target>: PASS" ("<name> (gradients) on ...")
+HEADER = re.compile(
+    r"^(?P<name>\S+)(?: \(gradients\))? on (?P<target>[\w-]+): (?P<verdict>PASS|FAIL)\s*$", re.M
+)
 #: ``ParityReport.table()`` row: label, shape, max abs, max rel, bound [, first-failure mark]
 ROW = re.compile(
     r"^  (?P<label>\S.*?)\s+\([\d, ]*\)\s+(?P<abs>\S+)\s+(?P<rel>\S+)\s+(?P<bound>\d\.\de[-+]\d+)"
