@@ -131,23 +131,25 @@ def test_float64_loss_curves_are_exact(target):
         assert np.abs(trained[key] - value).max() <= F64_BOUND * np.abs(value).max(), key
 
 
+def _check_float32_curve(target: str, steps: int) -> np.ndarray:
+    """Every one of ``steps`` steps' |loss - reference loss| within ``float32_bound``."""
+    diff = _curve_differences(target, NO_DROPOUT, steps, "float32")
+    over = np.flatnonzero(diff > float32_bound(np.arange(1, steps + 1)))
+    assert over.size == 0, f"step {over[0] + 1}: {diff[over[0]]:.3e} > bound"
+    return diff
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_float32_loss_curves_agree(target):
-    """float32, dropout 0, the recipe: every one of STEPS steps within ``float32_bound``."""
-    diff = _curve_differences(target, NO_DROPOUT, STEPS, "float32")
-    step = np.arange(1, STEPS + 1)
-    over = np.flatnonzero(diff > float32_bound(step))
-    assert over.size == 0, f"step {over[0] + 1}: {diff[over[0]]:.3e} > bound"
-    assert diff[:10].max() <= 1e-5
+    """float32, dropout 0, the recipe: every one of STEPS steps within ``float32_bound``, the
+    first 10 within rounding (1e-5)."""
+    assert _check_float32_curve(target, STEPS)[:10].max() <= 1e-5
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", TARGETS)
 def test_float32_loss_curves_agree_long(target):
-    diff = _curve_differences(target, NO_DROPOUT, LONG_STEPS, "float32")
-    step = np.arange(1, LONG_STEPS + 1)
-    over = np.flatnonzero(diff > float32_bound(step))
-    assert over.size == 0, f"step {over[0] + 1}: {diff[over[0]]:.3e} > bound"
+    _check_float32_curve(target, LONG_STEPS)
 
 
 @pytest.mark.slow
