@@ -19,8 +19,9 @@ Tasks: Video Swin (the family's tiny config in CI, ``video_swin_tiny`` under ``s
 clips with cross-entropy, and SAM's mask decoder (the tiny SAM config) on image and prompt
 embeddings with binary cross-entropy on the low-res masks.
 
-``ZOO_FINETUNE_CURVES=notebooks/finetune_curves.json bash scripts/test.sh -k finetune`` (each
-Keras backend's pass adds its curves) writes every target's per-step losses to that JSON.
+``ZOO_FINETUNE_CURVES=notebooks/finetune_curves.json bash scripts/test.sh -k finetune`` (and
+``... -m slow -k finetune`` for ``video_swin_tiny``) adds every target's per-step losses and
+error figures to that JSON, each Keras backend's pass its own.
 """
 
 from __future__ import annotations
