@@ -18,11 +18,21 @@ from zoo.families.sam import SamConfig
 from zoo.interpolate import resize_matrix
 
 __all__ = [
+    "DECODER_INPUTS",
     "ResizeLongestSide",
     "SamPredictorBase",
     "mask_resize_matrices",
     "preprocess",
 ]
+
+#: the mask decoder's inputs in its call order, by the names the fine-tuning recipes' batches
+#: give them (``zoo.finetune``, ``ports.keras.finetune``, ``ports.flax.finetune``)
+DECODER_INPUTS = (
+    "image_embeddings",
+    "image_pe",
+    "sparse_prompt_embeddings",
+    "dense_prompt_embeddings",
+)
 
 
 class ResizeLongestSide:

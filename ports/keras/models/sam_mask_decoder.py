@@ -315,7 +315,8 @@ class MaskDecoder(keras.layers.Layer):
         dense_prompt_embeddings: Tensor,
     ) -> tuple[Tensor, Tensor]:
         """All ``num_mask_tokens`` masks (B, 4H, 4W, M + 1) and IoU scores (B, M + 1)."""
-        b, _, c = sparse_prompt_embeddings.shape
+        # the batch may be unknown while tracing (``model.fit`` on TensorFlow): a tensor then
+        b, c = ops.shape(sparse_prompt_embeddings)[0], sparse_prompt_embeddings.shape[-1]
         output_tokens = ops.concatenate([self.iou_token.weight, self.mask_tokens.weight], axis=0)
         output_tokens = ops.broadcast_to(output_tokens[None], (b, self.num_mask_tokens + 1, c))
         tokens = ops.concatenate([output_tokens, sparse_prompt_embeddings], axis=1)
