@@ -19,7 +19,7 @@ Tasks: Video Swin (the family's tiny config in CI, ``video_swin_tiny`` under ``s
 clips with cross-entropy, and SAM's mask decoder (the tiny SAM config) on image and prompt
 embeddings with binary cross-entropy on the low-res masks.
 
-``ZOO_FINETUNE_CURVES=notebooks/finetune_curves.json bash scripts/test.sh -k finetune`` (and
+``ZOO_FINETUNE_CURVES=/tmp/finetune_curves.json bash scripts/test.sh -k finetune`` (and
 ``... -m slow -k finetune`` for ``video_swin_tiny``) adds every target's per-step losses and
 error figures to that JSON, each Keras backend's pass its own.
 """
