@@ -233,3 +233,13 @@ def test_keras_sublayer_paths_and_deferred_values_without_internals():
             results.append((paths, keras_port.call(net, [x])))
     assert results[0][0] == results[1][0] == ["conv", "act", "pool", "twice"]
     np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def test_cli_float64_runs_where_keras_computes_float64(capsys):
+    """``weight-convert parity --float64`` skips Keras on JAX / torch (they compute float64 in
+    float32) and refuses a selection of those targets alone, in one line, exit code 2."""
+    from weight_convert.cli import main
+
+    assert main(["parity", "--float64", "--targets", "keras-jax", "keras-torch"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["weight-convert: error: --float64 runs on keras-tensorflow and flax only"]

@@ -1,7 +1,9 @@
 """``weight-convert parity``: every registered building block, every port (Keras on the
 TensorFlow, JAX and torch backends, Flax), random weights, and a table of the maximum absolute
-error per block and port. Each target runs in its own process (``weight_convert.parity.worker``),
-``--jobs`` at a time, the slowest first. Imports no deep-learning framework itself."""
+error per block and port: of the forward pass, or (``--gradients``) of the gradients with
+respect to every parameter and input, in float32 or (``--float64``) float64. Each target runs
+in its own process (``weight_convert.parity.worker``), ``--jobs`` at a time, the slowest
+first. Imports no deep-learning framework itself."""
 
 from __future__ import annotations
 
@@ -15,7 +17,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from weight_convert.errors import UsageError
-from weight_convert.tolerance import BLOCK_TOLERANCE
+from weight_convert.tolerance import (
+    BLOCK_GRAD_TOLERANCE,
+    BLOCK_TOLERANCE,
+    FLOAT64_GRAD_TOLERANCE,
+    FLOAT64_TOLERANCE,
+)
 
 __all__ = ["PARITY_TARGETS", "add_parity_parser", "cmd_parity"]
 
@@ -28,10 +35,27 @@ PARITY_TARGETS = {
 }
 #: the order targets start in: longest first, so that two jobs end close together
 START_ORDER = ("keras-jax", "flax", "keras-torch", "keras-tensorflow")
-BLOCK_ATOL = BLOCK_TOLERANCE.atol
+#: Keras computes float64 on TensorFlow only (its type promotion demotes float64 results to
+#: float32 on the other backends: ``test_keras_float64_limit``)
+FLOAT64_TARGETS = ("keras-tensorflow", "flax")
+#: (gradients, float64) -> what the table's errors are held to, in words
+BOUNDS = {
+    (False, False): f"max abs error <= {BLOCK_TOLERANCE.atol:g}",
+    (True, False): (
+        f"max abs error <= {BLOCK_GRAD_TOLERANCE.atol:g} + {BLOCK_GRAD_TOLERANCE.rmax:g} x "
+        "max |reference gradient|"
+    ),
+    (False, True): f"max abs error <= {FLOAT64_TOLERANCE.rmax:g} x max |reference|",
+    (True, True): (
+        f"max abs error <= {FLOAT64_GRAD_TOLERANCE.rmax:g} x max |reference gradient| + "
+        f"{FLOAT64_GRAD_TOLERANCE.rscale:g} x the block's largest gradient"
+    ),
+}
 
 
-def _run_target(target: str, blocks: list[str] | None) -> dict:
+def _run_target(
+    target: str, blocks: list[str] | None, gradients: bool = False, float64: bool = False
+) -> dict:
     framework, backend = PARITY_TARGETS[target]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     if backend:
@@ -40,6 +64,10 @@ def _run_target(target: str, blocks: list[str] | None) -> dict:
         out = os.path.join(tmp, "reports.json")
         cmd = [sys.executable, "-m", "weight_convert.parity.worker", "--port", framework]
         cmd += ["--out", out, *(["--blocks", *blocks] if blocks else [])]
+        cmd += [
+            *(["--gradients"] if gradients else []),
+            *(["--dtype", "float64"] if float64 else []),
+        ]
         start = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -77,11 +105,13 @@ def _table(results: list[dict], groups: list[str]) -> tuple[str, bool]:
     return "\n".join(lines), ok
 
 
-def _run_targets(targets: list[str], blocks: list[str] | None, jobs: int) -> list[dict]:
+def _run_targets(
+    targets: list[str], blocks: list[str] | None, jobs: int, gradients: bool, float64: bool
+) -> list[dict]:
     """Every target's worker result, in ``targets`` order; started slowest first."""
     order = sorted(targets, key=lambda t: START_ORDER.index(t) if t in START_ORDER else -1)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {t: pool.submit(_run_target, t, blocks) for t in order}
+        futures = {t: pool.submit(_run_target, t, blocks, gradients, float64) for t in order}
         results = []
         for t in targets:
             r = futures[t].result()
@@ -122,20 +152,34 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
     blocks = _checked(args.blocks, list(zoo.BLOCKS), "block")
     targets = _checked(args.targets, list(PARITY_TARGETS), "target")
+    if args.float64:
+        skipped = [t for t in targets if t not in FLOAT64_TARGETS]
+        targets = [t for t in targets if t in FLOAT64_TARGETS]
+        if not targets:
+            raise UsageError(f"--float64 runs on {' and '.join(FLOAT64_TARGETS)} only")
+        if skipped:
+            print(
+                f"parity: float64 skips {', '.join(skipped)} (Keras computes float64 on "
+                "TensorFlow only)",
+                file=sys.stderr,
+            )
     n_cases = sum(len(zoo.BLOCKS[b]) for b in blocks)
+    what = "gradients" if args.gradients else "forward"
+    dtype = "float64" if args.float64 else "fp32"
     print(
         f"parity: {len(blocks)} blocks, {n_cases} cases, targets {', '.join(targets)} "
-        "(random weights, N(0,1) inputs, fp32)",
+        f"(random weights, N(0,1) inputs, {what}, {dtype})",
         file=sys.stderr,
     )
-    results = _run_targets(targets, args.blocks, args.jobs)
+    results = _run_targets(targets, args.blocks, args.jobs, args.gradients, args.float64)
     table, ok = _table(results, blocks)
+    bound = BOUNDS[(args.gradients, args.float64)]
     if args.json:
-        print(json.dumps({"passed": ok, "tolerance": BLOCK_ATOL, "results": results}))
+        print(json.dumps({"passed": ok, "bound": bound, "results": results}))
         return 0 if ok else 1
     print(
-        "max abs error per block (worst case), port vs PyTorch reference; "
-        f"tolerance {BLOCK_ATOL:g}, '!!' marks a failure"
+        f"max abs error per block (worst case), port vs PyTorch reference, {what}, {dtype}; "
+        f"each tensor held to {bound}; '!!' marks a failure"
     )
     print(table)
     for line in _details(results, args.layers):
@@ -160,4 +204,14 @@ def add_parity_parser(sub) -> None:
     p.add_argument("--jobs", type=int, default=2, help="targets run in parallel (default 2)")
     p.add_argument("--layers", action="store_true", help="print every case's per-layer errors")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--gradients",
+        action="store_true",
+        help="compare the gradients w.r.t. every parameter and input (the backward pass)",
+    )
+    p.add_argument(
+        "--float64",
+        action="store_true",
+        help="reference, ports, weights and inputs in float64 (Keras on TensorFlow and Flax)",
+    )
     p.set_defaults(func=cmd_parity)

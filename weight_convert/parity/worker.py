@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", required=True, choices=PORTS)
     parser.add_argument("--blocks", nargs="*", default=None)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--gradients", action="store_true")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
@@ -30,7 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     adapter = port(args.port)
     imported = time.perf_counter() - start
     names = args.blocks or list(zoo.BLOCKS)
-    reports = [run_case(case, adapter).to_json() for name in names for case in zoo.BLOCKS[name]]
+    dtype = None if args.dtype == "float32" else args.dtype
+    reports = [
+        run_case(case, adapter, gradients=args.gradients, dtype=dtype).to_json()
+        for name in names
+        for case in zoo.BLOCKS[name]
+    ]
     result = {
         "target": adapter.NAME,
         "reports": reports,
