@@ -91,6 +91,14 @@ class PositionEmbeddingRandom(keras.layers.Layer):
         return self._pe_encoding(ops.cast(coords, self.coords_dtype) / scale)
 
 
+def _at_least_float32(policy) -> str:
+    """The global dtype policy's name, or "float32" where it computes in 16 bits (mixed
+    precision)."""
+    if keras.backend.standardize_dtype(policy.compute_dtype) in ("float16", "bfloat16"):
+        return "float32"
+    return policy.name
+
+
 class PromptEncoder(keras.layers.Layer):
     """Embeds SAM prompts (channels-last port of the reference ``PromptEncoder``).
 
@@ -111,10 +119,11 @@ class PromptEncoder(keras.layers.Layer):
         mask_in_chans: int,
         **kwargs,
     ) -> None:
-        # float32 under any global policy (Keras' way for layers that need the precision):
-        # pixel coordinates in bfloat16 (8-bit mantissa) round to multiples of 4 above 512,
-        # and the Fourier features take sin / cos of their products; a negligible cost
-        kwargs.setdefault("dtype", "float32")
+        # at least float32 under any global policy (Keras' way for layers that need the
+        # precision): pixel coordinates in bfloat16 (8-bit mantissa) round to multiples of 4
+        # above 512, and the Fourier features take sin / cos of their products; a negligible
+        # cost. A float32 or float64 policy is kept as it is.
+        kwargs.setdefault("dtype", _at_least_float32(keras.config.dtype_policy()))
         super().__init__(**kwargs)
         sub = {"dtype": self.dtype_policy}  # the sublayers too (they would take the global one)
         self.embed_dim = embed_dim
