@@ -92,9 +92,10 @@ class PositionEmbeddingRandom(keras.layers.Layer):
 
 
 def _at_least_float32(policy) -> str:
-    """The global dtype policy's name, or "float32" where it computes in 16 bits (mixed
-    precision)."""
-    if keras.backend.standardize_dtype(policy.compute_dtype) in ("float16", "bfloat16"):
+    """The global dtype policy's name, or "float32" under a mixed-precision policy (float32
+    variables, 16-bit compute). A model whose weights are bfloat16 (a bfloat16 policy, e.g.
+    built for a bfloat16 checkpoint) keeps them so: its file round-trips bit for bit."""
+    if policy.compute_dtype != policy.variable_dtype:
         return "float32"
     return policy.name
 
@@ -119,10 +120,10 @@ class PromptEncoder(keras.layers.Layer):
         mask_in_chans: int,
         **kwargs,
     ) -> None:
-        # at least float32 under any global policy (Keras' way for layers that need the
+        # float32 under a mixed-precision policy (Keras' way for layers that need the
         # precision): pixel coordinates in bfloat16 (8-bit mantissa) round to multiples of 4
         # above 512, and the Fourier features take sin / cos of their products; a negligible
-        # cost. A float32 or float64 policy is kept as it is.
+        # cost. Any other policy (float32, float64, a bfloat16 model's) is kept as it is.
         kwargs.setdefault("dtype", _at_least_float32(keras.config.dtype_policy()))
         super().__init__(**kwargs)
         sub = {"dtype": self.dtype_policy}  # the sublayers too (they would take the global one)
