@@ -220,7 +220,7 @@ def _summary(state_dict: Mapping[str, Any]) -> str:
 
 def _closest_error(state_dict: Mapping[str, Any], tried: list[tuple[int, str, LayoutError]]):
     """The error to raise when no layout fits, from ``(keys covered, layout label, error)`` of
-    every layout that covered any. The layout covering most keys (at least half) with the
+    every layout that covered any. The layout covering most keys (more than half) with the
     fewest problems names what is wrong better than "unknown" when its problem is missing /
     unexpected tensors or a shape; so does the one layout that covers every key, whatever its
     problem (the architecture cannot be solved, a derived buffer is wrong)."""
@@ -231,7 +231,7 @@ def _closest_error(state_dict: Mapping[str, Any], tried: list[tuple[int, str, La
         count = len(getattr(e, "keys", ())) + len(getattr(e, "unexpected", ())) or 1
         return count, -t[0]
 
-    close = [t for t in tried if 2 * t[0] >= len(state_dict)]
+    close = [t for t in tried if 2 * t[0] > len(state_dict)]
     best = min(close, key=problems)[2] if close else None
     if isinstance(best, specific):
         return best
@@ -251,7 +251,7 @@ def detect(state_dict: Mapping[str, Any], allow: Allow = STRICT) -> Detected:
 
     Raises ``LayoutError`` (one line: what was found and which layouts matched how far) when no
     layout, or more than one giving different results, fits every tensor. When the layout that
-    covers most keys (at least half) fails only by missing or unexpected keys or a shape, that
+    covers most keys (more than half) fails only by missing or unexpected keys or a shape, that
     error is raised (``MissingKeysError``, ``UnexpectedKeysError``, ``ShapeMismatchError``) so
     the message names the tensors.
     """
