@@ -39,7 +39,29 @@ def test_block_parity(case, port):
         assert report.layers, report.table()
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+#: the gradient cases CI runs: every block at two or more shapes (odd sizes, padding, shifted
+#: windows, batch > 1, 2D and 3D); the other cases run with -m slow (CI time)
+GRADIENT_CI = {
+    "Mlp[tokens]", "Mlp[map-b3]", "MLPBlock[tokens]", "MLPBlock[map]",
+    "DropPath[tokens]", "DropPath[map]",
+    "ConvTranspose2d[k2-odd-map-b2]", "ConvTranspose2d[k4-no-bias]",
+    "LayerNorm2d[square-b2]", "LayerNorm2d[odd]",
+    "WindowAttention[2d-shift-mask]", "WindowAttention[2d-no-qkv-bias-scale]",
+    "WindowAttention[3d-shift-mask]",
+    "SwinTransformerBlock[2d-shift-pad-10x13]", "SwinTransformerBlock[2d-shift-smaller-5x6]",
+    "SwinTransformerBlock[3d-shift-b2-5x9x7]", "SwinTransformerBlock[3d-shift-short-3x10x6]",
+    "PatchEmbed[2d-pad-30x45]", "PatchEmbed[3d-pad-odd-t-b2]",
+    "PatchMerging[2d-odd-7x9]", "PatchMerging[3d-odd-3x7x9]",
+    "Attention[relpos-interp-9x7]", "Attention[relpos-shrink-4x5]",
+    "Block[window-pad-b2]", "Block[global]",
+}  # fmt: skip
+GRADIENT_CASES = [
+    pytest.param(c, id=c.name, marks=() if c.name in GRADIENT_CI else pytest.mark.slow)
+    for c in CASES
+]
+
+
+@pytest.mark.parametrize("case", GRADIENT_CASES)
 def test_block_gradients(case, port):
     """Backward parity: the gradient of one random projection of the outputs with respect to
     every parameter and every floating input, max abs error <= 1e-5 x (1 + max |gradient|)."""
@@ -72,6 +94,13 @@ def test_block_float64(case, port):
     backward = run_case(case, port, dtype="float64", gradients=True)
     assert backward.passed, backward.table()
     assert FLOAT64_GRAD_TOLERANCE == Tolerance(atol=0.0, rmax=1e-10, rscale=1e-12)
+
+
+def test_gradient_cases_in_ci_cover_every_block():
+    names = {c.name for c in CASES}
+    assert GRADIENT_CI <= names, GRADIENT_CI - names
+    for block in zoo.BLOCKS:
+        assert sum(n.startswith(f"{block}[") for n in GRADIENT_CI) >= 2, block
 
 
 def test_every_block_has_three_shapes():
