@@ -28,6 +28,7 @@ import torch  # before TensorFlow, in any process
 
 from zoo.datasets import Digits, batch_order, digits
 from zoo.families.convnet import ConvNetConfig
+from zoo.tensor_format import Format, to_port_format
 from zoo.training import Adadelta, torch_optimizer
 
 __all__ = [
@@ -79,7 +80,8 @@ def initial_state(config: ConvNetConfig, seed: int) -> dict[str, np.ndarray]:
 
 
 def _channels_last(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    """The reference's (B, C, H, W) images as the ports take them, contiguous."""
+    return np.ascontiguousarray(to_port_format(x, Format.CHANNELS_FIRST))
 
 
 # ----------------------------------------------------------------------------- PyTorch
