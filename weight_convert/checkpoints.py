@@ -178,9 +178,14 @@ def open_state_dict(path: str | os.PathLike) -> tuple[dict[str, LazyTensor], dic
     ``info`` holds ``format`` ("torch", "safetensors" or "detectron2-pkl"), ``wrapper`` (the
     nested keys unwrapped, e.g. "state_dict" or "model", or None), ``stripped_prefix``
     ("module." or None), ``ignored`` (non-tensor entries skipped), ``mmap`` (torch) and, for
-    safetensors, ``metadata``.
+    safetensors, ``metadata``. A directory is read as a Hugging Face model directory
+    (``weight_convert.huggingface.open_directory``: ``format`` "huggingface", ``config``).
     """
     path = os.fspath(path)
+    if os.path.isdir(path):  # a Hugging Face model directory: config.json and its weights
+        from weight_convert import huggingface
+
+        return huggingface.open_directory(path, open_state_dict)
     content = sniff(path)
     if content in ("zip", "hdf5", "msgpack"):
         raise WrongFormatError(

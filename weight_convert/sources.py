@@ -188,7 +188,8 @@ def read_source(
     """Read ``path`` into the reference's keys: a Keras ``.keras`` file, a Flax ``.safetensors``
     written by this tool (told from a PyTorch ``.safetensors`` by its metadata), or a PyTorch
     checkpoint of a known layout (``.pth`` / ``.pt`` / ``.bin`` / ``.safetensors`` / model-zoo
-    ``.pkl``). Tensors of checkpoints and Flax files stay ``LazyTensor``s until written.
+    ``.pkl``), or a Hugging Face model directory (``config.json`` beside the weights).
+    Tensors of checkpoints and Flax files stay ``LazyTensor``s until written.
 
     Raises the ``weight_convert.errors`` kind of each failure: ``MissingFileError``,
     ``EmptyFileError``, ``NotACheckpointError``, ``WrongFormatError``, ``CheckpointError``
@@ -196,6 +197,14 @@ def read_source(
     ``MissingKeysError`` / ``UnexpectedKeysError`` (beyond ``allow``), ``ShapeMismatchError``.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):  # a Hugging Face model directory
+        tensors, info = checkpoints.open_state_dict(path)
+        detected = layouts.detect_directory(tensors, info["config"], allow)
+        reference = layouts.to_reference(tensors, detected)
+        info = {k: v for k, v in info.items() if k != "config"}
+        return Source(
+            path, "torch", detected.config, reference, detected, info, missing=detected.missing
+        )
     content = checkpoints.sniff(path)
     if content == "hdf5" or (content == "zip" and path.lower().endswith(".keras")):
         return _read_keras(path, allow, variant)

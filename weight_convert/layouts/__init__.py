@@ -15,6 +15,7 @@ Public API::
     detected = detect(state_dict, allow=STRICT)        # layout, family, config, variant, notes
     reference = to_reference(state_dict, detected)     # the reference's keys, in its order
     state = from_reference(reference, layout, family, config)   # back, with derived buffers
+    detect_directory(tensors, config_json)             # a Hugging Face directory's, by its config
     describe(detected, state_dict)                     # what ``weight-convert inspect`` prints
     match_layout(state_dict, layout, family, allow, config)     # one layout, strictly
     infer_config(reference, family); family_layouts(family); default_layout(family)
@@ -34,6 +35,7 @@ from weight_convert.layouts._detect import (
     match_layout,
     to_reference,
 )
+from weight_convert.layouts._huggingface import HFConfig, config_json, detect_directory
 from weight_convert.layouts._registry import (
     FAMILY_LAYOUTS,
     DerivedBuffers,
@@ -57,12 +59,15 @@ __all__ = [
     "DerivedBuffers",
     "Detected",
     "FamilyLayouts",
+    "HFConfig",
     "LayoutError",
     "LayoutSpec",
     "all_layouts",
+    "config_json",
     "default_layout",
     "describe",
     "detect",
+    "detect_directory",
     "family_layouts",
     "from_reference",
     "infer_config",

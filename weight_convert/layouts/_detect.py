@@ -30,6 +30,7 @@ from weight_convert.layouts._registry import (
     layout_spec,
 )
 from weight_convert.layouts._templates import dropped_note, leaf, map_keys
+from weight_convert.layouts._transforms import map_values, write_view
 from zoo.configs import (
     VARIANTS,
     Config,
@@ -163,16 +164,20 @@ def match_layout(
     family: str,
     allow: Allow = STRICT,
     config: Config | None = None,
+    config_from_file: bool = False,
 ) -> Detected:
     """``state_dict`` read as ``layout`` of ``family``: its config (solved from the shapes; with
     ``config`` given, the state dict must have that architecture, ``LayoutError`` otherwise),
-    the key mapping, notes and the reference keys missing by ``allow``.
+    the key mapping, notes and the reference keys missing by ``allow``. With
+    ``config_from_file`` (a config the checkpoint states, as a Hugging Face ``config.json``
+    does) ``config`` is taken as it is, fields no shape shows included, and held to every shape.
 
     Raises ``UnexpectedKeysError`` / ``MissingKeysError`` / ``ShapeMismatchError`` (or
     ``LayoutError`` when the architecture cannot be solved or a derived buffer is wrong) unless
     the tensors form this layout of this family exactly.
     """
     spec = layout_spec(layout, family)
+    state_dict = spec.view(state_dict)  # split / tied tensors as the reference stores them
     mapping, unmatched, dropped = map_keys(state_dict, spec.key_rules)
     ignored = [k for k in unmatched if allow.allows_unused(k)]
     unmatched = [k for k in unmatched if k not in ignored]
@@ -192,7 +197,7 @@ def match_layout(
         raise
     if config is None:
         config = inferred
-    elif not _same_architecture(config, inferred):
+    elif not config_from_file and not _same_architecture(config, inferred):
         raise LayoutError(
             f"{spec.label} state dict does not have the architecture of "
             f"{match_variant(config) or 'the config asked for'}"
@@ -263,7 +268,11 @@ def detect(state_dict: Mapping[str, Any], allow: Allow = STRICT) -> Detected:
         try:
             found.append(match_layout(state_dict, spec.name, spec.family, allow))
         except LayoutError as e:
-            mapped, _, dropped = map_keys(state_dict, spec.key_rules)
+            try:
+                view = spec.view(state_dict)
+            except LayoutError:
+                view = state_dict
+            mapped, _, dropped = map_keys(view, spec.key_rules)
             covered = len(mapped) + len(dropped)
             if covered:
                 tried.append((covered, spec.label, e))
@@ -284,13 +293,16 @@ def detect(state_dict: Mapping[str, Any], allow: Allow = STRICT) -> Detected:
 def to_reference(state_dict: Mapping[str, Any], detected: Detected) -> dict[str, Any]:
     """The reference model's state dict (its keys exactly, in its order, less the keys
     ``detected.missing`` names), values as they are (arrays or ``LazyTensor``s)."""
+    spec = layout_spec(detected.layout, detected.family)
+    state_dict = spec.view(state_dict)
     by_ref = {ref: key for key, ref in detected.mapping.items()}
     absent = [key for key in detected.mapping if key not in state_dict]
     if absent:
         raise LayoutError(f"not the state dict detected: it lacks {absent[:3]}")
-    return {
+    reference = {
         ref: state_dict[by_ref[ref]] for ref in reference_shapes(detected.config) if ref in by_ref
     }
+    return map_values(reference, spec.value_maps, "read")
 
 
 def from_reference(
@@ -315,6 +327,7 @@ def from_reference(
         raise LayoutError(f"not a reference state dict: missing {absent}, unexpected {extra}")
     make = spec.derived.make if spec.derived is not None else None
     derived = make(config, list(shapes)) if make is not None else {}
+    ref_state_dict = map_values(ref_state_dict, spec.value_maps, "write")
     out: dict[str, Any] = {}
     for ref in shapes:
         for key, value in [(ref, ref_state_dict[ref]), *derived.get(ref, ())]:
@@ -322,12 +335,13 @@ def from_reference(
             if name is None:
                 raise LayoutError(f"{spec.label}: no key rule names {key}")
             out[name] = value
-    return out
+    return write_view(out, spec.tensor_rules)
 
 
 def describe(detected: Detected, state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """Summary for ``inspect``: layout, family, variant, config, parameter count, dtypes."""
     reference = to_reference(state_dict, detected)
+    view = layout_spec(detected.layout, detected.family).view(state_dict)
     return {
         "layout": detected.layout,
         "family": detected.family,
@@ -336,7 +350,7 @@ def describe(detected: Detected, state_dict: Mapping[str, Any]) -> dict[str, Any
         "config": config_to_dict(detected.config),
         "parameters": int(sum(int(np.prod(v.shape)) for v in reference.values())),
         "tensors": len(state_dict),
-        "derived_buffers": len(state_dict) - len(reference),
+        "derived_buffers": len(view) - len(reference),
         "dtypes": sorted({str(v.dtype) for v in state_dict.values()}),
         "notes": list(detected.notes),
     }

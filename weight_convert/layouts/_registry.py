@@ -21,6 +21,7 @@ import numpy as np
 
 from weight_convert.errors import LayoutError
 from weight_convert.layouts._templates import KeyRule, rename
+from weight_convert.layouts._transforms import read_view
 from zoo.configs import Config
 from zoo.registry import Registry, import_package_modules
 
@@ -68,6 +69,10 @@ class LayoutSpec:
     model, dropped and counted. ``wrapper``: the key a ``.pth`` of this layout nests the state
     dict under (None: flat). ``notes``: said whenever a checkpoint is detected in this layout.
     ``model_zoo_pickle``: its releases are pickles of NumPy arrays (``.pkl`` outputs allowed).
+    ``tensor_rules``: tensors stored split or tied (``_transforms.Fuse`` / ``Tied``), applied
+    before the key rules; ``value_maps``: reference tensors the layout stores rearranged
+    (``_transforms.ValueMap``). ``huggingface``: the ``config.json`` of a Hugging Face
+    directory in this layout (``weight_convert.layouts._huggingface.HFConfig``).
     """
 
     name: str
@@ -77,6 +82,9 @@ class LayoutSpec:
     wrapper: str | None = None
     notes: tuple[str, ...] = ()
     model_zoo_pickle: bool = False
+    tensor_rules: tuple[Any, ...] = ()
+    value_maps: tuple[Any, ...] = ()
+    huggingface: Any = None
 
     @property
     def label(self) -> str:
@@ -85,6 +93,10 @@ class LayoutSpec:
     @property
     def derived_leaves(self) -> tuple[str, ...]:
         return () if self.derived is None else self.derived.leaves
+
+    def view(self, state_dict: Mapping[str, Any]) -> dict[str, Any]:
+        """The checkpoint's tensors as the key rules see them (``tensor_rules`` applied)."""
+        return read_view(state_dict, self.tensor_rules) if self.tensor_rules else dict(state_dict)
 
     def reference_key(self, key: str) -> str | None:
         """The reference key of a key in this layout (None: no rule covers it; ``""``: a key

@@ -9,6 +9,12 @@
 ``timm``
     timm >= 0.9 ``swin_*``: the patch merging sits at the *start* of stage i >= 1 and the
     classifier is ``head.fc``.
+``huggingface``
+    transformers ``SwinModel`` / ``SwinForImageClassification`` (``swin.`` prefix with a
+    ``classifier``), as ``save_pretrained`` writes them and the Hub serves them
+    (``microsoft/swin-tiny-patch4-window7-224``): query / key / value stored apart (the rows of
+    the reference's ``qkv``), ``relative_position_index`` where older transformers kept it
+    (checked, dropped, not written); a directory's ``config.json`` is read and written.
 
 The architecture (depths, dims, heads, window) is solved from the shapes: the window from the
 relative-position bias table's rows.
@@ -26,7 +32,9 @@ from typing import Any
 import numpy as np
 
 from weight_convert.errors import LayoutError
+from weight_convert.layouts._huggingface import HFConfig, hf_field, require
 from weight_convert.layouts._registry import DerivedBuffers, LayoutSpec, register_layouts
+from weight_convert.layouts._transforms import Fuse
 from weight_convert.tensors import load
 from zoo.configs import VARIANTS, match_variant
 from zoo.families.swin import SwinConfig
@@ -204,6 +212,98 @@ def infer_swin(
     return dataclasses.replace(base, **fields), notes
 
 
+# --------------------------------------------------------------------------- Hugging Face
+
+
+def _square(value: Any, name: str) -> list[int]:
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value, value]
+
+
+def _swin_from_hf(c: Mapping[str, Any], keys) -> dict[str, Any]:
+    require(c, "hidden_act", "gelu", "gelu")
+    require(c, "layer_norm_eps", 1e-5, 1e-5)
+    require(c, "use_absolute_embeddings", False, False)
+    head = "classifier.weight" in keys
+    labels = hf_field(c, "id2label", None)
+    fields = {
+        "class": "SwinConfig",
+        "patch_size": _square(hf_field(c, "patch_size", 4), "patch_size"),
+        "in_chans": hf_field(c, "num_channels", 3),
+        "embed_dim": hf_field(c, "embed_dim", 96),
+        "depths": list(hf_field(c, "depths", [2, 2, 6, 2])),
+        "num_heads": list(hf_field(c, "num_heads", [3, 6, 12, 24])),
+        "window_size": _square(hf_field(c, "window_size", 7), "window_size"),
+        "mlp_ratio": hf_field(c, "mlp_ratio", 4.0),
+        "qkv_bias": hf_field(c, "qkv_bias", True),
+        "drop_path_rate": hf_field(c, "drop_path_rate", 0.1),
+        "features_only": not head,
+    }
+    size = hf_field(c, "image_size", 224)
+    fields["img_size"] = size[0] if isinstance(size, (list, tuple)) and size else size
+    if head:
+        fields["num_classes"] = len(labels) if isinstance(labels, dict) and labels else 2
+    return fields
+
+
+def _swin_to_hf(config: SwinConfig) -> dict[str, Any]:
+    for name in ("patch_size", "window_size"):
+        value = getattr(config, name)
+        if len(set(value)) != 1:
+            raise LayoutError(f"transformers' Swin takes a square {name}, not {value}")
+    if not config.patch_norm:
+        raise LayoutError("transformers' Swin always normalizes the patch embedding")
+    labels = (
+        {} if config.features_only else {str(i): f"LABEL_{i}" for i in range(config.num_classes)}
+    )
+    return {
+        "architectures": ["SwinModel" if config.features_only else "SwinForImageClassification"],
+        "model_type": "swin",
+        "image_size": config.img_size,
+        "patch_size": config.patch_size[0],
+        "num_channels": config.in_chans,
+        "embed_dim": config.embed_dim,
+        "depths": list(config.depths),
+        "num_heads": list(config.num_heads),
+        "window_size": config.window_size[0],
+        "mlp_ratio": config.mlp_ratio,
+        "qkv_bias": config.qkv_bias,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-5,
+        "use_absolute_embeddings": False,
+        "hidden_dropout_prob": config.drop_rate,
+        "attention_probs_dropout_prob": config.attn_drop_rate,
+        "drop_path_rate": config.drop_path_rate,
+        "encoder_stride": 32,
+        "initializer_range": 0.02,
+        "id2label": labels,
+        "label2id": {v: int(k) for k, v in labels.items()},
+    }
+
+
+def _hf_rules(prefix: str) -> tuple:
+    e = prefix + "encoder.layers.{i}."
+    b = e + "blocks.{j}."
+    return (
+        ("patch_embed.proj.", prefix + "embeddings.patch_embeddings.projection."),
+        ("patch_embed.norm.", prefix + "embeddings.norm."),
+        (BLOCK + "norm1.", b + "layernorm_before."),
+        (BLOCK + "attn.qkv.", b + "attention.self.qkv."),
+        (BLOCK + "attn.relative_position", b + "attention.self.relative_position"),
+        (BLOCK + "attn.proj.", b + "attention.output.dense."),
+        (BLOCK + "norm2.", b + "layernorm_after."),
+        (BLOCK + "mlp.fc1.", b + "intermediate.dense."),
+        (BLOCK + "mlp.fc2.", b + "output.dense."),
+        ("layers.{i}.downsample.", e + "downsample."),
+        ("norm.", prefix + "layernorm."),
+    )
+
+
+#: transformers' query / key / value linears are the rows of the reference's qkv
+HF_QKV = Fuse("attention.self.", ("query.", "key.", "value."), "qkv.")
+
+
 # --------------------------------------------------------------------------- layouts
 
 register_layouts(
@@ -254,6 +354,16 @@ register_layouts(
             ),
             derived_buffers(writes_index=False),
             notes=("timm shifts before padding on maps not a multiple of the window",),
+        ),
+        LayoutSpec(
+            "huggingface",
+            "swin",
+            # SwinForImageClassification's keys, then SwinModel's (no prefix): written with
+            # the prefix, which SwinModel.from_pretrained strips
+            (*_hf_rules("swin."), ("head.", "classifier."), *_hf_rules("")),
+            derived_buffers(writes_index=False),
+            tensor_rules=(HF_QKV,),
+            huggingface=HFConfig("swin", _swin_from_hf, _swin_to_hf),
         ),
     ],
 )
