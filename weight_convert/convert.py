@@ -29,15 +29,23 @@ from typing import Any
 from weight_convert import layouts, signals
 from weight_convert.errors import UsageError
 from weight_convert.outputs import (
+    HUGGINGFACE,
     OUTPUT_SUFFIXES,
     check_not_source,
     check_outputs,
     check_writable,
+    huggingface_paths,
     output_paths,
 )
 from weight_convert.progress import Progress
 from weight_convert.sources import Source, check_variant, read_source
-from weight_convert.writers import Tensors, write_flax, write_keras, write_torch
+from weight_convert.writers import (
+    Tensors,
+    write_flax,
+    write_huggingface,
+    write_keras,
+    write_torch,
+)
 from zoo.configs import Config, config_to_dict, family_of
 
 __all__ = ["Conversion", "asdict", "convert"]
@@ -72,7 +80,10 @@ def _outputs(source, target: str, output, layout: str | None, force: bool) -> li
         raise UsageError(
             f"--layout chooses the PyTorch layout written: use it with --to torch (not {target})"
         )
-    paths = output_paths(source, target, output)
+    if target == "torch" and layout == HUGGINGFACE:
+        paths = huggingface_paths(source, output)
+    else:
+        paths = output_paths(source, target, output)
     check_not_source(paths, source)
     check_outputs(paths, replace=force)
     check_writable(paths)
@@ -131,7 +142,11 @@ def _write(
         state = layouts.from_reference(
             loaded.reference, layout, loaded.family, loaded.config, missing=loaded.missing
         )
-        write_torch(state, paths[0], layout, loaded.family, tensors, progress, replace=replace)
+        if layout == HUGGINGFACE:
+            config = layouts.config_json(loaded.config, layout)
+            write_huggingface(state, paths, config, tensors, progress, replace=replace)
+        else:
+            write_torch(state, paths[0], layout, loaded.family, tensors, progress, replace=replace)
     elif target == "flax":
         progress.step(f"writing {paths[0]} ({name})")
         write_flax(loaded, paths[0], tensors, progress, replace=replace)
@@ -146,7 +161,8 @@ def _verify(loaded: Source, target: str, paths: list[Path], layout, shape, tenso
     if target == "torch":
         against = "the source" if loaded.kind == "torch" else f"the {loaded.kind} source"
         progress.step(f"verifying the written checkpoint against {against}")
-        return verification.verify_torch(paths[0], layout, loaded, shape, tensors)
+        written = paths[0].parent if layout == HUGGINGFACE else paths[0]
+        return verification.verify_torch(written, layout, loaded, shape, tensors)
     progress.step(f"verifying against the PyTorch reference on input {list(shape)}")
     return verification.verify_files(target, paths, loaded.config, loaded.reference, shape)
 

@@ -40,11 +40,13 @@ __all__ = [
     "OUTPUT_SUFFIXES",
     "STAGING_PREFIX",
     "STAGING_SUFFIX",
+    "HUGGINGFACE",
     "TORCH_SUFFIXES",
     "atomic",
     "check_not_source",
     "check_outputs",
     "check_writable",
+    "huggingface_paths",
     "output_paths",
     "remove_abandoned",
 ]
@@ -99,6 +101,27 @@ def output_paths(source: str | Path, target: str, output: str | Path | None) -> 
         if target != "torch":
             base = base.with_name(_strip(base.name, OUTPUT_SUFFIXES[target]))
     return [base.with_name(base.name + suffix) for suffix in OUTPUT_SUFFIXES[target]]
+
+
+#: the layout written as a Hugging Face model directory (``-o`` names the directory)
+HUGGINGFACE = "huggingface"
+
+
+def huggingface_paths(source: str | Path, output: str | Path | None) -> list[Path]:
+    """The files of a Hugging Face model directory, ``model.safetensors`` and ``config.json``,
+    in ``output`` (default ``./STEM_huggingface``), which may exist as a directory; anything
+    else there is refused (``OutputNotWritableError``)."""
+    if output is None:
+        stem = _strip(Path(source).name, (*TORCH_SUFFIXES, ".keras", ".weights.h5", ".msgpack"))
+        directory = Path.cwd() / f"{stem}_{HUGGINGFACE}"
+    else:
+        directory = Path(output)
+        if os.path.lexists(directory) and not directory.is_dir():
+            raise OutputNotWritableError(
+                f"cannot write {output}: --layout huggingface writes a directory (config.json, "
+                "model.safetensors) and this is not one"
+            )
+    return [directory / "model.safetensors", directory / "config.json"]
 
 
 def _refuse_directory_name(output: str | Path) -> None:

@@ -116,7 +116,9 @@ def read_torch_file(
     keys ``missing`` names."""
     state, _ = checkpoints.load_state_dict(path)
     allow = layouts.Allow(missing=tuple(missing))
-    detected = layouts.match_layout(state, layout, config.family, allow, config)
+    detected = layouts.match_layout(  # config: the one written, held to every shape
+        state, layout, config.family, allow, config, config_from_file=True
+    )
     return layouts.to_reference(state, detected)
 
 

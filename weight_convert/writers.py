@@ -347,3 +347,28 @@ def write_torch(
         lambda staged: write_pth(staged[0], items, tensors, wrapper, progress),
         replace=replace,
     )
+
+
+def write_huggingface(
+    state: Mapping[str, Any],
+    paths: list[Path],
+    config: Mapping[str, Any],
+    tensors: Tensors | None = None,
+    progress: Progress | None = None,
+    *,
+    replace: bool = False,
+) -> None:
+    """A Hugging Face model directory, ``paths`` = [``model.safetensors``, ``config.json``]:
+    the state dict (in the Hugging Face layout's keys) streamed as ``save_pretrained`` writes
+    it (metadata ``{"format": "pt"}``) and ``config``, both published or neither."""
+    from weight_convert.huggingface import config_text
+
+    tensors = tensors or Tensors(allow_nonfinite=True)
+    progress = progress or Progress(enabled=False)
+    items = [(k, k, v) for k, v in state.items()]
+
+    def write(staged: list[Path]) -> None:
+        _stream_safetensors(staged[0], items, tensors, {"format": "pt"}, progress)
+        staged[1].write_text(config_text(config))
+
+    atomic(paths, write, replace=replace)
