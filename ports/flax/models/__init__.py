@@ -12,7 +12,7 @@ from ports.flax.layers.variables import abstract, set_compute_dtype
 from zoo.configs import Config, resolve
 from zoo.registry import lazy_exports, model_class
 
-_BASE = ["abstract_model", "build_model", "create_model"]
+_BASE = ["abstract_model", "build_model", "create_model", "load_model"]
 
 
 def build_model(config: Config, *, rngs: nnx.Rngs | None = None, dtype: Any = None) -> nnx.Module:
@@ -28,12 +28,41 @@ def build_model(config: Config, *, rngs: nnx.Rngs | None = None, dtype: Any = No
 
 
 def create_model(
-    name: str, *, rngs: nnx.Rngs | None = None, dtype: Any = None, **overrides
+    name: str | None = None,
+    *,
+    checkpoint=None,
+    features_only=None,
+    rngs: nnx.Rngs | None = None,
+    dtype: Any = None,
+    **overrides,
 ) -> nnx.Module:
     """The registered variant ``name`` (see ``zoo.registry.VARIANTS``), config fields overridden by
     keyword, in eval mode. Parameters are initialized from ``rngs`` (default ``nnx.Rngs(0)``);
-    ``dtype`` is the layers' computation dtype (``build_model``)."""
-    return build_model(resolve(name, **overrides), rngs=rngs, dtype=dtype)
+    ``dtype`` is the layers' computation dtype (``build_model``).
+
+    With ``checkpoint`` (a Flax ``.safetensors`` / ``.msgpack`` file, a Keras file, any PyTorch
+    checkpoint or Hugging Face directory ``weight-convert`` reads) the weights and the
+    architecture come from it, as ``zoo.models.create_model`` describes; ``rngs`` then seeds
+    only the dropout / drop-path streams."""
+    if checkpoint is None:
+        if features_only is not None:
+            overrides["features_only"] = features_only
+        return build_model(resolve(name, **overrides), rngs=rngs, dtype=dtype)
+    model = load_model(checkpoint, name, features_only=features_only, rngs=rngs, **overrides)
+    if dtype is not None:
+        set_compute_dtype(model, dtype)
+    return model
+
+
+def load_model(
+    path, name: str | None = None, *, features_only=None, rngs: nnx.Rngs | None = None, **options
+) -> nnx.Module:
+    """The Flax model of the file at ``path`` with its weights, set one variable at a time
+    (``create_model(name, checkpoint=path, ...)``), in eval mode."""
+    from weight_convert import loading
+
+    source = loading.read_checkpoint(path, name, features_only=features_only, **options)
+    return loading.load_flax(source, rngs=rngs)
 
 
 def abstract_model(config: Config, *, rngs: nnx.Rngs | None = None) -> nnx.Module:

@@ -12,13 +12,32 @@ import keras
 from zoo.configs import Config, family_of, resolve
 from zoo.registry import framework_exports, lazy_exports, model_class
 
-_BASE = ["build_model", "create_model"]
+_BASE = ["build_model", "create_model", "load_model"]
 
 
-def create_model(name: str, **overrides) -> keras.Model:
+def create_model(
+    name: str | None = None, *, checkpoint=None, features_only=None, **overrides
+) -> keras.Model:
     """The registered variant ``name`` (see ``zoo.registry.VARIANTS``), config fields overridden by
-    keyword, built (its variables exist; spatial sizes stay open, any input size runs)."""
-    return build_model(resolve(name, **overrides))
+    keyword, built (its variables exist; spatial sizes stay open, any input size runs).
+
+    With ``checkpoint`` (a ``.keras`` / ``.weights.h5`` file, a Flax file, any PyTorch
+    checkpoint or Hugging Face directory ``weight-convert`` reads) the weights and the
+    architecture come from it, as ``zoo.models.create_model`` describes."""
+    if checkpoint is None:
+        if features_only is not None:
+            overrides["features_only"] = features_only
+        return build_model(resolve(name, **overrides))
+    return load_model(checkpoint, name, features_only=features_only, **overrides)
+
+
+def load_model(path, name: str | None = None, *, features_only=None, **options) -> keras.Model:
+    """The Keras model of the file at ``path`` with its weights, set one variable at a time
+    (``create_model(name, checkpoint=path, ...)``)."""
+    from weight_convert import loading
+
+    source = loading.read_checkpoint(path, name, features_only=features_only, **options)
+    return loading.load_keras(source)
 
 
 def build_model(config: Config) -> keras.Model:
