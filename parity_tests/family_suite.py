@@ -132,6 +132,13 @@ def default_maker(layout: str, family: str) -> Maker:
 
         state = state_dict(reference_model(config, seed))
         sd = layouts.from_reference(state, layout, family, config)
+        if layouts.layout_spec(layout, family).huggingface is not None:  # a directory
+            from weight_convert.outputs import huggingface_paths
+            from weight_convert.writers import write_huggingface
+
+            paths = huggingface_paths(stem, stem)
+            write_huggingface(sd, paths, layouts.config_json(config, layout))
+            return str(stem)
         tensors = {k: torch.from_numpy(np.array(v)) for k, v in sd.items()}
         wrapper = layouts.torch_wrapper(layout, family)
         path = stem.with_suffix(".pth")
@@ -281,12 +288,42 @@ class FamilySuite:
         )
         flax_summary, _ = convert.convert(keras_summary.outputs[0], "flax", tmp_path / "m")
         assert flax_summary.detected["source"] == "keras"
-        back = tmp_path / f"back{Path(source).suffix}"
+        back = tmp_path / ("back" if Path(source).is_dir() else f"back{Path(source).suffix}")
         summary, _ = convert.convert(flax_summary.outputs[0], "torch", back, layout=layout)
         assert summary.detected["source"] == "flax" and summary.layout == layout
         note = [n for n in keras_summary.detected["notes"] if "outside the model dropped" in n]
         dropped = int(note[0].split()[0]) if note else 0  # "N tensor(s) outside the model ..."
         assert_same_checkpoint(str(back), source, dropped)
+
+    def test_load_checkpoint(self, layout: str, framework: str, tmp_path):
+        """``create_model(checkpoint=PATH)`` of every framework on a checkpoint in each of the
+        family's layouts: the architecture is the file's and every weight is exactly where the
+        converter puts it (the reference's state dict, the port's variables as
+        ``transfer.to_port`` gives them: bit-identical). The weights expected are the random
+        reference's the checkpoint was made from (a peer's maker: its tensors, renamed)."""
+        from weight_convert import checkpoints, layouts, transfer
+        from weight_convert.frameworks import port
+        from weight_convert.frameworks.reference import state_dict
+
+        config = self.tiny()
+        source = self.maker(layout)(tmp_path / f"source_{layout}", config, 3)
+        tensors, _ = checkpoints.load_state_dict(source)
+        if layout in self.makers:
+            expected = layouts.to_reference(tensors, layouts.detect(tensors))
+        else:  # independent of the reading code: the weights the maker wrote
+            expected = state_dict(reference_model(config, 3))
+        model = _create(framework, checkpoint=source)
+        if framework == "torch":
+            got = state_dict(model)
+        else:
+            adapter = port(framework)
+            got = adapter.read(model)
+            expected = transfer.to_port(expected, adapter.shapes(model))
+        assert list(got) == list(expected) if framework == "torch" else set(got) == set(expected)
+        for key, value in expected.items():
+            assert got[key].dtype == value.dtype and np.array_equal(got[key], value), key
+        assert family_of(model.config) is self.spec()
+        assert layouts.detect(tensors).config == model.config
 
     def test_cli_verify(self, target: str, tmp_path, capsys):
         """``weight-convert convert --verify`` from the family's default layout to Keras and
@@ -372,6 +409,17 @@ class FamilySuite:
             pattern = rf"{name} expects a floating-point .*, got {bad}: cast"
         with pytest.raises(ValueError, match=pattern):
             self._call(framework, [x, *inputs[1:]])
+
+
+def _create(framework: str, **kwargs):
+    """``create_model(**kwargs)`` of ``framework``'s models package."""
+    if framework == "torch":
+        import zoo.models as models
+    elif framework == "keras":
+        import ports.keras.models as models
+    else:
+        import ports.flax.models as models
+    return models.create_model(**kwargs)
 
 
 def generate_family_tests(metafunc) -> None:

@@ -143,7 +143,13 @@ def open_directory(
         absent = [k for names in shards.values() for k in names if k not in tensors]
         if absent:
             raise CheckpointError(f"the index names {absent[:3]}, not in their shards")
-    info = {"format": "huggingface", "config": config, "files": [p.name for p in files]}
+    info = {
+        "format": "huggingface",
+        "wrapper": None,
+        "stripped_prefix": None,
+        "config": config,
+        "files": [p.name for p in files],
+    }
     if notes:
         info["notes"] = notes
     return tensors, info
