@@ -60,8 +60,9 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
             f"{directory} is a directory without {CONFIG}: give a checkpoint file, or a "
             "Hugging Face model directory (config.json and its weights)"
         )
-    try:  # id2label of 21k classes makes a config.json of a few MiB
-        data = json.loads(_read_bounded(path, MAX_INDEX_BYTES))
+    text = _read_bounded(path, MAX_INDEX_BYTES)  # id2label of 21k classes: a few MiB
+    try:
+        data = json.loads(text)
     except (ValueError, RecursionError) as e:
         raise CheckpointError(f"{path} is not JSON ({type(e).__name__})") from None
     if not isinstance(data, dict):
@@ -85,8 +86,9 @@ def _shard(directory: Path, name: Any, index: Path) -> Path:
 
 def _read_index(directory: Path, index: Path) -> dict[str, list[str]]:
     """Shard file -> the tensors the index puts there."""
+    text = _read_bounded(index, MAX_INDEX_BYTES)
     try:
-        data = json.loads(_read_bounded(index, MAX_INDEX_BYTES))
+        data = json.loads(text)
     except (ValueError, RecursionError) as e:
         raise CheckpointError(f"{index} is not JSON ({type(e).__name__})") from None
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
