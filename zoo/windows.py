@@ -8,7 +8,7 @@ the tables become constants; no framework ever recomputes them from tensor value
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
 
@@ -24,6 +24,8 @@ __all__ = [
     "pad_amounts",
     "relative_position_index",
     "bias_table_size",
+    "WINDOW_BUFFERS",
+    "check_window_buffer",
     "shifted_window_mask",
     "rel_pos_gather_index",
     "rel_pos_resize_matrix",
@@ -109,6 +111,48 @@ def relative_position_index(window_size: tuple[int, ...]) -> np.ndarray:
         index = index * (2 * w - 1) + (rel[axis] + w - 1)
     index.setflags(write=False)
     return index
+
+
+#: Buffers the official Swin checkpoints carry that the window defines (never learned):
+#: ``relative_position_index`` of every block's attention, ``attn_mask`` of 2D shifted blocks.
+WINDOW_BUFFERS = ("relative_position_index", "attn_mask")
+
+
+def check_window_buffer(
+    buffer: str,
+    value: Any,
+    window: Sequence[int],
+    where: str | None = None,
+    read: Callable[[Any], Any] = np.asarray,
+) -> None:
+    """Raise ``ValueError`` (naming ``where``, default ``buffer``) unless ``value`` is the
+    ``buffer`` (one of ``WINDOW_BUFFERS``) that ``window`` defines, N = prod(window) tokens:
+
+    - ``relative_position_index``: equal to ``relative_position_index(window)``, as (N, N)
+      (official, torchvision 3D) or flattened (N * N,) (torchvision 2D);
+    - ``attn_mask``: shape (..., N, N); only the shape is checked (its windows depend on the
+      resolution it was made at).
+
+    The shape (``value.shape``) is compared first; ``read(value)`` (an array) is called only
+    for an index of the right shape, so a file claiming gigabytes there is refused unread.
+    """
+    window = tuple(int(w) for w in window)
+    name = buffer if where is None else where
+    shape = tuple(int(d) for d in np.shape(value))
+    n = int(np.prod(window))
+    if buffer == "relative_position_index":
+        if shape not in ((n, n), (n * n,)) or not np.array_equal(
+            np.asarray(read(value)).reshape(n, n), relative_position_index(window)
+        ):
+            raise ValueError(
+                f"{name} (shape {shape}) is not the relative position index of window {window} "
+                f"(({n}, {n}) or ({n * n},)): not a Swin checkpoint or a modified one"
+            )
+    elif buffer == "attn_mask":
+        if shape[-2:] != (n, n):
+            raise ValueError(f"{name} has shape {shape}; window {window} needs (..., {n}, {n})")
+    else:
+        raise ValueError(f"{buffer!r} is not a window buffer (known: {', '.join(WINDOW_BUFFERS)})")
 
 
 def _partition_labels(labels: np.ndarray, window: tuple[int, ...]) -> np.ndarray:

@@ -38,7 +38,7 @@ from weight_convert.layouts._transforms import Fuse
 from weight_convert.tensors import load
 from zoo.configs import VARIANTS, match_variant
 from zoo.families.swin import SwinConfig
-from zoo.windows import relative_position_index, shifted_window_mask
+from zoo.windows import check_window_buffer, relative_position_index, shifted_window_mask
 
 __all__ = ["BLOCK", "derived_buffers", "index_tokens", "infer_swin"]
 
@@ -68,22 +68,14 @@ def index_tokens(shape: Sequence[int]) -> int | None:
 
 
 def _check(key: str, reference_key: str, value: Any, config: SwinConfig) -> None:
-    """``relative_position_index`` must equal the one the window defines, its shape compared
-    before its data is read (a checkpoint may claim gigabytes there); an ``attn_mask`` must be
-    (..., N, N) for the window's N tokens (its shape only: never read)."""
-    window = tuple(config.window_size)
-    shape = tuple(np.shape(value))  # a LazyTensor's shape: nothing read
-    n = int(np.prod(window))
-    if reference_key.endswith("relative_position_index"):
-        expected = relative_position_index(window)
-        if index_tokens(shape) != n or not np.array_equal(load(value).reshape(n, n), expected):
-            raise LayoutError(
-                f"{key} (shape {shape}) is not the relative position index of window {window} "
-                f"(({n}, {n}) or ({n * n},)): not a Swin checkpoint or a modified one"
-            )
-        return
-    if shape[-2:] != (n, n):
-        raise LayoutError(f"{key} has shape {shape}; window {window} needs (..., {n}, {n})")
+    """The buffer (``reference_key``'s leaf) must be the one ``config``'s window defines
+    (``zoo.windows.check_window_buffer``: an index's shape compared before its data is read,
+    a mask's shape only)."""
+    buffer = reference_key.rsplit(".", 1)[-1]
+    try:
+        check_window_buffer(buffer, value, config.window_size, where=key, read=load)
+    except ValueError as e:
+        raise LayoutError(str(e)) from None
 
 
 def _official_attn_masks(config: SwinConfig) -> dict[str, np.ndarray]:

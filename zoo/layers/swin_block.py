@@ -13,7 +13,7 @@ from zoo.layers.drop import DropPath
 from zoo.layers.mlp import Mlp
 from zoo.layers.norm import LayerNorm
 from zoo.layers.window import window_partition, window_reverse
-from zoo.layers.window_attention import WindowAttention
+from zoo.layers.window_attention import WindowAttention, accept_window_buffer
 from zoo.windows import effective_window, pad_amounts, shifted_window_mask
 
 __all__ = ["SwinTransformerBlock"]
@@ -51,6 +51,10 @@ class SwinTransformerBlock(nn.Module):
     ``get_window_size``; "pad": torchvision's 2D behaviour).
 
     Input and output: (B, *S, C), channels-last, any S (padded internally to window multiples).
+
+    The shift mask is computed per input size, never stored; the official 2D releases carry
+    one (``attn_mask``, made at the training resolution) in shifted blocks, which loads: its
+    shape is checked against the window and it is dropped (``accept_window_buffer``).
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class SwinTransformerBlock(nn.Module):
         self.window_size = tuple(window_size)
         self.shift_size = tuple(shift_size) if shift_size is not None else (0,) * len(window_size)
         self.window_rule = window_rule
+        accept_window_buffer(self, "attn_mask")
         self.norm1 = norm_layer(dim)
         self.attn = attn_layer(
             dim,

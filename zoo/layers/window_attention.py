@@ -2,15 +2,53 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.windows import bias_table_size, relative_position_index
+from zoo.windows import bias_table_size, check_window_buffer, relative_position_index
 
-__all__ = ["WindowAttention"]
+__all__ = ["WindowAttention", "accept_window_buffer"]
+
+
+def _array(value: Any):
+    return torch.as_tensor(value).detach().cpu().numpy()
+
+
+def _check_and_drop(
+    module: nn.Module,
+    state_dict: dict[str, Any],
+    prefix: str,
+    local_metadata: dict[str, Any],
+    strict: bool,
+    missing_keys: list[str],
+    unexpected_keys: list[str],
+    error_msgs: list[str],
+    *,
+    buffer: str,
+) -> None:
+    key = prefix + buffer
+    if key not in state_dict:
+        return
+    value = state_dict.pop(key)  # load_state_dict's own copy of the caller's dict
+    try:
+        check_window_buffer(buffer, value, module.window_size, where=key, read=_array)
+    except ValueError as e:
+        error_msgs.append(str(e))
+
+
+def accept_window_buffer(module: nn.Module, buffer: str) -> None:
+    """Let ``module`` (which has a ``window_size``) load checkpoints that carry ``buffer`` (one of
+    ``zoo.windows.WINDOW_BUFFERS``), as the official Swin releases do, under
+    ``load_state_dict(strict=True)``: the value is checked against the window
+    (``zoo.windows.check_window_buffer``; a wrong one is an error of ``load_state_dict``, under
+    ``strict=False`` too) and dropped, since the module derives it. ``state_dict()`` is
+    unchanged: the buffer stays out of it."""
+    module.register_load_state_dict_pre_hook(functools.partial(_check_and_drop, buffer=buffer))
 
 
 class WindowAttention(nn.Module):
@@ -18,7 +56,9 @@ class WindowAttention(nn.Module):
 
     The rank of ``window_size`` selects 2D (Swin) or 3D (Video Swin). The bias table has
     prod(2 * w - 1) rows; ``relative_position_index`` is derived from the window size and is a
-    non-persistent buffer, so it never appears in a checkpoint.
+    non-persistent buffer, so it is not in ``state_dict()``; a checkpoint that carries it (the
+    official releases) still loads strictly: the value is checked against the window, then
+    dropped (``accept_window_buffer``).
 
     When a window is smaller than configured (the input was smaller than the window), the first
     N x N entries of the index are used, as the official Video Swin code does.
@@ -45,6 +85,7 @@ class WindowAttention(nn.Module):
         )
         index = torch.from_numpy(relative_position_index(self.window_size).copy())
         self.register_buffer("relative_position_index", index, persistent=False)
+        accept_window_buffer(self, "relative_position_index")
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
