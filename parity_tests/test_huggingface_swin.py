@@ -176,3 +176,20 @@ def test_relative_position_index_of_older_files(hf_dirs, tmp_path):
         else:
             with pytest.raises(layouts.LayoutError, match="relative position index"):
                 sources.read_source(folder)
+
+
+def test_cli_inspects_and_verifies_a_directory(hf_dirs, tmp_path, capsys):
+    """``weight-convert inspect DIR`` names the layout and the config.json's architecture;
+    ``convert DIR --to flax --verify`` passes layer by layer."""
+    from weight_convert import cli
+
+    path, _ = hf_dirs["classifier"]
+    assert cli.main(["inspect", path, "--json"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert (described["layout"], described["family"]) == ("huggingface", "swin")
+    assert described["config"]["num_classes"] == HF_CONFIG["num_labels"]
+    assert described["container"]["format"] == "huggingface"
+    code = cli.main(["convert", path, "--to", "flax", "-o", str(tmp_path / "f"), "--verify"])
+    printed, err = capsys.readouterr()
+    assert code == 0, err
+    assert ": PASS" in printed

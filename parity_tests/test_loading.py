@@ -42,7 +42,7 @@ def _weights(framework: str, model) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """The tiny Swin's official .pth (seed 7), and its Keras and Flax files."""
+    """The tiny Swin's official .pth (seed 7), and its Flax files."""
     folder = tmp_path_factory.mktemp("loading")
     pth = default_maker("official", "swin")(folder / "swin", CONFIG, 7)
     out = {"pth": pth}
@@ -51,17 +51,34 @@ def files(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
-@pytest.mark.parametrize("kind", ["pth", "flax", "msgpack", "keras", "weights.h5"])
-def test_every_file_kind_loads(files, framework, kind, tmp_path):
-    """Each file kind the converter reads loads in each framework with the same weights, bit for
-    bit (the Keras files are written in the test: Keras on this process's backend)."""
-    if kind in ("keras", "weights.h5"):
-        pytest.importorskip("keras")
-        written = convert.convert(files["pth"], "keras", tmp_path / "k")[0].outputs
-        path = written[0] if kind == "keras" else written[1]
-    else:
-        path = files[kind]
+@pytest.fixture(scope="module")
+def keras_files(files, tmp_path_factory):
+    """Its .keras and .weights.h5 (Keras on this process's backend)."""
+    pytest.importorskip("keras")
+    written = convert.convert(files["pth"], "keras", tmp_path_factory.mktemp("k") / "k")[0]
+    return dict(zip(("keras", "weights.h5"), written.outputs, strict=True))
+
+
+#: (file kind, framework): each port's own files in its framework and in the reference (every
+#: layout in every framework: the family suite's test_load_checkpoint)
+KINDS = [
+    ("flax", "flax"),
+    ("msgpack", "flax"),
+    ("flax", "torch"),
+    ("msgpack", "torch"),
+    pytest.param("keras", "keras", marks=pytest.mark.keras),
+    pytest.param("weights.h5", "keras", marks=pytest.mark.keras),
+    pytest.param("keras", "torch", marks=pytest.mark.keras),
+    pytest.param("keras", "flax", marks=pytest.mark.keras),
+]
+
+
+@pytest.mark.parametrize(("kind", "framework"), KINDS)
+def test_every_file_kind_loads(request, files, kind, framework):
+    """Each file kind the converter reads loads with the same weights, bit for bit."""
+    path = (request.getfixturevalue("keras_files") if "keras" in kind or ".h5" in kind else files)[
+        kind
+    ]
     want = state_dict(reference_model(CONFIG, 7))
     got = _weights(framework, _models(framework).load_model(path))
     assert set(got) == set(want)
