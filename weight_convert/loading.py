@@ -152,6 +152,8 @@ def load_flax(source: Source, rngs=None):
     """The Flax NNX model of ``source.config`` with ``source``'s weights, one variable at a
     time; built abstractly (no random initialization) unless the file lacks tensors by
     ``allow_missing``. In eval mode."""
+    import jax.numpy as jnp
+
     from ports.flax.models import abstract_model, build_model
     from weight_convert.frameworks import flax_port
     from weight_convert.tensors import release
@@ -159,10 +161,12 @@ def load_flax(source: Source, rngs=None):
     model = abstract_model(source.config, rngs=rngs)
     if source.missing:
         model = build_model(source.config, rngs=rngs)
-    shapes = flax_port.shapes(model)
+    targets = flax_port.variables(model)
+    shapes = {p: tuple(v.get_value().shape) for p, v in targets.items()}
     planned = _values(source, shapes, lambda: flax_port.read(build_model(source.config)))
     for port_path, (_, value) in planned.items():
-        flax_port.assign(model, {port_path: value.load()})
+        target = targets[port_path]
+        target.set_value(jnp.asarray(value.load(), dtype=target.get_value().dtype))
         release(value)
     model.eval()
     return model
