@@ -62,6 +62,25 @@ def test_inspect_torchvision_video(capsys, ckpts):
     assert code == 0 and "video_swin_tiny" in out
 
 
+def test_inspect_names_the_nearest_variant(capsys, ckpts):
+    """A custom architecture (Video Swin-T with depths 2, 2, 2, 2) names no variant but its
+    nearest and the overrides that build it, in the JSON and the printout."""
+    from zoo.configs import config_from_dict, resolve
+
+    code, out, _ = run(capsys, "inspect", ckpts["official_video_swin"], "--json")
+    info = json.loads(out)
+    assert code == 0
+    assert (info["variant"], info["nearest_variant"]) == (None, "video_swin_tiny")
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in info["overrides"].items()}
+    assert overrides == {"depths": (2, 2, 2, 2), "drop_path_rate": 0.2}
+    assert resolve(info["nearest_variant"], **overrides) == config_from_dict(info["config"])
+    code, out, _ = run(capsys, "inspect", ckpts["official_video_swin"])
+    lines = dict(line.split(None, 1) for line in out.splitlines())
+    assert code == 0 and lines["variant"].startswith("none: a custom architecture")
+    assert lines["nearest_variant"] == "video_swin_tiny"
+    assert lines["overrides"] == "depths=(2, 2, 2, 2), drop_path_rate=0.2"
+
+
 @pytest.mark.parametrize(
     ("source", "target", "shape"),
     [

@@ -14,7 +14,11 @@ from weight_convert.checkpoints import CheckpointError, load_state_dict
 from weight_convert.errors import MissingKeysError
 from weight_convert.layouts import LayoutError
 from weight_convert.tensors import LazyTensor
-from zoo.configs import VARIANTS, arch_fields, reference_shapes
+from zoo.configs import (
+    VARIANTS,
+    UnknownVariantError,
+    reference_shapes,
+)
 from zoo.models import create_model
 from zoo.registry import FAMILIES
 from zoo.windows import relative_position_index
@@ -179,6 +183,8 @@ def test_torchvision_real_resnet_is_not_swin():
 
 
 def test_custom_architecture(tmp_path):
+    """A custom architecture names no variant but its nearest, with the overrides that build
+    exactly its config: the model they make loads the checkpoint strictly."""
     path, reference = factory.official_video_swin(
         tmp_path / "custom.pth", seed=3, depths=(2, 2, 4, 2), num_classes=17
     )
@@ -188,7 +194,15 @@ def test_custom_architecture(tmp_path):
     assert detected.config.depths == (2, 2, 4, 2)
     assert detected.config.num_classes == 17
     assert detected.config.window_size == (8, 7, 7)
-    model = create_model("video_swin_tiny", depths=(2, 2, 4, 2), num_classes=17)
+    assert detected.nearest_variant == "video_swin_tiny"
+    # drop_path_rate: the config class's default, which a custom checkpoint keeps
+    assert detected.overrides() == {
+        "depths": (2, 2, 4, 2),
+        "num_classes": 17,
+        "drop_path_rate": 0.2,
+    }
+    model = create_model(detected.nearest_variant, **detected.overrides())
+    assert model.config == detected.config
     _load_strict(model, layouts.to_reference(sd, detected))
 
     # 2D: a smaller custom model, features only (no head), window 5.
@@ -213,10 +227,47 @@ def test_custom_architecture(tmp_path):
         (5, 5),
     )
     assert (cfg.features_only, cfg.qkv_bias, cfg.mlp_ratio) == (True, False, 2.0)
-    model = create_model(
-        VARIANT["swin"], **{f: getattr(cfg, f) for f in arch_fields(cfg)}, features_only=True
-    )
+    model = create_model(detected.nearest_variant, **detected.overrides())
+    assert model.config == cfg
     _load_strict(model, layouts.to_reference(sd, detected))
+    _load_strict(create_model(cfg), layouts.to_reference(sd, detected))  # the config itself
+
+
+def test_inspect_names_the_nearest_variant_of_timm_swin_256_window8():
+    """Issue 14's case: timm's Swin-T built at 256 with window 8 is no variant; ``describe``
+    (what ``inspect`` prints) names the nearest, Swin-T window 7 (one field differs; window 12
+    at 384 differs in one too and is registered later), and the override that builds it."""
+    import timm
+
+    with torch.device("meta"):  # shapes only
+        peer = timm.create_model("swin_tiny_patch4_window7_224", img_size=256, window_size=8)
+    sd = peer.state_dict()
+    detected = layouts.detect(sd)
+    info = layouts.describe(detected, sd)
+    assert (info["layout"], info["variant"]) == ("timm", None)
+    assert info["nearest_variant"] == "swin_tiny_patch4_window7_224"
+    assert info["overrides"] == {"window_size": (8, 8)}
+    with torch.device("meta"):
+        model = create_model(info["nearest_variant"], **info["overrides"])
+    assert model.config == detected.config
+    shapes = {k: tuple(v.shape) for k, v in layouts.to_reference(sd, detected).items()}
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == shapes
+
+
+def test_create_model_refuses_unknown_names_in_one_line():
+    """``create_model(None)`` / an unknown name / another type: one line naming the known
+    variants (the same ``resolve`` serves Keras and Flax: test_keras_models, test_flax_models)."""
+    for bad, what in [
+        (None, "unknown variant None"),
+        ("video_swin_tinyy", "unknown variant 'video_swin_tinyy'"),
+        ({"embed_dim": 96}, "neither a variant name nor a config: dict"),
+    ]:
+        with pytest.raises(UnknownVariantError) as e:
+            create_model(bad)
+        message = str(e.value)
+        assert message.startswith(what) and "\n" not in message
+        assert "known variants: " in message and "video_swin_tiny, " in message
+        assert isinstance(e.value, KeyError) and isinstance(e.value, ValueError)
 
 
 def test_variant_with_other_head_and_window12():

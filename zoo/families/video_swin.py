@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from zoo.config_checks import in_range, positive
 from zoo.families.swin import SIZES, SwinConfig, swin_shapes, validate_swin
-from zoo.family import NOT_ARCH, Family, Input, image_input, register_family, register_variant
+from zoo.family import HEAD, NOT_ARCH, Family, Input, image_input, register_family, register_variant
 
 __all__ = ["VideoSwinConfig"]
 
@@ -27,7 +27,7 @@ class VideoSwinConfig(SwinConfig):
     """
 
     patch_size: tuple[int, int, int] = (2, 4, 4)
-    num_classes: int = field(default=400, metadata=NOT_ARCH)
+    num_classes: int = field(default=400, metadata=HEAD)
     window_size: tuple[int, int, int] = (8, 7, 7)
     # Video Swin's get_window_size: the window shrinks to the map
     window_rule: str = field(default="shrink", metadata=NOT_ARCH)
