@@ -14,6 +14,7 @@ import sys
 
 import checkpoint_factory as factory
 import pytest
+import torch
 
 from weight_convert import cli, errors
 from zoo.registry import FAMILIES
@@ -60,6 +61,44 @@ def test_inspect_torchvision_video(capsys, ckpts):
     assert info["parameters"] == 28_158_070
     code, out, _ = run(capsys, "inspect", ckpts["torchvision_swin3d"])
     assert code == 0 and "video_swin_tiny" in out
+
+
+def test_inspect_names_the_sthv2_release(capsys, tmp_path):
+    """``inspect`` of a Something-Something v2 release without index buffers (zero-stride
+    tensors: shapes only, a small file): window 16 x 7 x 7 from its 5239 bias-table rows, 174
+    classes, the release's variant."""
+    from zoo.configs import VARIANTS, reference_shapes
+
+    name = "video_swin_base_patch244_window1677_sthv2"
+    shapes = reference_shapes(VARIANTS[name].config)
+    zeros = {k: torch.zeros(()).expand(s) for k, s in shapes.items()}
+    path = factory.save(tmp_path / "sthv2.pth", {"meta": {}, "state_dict": zeros})
+    code, out, _ = run(capsys, "inspect", path, "--json")
+    info = json.loads(out)
+    assert code == 0
+    assert (info["layout"], info["variant"], info["nearest_variant"]) == ("official", name, name)
+    assert info["overrides"] == {}
+    assert info["config"]["window_size"] == [16, 7, 7] and info["config"]["num_classes"] == 174
+    assert "window (16, 7, 7) solved from the bias-table rows" in info["notes"]
+
+
+def test_inspect_names_the_nearest_variant(capsys, ckpts):
+    """A custom architecture (Video Swin-T with depths 2, 2, 2, 2) names no variant but its
+    nearest and the overrides that build it, in the JSON and the printout."""
+    from zoo.configs import config_from_dict, resolve
+
+    code, out, _ = run(capsys, "inspect", ckpts["official_video_swin"], "--json")
+    info = json.loads(out)
+    assert code == 0
+    assert (info["variant"], info["nearest_variant"]) == (None, "video_swin_tiny")
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in info["overrides"].items()}
+    assert overrides == {"depths": (2, 2, 2, 2), "drop_path_rate": 0.2}
+    assert resolve(info["nearest_variant"], **overrides) == config_from_dict(info["config"])
+    code, out, _ = run(capsys, "inspect", ckpts["official_video_swin"])
+    lines = dict(line.split(None, 1) for line in out.splitlines())
+    assert code == 0 and lines["variant"].startswith("none: a custom architecture")
+    assert lines["nearest_variant"] == "video_swin_tiny"
+    assert lines["overrides"] == "depths=(2, 2, 2, 2), drop_path_rate=0.2"
 
 
 @pytest.mark.parametrize(

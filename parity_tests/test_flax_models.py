@@ -55,9 +55,36 @@ def test_create_model_applies_overrides_and_eval(name):
 
 def test_create_model_unknown_variant():
     from ports.flax.models import create_model
+    from zoo.configs import UnknownVariantError
 
-    with pytest.raises(KeyError):
-        create_model("no_such_variant")
+    for bad in ("no_such_variant", None):
+        with pytest.raises(
+            UnknownVariantError, match=f"^unknown variant {bad!r}; .*known variants: "
+        ):
+            create_model(bad)
+
+
+def test_create_model_takes_a_solved_config():
+    """A custom checkpoint's solved config builds directly, and as its nearest variant with the
+    overrides ``detect`` gives: the model's variables are the checkpoint's tensors, shape for
+    shape (``sources.port_to_reference`` is strict both ways)."""
+    from ports.flax.models import create_model
+    from weight_convert import layouts
+    from weight_convert.sources import port_to_reference
+    from zoo.configs import reference_shapes
+
+    config = FAMILIES["video_swin"].tiny  # no variant; the shapes the other tests compile
+    shapes = reference_shapes(config)
+    sd = layouts.from_reference(
+        {k: np.broadcast_to(np.float32(0), s) for k, s in shapes.items()}, "official", "video_swin"
+    )
+    detected = layouts.detect(sd)
+    assert detected.variant is None and detected.config == config
+    model = create_model(detected.nearest_variant, **detected.overrides())
+    assert model.config == config
+    reference, _ = port_to_reference(flax_port.read(model), config)
+    assert {k: v.shape for k, v in reference.items()} == shapes
+    assert create_model(config, num_classes=3).config == dataclasses.replace(config, num_classes=3)
 
 
 @pytest.mark.parametrize("name", [SWIN, VIDEO])

@@ -69,6 +69,29 @@ def test_create_model_is_built_and_matches_the_variant(case):
     assert keras_port.build_model(model.config).config == model.config
 
 
+def test_create_model_takes_a_solved_config():
+    """A custom checkpoint (Swin window 5, as timm writes it) builds as its nearest variant with
+    the overrides ``detect`` gives, and from its config directly: the model's variables are the
+    checkpoint's tensors, shape for shape (``sources.port_to_reference`` is strict both ways).
+    ``create_model(None)`` names the known variants."""
+    from weight_convert import layouts
+    from weight_convert.sources import port_to_reference
+    from zoo.configs import UnknownVariantError, reference_shapes
+
+    config = dataclasses.replace(FAMILIES["swin"].tiny, window_size=(5, 5))
+    shapes = reference_shapes(config)
+    zeros = {k: np.broadcast_to(np.float32(0), s) for k, s in shapes.items()}
+    detected = layouts.detect(layouts.from_reference(zeros, "timm", "swin"))
+    assert (detected.variant, detected.config) == (None, config)
+    model = models.create_model(detected.nearest_variant, **detected.overrides())
+    assert model.config == config
+    reference, _ = port_to_reference(keras_port.read(model), config)
+    assert {k: v.shape for k, v in reference.items()} == shapes
+    assert models.create_model(config).config == config
+    with pytest.raises(UnknownVariantError, match="^unknown variant None; .*known variants: "):
+        models.create_model(None)
+
+
 def test_keras_file_round_trip(case, tmp_path):
     model, x = _build(case)
     expected = _outputs(model, x)

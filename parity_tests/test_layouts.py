@@ -4,6 +4,8 @@ and wrapped as the releases are (checkpoint_factory)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import checkpoint_factory as factory
 import numpy as np
 import pytest
@@ -14,7 +16,15 @@ from weight_convert.checkpoints import CheckpointError, load_state_dict
 from weight_convert.errors import MissingKeysError
 from weight_convert.layouts import LayoutError
 from weight_convert.tensors import LazyTensor
-from zoo.configs import VARIANTS, arch_fields, reference_shapes
+from zoo.configs import (
+    VARIANTS,
+    UnknownVariantError,
+    match_variant,
+    nearest_variant,
+    reference_shapes,
+    resolve,
+)
+from zoo.families.video_swin import RELEASES
 from zoo.models import create_model
 from zoo.registry import FAMILIES
 from zoo.windows import relative_position_index
@@ -179,6 +189,8 @@ def test_torchvision_real_resnet_is_not_swin():
 
 
 def test_custom_architecture(tmp_path):
+    """A custom architecture names no variant but its nearest, with the overrides that build
+    exactly its config: the model they make loads the checkpoint strictly."""
     path, reference = factory.official_video_swin(
         tmp_path / "custom.pth", seed=3, depths=(2, 2, 4, 2), num_classes=17
     )
@@ -188,7 +200,15 @@ def test_custom_architecture(tmp_path):
     assert detected.config.depths == (2, 2, 4, 2)
     assert detected.config.num_classes == 17
     assert detected.config.window_size == (8, 7, 7)
-    model = create_model("video_swin_tiny", depths=(2, 2, 4, 2), num_classes=17)
+    assert detected.nearest_variant == "video_swin_tiny"
+    # drop_path_rate: the config class's default, which a custom checkpoint keeps
+    assert detected.overrides() == {
+        "depths": (2, 2, 4, 2),
+        "num_classes": 17,
+        "drop_path_rate": 0.2,
+    }
+    model = create_model(detected.nearest_variant, **detected.overrides())
+    assert model.config == detected.config
     _load_strict(model, layouts.to_reference(sd, detected))
 
     # 2D: a smaller custom model, features only (no head), window 5.
@@ -213,10 +233,150 @@ def test_custom_architecture(tmp_path):
         (5, 5),
     )
     assert (cfg.features_only, cfg.qkv_bias, cfg.mlp_ratio) == (True, False, 2.0)
-    model = create_model(
-        VARIANT["swin"], **{f: getattr(cfg, f) for f in arch_fields(cfg)}, features_only=True
-    )
+    model = create_model(detected.nearest_variant, **detected.overrides())
+    assert model.config == cfg
     _load_strict(model, layouts.to_reference(sd, detected))
+    _load_strict(create_model(cfg), layouts.to_reference(sd, detected))  # the config itself
+
+
+def test_inspect_names_the_nearest_variant_of_timm_swin_256_window8():
+    """Issue 14's case: timm's Swin-T built at 256 with window 8 is no variant; ``describe``
+    (what ``inspect`` prints) names the nearest, Swin-T window 7 (one field differs; window 12
+    at 384 differs in one too and is registered later), and the override that builds it."""
+    import timm
+
+    with torch.device("meta"):  # shapes only
+        peer = timm.create_model("swin_tiny_patch4_window7_224", img_size=256, window_size=8)
+    sd = peer.state_dict()
+    detected = layouts.detect(sd)
+    info = layouts.describe(detected, sd)
+    assert (info["layout"], info["variant"]) == ("timm", None)
+    assert info["nearest_variant"] == "swin_tiny_patch4_window7_224"
+    assert info["overrides"] == {"window_size": (8, 8)}
+    with torch.device("meta"):
+        model = create_model(info["nearest_variant"], **info["overrides"])
+    assert model.config == detected.config
+    shapes = {k: tuple(v.shape) for k, v in layouts.to_reference(sd, detected).items()}
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == shapes
+
+
+def test_nearest_variant_ranks_architecture_then_head_then_order():
+    """``nearest_variant``: fewest differing architecture fields, then head fields, then
+    registration order; ``resolve`` of its answer is the config, and an exact architecture is
+    ``match_variant``'s."""
+    sthv2 = VARIANTS["video_swin_base_patch244_window1677_sthv2"].config
+    cases = [
+        # window 16 and 174 classes: the Something-Something v2 release itself
+        (sthv2, "video_swin_base_patch244_window1677_sthv2", {}),
+        # its architecture with 400 classes: the window-16 Kinetics-400 release (the head
+        # decides), which differs in its drop-path rate
+        (
+            dataclasses.replace(sthv2, num_classes=400),
+            "video_swin_base_patch244_window1677_kinetics400_22k",
+            {"drop_path_rate": 0.4},  # sthv2's; the head now is the Kinetics-400 release's
+        ),
+        # 10 classes match no head: the first registered of the architecture
+        (
+            dataclasses.replace(sthv2, num_classes=10),
+            "video_swin_base_patch244_window1677_sthv2",
+            {"num_classes": 10},
+        ),
+        # Swin-B, window 16, depths changed: the window-16 releases are 1 field away, Swin-B 2
+        (
+            dataclasses.replace(sthv2, depths=(2, 2, 6, 2)),
+            "video_swin_base_patch244_window1677_sthv2",
+            {"depths": (2, 2, 6, 2)},
+        ),
+        # Swin-T's architecture with 600 classes: video_swin_tiny, registered first
+        (
+            dataclasses.replace(VARIANTS["video_swin_tiny"].config, num_classes=600),
+            "video_swin_tiny",
+            {"num_classes": 600},
+        ),
+    ]
+    for config, name, overrides in cases:
+        assert nearest_variant(config) == (name, overrides), config
+        assert resolve(name, **overrides) == config
+        assert match_variant(config) == (name if "depths" not in overrides else None)
+
+
+def test_create_model_refuses_unknown_names_in_one_line():
+    """``create_model(None)`` / an unknown name / another type: one line naming the known
+    variants (the same ``resolve`` serves Keras and Flax: test_keras_models, test_flax_models)."""
+    for bad, what in [
+        (None, "unknown variant None"),
+        ("video_swin_tinyy", "unknown variant 'video_swin_tinyy'"),
+        ({"embed_dim": 96}, "neither a variant name nor a config: dict"),
+    ]:
+        with pytest.raises(UnknownVariantError) as e:
+            create_model(bad)
+        message = str(e.value)
+        assert message.startswith(what) and "\n" not in message
+        assert "known variants: " in message and "video_swin_tiny, " in message
+        assert isinstance(e.value, KeyError) and isinstance(e.value, ValueError)
+
+
+#: releases detection names by a short variant registered before them, which has their
+#: architecture and head (the file cannot tell them apart: a note names the release); every
+#: other release is named itself
+ALIKE = {
+    "swin_tiny_patch244_window877_kinetics400_1k": "video_swin_tiny",
+    "swin_small_patch244_window877_kinetics400_1k": "video_swin_small",
+    "swin_base_patch244_window877_kinetics400_1k": "video_swin_base",
+    "swin_base_patch244_window877_kinetics400_22k": "video_swin_base",
+}
+
+
+_T, _B = (96, (2, 2, 6, 2), (3, 6, 12, 24)), (128, (2, 2, 18, 2), (4, 8, 16, 32))
+#: configs/recognition/swin/<stem>.py of SwinTransformer/Video-Swin-Transformer (and its
+#: _base_/models/swin/*.py): embed_dim, depths, num_heads, window_size, num_classes; patch 2x4x4
+OFFICIAL = {
+    "swin_tiny_patch244_window877_kinetics400_1k": (*_T, (8, 7, 7), 400),
+    "swin_small_patch244_window877_kinetics400_1k": (96, (2, 2, 18, 2), _T[2], (8, 7, 7), 400),
+    "swin_base_patch244_window877_kinetics400_1k": (*_B, (8, 7, 7), 400),
+    "swin_base_patch244_window877_kinetics400_22k": (*_B, (8, 7, 7), 400),
+    "swin_base_patch244_window877_kinetics600_22k": (*_B, (8, 7, 7), 600),
+    "swin_base_patch244_window1677_sthv2": (*_B, (16, 7, 7), 174),
+    "swin_base_patch244_window1677_kinetics400_22k": (*_B, (16, 7, 7), 400),
+}
+
+
+@pytest.mark.parametrize("stem", list(RELEASES))
+def test_video_swin_releases_are_named(stem):
+    """Each Video-Swin-Transformer release, in its official layout (with the index buffers)
+    and as bare tables (no index: the window from the bias-table rows alone), is named by
+    ``detect`` / ``describe``: window, classes and variant. Zero-stride arrays: shapes only."""
+    release = VARIANTS[f"video_{stem}"].config
+    fields = ("embed_dim", "depths", "num_heads", "window_size", "num_classes")
+    assert tuple(getattr(release, f) for f in fields) == OFFICIAL[stem]
+    assert release.patch_size == (2, 4, 4)
+    named = ALIKE.get(stem, f"video_{stem}")
+    reference = {k: np.broadcast_to(np.float32(0), s) for k, s in reference_shapes(release).items()}
+    official = layouts.from_reference(reference, "official", "video_swin", release)
+    rows = {8: 15 * 13 * 13, 16: 31 * 13 * 13}[release.window_size[0]]  # 2535, 5239
+    assert official["backbone.layers.0.blocks.0.attn.relative_position_bias_table"].shape[0] == rows
+    tokens = {8: 392, 16: 784}[release.window_size[0]]
+    assert official["backbone.layers.0.blocks.0.attn.relative_position_index"].shape == (
+        tokens,
+        tokens,
+    )
+    for sd, note in [(official, "derived buffer(s) checked"), (reference, "solved from the bias")]:
+        detected = layouts.detect(sd)
+        info = layouts.describe(detected, sd)
+        assert (info["layout"], info["variant"], info["nearest_variant"]) == (
+            "official",
+            named,
+            named,
+        )
+        assert info["overrides"] == {}
+        assert detected.config == VARIANTS[named].config
+        assert detected.config.window_size == release.window_size
+        assert detected.config.num_classes == release.num_classes
+        assert any(note in n for n in info["notes"]), info["notes"]
+        if named != f"video_{stem}":  # alike: the release is named in a note
+            assert any(f"video_{stem}" in n and "cannot tell" in n for n in info["notes"])
+        else:
+            assert not any("cannot tell" in n for n in info["notes"])
 
 
 def test_variant_with_other_head_and_window12():

@@ -115,7 +115,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return 0
     width = max(len(k) for k in description)
     for key, value in description.items():
-        if isinstance(value, dict):
+        if key == "variant" and value is None:
+            value = "none: a custom architecture (nearest_variant with overrides builds it)"
+        elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())
         elif isinstance(value, (list, tuple)):
             value = ", ".join(str(v) for v in value)

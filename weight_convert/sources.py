@@ -37,6 +37,8 @@ from zoo.configs import (
     config_to_dict,
     family_of,
     match_variant,
+    nearest_variant,
+    overrides_from,
     reference_shapes,
 )
 
@@ -244,19 +246,23 @@ def check_variant(source: Source, variant: str | None) -> None:
 def describe(path: str | os.PathLike) -> dict[str, Any]:
     """What ``weight-convert inspect`` shows of any file ``read_source`` reads: a PyTorch
     checkpoint's layout detection (``layouts.describe``), or for a Keras / Flax file the model
-    its config (or, for a msgpack, its shapes) names: family, variant, config, parameter and
-    tensor counts, dtypes. A Flax ``.safetensors`` is told from a PyTorch one by its metadata,
-    as ``convert`` tells it. ``container`` is what the reader found."""
+    its config (or, for a msgpack, its shapes) names: family, variant (None for a custom
+    architecture), the nearest variant and the overrides that build the config from it, config,
+    parameter and tensor counts, dtypes. A Flax ``.safetensors`` is told from a PyTorch one by
+    its metadata, as ``convert`` tells it. ``container`` is what the reader found."""
     source = read_source(path)
     if source.kind == "torch":
         tensors, _ = checkpoints.open_state_dict(path)
         out = layouts.describe(source.detected, tensors)
     else:
         values = source.reference.values()
+        nearest = source.variant or nearest_variant(source.config)[0]
         out = {
             "source": source.info["format"],
             "family": source.family,
             "variant": source.variant,
+            "nearest_variant": nearest,
+            "overrides": overrides_from(nearest, source.config),
             "config": config_to_dict(source.config),
             "parameters": int(sum(int(np.prod(v.shape)) for v in values)),
             "tensors": len(source.reference),

@@ -14,12 +14,13 @@ import dataclasses
 from typing import Any
 
 from zoo.config_checks import ConfigError, check_fields, parse_config_json, validate
-from zoo.family import Family, Variant, arch_fields
+from zoo.family import Family, Variant, arch_fields, head_fields
 from zoo.registry import FAMILIES, VARIANTS
 
 __all__ = [
     "VARIANTS",
     "Config",
+    "UnknownVariantError",
     "Variant",
     "arch_fields",
     "config_classes",
@@ -31,9 +32,12 @@ __all__ = [
     "is_config",
     "match_variant",
     "model_config",
+    "nearest_variant",
+    "overrides_from",
     "parameter_count",
     "reference_shapes",
     "resolve",
+    "same_variants",
 ]
 
 #: any family's config dataclass
@@ -109,20 +113,88 @@ def config_from_json(text: str | bytes) -> Config:
     return config_from_dict(parse_config_json(text))
 
 
-def resolve(name: str, **overrides: Any) -> Config:
-    """The config of the registered variant ``name`` with fields replaced by ``overrides``: what
-    every framework's ``create_model`` builds (the model class follows the config's family)."""
-    return dataclasses.replace(VARIANTS[name].config, **overrides)
+class UnknownVariantError(KeyError, ValueError):
+    """``create_model`` / ``resolve`` of a name no variant has (or of something that is neither a
+    name nor a config): one line naming the known variants. A ``KeyError`` as the registry's
+    look-up was, and a ``ValueError``; printed without ``KeyError``'s quotes."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def resolve(name_or_config: str | Config, **overrides: Any) -> Config:
+    """What every framework's ``create_model`` builds (the model class follows the config's
+    family): the config of the registered variant ``name_or_config``, or that config itself (a
+    solved one: ``layouts.detect(sd).config``), with fields replaced by ``overrides``.
+
+    Raises ``UnknownVariantError`` (one line, the known variants) for any other name or value.
+    """
+    if is_config(name_or_config):
+        return dataclasses.replace(name_or_config, **overrides)
+    if not isinstance(name_or_config, str) or name_or_config not in VARIANTS:
+        what = (
+            f"unknown variant {name_or_config!r}"
+            if isinstance(name_or_config, str) or name_or_config is None
+            else f"neither a variant name nor a config: {type(name_or_config).__name__}"
+        )
+        raise UnknownVariantError(
+            f"{what[:200]}; give a variant name or a config (zoo.configs; a checkpoint's: "
+            f"layouts.detect(sd).config); known variants: {', '.join(VARIANTS)}"
+        )
+    return dataclasses.replace(VARIANTS[name_or_config].config, **overrides)
+
+
+def _differing(a: Config, b: Config, fields: tuple[str, ...]) -> list[str]:
+    return [f for f in fields if getattr(a, f) != getattr(b, f)]
+
+
+def _ranked(config: Config) -> list[tuple[int, int, str]]:
+    """(architecture fields differing, head fields differing, name) of every registered variant
+    of ``config``'s family and class, nearest first; ties keep registration order."""
+    arch, head = arch_fields(config), head_fields(config)
+    ranked = [
+        (len(_differing(v.config, config, arch)), len(_differing(v.config, config, head)), name)
+        for name, v in VARIANTS.items()
+        if type(v.config) is type(config) and v.config.family == config.family
+    ]
+    return sorted(ranked, key=lambda r: r[:2])  # stable: registration order within a tie
+
+
+def nearest_variant(config: Config) -> tuple[str, dict[str, Any]]:
+    """The registered variant of ``config``'s family nearest to it and the overrides that turn
+    it into ``config``: ``resolve(name, **overrides) == config``, so every framework's
+    ``create_model(name, **overrides)`` builds exactly ``config``.
+
+    Nearest: fewest differing architecture fields (``arch_fields``), then fewest differing head
+    fields (``head_fields``), then registration order. Its name is ``match_variant(config)``'s
+    when that is not None. Raises ``UnknownVariantError`` when the family has no variant."""
+    ranked = _ranked(config)
+    if not ranked:
+        raise UnknownVariantError(f"family {config.family!r} has no registered variant")
+    name = ranked[0][2]
+    return name, overrides_from(name, config)
+
+
+def overrides_from(name: str, config: Config) -> dict[str, Any]:
+    """The fields of ``config`` that differ from variant ``name``'s, with ``config``'s values:
+    ``resolve(name, **overrides_from(name, config)) == config``."""
+    base = VARIANTS[name].config
+    fields = tuple(f.name for f in dataclasses.fields(config))
+    return {f: getattr(config, f) for f in _differing(base, config, fields)}
 
 
 def match_variant(config: Config) -> str | None:
-    """The registered variant whose architecture (``arch_fields``) equals ``config``'s, or None."""
-    for name, v in VARIANTS.items():
-        if type(v.config) is type(config) and all(
-            getattr(v.config, f) == getattr(config, f) for f in arch_fields(config)
-        ):
-            return name
-    return None
+    """The registered variant whose architecture (``arch_fields``) equals ``config``'s, or None.
+    Of several, the first whose head (``head_fields``: the classes) equals ``config``'s too, else
+    the first registered."""
+    ranked = _ranked(config)
+    return ranked[0][2] if ranked and ranked[0][0] == 0 else None
+
+
+def same_variants(config: Config) -> list[str]:
+    """Every registered variant whose architecture and head equal ``config``'s, in registration
+    order: variants a checkpoint cannot tell apart (they differ in training settings only)."""
+    return [name for arch, head, name in _ranked(config) if arch == 0 and head == 0]
 
 
 def families() -> dict[str, list[str]]:

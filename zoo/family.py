@@ -7,8 +7,9 @@ input checks) and its variants. Everything else in the zoo (``create_model`` in 
 the converter, ``--verify``, the parity harness, the shared test suite) reads the spec.
 
 Config dataclasses mark the fields that are not architecture (training or pre-processing
-settings, the head size of a variant) with ``metadata=NOT_ARCH``: a checkpoint names a variant
-when every other field agrees (``arch_fields``).
+settings) with ``metadata=NOT_ARCH``, and the classifier's size or absence with
+``metadata=HEAD``: a checkpoint names a variant when every other field agrees (``arch_fields``),
+and among variants of one architecture the one with its head (``head_fields``).
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from zoo.tensor_format import Format
 
 __all__ = [
     "NOT_ARCH",
+    "HEAD",
     "Family",
     "Input",
     "Shapes",
     "Variant",
     "arch_fields",
+    "head_fields",
     "image_input",
     "register_family",
     "register_variant",
@@ -36,6 +39,11 @@ __all__ = [
 
 #: ``dataclasses.field(metadata=NOT_ARCH)``: a config field that decides no tensor or shape
 NOT_ARCH = {"arch": False}
+#: ``dataclasses.field(metadata=HEAD)``: the classifier's size (``num_classes``) or absence
+#: (``features_only``): it decides the head's tensors, not the variant's architecture (a
+#: variant fine-tuned on other classes keeps its name); among variants of one architecture
+#: a checkpoint names the one whose head it has (Kinetics-400 or -600)
+HEAD = {"arch": False, "head": True}
 
 #: reference state-dict key -> shape, in the reference model's order
 Shapes = dict[str, tuple[int, ...]]
@@ -44,6 +52,11 @@ Shapes = dict[str, tuple[int, ...]]
 def arch_fields(config: Any) -> tuple[str, ...]:
     """The fields of ``config`` that decide which tensors (and shapes) the model has."""
     return tuple(f.name for f in dataclasses.fields(config) if f.metadata.get("arch", True))
+
+
+def head_fields(config: Any) -> tuple[str, ...]:
+    """The fields of ``config`` that size its classifier head (``HEAD``)."""
+    return tuple(f.name for f in dataclasses.fields(config) if f.metadata.get("head", False))
 
 
 def _normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:

@@ -9,7 +9,6 @@ so ``to_reference`` only renames.
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,12 +31,14 @@ from weight_convert.layouts._registry import (
 from weight_convert.layouts._templates import dropped_note, leaf, map_keys
 from weight_convert.layouts._transforms import map_values, write_view
 from zoo.configs import (
-    VARIANTS,
     Config,
     arch_fields,
     config_to_dict,
     match_variant,
+    nearest_variant,
+    overrides_from,
     reference_shapes,
+    same_variants,
 )
 
 __all__ = [
@@ -78,8 +79,10 @@ STRICT = Allow()
 @dataclass
 class Detected:
     """What ``detect`` (or ``match_layout``) found: the layout, the family, the config (of the
-    matching variant with the checkpoint's head when there is one), the variant name (None for
-    a custom architecture) and the checkpoint key -> reference key of every learned tensor."""
+    matching variant with the checkpoint's head when there is one), the variant name (the
+    registered variant of that architecture; None for a custom architecture, whose
+    ``nearest_variant`` names the closest one) and the checkpoint key -> reference key of every
+    learned tensor."""
 
     layout: str
     family: str
@@ -93,17 +96,17 @@ class Detected:
     #: outside the model are not in it)
     mapping: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def nearest_variant(self) -> str:
+        """``variant``, or for a custom architecture the registered variant of the family
+        nearest to it (``zoo.configs.nearest_variant``): never None."""
+        return self.variant if self.variant is not None else nearest_variant(self.config)[0]
+
     def overrides(self) -> dict[str, Any]:
-        """Config fields that differ from the variant's: ``create_model(variant, **overrides())``
-        builds the model this checkpoint loads into strictly."""
-        if self.variant is None:
-            return {}
-        base = VARIANTS[self.variant].config
-        return {
-            f.name: getattr(self.config, f.name)
-            for f in dataclasses.fields(self.config)
-            if getattr(self.config, f.name) != getattr(base, f.name)
-        }
+        """Config fields that differ from ``nearest_variant``'s (the variant's when there is
+        one): ``create_model(nearest_variant, **overrides())`` builds exactly ``config``, the
+        model this checkpoint loads into strictly, in every framework."""
+        return overrides_from(self.nearest_variant, self.config)
 
 
 # --------------------------------------------------------------------------- one layout
@@ -212,7 +215,14 @@ def match_layout(
     learned = {k: r for k, r in mapping.items() if k not in derived}
     learned, missing, more = _coverage(state_dict, spec, learned, unmatched, ignored, config, allow)
     notes += more + list(spec.notes)
-    return Detected(layout, family, config, match_variant(config), notes, missing, allow, learned)
+    variant = match_variant(config)
+    alike = [name for name in same_variants(config) if name != variant]
+    if alike:
+        notes.append(
+            f"{variant} named; {', '.join(alike)} ha{'ve' if len(alike) > 1 else 's'} the same "
+            "tensors (they differ in training settings only: the file cannot tell them apart)"
+        )
+    return Detected(layout, family, config, variant, notes, missing, allow, learned)
 
 
 # --------------------------------------------------------------------------- every layout
@@ -339,13 +349,16 @@ def from_reference(
 
 
 def describe(detected: Detected, state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Summary for ``inspect``: layout, family, variant, config, parameter count, dtypes."""
+    """Summary for ``inspect``: layout, family, variant (None for a custom architecture), the
+    nearest variant and the overrides that build the checkpoint's config from it
+    (``create_model(nearest_variant, **overrides)``), config, parameter count, dtypes."""
     reference = to_reference(state_dict, detected)
     view = layout_spec(detected.layout, detected.family).view(state_dict)
     return {
         "layout": detected.layout,
         "family": detected.family,
         "variant": detected.variant,
+        "nearest_variant": detected.nearest_variant,
         "overrides": detected.overrides(),
         "config": config_to_dict(detected.config),
         "parameters": int(sum(int(np.prod(v.shape)) for v in reference.values())),

@@ -17,7 +17,7 @@ from typing import Any
 
 from zoo import shape_table as T
 from zoo.config_checks import ConfigError, in_range, positive
-from zoo.family import NOT_ARCH, Family, Input, image_input, register_family, register_variant
+from zoo.family import HEAD, NOT_ARCH, Family, Input, image_input, register_family, register_variant
 
 __all__ = ["MNIST_MEAN", "MNIST_STD", "ConvNetConfig"]
 
@@ -42,7 +42,7 @@ class ConvNetConfig:
     channels: tuple[int, int] = (16, 32)
     #: fc1's width
     hidden: int = 64
-    num_classes: int = field(default=10, metadata=NOT_ARCH)  # the head: a variant override
+    num_classes: int = field(default=10, metadata=HEAD)  # the head: a variant override
     #: after the pool, and after fc1's ReLU
     dropout1_rate: float = field(default=0.1, metadata=NOT_ARCH)
     dropout2_rate: float = field(default=0.25, metadata=NOT_ARCH)

@@ -13,7 +13,7 @@ import numpy as np
 
 from zoo import shape_table as T
 from zoo.config_checks import MAX_BLOCKS, ConfigError, divides, in_range, mlp_hidden, positive
-from zoo.family import NOT_ARCH, Family, Input, image_input, register_family, register_variant
+from zoo.family import HEAD, NOT_ARCH, Family, Input, image_input, register_family, register_variant
 
 __all__ = ["SIZES", "SwinConfig", "swin_shapes", "validate_swin"]
 
@@ -40,7 +40,7 @@ class SwinConfig:
 
     patch_size: tuple[int, int] = (4, 4)
     in_chans: int = 3
-    num_classes: int = field(default=1000, metadata=NOT_ARCH)  # the head: a variant override
+    num_classes: int = field(default=1000, metadata=HEAD)  # the head: a variant override
     embed_dim: int = 96
     depths: tuple[int, ...] = (2, 2, 6, 2)
     num_heads: tuple[int, ...] = (3, 6, 12, 24)
@@ -54,7 +54,7 @@ class SwinConfig:
     window_rule: str = field(default="pad", metadata=NOT_ARCH)
     # the resolution the variant was trained at; any size runs
     img_size: int = field(default=224, metadata=NOT_ARCH)
-    features_only: bool = field(default=False, metadata=NOT_ARCH)
+    features_only: bool = field(default=False, metadata=HEAD)
 
     @property
     def family(self) -> str:

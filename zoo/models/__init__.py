@@ -16,9 +16,13 @@ def build_model(config: Config):
     return model_class(config, "torch")(config).eval()
 
 
-def create_model(name: str | None = None, *, checkpoint=None, features_only=None, **overrides):
-    """The registered variant ``name`` (see ``zoo.registry.VARIANTS``), config fields overridden by
-    keyword, in eval mode.
+def create_model(
+    name: str | Config | None = None, *, checkpoint=None, features_only=None, **overrides
+):
+    """The registered variant ``name`` (see ``zoo.registry.VARIANTS``) or the config given (a
+    solved one: ``layouts.detect(sd).config``), fields overridden by keyword
+    (``dataclasses.replace``), in eval mode. An unknown name (or None without ``checkpoint``)
+    raises ``zoo.configs.UnknownVariantError``, one line naming the known variants.
 
     With ``checkpoint`` (any file or Hugging Face directory ``weight-convert`` reads, in any
     layout) the weights come from it and so does the architecture: ``name``, when given, must

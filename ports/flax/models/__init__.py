@@ -28,7 +28,7 @@ def build_model(config: Config, *, rngs: nnx.Rngs | None = None, dtype: Any = No
 
 
 def create_model(
-    name: str | None = None,
+    name: str | Config | None = None,
     *,
     checkpoint=None,
     features_only=None,
@@ -36,9 +36,12 @@ def create_model(
     dtype: Any = None,
     **overrides,
 ) -> nnx.Module:
-    """The registered variant ``name`` (see ``zoo.registry.VARIANTS``), config fields overridden by
-    keyword, in eval mode. Parameters are initialized from ``rngs`` (default ``nnx.Rngs(0)``);
-    ``dtype`` is the layers' computation dtype (``build_model``).
+    """The registered variant ``name`` (see ``zoo.registry.VARIANTS``) or the config given (a
+    solved one: ``layouts.detect(sd).config``), fields overridden by keyword
+    (``dataclasses.replace``), in eval mode. Parameters are initialized from ``rngs`` (default
+    ``nnx.Rngs(0)``); ``dtype`` is the layers' computation dtype (``build_model``). An unknown
+    name (or None without ``checkpoint``) raises ``zoo.configs.UnknownVariantError``, one line
+    naming the known variants.
 
     With ``checkpoint`` (a Flax ``.safetensors`` / ``.msgpack`` file, a Keras file, any PyTorch
     checkpoint or Hugging Face directory ``weight-convert`` reads) the weights and the

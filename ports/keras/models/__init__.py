@@ -16,10 +16,13 @@ _BASE = ["build_model", "create_model", "load_model"]
 
 
 def create_model(
-    name: str | None = None, *, checkpoint=None, features_only=None, **overrides
+    name: str | Config | None = None, *, checkpoint=None, features_only=None, **overrides
 ) -> keras.Model:
-    """The registered variant ``name`` (see ``zoo.registry.VARIANTS``), config fields overridden by
-    keyword, built (its variables exist; spatial sizes stay open, any input size runs).
+    """The registered variant ``name`` (see ``zoo.registry.VARIANTS``) or the config given (a
+    solved one: ``layouts.detect(sd).config``), fields overridden by keyword
+    (``dataclasses.replace``), built (its variables exist; spatial sizes stay open, any input
+    size runs). An unknown name (or None without ``checkpoint``) raises
+    ``zoo.configs.UnknownVariantError``, one line naming the known variants.
 
     With ``checkpoint`` (a ``.keras`` / ``.weights.h5`` file, a Flax file, any PyTorch
     checkpoint or Hugging Face directory ``weight-convert`` reads) the weights and the
