@@ -68,8 +68,15 @@ def _pad_rule(input_size, window_size, shift_size):
     return tuple(window_size), shift
 
 
+def _pad_shift_rule(input_size, window_size, shift_size):
+    """mmdetection / mmsegmentation's 2D rule (their ``ShiftWindowMSA``, as the official Swin
+    detection code): keep the window, pad up to it, and keep the shift even along an axis whose
+    padded size fits in one window (the shift mask then splits that window)."""
+    return tuple(window_size), tuple(shift_size)
+
+
 #: Named rules deciding the window and shift actually used for a given input size.
-WINDOW_RULES = {"shrink": get_window_size, "pad": _pad_rule}
+WINDOW_RULES = {"shrink": get_window_size, "pad": _pad_rule, "pad_shift": _pad_shift_rule}
 
 
 def effective_window(

@@ -1,7 +1,7 @@
 """Swin Transformer (2D): config, variants, state-dict table, inputs. Framework-free.
 
 The model is ``SwinTransformer`` in ``zoo.models.swin`` and both ports; its checkpoint layouts
-(official, torchvision, timm) are in ``weight_convert.layouts.swin``.
+(official, torchvision, timm, huggingface, mmdetection) are in ``weight_convert.layouts.swin``.
 """
 
 from __future__ import annotations
@@ -28,14 +28,21 @@ class SwinConfig:
 
     Input (reference): (B, in_chans, H, W); any H, W (padded to the patch, then per block to the
     window, as the official code does). ``features_only`` returns every stage's map, channels-last
-    (B, H_i, W_i, C_i), instead of logits.
+    (B, H_i, W_i, C_i), instead of logits, the last one through ``norm``.
+
+    ``out_indices`` (``features_only`` only): the stages whose maps are returned, each through a
+    LayerNorm of its own, ``norm{i}``, which replaces the final ``norm``: the mmdetection /
+    mmsegmentation Swin backbone (their ``out_indices``). ``merge_norm``: the patch merging
+    normalizes its 4C channels before the reduction, as the official code always does;
+    mmdetection / mmsegmentation drop that norm with the patch embedding's (``patch_norm=False``).
 
     ``window_rule`` is "pad" (``zoo.windows.WINDOW_RULES``): the window is kept, the map padded to
     it, and the shift dropped along an axis where one window covers the padded map. That is the
     official classification behaviour at every size where the official code can load the released
     window-7/12 tables (no stage map smaller than the window; a map equal to it runs unshifted),
     and torchvision's at every size. Where a map is smaller than the window the official 2D code
-    would build a smaller table; we keep the table and pad, never reindex it.
+    would build a smaller table; we keep the table and pad, never reindex it. "pad_shift" keeps
+    the shift there too, as mmdetection / mmsegmentation's backbone does.
     """
 
     patch_size: tuple[int, int] = (4, 4)
@@ -51,10 +58,13 @@ class SwinConfig:
     attn_drop_rate: float = field(default=0.0, metadata=NOT_ARCH)
     drop_path_rate: float = field(default=0.2, metadata=NOT_ARCH)
     patch_norm: bool = True
+    merge_norm: bool = True
     window_rule: str = field(default="pad", metadata=NOT_ARCH)
     # the resolution the variant was trained at; any size runs
     img_size: int = field(default=224, metadata=NOT_ARCH)
     features_only: bool = field(default=False, metadata=HEAD)
+    # like features_only, the outputs (and their norms) of a backbone, not a variant's body
+    out_indices: tuple[int, ...] = field(default=(), metadata=NOT_ARCH)
 
     @property
     def family(self) -> str:
@@ -65,6 +75,13 @@ class SwinConfig:
 
     def shift_size(self) -> tuple[int, ...]:
         return tuple(w // 2 for w in self.window_size)
+
+    def output_norms(self) -> dict[str, int]:
+        """The LayerNorms on the outputs, attribute name -> the stage they follow: ``norm{i}``
+        for each of ``out_indices``, else the final ``norm``."""
+        if self.out_indices:
+            return {f"norm{i}": i for i in self.out_indices}
+        return {"norm": len(self.depths) - 1}
 
     def drop_path_rates(self) -> list[list[float]]:
         """Stochastic depth rising linearly over all blocks, grouped by stage."""
@@ -102,8 +119,10 @@ def swin_shapes(config: SwinConfig, prefix: str = "", head: str = "head") -> T.S
         if i < n - 1:
             s = f"{p}layers.{i}.downsample."
             out[s + "reduction.weight"] = (2 * d, 4 * d)
-            T.norm(out, s + "norm", 4 * d)
-    T.norm(out, p + "norm", dims[-1])
+            if config.merge_norm:
+                T.norm(out, s + "norm", 4 * d)
+    for name, i in config.output_norms().items():
+        T.norm(out, p + name, dims[i])
     if not config.features_only:
         T.linear(out, head, dims[-1], config.num_classes)
     return out
@@ -134,9 +153,27 @@ def validate_swin(config: SwinConfig) -> None:
     mlp_hidden(config, config.embed_dim)
     for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
         in_range(config, name, 0, 1, open_high=True)
+    _validate_out_indices(config)
     if config.window_rule not in WINDOW_RULES:
         raise ConfigError(
             f"config field window_rule: {config.window_rule!r} is none of {sorted(WINDOW_RULES)}"
+        )
+
+
+def _validate_out_indices(config: SwinConfig) -> None:
+    out = config.out_indices
+    if not out:
+        return
+    if not config.features_only:
+        raise ConfigError(
+            f"config field out_indices: {out} needs features_only=True (a classifier's head "
+            "reads the final norm)"
+        )
+    n = len(config.depths)
+    if any(not isinstance(i, int) or not 0 <= i < n for i in out) or list(out) != sorted(set(out)):
+        raise ConfigError(
+            f"config field out_indices: {out} must be distinct stage indices (0 to {n - 1}) "
+            "in increasing order"
         )
 
 

@@ -51,17 +51,18 @@ class PatchEmbed(nn.Module):
 
 class PatchMerging(nn.Module):
     """Downsample the last two spatial axes by 2: gather each 2x2 neighbourhood into 4 * dim
-    channels (order (0,0), (1,0), (0,1), (1,1) in (h, w)), norm, linear to 2 * dim.
+    channels (order (0,0), (1,0), (0,1), (1,1) in (h, w)), norm (none with ``norm_layer=None``),
+    linear to 2 * dim.
 
     Input: (B, H, W, C) or (B, D, H, W, C); odd H or W is zero-padded at the end.
     Output: (B, ceil(H/2), ceil(W/2), 2C) or (B, D, ceil(H/2), ceil(W/2), 2C).
     """
 
-    def __init__(self, dim: int, norm_layer: Callable[[int], nn.Module] = LayerNorm) -> None:
+    def __init__(self, dim: int, norm_layer: Callable[[int], nn.Module] | None = LayerNorm) -> None:
         super().__init__()
         self.dim = dim
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
-        self.norm = norm_layer(4 * dim)
+        self.norm = norm_layer(4 * dim) if norm_layer is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-3], x.shape[-2]
@@ -72,4 +73,4 @@ class PatchMerging(nn.Module):
         x2 = x[..., 0::2, 1::2, :]
         x3 = x[..., 1::2, 1::2, :]
         x = torch.cat([x0, x1, x2, x3], dim=-1)
-        return self.reduction(self.norm(x))
+        return self.reduction(x if self.norm is None else self.norm(x))

@@ -63,7 +63,8 @@ class BasicLayer(nn.Module):
             )
             for i in range(depth)
         )
-        self.downsample = PatchMerging(dim, norm_layer=LayerNorm) if downsample else None
+        norm = LayerNorm if config.merge_norm else None
+        self.downsample = PatchMerging(dim, norm_layer=norm) if downsample else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
@@ -93,7 +94,8 @@ def run_stages(layers: nn.ModuleList, x: torch.Tensor) -> tuple[torch.Tensor, li
 
 def init_backbone(module: nn.Module, config: SwinConfig) -> None:
     """Give ``module`` the backbone attributes shared by the 2D model and the Video Swin
-    backbone: patch_embed, pos_drop, layers (the stages), norm."""
+    backbone: patch_embed, pos_drop, layers (the stages), and the output norms: ``norm``, or
+    ``norm{i}`` for each of ``config.out_indices``."""
     module.patch_embed = PatchEmbed(
         config.patch_size,
         config.in_chans,
@@ -102,13 +104,20 @@ def init_backbone(module: nn.Module, config: SwinConfig) -> None:
     )
     module.pos_drop = nn.Dropout(config.drop_rate)
     module.layers = build_stages(config)
-    module.num_features = config.stage_dims()[-1]
-    module.norm = LayerNorm(module.num_features)
+    dims = config.stage_dims()
+    module.num_features = dims[-1]
+    for name, i in config.output_norms().items():
+        setattr(module, name, LayerNorm(dims[i]))
 
 
 def backbone_features(module: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    """The stage maps of a module set up by ``init_backbone``, the last one through ``norm``."""
+    """The stage maps of a module set up by ``init_backbone``: every stage's, the last one
+    through ``norm``; with ``config.out_indices``, those stages' only, each through its
+    ``norm{i}``."""
     features = run_stages(module.layers, module.pos_drop(module.patch_embed(x)))[1]
+    out_indices = module.config.out_indices
+    if out_indices:
+        return [getattr(module, f"norm{i}")(features[i]) for i in out_indices]
     return [*features[:-1], module.norm(features[-1])]
 
 
@@ -119,7 +128,8 @@ class SwinTransformer(nn.Module):
     Input: (B, in_chans, H, W) channels-first, any H, W.
     Output: logits (B, num_classes); with ``config.features_only`` the list of stage maps
     [(B, H/4, W/4, C), (B, H/8, W/8, 2C), ...] channels-last (sizes rounded up), the last one
-    through ``norm``, and no ``head``.
+    through ``norm``, and no ``head``; with ``config.out_indices`` too, the maps of those stages
+    only, each through its own ``norm{i}`` (mmdetection's backbone).
     """
 
     def __init__(self, config: SwinConfig) -> None:

@@ -53,7 +53,8 @@ class PatchEmbed(nnx.Module):
 
 class PatchMerging(nnx.Module):
     """Downsample the last two spatial axes by 2: gather each 2x2 neighbourhood into 4 * dim
-    channels (order (0,0), (1,0), (0,1), (1,1) in (h, w)), norm, linear to 2 * dim.
+    channels (order (0,0), (1,0), (0,1), (1,1) in (h, w)), norm (none with ``norm_layer=None``),
+    linear to 2 * dim.
 
     Input: (B, H, W, C) or (B, D, H, W, C); odd H or W is zero-padded at the end.
     Output: (B, ceil(H/2), ceil(W/2), 2C) or (B, D, ceil(H/2), ceil(W/2), 2C).
@@ -62,13 +63,13 @@ class PatchMerging(nnx.Module):
     def __init__(
         self,
         dim: int,
-        norm_layer: Callable[..., nnx.Module] = LayerNorm,
+        norm_layer: Callable[..., nnx.Module] | None = LayerNorm,
         *,
         rngs: nnx.Rngs,
     ) -> None:
         self.dim = dim
         self.reduction = nnx.Linear(4 * dim, 2 * dim, use_bias=False, rngs=rngs)
-        self.norm = norm_layer(4 * dim, rngs=rngs)
+        self.norm = norm_layer(4 * dim, rngs=rngs) if norm_layer is not None else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h, w = x.shape[-3], x.shape[-2]
@@ -80,4 +81,4 @@ class PatchMerging(nnx.Module):
         x2 = x[..., 0::2, 1::2, :]
         x3 = x[..., 1::2, 1::2, :]
         x = jnp.concatenate([x0, x1, x2, x3], axis=-1)
-        return self.reduction(self.norm(x))
+        return self.reduction(x if self.norm is None else self.norm(x))

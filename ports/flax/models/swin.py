@@ -71,7 +71,9 @@ class BasicLayer(nnx.Module):
             ]
         )
         self.downsample = (
-            PatchMerging(dim, norm_layer=LayerNorm, rngs=rngs) if downsample else nnx.data(None)
+            PatchMerging(dim, norm_layer=LayerNorm if config.merge_norm else None, rngs=rngs)
+            if downsample
+            else nnx.data(None)
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -112,7 +114,8 @@ def run_stages(layers: Sequence[BasicLayer], x: jax.Array) -> tuple[jax.Array, l
 
 def init_backbone(module: nnx.Module, config: SwinConfig, *, rngs: nnx.Rngs) -> None:
     """Give ``module`` the backbone attributes shared by the 2D model and the Video Swin
-    backbone: patch_embed, pos_drop, layers (the stages), norm."""
+    backbone: patch_embed, pos_drop, layers (the stages), and the output norms: ``norm``, or
+    ``norm{i}`` for each of ``config.out_indices``."""
     module.patch_embed = PatchEmbed(
         config.patch_size,
         config.in_chans,
@@ -122,13 +125,20 @@ def init_backbone(module: nnx.Module, config: SwinConfig, *, rngs: nnx.Rngs) -> 
     )
     module.pos_drop = nnx.Dropout(config.drop_rate, rngs=rngs)
     module.layers = build_stages(config, rngs=rngs)
-    module.num_features = config.stage_dims()[-1]
-    module.norm = LayerNorm(module.num_features, rngs=rngs)
+    dims = config.stage_dims()
+    module.num_features = dims[-1]
+    for name, i in config.output_norms().items():
+        setattr(module, name, LayerNorm(dims[i], rngs=rngs))
 
 
 def backbone_features(module: nnx.Module, x: jax.Array) -> list[jax.Array]:
-    """The stage maps of a module set up by ``init_backbone``, the last one through ``norm``."""
+    """The stage maps of a module set up by ``init_backbone``: every stage's, the last one
+    through ``norm``; with ``config.out_indices``, those stages' only, each through its
+    ``norm{i}``."""
     features = run_stages(module.layers, module.pos_drop(module.patch_embed(x)))[1]
+    out_indices = module.config.out_indices
+    if out_indices:
+        return [getattr(module, f"norm{i}")(features[i]) for i in out_indices]
     return [*features[:-1], module.norm(features[-1])]
 
 
@@ -139,7 +149,8 @@ class SwinTransformer(nnx.Module):
     Input: (B, H, W, in_chans) channels-last, any H, W.
     Output: logits (B, num_classes); with ``config.features_only`` the list of stage maps
     [(B, H/4, W/4, C), (B, H/8, W/8, 2C), ...] (sizes rounded up), the last one through ``norm``,
-    and no ``head``.
+    and no ``head``; with ``config.out_indices`` too, the maps of those stages only, each
+    through its own ``norm{i}`` (mmdetection's backbone).
     """
 
     def __init__(self, config: SwinConfig, *, rngs: nnx.Rngs) -> None:

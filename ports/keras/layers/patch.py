@@ -69,23 +69,28 @@ class PatchEmbed(keras.layers.Layer):
 
 class PatchMerging(keras.layers.Layer):
     """Downsample the last two spatial axes by 2: gather each 2x2 neighbourhood into 4 * dim
-    channels (order (0,0), (1,0), (0,1), (1,1) in (h, w)), norm, linear to 2 * dim.
+    channels (order (0,0), (1,0), (0,1), (1,1) in (h, w)), norm (none with ``norm_layer=None``),
+    linear to 2 * dim.
 
     Input: (B, H, W, C) or (B, D, H, W, C); odd H or W is zero-padded at the end.
     Output: (B, ceil(H/2), ceil(W/2), 2C) or (B, D, ceil(H/2), ceil(W/2), 2C).
     """
 
     def __init__(
-        self, dim: int, norm_layer: Callable[..., keras.layers.Layer] = LayerNorm, **kwargs
+        self,
+        dim: int,
+        norm_layer: Callable[..., keras.layers.Layer] | None = LayerNorm,
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.dim = dim
         self.reduction = keras.layers.Dense(2 * dim, use_bias=False, name="reduction")
-        self.norm = norm_layer(4 * dim, name="norm")
+        self.norm = norm_layer(4 * dim, name="norm") if norm_layer is not None else None
 
     def build(self, input_shape: tuple) -> None:
         shape = (*input_shape[:-3], None, None, 4 * self.dim)
-        self.norm.build(shape)
+        if self.norm is not None:
+            self.norm.build(shape)
         self.reduction.build(shape)
 
     def call(self, x: Tensor, training: bool | None = None) -> Tensor:
@@ -98,7 +103,7 @@ class PatchMerging(keras.layers.Layer):
         x = ops.reshape(x, (-1, h // 2, 2, w // 2, 2, c))
         x = ops.transpose(x, (0, 1, 3, 4, 2, 5))
         x = ops.reshape(x, (-1, *lead[1:], h // 2, w // 2, 4 * c))
-        return self.reduction(self.norm(x))
+        return self.reduction(x if self.norm is None else self.norm(x))
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         *lead, h, w, _ = input_shape

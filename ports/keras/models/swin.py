@@ -74,8 +74,9 @@ class BasicLayer(keras.layers.Layer):
             )
             for i in range(depth)
         ]
+        norm = LayerNorm if config.merge_norm else None
         self.downsample = (
-            PatchMerging(dim, norm_layer=LayerNorm, name="downsample") if downsample else None
+            PatchMerging(dim, norm_layer=norm, name="downsample") if downsample else None
         )
 
     def build(self, input_shape: tuple) -> None:
@@ -115,7 +116,8 @@ def build_stages(config: SwinConfig) -> list[BasicLayer]:
 def init_backbone(owner: keras.layers.Layer, config: SwinConfig) -> None:
     """Give ``owner`` the backbone sublayers shared by the 2D model and the Video Swin backbone:
     patch_embed, pos_drop, the stages (attribute ``stages``: ``Model.layers`` is Keras's own;
-    the stage layers are named ``layers-i``, so paths match the reference) and norm."""
+    the stage layers are named ``layers-i``, so paths match the reference) and the output
+    norms: ``norm``, or ``norm{i}`` for each of ``config.out_indices``."""
     owner.patch_embed = PatchEmbed(
         config.patch_size,
         config.in_chans,
@@ -125,23 +127,30 @@ def init_backbone(owner: keras.layers.Layer, config: SwinConfig) -> None:
     )
     owner.pos_drop = keras.layers.Dropout(config.drop_rate, name="pos_drop")
     owner.stages = build_stages(config)
-    owner.num_features = config.stage_dims()[-1]
-    owner.norm = LayerNorm(owner.num_features, name="norm")
+    dims = config.stage_dims()
+    owner.num_features = dims[-1]
+    for name, i in config.output_norms().items():
+        setattr(owner, name, LayerNorm(dims[i], name=name))
 
 
 def backbone_features(
     owner: keras.layers.Layer, x: Tensor, training: bool | None = None
 ) -> list[Tensor]:
-    """The stage maps of a layer set up by ``init_backbone``, the last one through ``norm``."""
+    """The stage maps of a layer set up by ``init_backbone``: every stage's, the last one
+    through ``norm``; with ``config.out_indices``, those stages' only, each through its
+    ``norm{i}``."""
     x = owner.pos_drop(owner.patch_embed(x, training=training), training=training)
     features = run_stages(owner.stages, x, training)[1]
+    out_indices = owner.config.out_indices
+    if out_indices:
+        return [getattr(owner, f"norm{i}")(features[i]) for i in out_indices]
     return [*features[:-1], owner.norm(features[-1])]
 
 
 def build_backbone(
     owner: keras.layers.Layer, config: SwinConfig, input_shape: Sequence[int | None]
 ) -> None:
-    """Create the variables of ``owner.patch_embed``, ``owner.stages`` and ``owner.norm`` for
+    """Create the variables of ``owner.patch_embed``, ``owner.stages`` and the output norms for
     channels-last input of rank ``len(input_shape)``; spatial sizes are left open."""
     batch, nd = input_shape[0], len(config.patch_size)
     open_map = (batch, *(None,) * nd)
@@ -149,7 +158,9 @@ def build_backbone(
     owner.pos_drop.build((*open_map, config.embed_dim))
     for stage, dim in zip(owner.stages, config.stage_dims(), strict=True):
         stage.build((*open_map, dim))
-    owner.norm.build((*open_map, config.stage_dims()[-1]))
+    dims = config.stage_dims()
+    for name, i in config.output_norms().items():
+        getattr(owner, name).build((*open_map, dims[i]))
 
 
 def run_stages(
@@ -178,7 +189,8 @@ class SwinTransformer(ZooModel):
     Input: (B, H, W, in_chans) channels-last, any H, W.
     Output: logits (B, num_classes); with ``config.features_only`` the list of stage maps
     [(B, H/4, W/4, C), (B, H/8, W/8, 2C), ...] (sizes rounded up), the last one through ``norm``,
-    and no ``head``.
+    and no ``head``; with ``config.out_indices`` too, the maps of those stages only, each
+    through its own ``norm{i}`` (mmdetection's backbone).
     """
 
     def __init__(self, config: SwinConfig, **kwargs) -> None:
