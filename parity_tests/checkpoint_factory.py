@@ -22,7 +22,7 @@ import torch
 
 from weight_convert import layouts
 from weight_convert.frameworks.reference import randomize_
-from zoo.models import create_model
+from zoo.models import build_model, create_model
 
 __all__ = [
     "official_sam",
@@ -264,4 +264,47 @@ def detectron2_vitdet(path, config, seed: int = 0) -> Made:
     return path, ref
 
 
-__all__ += ["DETECTRON2_HEADS", "detectron2_vitdet", "timm_swin", "torchvision_swin"]
+#: what an mmdetection Mask R-CNN checkpoint holds besides its backbone (dropped on reading)
+MMDET_HEADS = {
+    "neck.lateral_convs.0.conv.weight": (16, 32, 1, 1),
+    "neck.fpn_convs.0.conv.weight": (16, 16, 3, 3),
+    "rpn_head.rpn_conv.weight": (16, 16, 3, 3),
+    "rpn_head.rpn_cls.bias": (3,),
+    "roi_head.bbox_head.fc_cls.weight": (81, 64),
+    "roi_head.mask_head.conv_logits.weight": (80, 16, 1, 1),
+}
+
+
+def mmdet_backbone(config, out_indices: tuple[int, ...] | None = None):
+    """``config`` (a ``SwinConfig``) as mmdetection builds its backbone: ``features_only``, a
+    norm per output of ``out_indices`` (default: every stage), blocks that always shift."""
+    import dataclasses
+
+    out = tuple(range(len(config.depths))) if out_indices is None else tuple(out_indices)
+    return dataclasses.replace(config, features_only=True, out_indices=out, window_rule="pad_shift")
+
+
+def mmdetection_swin(path, config, seed: int = 0) -> Made:
+    """An mmdetection (mmengine) detector checkpoint: ``{'meta': ..., 'state_dict': sd,
+    'optimizer': ...}`` with the backbone of ``config`` (see ``mmdet_backbone``; random weights
+    from the reference, in the mmdetection layout: ``nn.Unfold`` channel order in the patch
+    merging) and the ``MMDET_HEADS`` tensors."""
+    ref = _numpy(randomize_(build_model(config), seed).eval())
+    sd = layouts.from_reference(ref, "mmdetection", "swin", config)
+    rng = np.random.default_rng(seed)
+    for key, shape in MMDET_HEADS.items():
+        sd[key] = rng.standard_normal(shape, dtype=np.float32)
+    meta = {"mmdet_version": "3.3.0", "dataset_meta": {"classes": ("person",)}, "epoch": 12}
+    optimizer = {"state": {}, "param_groups": [{"lr": 0.0001}]}
+    return save(path, {"meta": meta, "state_dict": _tensors(sd), "optimizer": optimizer}), ref
+
+
+__all__ += [
+    "DETECTRON2_HEADS",
+    "MMDET_HEADS",
+    "detectron2_vitdet",
+    "mmdet_backbone",
+    "mmdetection_swin",
+    "timm_swin",
+    "torchvision_swin",
+]

@@ -15,6 +15,19 @@
     (``microsoft/swin-tiny-patch4-window7-224``): query / key / value stored apart (the rows of
     the reference's ``qkv``), ``relative_position_index`` where older transformers kept it
     (checked, dropped, not written); a directory's ``config.json`` is read and written.
+``mmdetection``
+    mmdetection / mmsegmentation ``SwinTransformer`` backbones (one layout: their keys are the
+    same): detector / segmentor checkpoints ``{'meta', 'state_dict'[, 'optimizer', ...]}`` with
+    ``backbone.patch_embed.projection``, ``backbone.stages.N.blocks.M.attn.w_msa.*``,
+    ``ffn.layers.0.0`` / ``ffn.layers.1``, ``stages.N.downsample`` and a LayerNorm ``norm{i}``
+    per output (``out_indices``), no final norm; the rest of the detector (neck, heads) is
+    outside the model, dropped and counted. Also the files their converters
+    (``swin2mmdet.py``, ``swin2mmseg.py``) make of official weights: the same names without
+    ``backbone.``, the official final ``norm`` and buffers kept. The patch merging's
+    ``reduction`` and ``norm`` channels are stored in ``nn.Unfold`` order, (c, kh, kw) where the
+    official concatenation is (kw, kh, c): rearranged to the official order when read and back
+    when written. Their blocks shift even where one window covers the map: a checkpoint with
+    per-output norms is given ``window_rule="pad_shift"``.
 
 The architecture (depths, dims, heads, window) is solved from the shapes: the window from the
 relative-position bias table's rows.
@@ -34,13 +47,21 @@ import numpy as np
 from weight_convert.errors import LayoutError
 from weight_convert.layouts._huggingface import HFConfig, hf_field, require
 from weight_convert.layouts._registry import DerivedBuffers, LayoutSpec, register_layouts
-from weight_convert.layouts._transforms import Fuse
+from weight_convert.layouts._transforms import Fuse, ValueMap
 from weight_convert.tensors import load
 from zoo.configs import VARIANTS, match_variant
 from zoo.families.swin import SwinConfig
 from zoo.windows import check_window_buffer, relative_position_index, shifted_window_mask
 
-__all__ = ["BLOCK", "derived_buffers", "index_tokens", "infer_swin"]
+__all__ = [
+    "BLOCK",
+    "MMDET_OUTSIDE",
+    "derived_buffers",
+    "from_unfold_order",
+    "index_tokens",
+    "infer_swin",
+    "to_unfold_order",
+]
 
 #: a block's prefix in the reference (and the official layouts)
 BLOCK = "layers.{i}.blocks.{j}."
@@ -177,6 +198,13 @@ def infer_swin(
     window, note = solve_window(int(tables[0].shape[0]), tokens, "bias table")
     if note:
         notes.append(note)
+    out_indices = tuple(
+        sorted(
+            int(m.group(1))
+            for m in (re.fullmatch(re.escape(p) + r"norm(\d+)\.weight", k) for k in reference)
+            if m
+        )
+    )
     fc1 = reference.get(f"{p}layers.0.blocks.0.mlp.fc1.weight")
     if fc1 is None:
         raise LayoutError("no mlp.fc1.weight in the first block")
@@ -192,8 +220,16 @@ def infer_swin(
         mlp_ratio=float(fc1.shape[0]) / embed_dim,
         qkv_bias=f"{p}layers.0.blocks.0.attn.qkv.bias" in reference,
         patch_norm=f"{p}patch_embed.norm.weight" in reference,
+        merge_norm=len(depths) == 1 or f"{p}layers.0.downsample.norm.weight" in reference,
         features_only=head_weight is None,
     )
+    if out_indices:  # per-output norms: an mmdetection / mmsegmentation backbone
+        fields.update(out_indices=out_indices, window_rule="pad_shift")
+        notes.append(
+            f"a LayerNorm per output of stages {list(out_indices)} (out_indices) and no final "
+            "norm: mmdetection's backbone, whose blocks shift even where one window covers the "
+            'map (window_rule="pad_shift")'
+        )
     if head_weight is not None:
         fields["num_classes"] = int(head_weight.shape[0])
     variant = match_variant(dataclasses.replace(base, **fields))
@@ -296,6 +332,74 @@ def _hf_rules(prefix: str) -> tuple:
 HF_QKV = Fuse("attention.self.", ("query.", "key.", "value."), "qkv.")
 
 
+# --------------------------------------------------------------------------- mmdetection
+
+#: mmdetection / mmsegmentation's ``PatchMerging`` gathers each 2 x 2 neighbourhood with
+#: ``nn.Unfold``: channel c * 4 + kh * 2 + kw. The official one concatenates x0..x3 =
+#: (kh, kw) = (0,0), (1,0), (0,1), (1,1): channel k * C + c. Their converters
+#: (``correct_unfold_reduction_order`` / ``correct_unfold_norm_order``) take the official
+#: order to theirs; these functions are that map and its inverse, on the last axis.
+_OFFICIAL_TO_UNFOLD = [0, 2, 1, 3]  # its own inverse
+
+
+def to_unfold_order(x: np.ndarray) -> np.ndarray:
+    """Official 4C channel order (last axis) -> ``nn.Unfold``'s, as mmdetection's converter."""
+    *lead, n = x.shape
+    x = x.reshape(*lead, 4, n // 4)[..., _OFFICIAL_TO_UNFOLD, :]
+    return np.ascontiguousarray(np.swapaxes(x, -1, -2).reshape(*lead, n))
+
+
+def from_unfold_order(x: np.ndarray) -> np.ndarray:
+    """``nn.Unfold``'s 4C channel order (last axis) -> the official one: ``to_unfold_order``
+    undone."""
+    *lead, n = x.shape
+    x = np.swapaxes(x.reshape(*lead, n // 4, 4), -1, -2)[..., _OFFICIAL_TO_UNFOLD, :]
+    return np.ascontiguousarray(x.reshape(*lead, n))
+
+
+_UNFOLD_ORDER = (
+    ValueMap("layers.*.downsample.reduction.weight", from_unfold_order, to_unfold_order),
+    ValueMap("layers.*.downsample.norm.*", from_unfold_order, to_unfold_order),
+)
+
+#: the parts of an mmdetection detector / mmsegmentation segmentor beside its backbone
+#: (two-stage and one-stage detectors, DETR-style ones, segmentors): dropped and counted
+MMDET_OUTSIDE = (
+    "neck.",
+    "rpn_head.",
+    "roi_head.",
+    "bbox_head.",
+    "mask_head.",
+    "semantic_head.",
+    "panoptic_head.",
+    "panoptic_fusion_head.",
+    "encoder.",
+    "decoder.",
+    "query_embedding.",
+    "level_embed",
+    "memory_trans_fc.",
+    "memory_trans_norm.",
+    "dn_query_generator.",
+    "decode_head.",
+    "auxiliary_head.",
+)
+
+
+def _mmdet_rules(prefix: str) -> tuple:
+    s, b = prefix + "stages.{i}.", prefix + "stages.{i}.blocks.{j}."
+    return (
+        ("patch_embed.proj.", prefix + "patch_embed.projection."),
+        ("patch_embed.norm.", prefix + "patch_embed.norm."),
+        (BLOCK + "attn.", b + "attn.w_msa."),
+        (BLOCK + "mlp.fc1.", b + "ffn.layers.0.0."),
+        (BLOCK + "mlp.fc2.", b + "ffn.layers.1."),
+        (BLOCK, b),  # norm1, norm2 (and the official attn_mask of a converted file)
+        ("layers.{i}.downsample.", s + "downsample."),
+        ("norm{i}.", prefix + "norm{i}."),
+        ("norm.", prefix + "norm."),
+    )
+
+
 # --------------------------------------------------------------------------- layouts
 
 register_layouts(
@@ -356,6 +460,23 @@ register_layouts(
             derived_buffers(writes_index=False),
             tensor_rules=(HF_QKV,),
             huggingface=HFConfig("swin", _swin_from_hf, _swin_to_hf),
+        ),
+        LayoutSpec(
+            "mmdetection",
+            "swin",
+            # the backbone of a detector / segmentor, then what a converter makes (no prefix)
+            (
+                *_mmdet_rules("backbone."),
+                *((None, part) for part in MMDET_OUTSIDE),
+                *_mmdet_rules(""),
+            ),
+            derived_buffers(writes_index=True),
+            wrapper="state_dict",  # {'meta': ..., 'state_dict': sd}, as mmengine saves
+            value_maps=_UNFOLD_ORDER,
+            notes=(
+                "mmdetection / mmsegmentation keep the patch-merging reduction and norm "
+                "channels in nn.Unfold order: rearranged to the official order",
+            ),
         ),
     ],
 )
