@@ -81,7 +81,14 @@ def _ours(framework: str, path: str, x: np.ndarray):
 
         out = nnx.jit(lambda m, v: m(v))(model, x)
     else:
+        import keras
+
         out = model(x)
+        out = (
+            [keras.ops.convert_to_numpy(t) for t in out]
+            if isinstance(out, list)
+            else keras.ops.convert_to_numpy(out)
+        )
     return [np.asarray(t) for t in out] if isinstance(out, list) else np.asarray(out)
 
 
