@@ -15,8 +15,8 @@ architecture from ``config.json``, the decoder's head count included, held to ev
 
 transformers' SamModel runs the two-way transformer's LayerNorms at eps 1e-6 (every Hub
 ``config.json``), the official SAM and the reference at 1e-5: the peer runs here use transformers'
-default, so the bound covers that difference (measured ~1.5e-5 x std at 128, against ~3e-6 x std
-when transformers is given 1e-5).
+default, so the bound covers that difference (measured up to 2.6e-5 x std at 128, against
+3.4e-6 x std when transformers is given 1e-5).
 """
 
 from __future__ import annotations
@@ -83,6 +83,9 @@ SIZES = {
     ),
 }
 WIDTH = 32  # the image embedding's channels = prompt / decoder width
+#: the weights' seeds: the IoU bound is 1e-4 x the std of 4 numbers (2 images x 2 masks at
+#: odd-120), which some draws make nearly equal (seed 1: std 0.014, the error 0.46 of the bound)
+SEEDS = {"128": 0, "odd-120": 3}
 
 
 def _vision_config(**fields) -> SamVisionConfig:
@@ -106,8 +109,8 @@ def peers(tmp_path_factory) -> dict[str, tuple[SamModel, Path]]:
     """size -> (transformers' SamModel with random weights, its save_pretrained directory)."""
     root = tmp_path_factory.mktemp("hf_sam")
     out = {}
-    for seed, size in enumerate(SIZES):
-        model = _sam(size, seed)
+    for size in SIZES:
+        model = _sam(size, SEEDS[size])
         model.save_pretrained(root / size)
         out[size] = (model, root / size)
     return out
