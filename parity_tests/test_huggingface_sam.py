@@ -1,17 +1,19 @@
 """Hugging Face SAM against transformers itself: ``SamModel`` / ``SamVisionModel`` built by
 transformers with every parameter random (``randomize_``: no zero tables, no unit norms), saved
-with ``save_pretrained``, read by the converter (``read_source`` of the directory: the
-architecture from ``config.json``, the decoder's head count included, held to every tensor).
+with ``save_pretrained``, loaded with ``create_model(checkpoint=DIR)`` (the architecture from
+``config.json``, the decoder's head count included, held to every tensor).
 
 - the reference's masks and IoU for a point prompt and a box prompt equal transformers' within
   1e-4 x std (``MODEL_TOLERANCE``), at 128 and at an odd size (120: a 7 x 7 token grid padded
   to windows of 3, an input that is no multiple of the patch);
-- the Flax and Keras ports read from the converted directory equal transformers too, and the
-  port file goes back to a Hugging Face directory bit-exact;
+- the Flax and Keras ports' predictors loaded from the directory equal transformers too;
 - the directory we write loads in transformers' ``from_pretrained`` with bit-identical weights,
   and its ``config.json`` makes transformers compute the reference's function (float64: equal to
   1e-10);
 - hostile ``config.json`` files fail in one line with the converter's exit code.
+
+(Round trips through Keras and Flax back to the layout, bit-exact, and loading in every
+framework: the family suites, whose ``huggingface`` checkpoints are transformers' own models.)
 
 transformers' SamModel runs the two-way transformer's LayerNorms at eps 1e-6 (every Hub
 ``config.json``), the official SAM and the reference at 1e-5: the peer runs here use transformers'
@@ -21,99 +23,65 @@ default, so the bound covers that difference (measured up to 2.6e-5 x std at 128
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
 
+import checkpoint_factory as factory
 import numpy as np
 import pytest
 import torch
 from cli_checks import one_line
 from family_suite import assert_same_checkpoint
-from transformers import (
-    SamConfig,
-    SamMaskDecoderConfig,
-    SamModel,
-    SamPromptEncoderConfig,
-    SamVisionConfig,
-    SamVisionModel,
-)
+from transformers import SamConfig, SamModel, SamVisionConfig, SamVisionModel
 
 from weight_convert import cli, convert, layouts
-from weight_convert.frameworks.reference import load_state_dict, randomize_
+from weight_convert.frameworks.reference import randomize_
 from weight_convert.sources import read_source
 from weight_convert.tolerance import BLOCK_TOLERANCE, FLOAT64_TOLERANCE, MODEL_TOLERANCE
 from zoo.configs import reference_shapes
-from zoo.models import build_model
+from zoo.models import create_model
+from zoo.registry import FAMILIES
 
-#: transformers configs: (vision, prompt encoder, mask decoder) fields. "128": the tiny SAM of
-#: test_sam_predictor.py (windows of 3 on an 8 x 8 grid, padded; blocks 1 and 2 global), so
-#: the Flax predictor run here compiles what that test compiles; "odd-120": a 7 x 7 grid, mlp_dim
-#: 2 x width, 2 decoder heads (config.json's, in no shape), a 4-layer IoU head (proj_in,
-#: layers.0, layers.1, proj_out), 2 multimask outputs, 8 mask channels
-SIZES = {
-    "128": (
-        dict(
-            hidden_size=48,
-            num_hidden_layers=3,
-            num_attention_heads=3,
-            image_size=128,
-            global_attn_indexes=[1, 2],
-        ),
-        dict(mask_input_channels=16),
-        dict(mlp_dim=64, num_attention_heads=8, iou_head_hidden_dim=32),
-    ),
-    "odd-120": (
-        dict(
-            hidden_size=48,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=120,
-            mlp_dim=96,
-            global_attn_indexes=[0],
-        ),
-        dict(mask_input_channels=8),
-        dict(
-            mlp_dim=48,
-            num_attention_heads=2,
-            iou_head_depth=4,
-            iou_head_hidden_dim=24,
-            num_multimask_outputs=2,
-        ),
+TINY = FAMILIES["sam"].tiny
+#: the peers' sizes. "128": test_sam_predictor.py's tiny SAM (windows of 3 on an 8 x 8 grid,
+#: padded; blocks 1 and 2 global), so the Flax predictor run here compiles what that test
+#: compiles; "odd-120": a 7 x 7 grid, MLP 2 x width, 2 decoder heads (config.json's, in no
+#: shape), a 4-layer IoU head (proj_in, layers.0, layers.1, proj_out), 2 multimask outputs
+CONFIGS = {
+    "128": dataclasses.replace(TINY, encoder_depth=3, encoder_global_attn_indexes=(1, 2)),
+    "odd-120": dataclasses.replace(
+        TINY,
+        img_size=120,
+        encoder_num_heads=2,
+        encoder_global_attn_indexes=(0,),
+        mlp_ratio=2.0,
+        mask_in_chans=8,
+        transformer_mlp_dim=48,
+        transformer_num_heads=2,
+        iou_head_depth=4,
+        iou_head_hidden_dim=24,
+        num_multimask_outputs=2,
     ),
 }
-WIDTH = 32  # the image embedding's channels = prompt / decoder width
 #: the weights' seeds: the IoU bound is 1e-4 x the std of 4 numbers (2 images x 2 masks at
 #: odd-120), which some draws make nearly equal (seed 1: std 0.014, the error 0.46 of the bound)
 SEEDS = {"128": 0, "odd-120": 3}
 
 
-def _vision_config(**fields) -> SamVisionConfig:
-    base = dict(window_size=3, global_attn_indexes=[1], output_channels=WIDTH)
-    return SamVisionConfig(**{**base, "num_pos_feats": WIDTH // 2, **fields})
-
-
-def _sam(size: str, seed: int) -> SamModel:
-    vision, prompt, decoder = SIZES[size]
-    image = vision["image_size"]
-    config = SamConfig(
-        vision_config=_vision_config(**vision),
-        prompt_encoder_config=SamPromptEncoderConfig(hidden_size=WIDTH, image_size=image, **prompt),
-        mask_decoder_config=SamMaskDecoderConfig(hidden_size=WIDTH, **decoder),
-    )
-    return randomize_(SamModel(config), seed).eval()
+def _peer(config, seed: int, directory: Path):
+    """transformers' model of ``config`` with random weights, saved in ``directory``."""
+    model = randomize_(factory.huggingface_sam_module(config), seed).eval()
+    model.save_pretrained(directory)
+    return model
 
 
 @pytest.fixture(scope="module")
 def peers(tmp_path_factory) -> dict[str, tuple[SamModel, Path]]:
     """size -> (transformers' SamModel with random weights, its save_pretrained directory)."""
     root = tmp_path_factory.mktemp("hf_sam")
-    out = {}
-    for size in SIZES:
-        model = _sam(size, SEEDS[size])
-        model.save_pretrained(root / size)
-        out[size] = (model, root / size)
-    return out
+    return {size: (_peer(c, SEEDS[size], root / size), root / size) for size, c in CONFIGS.items()}
 
 
 def _prompts(size: int, batch: int = 2) -> dict[str, dict[str, np.ndarray]]:
@@ -176,13 +144,6 @@ def _decode(model, images, prompt: dict, framework: str):
     return (masks if framework == "torch" else masks.transpose(0, 3, 1, 2)), np.concatenate(ious)
 
 
-def _reference(directory: Path):
-    source = read_source(directory)
-    model = build_model(source.config).eval()
-    load_state_dict(model, source.reference)
-    return source, model
-
-
 def _assert_close(got, want, tolerance, what: str) -> float:
     bound = tolerance.bound(np.asarray(want, np.float64))
     assert got.shape == want.shape, (what, got.shape, want.shape)
@@ -194,7 +155,7 @@ def _assert_close(got, want, tolerance, what: str) -> float:
 # --------------------------------------------------------------------------- keys
 
 
-@pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("size", list(CONFIGS))
 def test_every_sammodel_key_is_the_layouts(peers, size):
     """SamModel's whole state dict (both names of the tied positional matrix) is the
     huggingface layout: every tensor maps to a reference tensor and back, and the reference's
@@ -222,10 +183,6 @@ def test_every_sammodel_key_is_the_layouts(peers, size):
 def test_a_one_layer_iou_head_has_no_huggingface_layout():
     """transformers' SamFeedForward has proj_in and proj_out: a 1-layer IoU head is refused
     when written (the layout's key rule), not written wrong."""
-    import dataclasses
-
-    from zoo.families.sam import TINY
-
     config = dataclasses.replace(TINY, iou_head_depth=1)
     reference = {k: np.zeros(s, np.float32) for k, s in reference_shapes(config).items()}
     with pytest.raises(layouts.LayoutError, match="SamFeedForward"):
@@ -272,20 +229,20 @@ def test_release_configs_read_as_the_variants(size):
 
 
 @pytest.mark.parametrize("prompt", ["point", "box"])
-@pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("size", list(CONFIGS))
 def test_reference_matches_transformers(peers, size, prompt):
-    """The directory read by the converter into the reference: masks and IoU within 1e-4 x std
-    of transformers' own forward, two images with a prompt set each."""
+    """``create_model(checkpoint=DIR)``: the config is the one the peer was built with (the
+    decoder's heads from config.json), the masks and IoU within 1e-4 x std of transformers' own
+    forward, two images with a prompt set each."""
     model, directory = peers[size]
-    source, reference = _reference(directory)
-    assert source.layout == "huggingface" and source.family == "sam"
-    assert source.config.transformer_num_heads == SIZES[size][2]["num_attention_heads"]
-    s = source.config.img_size
+    reference = create_model(checkpoint=directory)
+    assert reference.config == CONFIGS[size]
+    s = reference.config.img_size
     images, prompts = _images(s), _prompts(s)[prompt]
     want_masks, want_iou = _transformers(model, images, prompts)
     masks, iou = _decode(reference, images, prompts, "torch")
     grid = 4 * (s // 16)
-    assert masks.shape == (2, source.config.num_multimask_outputs, grid, grid)
+    assert masks.shape == (2, reference.config.num_multimask_outputs, grid, grid)
     _assert_close(masks, want_masks, MODEL_TOLERANCE, "masks")
     _assert_close(iou, want_iou, MODEL_TOLERANCE, "iou")
 
@@ -294,10 +251,13 @@ def test_vision_model_matches_transformers(tmp_path):
     """transformers' SamVisionModel is the ``sam_image_encoder`` family: its directory reads
     as the image encoder alone, equal to transformers' embedding within 1e-4 x std, and
     writes back to a directory SamVisionModel loads with bit-identical weights."""
-    peer = randomize_(SamVisionModel(_vision_config(**SIZES["128"][0])), 5).eval()
-    peer.save_pretrained(tmp_path / "vision")
-    source, reference = _reference(tmp_path / "vision")
+    config = FAMILIES["sam_image_encoder"].tiny
+    peer = _peer(config, 5, tmp_path / "vision")
+    assert isinstance(peer, SamVisionModel)
+    source = read_source(tmp_path / "vision")
     assert (source.layout, source.family) == ("huggingface", "sam_image_encoder")
+    reference = create_model(checkpoint=tmp_path / "vision")
+    assert reference.config == config
     images = _images(128)
     with torch.no_grad():
         want = peer(pixel_values=torch.from_numpy(images)).last_hidden_state.numpy()
@@ -320,13 +280,8 @@ def test_written_directory_loads_in_transformers(peers, tmp_path, capsys):
     reference's function: float64 masks and IoU equal to 1e-10 x max."""
     model, directory = peers["odd-120"]
     out = tmp_path / "written"
-    code = cli.main(
-        ["convert", str(directory), "--to", "torch", "--layout", "huggingface"]
-        + [
-            "-o",
-            str(out),
-        ]
-    )
+    args = ["convert", str(directory), "--to", "torch", "--layout", "huggingface", "-o"]
+    code = cli.main([*args, str(out)])
     assert code == 0, capsys.readouterr().err
     theirs = SamModel.from_pretrained(out).eval()
     mine = theirs.state_dict()
@@ -336,7 +291,7 @@ def test_written_directory_loads_in_transformers(peers, tmp_path, capsys):
         json.loads((out / "config.json").read_text())["mask_decoder_config"]["num_attention_heads"]
         == 2
     )
-    _, reference = _reference(directory)
+    reference = create_model(checkpoint=directory)
     theirs, reference = theirs.double(), reference.double()
     images = _images(120, batch=1)
     for prompt in _prompts(120, batch=1).values():
@@ -350,19 +305,15 @@ def test_written_directory_loads_in_transformers(peers, tmp_path, capsys):
 # --------------------------------------------------------------------------- ports
 
 
-def _port_predictor(port_name: str, path: str):
-    """The port's SamPredictor over the model in the port's file ``path``."""
-    if port_name == "flax":
-        from ports.flax import serialization
+def _port_predictor(framework: str, directory: Path):
+    """The port's SamPredictor over ``create_model(checkpoint=directory)``."""
+    if framework == "flax":
+        from ports.flax.models import create_model as create_port_model
         from ports.flax.predictor import SamPredictor as PortPredictor
-
-        return PortPredictor(serialization.load(path))
-    import keras
-
-    import ports.keras.models  # noqa: F401  (registers the serializable classes)
-    from ports.keras.predictor import SamPredictor as PortPredictor
-
-    return PortPredictor(keras.saving.load_model(path, compile=False))
+    else:
+        from ports.keras.models import create_model as create_port_model
+        from ports.keras.predictor import SamPredictor as PortPredictor
+    return PortPredictor(create_port_model(checkpoint=directory))
 
 
 #: the photo and prompts of test_sam_predictor.py's port test (its first photo, the shapes its
@@ -404,15 +355,11 @@ def _transformers_on_photo(model: SamModel, predictor, prompt: dict):
 OFF_CI = ("keras-jax", "keras-torch")
 
 
-def _check_port(peers, port_name: str, tmp_path) -> None:
-    """The directory -> the port's file (no --verify: test_cli_verify_round_trip) -> the port's
-    SamPredictor: low-res masks within 1e-4 x std of transformers' and IoU (one number for a
-    single mask: 1e-5) on a photo; the port file -> a Hugging Face directory whose tensors are
-    the original's, bit for bit, with the same config."""
+def _check_port(peers, port_name: str) -> None:
+    """``create_model(checkpoint=DIR)`` of the port, in its SamPredictor: low-res masks within
+    1e-4 x std of transformers' and IoU (one number for a single mask: 1e-5) on a photo."""
     model, directory = peers["128"]
-    framework = port_name.split("-")[0]
-    summary, _ = convert.convert(directory, framework, tmp_path / "m")
-    predictor = _port_predictor(framework, summary.outputs[0])
+    predictor = _port_predictor(port_name.split("-")[0], directory)
     for name, prompt in PHOTO_PROMPTS.items():
         photo, masks, iou = _transformers_on_photo(model, predictor, prompt)
         if name == "points":
@@ -421,25 +368,19 @@ def _check_port(peers, port_name: str, tmp_path) -> None:
         _assert_close(got_masks, masks, MODEL_TOLERANCE, f"{port_name} {name} masks")
         tolerance = MODEL_TOLERANCE if iou.size > 1 else BLOCK_TOLERANCE
         _assert_close(got_iou, iou, tolerance, f"{port_name} {name} iou")
-    back = tmp_path / "back"
-    # Keras: from the .weights.h5 written beside the .keras (the same weights; reading a .keras
-    # is slow until issue 14 makes it as fast; test_cli_verify_round_trip reads the .keras)
-    convert.convert(summary.outputs[-1], "torch", back, layout="huggingface")
-    assert_same_checkpoint(str(back / "model.safetensors"), str(directory / "model.safetensors"))
-    assert read_source(back).config == read_source(directory).config
 
 
-def test_ports_match_transformers(peers, port, tmp_path):
+def test_ports_match_transformers(peers, port):
     if port.NAME in OFF_CI:
         pytest.skip(f"{port.NAME}: runs with -m slow (test_ports_match_transformers_off_ci)")
-    _check_port(peers, port.NAME, tmp_path)
+    _check_port(peers, port.NAME)
 
 
 @pytest.mark.slow
-def test_ports_match_transformers_off_ci(peers, port, tmp_path):
+def test_ports_match_transformers_off_ci(peers, port):
     if port.NAME not in OFF_CI:
         pytest.skip(f"{port.NAME}: test_ports_match_transformers runs it in CI")
-    _check_port(peers, port.NAME, tmp_path)
+    _check_port(peers, port.NAME)
 
 
 @pytest.mark.slow
@@ -448,10 +389,10 @@ def test_cli_verify_round_trip(peers, target, tmp_path, capsys):
     """``weight-convert convert DIR --to keras|flax --verify`` (the port against the reference
     layer by layer), then the port's file ``--to torch --layout huggingface --verify``: the
     directory's tensors come back bit-exact. (-m slow: each --verify compiles the tiny SAM,
-    ~15 s; test_ports_match_transformers converts both ways in CI.)"""
+    ~15 s; the family suite's test_round_trip[huggingface] converts both ways in CI.)"""
     _, directory = peers["128"]
     code = cli.main(
-        ["convert", str(directory), "--to", target, "-o", str(tmp_path / "m")] + ["--verify"]
+        ["convert", str(directory), "--to", target, "-o", str(tmp_path / "m"), "--verify"]
     )
     printed, err = capsys.readouterr()
     assert code == 0, err
