@@ -112,36 +112,21 @@ def _transformers(model: SamModel, images: np.ndarray, prompt: dict, dtype=torch
     return out.pred_masks[:, 0].numpy(), out.iou_scores[:, 0].numpy()
 
 
-def _decode(model, images, prompt: dict, framework: str):
-    """A zoo SAM (reference, Keras or Flax) on ``images`` (B, 3, S, S) with one prompt set per
-    image, as segment-anything's predictor calls the parts: masks (B, M, 4g, 4g), IoU (B, M)."""
-    if framework == "torch":
-        convert_in, to_numpy = torch.from_numpy, lambda x: x.detach().numpy()
-    elif framework == "flax":
-        import jax.numpy as jnp
-
-        convert_in, to_numpy = jnp.asarray, np.asarray
-    else:
-        import keras
-
-        convert_in, to_numpy = keras.ops.convert_to_tensor, keras.ops.convert_to_numpy
-    if framework != "torch":
-        images = images.transpose(0, 2, 3, 1)  # the ports are channels-last
-    with torch.no_grad():
-        embeddings = model.image_encoder(convert_in(np.ascontiguousarray(images)))
-        image_pe = model.prompt_encoder.get_dense_pe()
-        masks, ious = [], []
-        for i in range(images.shape[0]):
-            one = {k: convert_in(v[i : i + 1]) for k, v in prompt.items()}
-            points = (one["points"], one["labels"]) if "points" in one else None
-            sparse, dense = model.prompt_encoder(points, one.get("boxes"), None)
-            m, iou = model.mask_decoder(
-                embeddings[i : i + 1], image_pe, sparse, dense, multimask_output=True
-            )
-            masks.append(to_numpy(m))
-            ious.append(to_numpy(iou))
-    masks = np.concatenate(masks)
-    return (masks if framework == "torch" else masks.transpose(0, 3, 1, 2)), np.concatenate(ious)
+@torch.no_grad()
+def _decode(model, images: np.ndarray, prompt: dict):
+    """The reference ``Sam`` on ``images`` (B, 3, S, S) with one prompt set per image, as
+    segment-anything's predictor calls the parts: masks (B, M, 4g, 4g), IoU (B, M)."""
+    embeddings = model.image_encoder(torch.from_numpy(images))
+    image_pe = model.prompt_encoder.get_dense_pe()
+    masks, ious = [], []
+    for i in range(images.shape[0]):
+        one = {k: torch.from_numpy(v[i : i + 1]) for k, v in prompt.items()}
+        points = (one["points"], one["labels"]) if "points" in one else None
+        sparse, dense = model.prompt_encoder(points, one.get("boxes"), None)
+        m, iou = model.mask_decoder(embeddings[i : i + 1], image_pe, sparse, dense, True)
+        masks.append(m.numpy())
+        ious.append(iou.numpy())
+    return np.concatenate(masks), np.concatenate(ious)
 
 
 def _assert_close(got, want, tolerance, what: str) -> float:
@@ -240,7 +225,7 @@ def test_reference_matches_transformers(peers, size, prompt):
     s = reference.config.img_size
     images, prompts = _images(s), _prompts(s)[prompt]
     want_masks, want_iou = _transformers(model, images, prompts)
-    masks, iou = _decode(reference, images, prompts, "torch")
+    masks, iou = _decode(reference, images, prompts)
     grid = 4 * (s // 16)
     assert masks.shape == (2, reference.config.num_multimask_outputs, grid, grid)
     _assert_close(masks, want_masks, MODEL_TOLERANCE, "masks")
@@ -297,7 +282,7 @@ def test_written_directory_loads_in_transformers(peers, tmp_path, capsys):
     for prompt in _prompts(120, batch=1).values():
         prompt = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in prompt.items()}
         want = _transformers(theirs, images.astype(np.float64), prompt, torch.float64)
-        got = _decode(reference, images.astype(np.float64), prompt, "torch")
+        got = _decode(reference, images.astype(np.float64), prompt)
         for g, w, what in zip(got, want, ("masks", "iou"), strict=True):
             _assert_close(g, w, FLOAT64_TOLERANCE, what)
 
