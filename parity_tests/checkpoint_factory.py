@@ -25,6 +25,8 @@ from weight_convert.frameworks.reference import randomize_
 from zoo.models import build_model, create_model
 
 __all__ = [
+    "huggingface_sam",
+    "huggingface_sam_module",
     "official_sam",
     "official_sam_module",
     "official_swin2d",
@@ -189,6 +191,70 @@ def timm_samvit_module(config) -> torch.nn.Module:
 def timm_samvit(path, config, seed: int = 0) -> Made:
     """A timm ``samvit_*`` state dict (timm layout) with ``config``'s sizes."""
     return _from_peer(path, timm_samvit_module(config), seed)
+
+
+def huggingface_sam_module(config) -> torch.nn.Module:
+    """transformers' ``SamModel`` (``SamVisionModel`` for ``encoder_only``) with ``config``'s
+    sizes (a ``zoo.configs.SamConfig``), in eval mode, default init; transformers' own defaults
+    elsewhere (the two-way transformer's LayerNorm eps 1e-6, as on the Hub)."""
+    from transformers import SamConfig as HFSamConfig
+    from transformers import (
+        SamMaskDecoderConfig,
+        SamModel,
+        SamPromptEncoderConfig,
+        SamVisionConfig,
+        SamVisionModel,
+    )
+
+    c = config.out_chans
+    vision = SamVisionConfig(
+        image_size=config.img_size,
+        patch_size=config.patch_size,
+        num_channels=config.in_chans,
+        hidden_size=config.encoder_embed_dim,
+        num_hidden_layers=config.encoder_depth,
+        num_attention_heads=config.encoder_num_heads,
+        global_attn_indexes=list(config.encoder_global_attn_indexes),
+        window_size=config.window_size,
+        mlp_dim=int(config.encoder_embed_dim * config.mlp_ratio),
+        qkv_bias=config.qkv_bias,
+        use_abs_pos=config.use_abs_pos,
+        use_rel_pos=config.use_rel_pos,
+        output_channels=c,
+        num_pos_feats=c // 2,
+    )
+    if config.encoder_only:
+        return SamVisionModel(vision).eval()
+    prompt = SamPromptEncoderConfig(
+        hidden_size=c,
+        image_size=config.img_size,
+        patch_size=config.patch_size,
+        mask_input_channels=config.mask_in_chans,
+    )
+    decoder = SamMaskDecoderConfig(
+        hidden_size=c,
+        mlp_dim=config.transformer_mlp_dim,
+        num_hidden_layers=config.transformer_depth,
+        num_attention_heads=config.transformer_num_heads,
+        attention_downsample_rate=config.attention_downsample_rate,
+        num_multimask_outputs=config.num_multimask_outputs,
+        iou_head_depth=config.iou_head_depth,
+        iou_head_hidden_dim=config.iou_head_hidden_dim,
+    )
+    hf = HFSamConfig(
+        vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder
+    )
+    return SamModel(hf).eval()
+
+
+def huggingface_sam(path, config, seed: int = 0) -> Made:
+    """A ``save_pretrained`` directory (config.json, model.safetensors) of transformers'
+    ``SamModel`` / ``SamVisionModel`` with ``config``'s sizes and random weights; ``path`` is
+    the directory."""
+    module = randomize_(huggingface_sam_module(config), seed).eval()
+    module.save_pretrained(path)
+    sd = _numpy(module)
+    return os.fspath(path), layouts.to_reference(sd, layouts.detect(sd))
 
 
 def torchvision_swin(path, config, seed: int = 0) -> Made:

@@ -16,4 +16,5 @@ class TestSam(FamilySuite):
         "official": lambda stem, config, seed: factory.official_sam(
             stem.with_suffix(".pth"), config, seed
         )[0],
+        "huggingface": lambda stem, config, seed: factory.huggingface_sam(stem, config, seed)[0],
     }

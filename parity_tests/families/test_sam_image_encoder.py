@@ -15,4 +15,5 @@ class TestSamImageEncoder(FamilySuite):
         "timm": lambda stem, config, seed: factory.timm_samvit(
             stem.with_suffix(".pth"), config, seed
         )[0],
+        "huggingface": lambda stem, config, seed: factory.huggingface_sam(stem, config, seed)[0],
     }
