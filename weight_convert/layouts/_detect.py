@@ -200,7 +200,9 @@ def match_layout(
         raise
     if config is None:
         config = inferred
-    elif not config_from_file and not _same_architecture(config, inferred):
+    elif config_from_file:  # what the shapes could not tell, the file's config says
+        notes = ["architecture from the checkpoint's config, held to every tensor's shape"]
+    elif not _same_architecture(config, inferred):
         raise LayoutError(
             f"{spec.label} state dict does not have the architecture of "
             f"{match_variant(config) or 'the config asked for'}"
