@@ -14,8 +14,10 @@ Then each repeat converts both Keras files to Flax, one after the other, each in
 (``convert_memory.measure``: wall and CPU seconds, peak RSS), the output deleted after each run.
 ``loaded`` is the converter's own time to read the source (``--json``: imports included);
 ``cpu`` counts the child's user + system seconds, steadier than wall time on a shared machine.
-Ratios are of medians. Disk: three files of the checkpoint's size at most (float32 ViT-H:
-3 x 2.6 GB; ``--dtype float16`` halves it); the workdir is removed at the end unless ``--keep``.
+Seconds are medians over ``--repeats``; ``ratio`` is the ratio of the medians, ``best`` that of
+the fastest runs (the least disturbed ones on a shared machine). Disk: three files of the
+checkpoint's size at most (float32 ViT-H: 3 x 2.6 GB; ``--dtype float16`` halves it); the
+workdir is removed at the end unless ``--keep``.
 
 Exit code 0; 1 when a conversion fails (the tail of its log is printed).
 """
@@ -38,6 +40,8 @@ from convert_memory import convert_cmd, measure  # noqa: E402  (scripts/ is on s
 
 VARIANTS = ("sam_vit_b", "sam_vit_h")
 SOURCES = ("weights.h5", "keras")
+#: what each run measures -> its label in the table
+MEASURES = {"seconds": "wall s", "cpu_seconds": "cpu s", "loaded": "loaded s"}
 
 
 def write_checkpoint(path: Path, variant: str, dtype: str) -> None:
@@ -101,10 +105,14 @@ def bench(workdir: Path, variant: str, dtype: str, repeats: int) -> dict:
     row: dict = {"variant": variant, "dtype": dtype, "repeats": repeats}
     for source in SOURCES:
         row[f"{source} MB"] = files[source].stat().st_size / 1e6
-        for what in ("seconds", "cpu_seconds", "loaded"):
+        for what in MEASURES:
             row[f"{source} {what}"] = statistics.median(r[what] for r in runs[source])
-    for what in ("seconds", "cpu_seconds", "loaded"):
-        row[f"ratio {what}"] = row[f"keras {what}"] / row[f"weights.h5 {what}"]
+            row[f"{source} {what} best"] = min(r[what] for r in runs[source])
+    for what in MEASURES:
+        for tail in ("", " best"):
+            row[f"ratio {what}{tail}"] = (
+                row[f"keras {what}{tail}"] / row[f"weights.h5 {what}{tail}"]
+            )
     return row
 
 
@@ -131,18 +139,18 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    print(f"{'variant':<10} {'MB':>6} {'':>9} {'.weights.h5':>11} {'.keras':>8} {'ratio':>6}")
+    print(
+        f"{'variant':<10} {'MB':>6} {'':>9} {'.weights.h5':>11} {'.keras':>8} {'ratio':>6} "
+        f"{'best':>6}"
+    )
     for row in rows:
-        for what, label in (
-            ("seconds", "wall s"),
-            ("cpu_seconds", "cpu s"),
-            ("loaded", "loaded s"),
-        ):
+        for what, label in MEASURES.items():
             first = what == "seconds"
             name, mb = (row["variant"], f"{row['keras MB']:.0f}") if first else ("", "")
             print(
                 f"{name:<10} {mb:>6} {label:>9} {row[f'weights.h5 {what}']:>11.1f} "
-                f"{row[f'keras {what}']:>8.1f} {row[f'ratio {what}']:>6.3f}"
+                f"{row[f'keras {what}']:>8.1f} {row[f'ratio {what}']:>6.3f} "
+                f"{row[f'ratio {what} best']:>6.3f}"
             )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
