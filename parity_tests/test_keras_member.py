@@ -76,15 +76,16 @@ def _read(path: Path) -> tuple[dict[str, np.ndarray], int]:
 @pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="counts reads with /proc/self/io")
 def test_keras_source_reads_what_its_weights_h5_reads(files):
     """The checks and Keras' loader read the member in place: the ``.keras`` takes at most
-    1.25x the bytes the bare ``.weights.h5`` of the same weights takes (measured: 1.00x; both
-    3.2x the file, the HDF5 metadata read by the checks and the loader; through ``zipfile``
-    the ``.keras`` took 22x its ``.weights.h5``), and gives the values saved, bit for bit, as
-    Keras' own loader does (``zoo.compat``'s fallback)."""
+    1.25x the bytes the bare ``.weights.h5`` of the same weights takes (measured: 1.001x on
+    each backend, both 3.3x the file: the HDF5 metadata read by the checks and the loader; read
+    through ``zipfile`` 25x, Keras' loader alone through it 6x), and gives the values saved,
+    bit for bit, as Keras' own loader does (``zoo.compat``'s fallback, run first: it also
+    makes the first-call imports that would count as reads)."""
     from weight_convert.frameworks import keras_port
 
     model = keras_port.build_model(SWIN, initialize=False)
     try:
-        with compat.forced_fallbacks():  # Keras' own loader, through zipfile; first calls too
+        with compat.forced_fallbacks():  # Keras' own loader, through zipfile
             compat.keras_load_weights(model, None, files["keras"])
     finally:
         compat.keras_settle(model.weights)
