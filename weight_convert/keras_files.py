@@ -10,6 +10,12 @@ What a conversion from a Keras file may then rely on:
   what the config's model can take, ``weights_bound``) and no more than deflate can give from
   its stored bytes; ``config.json`` names a model of this zoo, built for the input the family
   builds it for, with a valid config (``zoo.configs.config_from_json``).
+  ``model.weights.h5`` is read in place when stored (as Keras writes it: the HDF5 opened on its
+  bytes in the archive, ``MemberFile``; through ``zipfile`` a backward seek re-reads the member
+  from its start, O(n^2)), once each member's local header names it and no member's bytes run
+  into another's, the central directory or past the end; a deflated one is inflated into an
+  anonymous temporary file first, once the free space there holds its declared size. (A stored
+  member's CRC is not checked: that would read it all once more; a ``.weights.h5`` has none.)
 - HDF5 (a ``.weights.h5`` or the archive's member): no soft or external links, no object reached
   twice, at most ``MAX_DEPTH`` deep and ``MAX_OBJECTS`` objects; every dataset stored as Keras
   stores it (contiguous or compact, no filter, no external file), its bytes inside the file and
@@ -23,8 +29,13 @@ What a conversion from a Keras file may then rely on:
 from __future__ import annotations
 
 import contextlib
+import io
+import itertools
 import math
 import os
+import shutil
+import struct
+import tempfile
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
@@ -62,7 +73,8 @@ __all__ = [
 #: HDF5 root attribute of a ``.weights.h5`` holding the zoo config (JSON of ``config_to_dict``)
 CONFIG_ATTR = "vit_zoo_config"
 #: the members of a ``.keras`` archive of this zoo: required, and allowed
-REQUIRED_MEMBERS, MEMBERS = ("config.json", "model.weights.h5"), ("metadata.json",)
+WEIGHTS_MEMBER = "model.weights.h5"
+REQUIRED_MEMBERS, MEMBERS = ("config.json", WEIGHTS_MEMBER), ("metadata.json",)
 #: the largest ``config.json`` / ``metadata.json`` / config attribute read (real ones: < 2 kB)
 JSON_LIMIT = 1 << 20
 #: more than deflate can expand (its maximum is about 1032:1): a member declaring more lies
@@ -72,7 +84,11 @@ MAX_DEPTH, MAX_OBJECTS = 32, 1 << 18
 #: bytes a weights file may take beyond its tensors' (HDF5 headers: about 2.5 kB per tensor)
 PER_TENSOR_OVERHEAD, FILE_OVERHEAD = 64 << 10, 1 << 20
 
+#: free bytes a deflated ``model.weights.h5`` leaves in the temporary folder it is inflated to
+TEMP_MARGIN = 256 << 20
+
 _CONTIGUOUS_OR_COMPACT = (1, 0)  # h5py.h5d.CONTIGUOUS, h5py.h5d.COMPACT
+_LOCAL_HEADER = 30  # bytes of a zip local file header before the name and the extra field
 
 
 def weights_bound(config: Config) -> int:
@@ -171,19 +187,135 @@ def check_archive(path: str) -> Config:
 # --------------------------------------------------------------------------- HDF5
 
 
+class MemberFile(io.RawIOBase):
+    """A read-only binary file over bytes ``[offset, offset + size)`` of the open file ``raw``:
+    what h5py reads a stored ``model.weights.h5`` through, in place. A seek is O(1) (through
+    ``zipfile`` a backward seek re-reads the member from its start: minutes for a ViT-H), no
+    read leaves the range."""
+
+    def __init__(self, raw: Any, offset: int, size: int) -> None:
+        super().__init__()
+        self._raw, self._offset, self._size, self._pos = raw, offset, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
+        if base + pos < 0:
+            raise OSError(f"seek to {base + pos}, before the start")
+        self._pos = base + pos
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        want = max(0, min(len(view), self._size - self._pos))
+        self._raw.seek(self._offset + self._pos)
+        got = 0
+        while got < want:
+            n = self._raw.readinto(view[got:want])
+            if not n:
+                break  # the outer file shrank since its size was checked: h5py sees zeros
+            got += n
+        self._pos += got
+        return got
+
+
+def _local_header(raw: Any, info: zipfile.ZipInfo, where: str) -> tuple[int, int]:
+    """(start, end) in the archive of ``info``'s local header and data, from its local header
+    (30 bytes, then the name, checked against the central directory's, and the extra field)."""
+    raw.seek(info.header_offset)
+    header = raw.read(_LOCAL_HEADER)
+    if len(header) < _LOCAL_HEADER or header[:4] != b"PK\x03\x04":
+        raise CheckpointError(f"{where}: {info.filename} has no local header at its offset")
+    name_length, extra_length = struct.unpack("<HH", header[26:30])
+    if raw.read(name_length) != info.filename.encode():
+        raise CheckpointError(f"{where}: {info.filename}'s local header names another member")
+    data = info.header_offset + _LOCAL_HEADER + name_length + extra_length
+    return info.header_offset, data + info.compress_size
+
+
+def _weights_span(archive: zipfile.ZipFile, raw: Any, where: str) -> tuple[int, int]:
+    """(offset, size) in the archive of the stored ``model.weights.h5``'s bytes, once every
+    member's local header and data lie in the file before the central directory, none
+    overlapping another (a member whose bytes are another's, or the directory's, is no file
+    Keras writes)."""
+    info = archive.getinfo(WEIGHTS_MEMBER)
+    if info.compress_size != info.file_size:
+        raise CheckpointError(
+            f"{where}: {WEIGHTS_MEMBER} is stored as {info.compress_size} bytes but declares "
+            f"{info.file_size}"
+        )
+    spans = sorted((*_local_header(raw, i, where), i.filename) for i in archive.infolist())
+    for (_, end, name), (start, _, other) in itertools.pairwise(spans):
+        if end > start:
+            raise CheckpointError(f"{where}: members {name} and {other} overlap")
+    _, last, name = spans[-1]
+    size = os.fstat(raw.fileno()).st_size
+    if last > min(archive.start_dir, size):
+        what = f"the end of the file ({size} bytes)" if last > size else "the central directory"
+        raise CheckpointError(f"{where}: {name} runs past {what}")
+    end = next(end for _, end, name in spans if name == WEIGHTS_MEMBER)
+    return end - info.file_size, info.file_size
+
+
+def _inflate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, out: Any, where: str) -> None:
+    """Inflate the deflated ``info`` into the empty temporary file ``out``, once the free
+    space in the temporary folder holds its declared size (which ``_member_infos`` bounds by
+    ``MAX_RATIO``, ``check_archive`` by the model's); ``zipfile`` stops at that size and checks
+    the CRC at the end."""
+    folder = tempfile.gettempdir()
+    free = shutil.disk_usage(folder).free
+    if info.file_size + TEMP_MARGIN > free:
+        raise CheckpointError(
+            f"{where}: {info.filename} is deflated; inflating its {info.file_size} bytes needs "
+            f"more than the {free} free in {folder} (TMPDIR)"
+        )
+    with archive.open(info) as member:
+        shutil.copyfileobj(member, out, 1 << 20)
+    if out.tell() != info.file_size:
+        raise CheckpointError(
+            f"{where}: {info.filename} inflates to {out.tell()} bytes, not the "
+            f"{info.file_size} it declares"
+        )
+
+
+@contextlib.contextmanager
+def _weights_member(path: str) -> Iterator[MemberFile]:
+    """The ``model.weights.h5`` of the ``.keras`` archive at ``path`` as a file: a stored one
+    (as Keras writes it) read in place (``_weights_span``), a deflated one inflated into an
+    anonymous temporary file (gone when closed, or when the process dies; ``_inflate``)."""
+    with contextlib.ExitStack() as stack:
+        raw = stack.enter_context(open(path, "rb", buffering=0))  # reads as HDF5 asks
+        archive = stack.enter_context(zipfile.ZipFile(raw))
+        info = _member_infos(archive, path)[WEIGHTS_MEMBER]
+        if info.compress_type == zipfile.ZIP_STORED:
+            yield MemberFile(raw, *_weights_span(archive, raw, path))
+        else:
+            out = stack.enter_context(tempfile.TemporaryFile())
+            _inflate(archive, info, out, path)
+            yield MemberFile(out, 0, info.file_size)
+
+
 @contextlib.contextmanager
 def open_weights(path: str, archive: bool) -> Iterator[tuple[Any, int]]:
     """The weights HDF5 of a ``.weights.h5`` or of a ``.keras`` ``archive`` (its
-    ``model.weights.h5`` member, read in place) and its size in bytes; ``CheckpointError``
-    when HDF5 cannot open or read it."""
+    ``model.weights.h5`` member, ``_weights_member``: read in place when stored, inflated into
+    a temporary file when deflated) and its size in bytes; ``CheckpointError`` when HDF5
+    cannot open or read it."""
     import h5py
 
     try:
         with contextlib.ExitStack() as stack:
             if archive:
-                archive = stack.enter_context(zipfile.ZipFile(path))
-                size = archive.getinfo("model.weights.h5").file_size
-                member = stack.enter_context(archive.open("model.weights.h5"))
+                member = stack.enter_context(_weights_member(path))
+                size = member.seek(0, os.SEEK_END)
                 f = stack.enter_context(h5py.File(member, "r"))
             else:
                 size = os.path.getsize(path)

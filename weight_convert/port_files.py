@@ -336,12 +336,14 @@ def load_keras_weights(path: str, config: Config, dtype: str) -> dict[str, np.nd
     """The values of a Keras file that ``keras_files.checked_weights`` passed, in ``dtype``.
 
     The model is built from ``config`` in ``dtype`` (``keras_port.dtype_scope``: float64 with
-    64-bit JAX on that backend), without initial values, and loads the file: the file names no
-    variable (a layer's variables are ``vars/0``, ``vars/1``, ... in the order its ``build``
-    creates them; list items are groups named after the layer's class), so only the model can
-    read it. Strict both ways: ``load_weights`` raises for a variable the file lacks or of
-    another shape, and a file holding more variables than the model (which ``load_weights``
-    would ignore) is a ``ValueError`` here."""
+    64-bit JAX on that backend), without initial values, and loads the HDF5 that
+    ``keras_files.open_weights`` opens (``zoo.compat.keras_load_weights``: a ``.keras``
+    member read in place, not through ``zipfile``): the file names no variable (a layer's
+    variables are ``vars/0``, ``vars/1``, ... in the order its ``build`` creates them; list
+    items are groups named after the layer's class), so only the model can read it. Strict
+    both ways: ``load_weights`` raises for a variable the file lacks or of another shape, and a
+    file holding more variables than the model (which ``load_weights`` would ignore) is a
+    ``ValueError`` here."""
     from weight_convert.frameworks import keras_port
     from zoo import compat
 
@@ -350,13 +352,13 @@ def load_keras_weights(path: str, config: Config, dtype: str) -> dict[str, np.nd
         model = keras_port.build_model(config, initialize=False)
         with keras_files.open_weights(path, path.lower().endswith(".keras")) as (f, _):
             count = len(keras_files.weights_datasets(f, path))
-        if count != len(model.weights):
-            raise ValueError(
-                f"{path} holds {count} variables; the {family_of(config).model} of this config "
-                f"has {len(model.weights)}"
-            )
-        try:
-            model.load_weights(path)
-        finally:
-            compat.keras_settle(model.weights)
+            if count != len(model.weights):
+                raise ValueError(
+                    f"{path} holds {count} variables; the {family_of(config).model} of this "
+                    f"config has {len(model.weights)}"
+                )
+            try:
+                compat.keras_load_weights(model, f, path)  # a .keras member read in place
+            finally:
+                compat.keras_settle(model.weights)
         return keras_port.read(model)

@@ -12,6 +12,9 @@ what                              internal (tested versions)                  pu
                                                                               attributes
 ``keras_save_streamed``           ``keras.src.saving.saving_lib`` store and   assign every value,
                                   state walk (keras)                          ``model.save``
+``keras_load_weights``            ``keras.src.saving.saving_lib`` store and   ``model.load_weights``
+                                  state walk (keras)                          (a ``.keras``: read
+                                                                              through ``zipfile``)
 ``keras_intercept_calls``         an instance ``call`` over the class's       outputs only, no
                                   (keras: ``Layer.__call__`` calls            per-layer capture
                                   ``self.call``)
@@ -46,6 +49,7 @@ __all__ = [
     "forced_fallbacks",
     "keras_deferred_values",
     "keras_intercept_calls",
+    "keras_load_weights",
     "keras_save_streamed",
     "keras_settle",
     "keras_sublayers",
@@ -273,6 +277,40 @@ def keras_save_streamed(
         zf.writestr(saving_lib._CONFIG_FILENAME, config_json)
         zf.write(os.fspath(weights_path), saving_lib._VARS_FNAME_H5)
     return len(written)
+
+
+def keras_load_weights(model: Any, weights: Any, path: str | os.PathLike) -> None:
+    """``model.load_weights(path)`` reading the HDF5 file ``weights``, already open in h5py
+    (and left open): the same walk, the same errors. For a ``.keras`` archive, whose
+    ``model.weights.h5`` Keras reads through ``zipfile`` (a backward seek there re-reads the
+    member from its start: minutes for a large model), ``weights`` is that member opened in
+    place. The fallback is ``model.load_weights(path)`` (``weights`` unused)."""
+    if not _internal("keras", "keras.src.saving.saving_lib"):
+        model.load_weights(os.fspath(path))
+        return
+
+    from keras.src.saving import saving_lib
+
+    class Store(saving_lib.H5IOStore):
+        def _get_h5_file(self, path_or_io, mode=None):
+            return weights
+
+        def close(self):  # the caller's file
+            pass
+
+    failed: set = set()
+    errors: dict = {}
+    saving_lib._load_state(
+        model,
+        weights_store=Store(os.fspath(path), mode="r"),
+        assets_store=None,
+        inner_path="",
+        visited_saveables=set(),
+        failed_saveables=failed,
+        error_msgs=errors,
+    )
+    if failed:
+        saving_lib._raise_loading_failure(errors)
 
 
 # --------------------------------------------------------------------------- Flax
