@@ -10,7 +10,6 @@ Tiny Swin only."""
 
 from __future__ import annotations
 
-import dataclasses
 import struct
 import zipfile
 from collections.abc import Callable
@@ -19,22 +18,13 @@ from pathlib import Path
 import cli_checks
 import numpy as np
 import pytest
+from test_port_files import KERAS_SWIN
 
 from weight_convert import cli, errors, keras_files, port_files
 from zoo import compat
-from zoo.registry import FAMILIES
 
 #: one stage, two blocks, few distinct shapes: a small file with every kind of tensor
-SWIN = dataclasses.replace(
-    FAMILIES["swin"].tiny,
-    embed_dim=8,
-    depths=(2,),
-    num_heads=(2,),
-    window_size=(2, 2),
-    mlp_ratio=1.0,
-    num_classes=8,
-    img_size=8,
-)
+SWIN = KERAS_SWIN
 WEIGHTS = keras_files.WEIGHTS_MEMBER
 
 
