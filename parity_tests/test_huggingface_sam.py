@@ -337,9 +337,6 @@ def _transformers_on_photo(model: SamModel, predictor, prompt: dict):
 
 #: Keras on JAX and torch runs the port test with -m slow (a tiny SAM's first call compiles op
 #: by op there); Flax and Keras on TensorFlow run it in CI
-OFF_CI = ("keras-jax", "keras-torch")
-
-
 def _check_port(peers, port_name: str) -> None:
     """``create_model(checkpoint=DIR)`` of the port, in its SamPredictor: low-res masks within
     1e-4 x std of transformers' and IoU (one number for a single mask: 1e-5) on a photo."""
@@ -355,16 +352,10 @@ def _check_port(peers, port_name: str) -> None:
         _assert_close(got_iou, iou, tolerance, f"{port_name} {name} iou")
 
 
-def test_ports_match_transformers(peers, port):
-    if port.NAME in OFF_CI:
-        pytest.skip(f"{port.NAME}: runs with -m slow (test_ports_match_transformers_off_ci)")
-    _check_port(peers, port.NAME)
-
-
 @pytest.mark.slow
-def test_ports_match_transformers_off_ci(peers, port):
-    if port.NAME not in OFF_CI:
-        pytest.skip(f"{port.NAME}: test_ports_match_transformers runs it in CI")
+def test_ports_match_transformers(peers, port):
+    """Slow (CI time): in CI the reference is held to transformers here, and every port to the
+    reference on this layout's directories by the family suite (bit-exact loading, parity)."""
     _check_port(peers, port.NAME)
 
 

@@ -412,6 +412,7 @@ def test_config_fields():
             validate(dataclasses.replace(BASE, **fields))
 
 
+@pytest.mark.slow  # CI time: the suite's round trip and parity cases cover it without --verify
 def test_cli_verify(tmp_path, capsys):
     """``weight-convert convert --verify`` of an mmdetection checkpoint to Flax: every layer of
     the Flax model against the reference, at a size where both stage maps fit one window (7 x 7
