@@ -61,8 +61,8 @@ CODE_LIMIT = 16 << 20
 CLASS_LIMIT = 1 << 14
 #: the deepest module tree walked (ResNets and ViTs: under 10)
 DEPTH_LIMIT = 100
-#: the most modules visited plus entries made
-VISIT_LIMIT = 1 << 18
+#: the most modules visited plus entries made (CLIP ViT-L/14: ~1,000)
+VISIT_LIMIT = 1 << 16
 
 _UNSET = object()
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
