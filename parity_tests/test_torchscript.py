@@ -11,7 +11,6 @@ import json
 import re
 import subprocess
 import sys
-import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,8 +23,6 @@ from cli_checks import one_line
 from torch import nn
 
 from weight_convert import checkpoints, cli, errors, torchscript
-
-warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
 
 
 class Sub(nn.Module):
@@ -437,7 +434,6 @@ def test_read_without_frameworks_and_bomb_memory(archives, tmp_path):
         assert digests[key][1] == hashlib.sha256(data).hexdigest(), key
     assert code == errors.CheckpointError.exit_code and "inflates beyond" in proc.stderr
     assert peak < 120, f"peak RSS {peak:.0f} MB"
-    print(f"peak {peak:.0f} MB")
 
 
 def test_declarations_are_read_as_data():
