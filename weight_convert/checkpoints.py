@@ -175,7 +175,9 @@ def open_state_dict(path: str | os.PathLike) -> tuple[dict[str, LazyTensor], dic
     read from their byte range, ``.pth`` zips are memory-mapped (``torch.load(mmap=True,
     weights_only=True)``) and each tensor's pages can be released after use.
 
-    ``info`` holds ``format`` ("torch", "safetensors" or "detectron2-pkl"), ``wrapper`` (the
+    ``info`` holds ``format`` ("torch", "torchscript" (a ``torch.jit.save`` archive, read as
+    ``torch.jit.load(f).state_dict()``: ``weight_convert.torchscript``), "safetensors" or
+    "detectron2-pkl"), ``wrapper`` (the
     nested keys unwrapped, e.g. "state_dict" or "model", or None), ``stripped_prefix``
     ("module." or None), ``ignored`` (non-tensor entries skipped), ``mmap`` (torch) and, for
     safetensors, ``metadata``. A directory is read as a Hugging Face model directory
@@ -231,6 +233,8 @@ def _read_torch(path: str, info: dict[str, Any], legacy: bool) -> dict[str, Lazy
     """A ``torch.save`` file without PyTorch (``torch_zip``): the pickle's tensors, unwrapped
     from training checkpoints' dicts, as ``LazyTensor``s."""
     obj, archive = torch_zip.read_torch(path, legacy)
+    if archive.torchscript:  # obj: the module tree's flat state dict
+        info["format"] = "torchscript"
     if not isinstance(obj, Mapping):
         raise NotACheckpointError(f"{path} holds a {type(obj).__name__}, not a dict of tensors")
     chain, keys = [], wrapper_keys()

@@ -178,8 +178,9 @@ def _add_convert_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "checkpoint",
         metavar="SOURCE",
-        help=".pth / .pt / .bin / .safetensors / .pkl checkpoint, Keras .keras / .weights.h5, "
-        "Flax .safetensors / .msgpack",
+        help=".pth / .pt / .bin / .safetensors / .pkl checkpoint (a .pt may be a TorchScript "
+        "archive: its module's state dict is read, nothing of it run), Keras .keras / "
+        ".weights.h5, Flax .safetensors / .msgpack",
     )
     p.add_argument(
         "--to", required=True, choices=["keras", "flax", "torch"], help="target framework"

@@ -12,6 +12,10 @@ used: as they come when a tensor reads the whole record, else by one pass that k
 So one tensor's span is in memory at a time, and the time is one pass per record plus the
 spans, whatever the file claims (views of one huge storage included). The pre-zip format of
 PyTorch < 1.6 (a sequence of pickles followed by the storages' bytes) is read the same way.
+A TorchScript archive (``torch.jit.save``: a ``constants.pkl`` next to ``data.pkl``, as
+``torch.load`` tells them) is the same zip; its ``data.pkl`` is a module tree, which
+``weight_convert.torchscript`` reads into its flat state dict (its ``code/`` records, deflated,
+are inflated within a bound and only their class declarations read).
 
 Writing (``write_pth``): the pickle of ``{name: tensor}`` from names, shapes and dtypes
 (``torch_pickle.dumps_state``), then each tensor's bytes streamed into its ``data/<i>`` record,
@@ -56,8 +60,9 @@ _ALIGN = 64  # torch.save's storage alignment
 class Record:
     name: str
     offset: int  # of the data
-    size: int
+    size: int  # stored bytes
     crc: int | None  # None: the legacy format, which has none
+    inflated: int | None = None  # a deflated record's declared size (only ``code/`` records)
 
 
 class Archive:
@@ -66,6 +71,7 @@ class Archive:
 
     def __init__(self, path: str, records: dict[str, Record], big_endian: bool = False) -> None:
         self.path, self.records, self.big_endian = path, records, big_endian
+        self.torchscript = False  # a ``torch.jit.save`` archive (``weight_convert.torchscript``)
         self._verified: set[str] = set()  # records whose CRC-32 was checked
 
     def check_storage(self, key: str, nbytes: int) -> None:
@@ -105,6 +111,40 @@ class Archive:
                     value = zlib.crc32(view[:n], value)
                 done += n
         return value
+
+    def text(self, record: Record, limit: int) -> bytes:
+        """The bytes of a small record, stored or deflated (a ``code/`` record), CRC-checked:
+        ``CheckpointError`` when it declares or inflates to more than ``limit`` bytes (a zip
+        bomb is refused after ``limit`` bytes of output, whatever it declares)."""
+        size = record.size if record.inflated is None else record.inflated
+        if size > limit or record.size > limit + (1 << 20):
+            raise CheckpointError(
+                f"refused: record {record.name[:80]} of {size} bytes (limit {limit >> 20} MiB)"
+            )
+        raw = memoryview(bytearray(record.size))
+        self._pread(record, 0, raw, False)
+        if record.inflated is None:
+            data = bytes(raw)
+        else:
+            inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+            try:
+                data = inflate.decompress(raw, limit + 1)
+            except zlib.error as e:
+                raise CheckpointError(
+                    f"corrupt zip: record {record.name[:80]} does not inflate ({e})"
+                ) from None
+            if len(data) > limit:
+                raise CheckpointError(
+                    f"refused: record {record.name[:80]} inflates beyond {limit >> 20} MiB "
+                    f"(it declares {record.inflated} bytes)"
+                )
+            if not inflate.eof or len(data) != record.inflated:
+                raise CheckpointError(
+                    f"corrupt zip: record {record.name[:80]} inflates to {len(data)} bytes, "
+                    f"not the {record.inflated} it declares"
+                )
+        self._verify(record, zlib.crc32(data))
+        return data
 
     def _check(self, record: Record) -> None:
         """The record's CRC-32, from its bytes read in chunks into one reused buffer."""
@@ -186,10 +226,13 @@ def _directory(f, size: int) -> tuple[int, int, int]:
     return entries, cd_size, cd_offset
 
 
-def _record(f, info: zipfile.ZipInfo, end: int) -> Record:
-    """Where ``info``'s data lies, checked: stored (not compressed), inside the file before the
-    central directory."""
-    if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+def _record(f, info: zipfile.ZipInfo, end: int, deflated: bool = False) -> Record:
+    """Where ``info``'s data lies, checked: stored (not compressed; ``deflated``: or deflated,
+    as ``torch.jit.save`` writes ``code/``), inside the file before the central directory."""
+    inflated = None
+    if deflated and info.compress_type == zipfile.ZIP_DEFLATED:
+        inflated = info.file_size
+    elif info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
         raise CheckpointError(
             f"refused: record {info.filename[:80]} is compressed (torch.save stores every "
             "record as it is; a compressed one could expand without bound)"
@@ -200,11 +243,11 @@ def _record(f, info: zipfile.ZipInfo, end: int) -> Record:
         raise CheckpointError(f"truncated or corrupt zip (record {info.filename[:80]})")
     names, extra = struct.unpack("<HH", local[26:30])
     offset = info.header_offset + 30 + names + extra
-    if offset + info.file_size > end:
+    if offset + info.compress_size > end:
         raise CheckpointError(
             f"truncated or corrupt zip (record {info.filename[:80]} runs past its space)"
         )
-    return Record(info.filename, offset, info.file_size, info.CRC)
+    return Record(info.filename, offset, info.compress_size, info.CRC, inflated)
 
 
 def _infos(f) -> list[zipfile.ZipInfo]:
@@ -241,15 +284,24 @@ def _read_zip(path: str) -> tuple[Any, Archive]:
         infos = _infos(f)
         pickles = [i for i in infos if i.filename.endswith("/data.pkl")]
         if len(pickles) != 1:
+            if any(i.filename.endswith("/model.json") for i in infos):
+                raise NotACheckpointError(
+                    f"{path} is a TorchScript archive of PyTorch < 1.4 (model.json), which is "
+                    "not read: save it again with torch.jit.save"
+                )
             raise NotACheckpointError(f"{path} is a zip but no torch.save checkpoint (data.pkl)")
         prefix = pickles[0].filename[: -len("data.pkl")]
-        records, meta = {}, {}
+        # torch.load's own test for a TorchScript archive (torch.jit.save writes constants.pkl)
+        script = any(i.filename == prefix + "constants.pkl" for i in infos)
+        records, meta, code = {}, {}, {}
         for info in infos:
             name = info.filename[len(prefix) :] if info.filename.startswith(prefix) else None
             if name is not None and name.startswith("data/"):
                 records[name[5:]] = _record(f, info, directory_at)
             elif name in ("data.pkl", "byteorder"):
                 meta[name] = _record(f, info, directory_at)
+            elif script and name is not None and name.startswith("code/") and name.endswith(".py"):
+                code[name[5:]] = _record(f, info, directory_at, deflated=True)
     pickled = meta["data.pkl"]
     if pickled.size > PICKLE_LIMIT:
         raise CheckpointError(
@@ -263,6 +315,11 @@ def _read_zip(path: str) -> tuple[Any, Archive]:
             raise CheckpointError(f"{path}: corrupt byteorder record {text[:20]!r}")
         archive.big_endian = text == b"big"
     data = _small(archive, pickled)
+    if script:
+        from weight_convert import torchscript
+
+        archive.torchscript = True
+        return torchscript.state_dict(archive, data, code), archive
     return torch_pickle.loads(io.BytesIO(data), archive.check_storage), archive
 
 
