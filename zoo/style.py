@@ -1,0 +1,207 @@
+"""Neural style transfer (Gatys, Ecker & Bethge 2016) over any backbone's named features: the
+settings and the arithmetic every framework shares. Framework-free.
+
+The image is optimized, not the network: pixels in [0, 1] (RGB), initialized from the content
+image or noise, updated by Adam (``zoo.training.AdamW`` with no weight decay: PyTorch's Adam,
+matched in Keras and optax by ``ports.*.training``) and clipped back to [0, 1] after each step.
+The backbone is a ``features`` model (``zoo.features``) whose names include the content and
+style layers; it sees the pixels through its origin's normalization (``Normalization``: the
+mean / std of torchvision's or CLIP's weights, or Caffe's BGR minus the mean for weights from
+Keras applications), applied inside the loss so the gradient reaches the pixels.
+
+For a feature map F_l of layer l, with N_l channels and M_l positions (a conv map's H x W, a
+transformer's N tokens with the D features as channels):
+
+- content: ``1/2 sum (F_l - P_l)^2`` against the content image's features P_l;
+- style: ``sum_l w_l / (4 N_l^2 M_l^2) sum (G_l - A_l)^2`` with Gram matrices ``G = F F^T``
+  (N_l x N_l) of the image and A_l of the style image: Gatys' normalization;
+- total variation: the sum of squared differences of neighbouring pixels, down and across;
+
+``loss = content_weight * content + style_weight * style + tv_weight * tv``. The implementations:
+``zoo.style_transfer`` (PyTorch), ``ports.keras.style_transfer`` (``model.fit`` on a model whose
+one weight is the image) and ``ports.flax.style_transfer`` (an ``nnx.jit`` step), each returning
+a ``StyleResult`` with the same fields.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from zoo.training import AdamW
+
+__all__ = [
+    "CAFFE",
+    "CLIP",
+    "IMAGENET",
+    "Normalization",
+    "StyleResult",
+    "StyleSettings",
+    "check_backbone",
+    "normalization_of",
+    "returning_layers",
+]
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """What a backbone's weights expect of an RGB image in [0, 1]: ``x * scale``, the channels
+    reversed when ``bgr``, minus ``mean``, over ``std`` (per channel, in the order fed)."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    scale: float = 1.0
+    bgr: bool = False
+
+    def affine(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(order, a, b)``: the normalized image is ``x[order] * a + b`` channel by channel
+        (float32 constants; what every framework applies, differentiably)."""
+        order = np.array([2, 1, 0] if self.bgr else [0, 1, 2])
+        a = np.float32(self.scale) / np.asarray(self.std, np.float32)
+        b = -np.asarray(self.mean, np.float32) / np.asarray(self.std, np.float32)
+        return order, a.astype(np.float32), b.astype(np.float32)
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """The normalized image, NumPy, channels-last (H, W, 3) or (B, H, W, 3)."""
+        order, a, b = self.affine()
+        return np.asarray(image, np.float32)[..., order] * a + b
+
+
+#: torchvision's ImageNet weights (VGG, ResNet): RGB, mean / std
+IMAGENET = Normalization(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+#: Keras applications' VGG (Caffe weights): BGR in 0..255 minus the mean pixel
+CAFFE = Normalization(mean=(103.939, 116.779, 123.68), scale=255.0, bgr=True)
+#: OpenAI CLIP (and open_clip's OpenAI weights)
+CLIP = Normalization(
+    mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711)
+)
+_BY_NAME = {"imagenet": IMAGENET, "torchvision": IMAGENET, "caffe": CAFFE, "clip": CLIP}
+
+
+def normalization_of(config: Any, default: Normalization = IMAGENET) -> Normalization:
+    """The normalization a backbone's config names (a ``preprocessing`` field: "torchvision",
+    "caffe", "clip"), else ``default``."""
+    name = getattr(config, "preprocessing", None)
+    if name is None:
+        return default
+    if name not in _BY_NAME:
+        raise ValueError(f"unknown preprocessing {name!r}; known: {', '.join(_BY_NAME)}")
+    return _BY_NAME[name]
+
+
+@dataclass(frozen=True)
+class StyleSettings:
+    """One style-transfer run: the layers (names of the backbone's features), the weights, the
+    optimizer and the number of steps. ``style_layer_weights``: one per style layer (default:
+    equal, summing to 1)."""
+
+    content_layers: tuple[str, ...]
+    style_layers: tuple[str, ...]
+    content_weight: float = 1.0
+    style_weight: float = 1e3
+    style_layer_weights: tuple[float, ...] = ()
+    tv_weight: float = 0.0
+    steps: int = 50
+    optimizer: AdamW = field(default_factory=lambda: AdamW(lr=0.01, weight_decay=0.0))
+    #: clip the pixels to [0, 1] after every step
+    clip: bool = True
+    #: None: the backbone config's (``normalization_of``)
+    normalization: Normalization | None = None
+
+    def __post_init__(self) -> None:
+        if not self.content_layers and not self.style_layers:
+            raise ValueError("StyleSettings: no content and no style layer")
+        weights = self.style_layer_weights
+        if weights and len(weights) != len(self.style_layers):
+            raise ValueError(
+                f"StyleSettings: {len(weights)} style layer weights for "
+                f"{len(self.style_layers)} style layers"
+            )
+        if self.steps < 0:
+            raise ValueError(f"StyleSettings: steps {self.steps} < 0")
+        if not isinstance(self.optimizer, AdamW) or self.optimizer.weight_decay:
+            raise ValueError("StyleSettings: the optimizer is Adam: AdamW(weight_decay=0.0)")
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """Every feature the loss needs, content first, each once."""
+        return tuple(dict.fromkeys((*self.content_layers, *self.style_layers)))
+
+    @property
+    def layer_weights(self) -> tuple[float, ...]:
+        n = len(self.style_layers)
+        return tuple(self.style_layer_weights) or (1.0 / n,) * n
+
+    def backbone_config(self, config: Any) -> Any:
+        """``config`` returning exactly the features the loss needs."""
+        return dataclasses.replace(config, features=self.layers)
+
+    def normalization_for(self, config: Any) -> Normalization:
+        return self.normalization or normalization_of(config)
+
+
+def check_backbone(config: Any, settings: StyleSettings) -> None:
+    """A one-line ``ValueError`` when the backbone cannot return the layers ``settings`` names."""
+    from zoo.configs import family_of
+
+    family = family_of(config)
+    if family.features is None:
+        raise ValueError(f"{family.model} returns no named features: no style-transfer backbone")
+    known = family.features(config)
+    unknown = [name for name in settings.layers if name not in known]
+    if unknown:
+        raise ValueError(f"{family.model} has no feature(s) {unknown}; it has: {', '.join(known)}")
+
+
+@contextlib.contextmanager
+def returning_layers(backbone: Any, settings: StyleSettings) -> Iterator[Any]:
+    """``backbone`` (a model of any framework) returning exactly the layers the loss needs for
+    the duration of the block: its config's ``features`` replaced, then restored (the module tree
+    and the weights are the same whatever the features)."""
+    check_backbone(backbone.config, settings)
+    config = backbone.config
+    backbone.config = settings.backbone_config(config)
+    try:
+        yield backbone
+    finally:
+        backbone.config = config
+
+
+@dataclass
+class StyleResult:
+    """What a run gives, in every framework: the image (H, W, 3) float32 in [0, 1], the loss of
+    each step (computed before that step's update) and, when asked, the pixel gradient of each
+    step ((H, W, 3), channels-last)."""
+
+    image: np.ndarray
+    losses: np.ndarray
+    gradients: list[np.ndarray] = field(default_factory=list)
+
+
+def as_image(x: np.ndarray, name: str) -> np.ndarray:
+    """A (H, W, 3) RGB image in [0, 1] as float32, from float in [0, 1] or uint8."""
+    x = np.asarray(x)
+    if x.ndim != 3 or x.shape[-1] != 3:
+        raise ValueError(f"{name}: expected an (H, W, 3) RGB image, got shape {x.shape}")
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{name}: expected uint8 or float pixels, got {x.dtype}")
+    if x.size and (x.min() < 0 or x.max() > 1):
+        raise ValueError(f"{name}: float pixels must lie in [0, 1]")
+    return x.astype(np.float32)
+
+
+def images(content: Any, style: Any, init: Any | None) -> Sequence[np.ndarray]:
+    """The three images checked (``as_image``); ``init`` defaults to the content image."""
+    content = as_image(content, "content")
+    style = as_image(style, "style")
+    init = content if init is None else as_image(init, "init")
+    if init.shape != content.shape:
+        raise ValueError(f"init image {init.shape} differs from the content image {content.shape}")
+    return content, style, init
