@@ -37,6 +37,7 @@ import numpy as np
 import pytest
 from stochastic import without_randomness
 
+from weight_convert.parity.comparison import port_inputs
 from weight_convert.tolerance import Tolerance
 from zoo.configs import family_of
 from zoo.family import Family
@@ -252,6 +253,47 @@ class FamilySuite:
         assert first.path == layer, report.table()
         before = report.layers[: report.layers.index(first)]
         assert all(not e.exceeded for e in before)
+
+    # ------------------------------------------------------------------------ features
+
+    def _features(self) -> tuple[str, ...]:
+        spec = self.spec()
+        if spec.features is None:
+            pytest.skip(f"{self.family} declares no named features (Family.features)")
+        return spec.features(self.tiny(**self.cases[0].overrides))
+
+    def test_features(self, port):
+        """Every named output the family declares, asked for at once on the tiny config: the
+        port's model returns a dict with exactly those names in that order, each output and
+        every layer up to the last within the whole-model bound of the reference's, and the
+        gradients of a loss on all of them (every parameter's and the image's: what style
+        transfer follows) within the whole-model gradient bound."""
+        from weight_convert.parity import run_config
+
+        names = self._features()
+        config = self.tiny(**self.cases[0].overrides, features=names)
+        for gradients in (False, True):
+            report = run_config(config, port, self.cases[0].shape, gradients=gradients)
+            assert report.passed, report.table()
+            assert len(report.outputs) == (1 if gradients else len(names)), report.table()
+        inputs, formats = self.spec().make_inputs(config, self.cases[0].shape)
+        out = port.build_model(config)(*port_inputs(inputs, formats))
+        assert isinstance(out, dict) and list(out) == list(names)
+
+    def test_features_refused(self):
+        """A config naming an output the model does not have, or one twice, is refused when it
+        is made (``resolve``: what every ``create_model`` calls), the message listing the names
+        it has; a list is taken as a tuple."""
+        from zoo.config_checks import ConfigError
+        from zoo.configs import resolve
+
+        names = self._features()
+        base = self.tiny(**self.cases[0].overrides)
+        assert resolve(base, features=[names[-1], names[0]]).features == (names[-1], names[0])
+        with pytest.raises(ConfigError, match=rf"features: unknown \['no_such'\].*{names[0]}"):
+            resolve(base, features=[names[0], "no_such"])
+        with pytest.raises(ConfigError, match="named twice"):
+            resolve(base, features=[names[0], names[0]])
 
     # ------------------------------------------------------------------------ structure
 

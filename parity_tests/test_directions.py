@@ -53,17 +53,15 @@ def same_weights(path: Path, source: Path) -> None:
 
 @pytest.mark.keras
 def test_keras_directions_in_fresh_processes(source, tmp_path):
-    """PyTorch -> Keras, Keras (.keras and bare .weights.h5) -> PyTorch (.pth, .safetensors),
-    Keras -> Flax, Flax -> Keras, each its own process on this run's backend."""
+    """PyTorch -> Keras, Keras (.keras) -> Flax, Flax -> Keras, Keras (bare .weights.h5) ->
+    PyTorch, each its own process on this run's backend: every Keras reader and writer once (a
+    process costs seconds of imports on each of the three backends, and the imports are what
+    this test is for); the round trip back is bit-identical."""
     run(tmp_path, str(source), "--to", "keras", "-o", "k")
-    run(tmp_path, "k.keras", "--to", "torch", "-o", "from_keras.pth")
-    run(tmp_path, "k.weights.h5", "--to", "torch", "-o", "from_h5.pth")
-    run(tmp_path, "k.keras", "--to", "torch", "-o", "from_keras.safetensors")
     run(tmp_path, "k.keras", "--to", "flax", "-o", "f")
     run(tmp_path, "f.safetensors", "--to", "keras", "-o", "k2")
-    run(tmp_path, "k2.keras", "--to", "torch", "-o", "round_trip.pth")
-    for name in ("from_keras.pth", "from_h5.pth", "from_keras.safetensors", "round_trip.pth"):
-        same_weights(tmp_path / name, source)
+    run(tmp_path, "k2.weights.h5", "--to", "torch", "-o", "round_trip.safetensors")
+    same_weights(tmp_path / "round_trip.safetensors", source)
 
 
 def test_framework_free_directions_in_fresh_processes(source, tmp_path):

@@ -166,3 +166,26 @@ def test_errors_are_the_clis(tmp_path):
     assert info.value.exit_code == 6
     with pytest.raises(errors.MissingFileError):
         models.load_model(tmp_path / "absent.pth")
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_named_features_from_a_checkpoint(tmp_path, framework):
+    """``features=[...]`` with a checkpoint: the weights are the file's, the model returns the
+    named outputs in the order asked (a list taken as a tuple); an output the model does not
+    have is the CLI's ``UsageError``, naming the ones it has."""
+    config = FAMILIES["convnet"].tiny
+    pth = default_maker("official", "convnet")(tmp_path / "convnet", config, 5)
+    models = _models(framework)
+    model = models.create_model(checkpoint=pth, features=["fc1", "conv2"])
+    assert model.config.features == ("fc1", "conv2")
+    want = state_dict(reference_model(config, 5))
+    got = _weights(framework, model)
+    assert set(got) == set(want) and all(np.array_equal(got[k], v) for k, v in want.items())
+    x = np.zeros((1, 12, 12, 1) if framework != "torch" else (1, 1, 12, 12), np.float32)
+    if framework == "torch":
+        import torch
+
+        x = torch.from_numpy(x)
+    assert list(model(x)) == ["fc1", "conv2"]
+    with pytest.raises(errors.UsageError, match=r"unknown \['layer1'\]; ConvNet returns: conv1"):
+        models.create_model(checkpoint=pth, features=["layer1"])

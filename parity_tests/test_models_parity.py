@@ -49,8 +49,15 @@ SLOW = [
 ]
 
 
+#: cases whose Keras run is on TensorFlow only in CI: the Keras code is the same on every backend,
+#: and the odd and features cases of the same model run on JAX and torch (CI time: ~20 s)
+FULL_SIZE_ON_TENSORFLOW = {(VIDEO_T, (1, 3, 16, 224, 224))}
+
+
 @pytest.mark.parametrize(("name", "shape", "overrides"), CASES + SLOW)
 def test_model_parity(name, shape, overrides, port):
+    if port.NAME in ("keras-jax", "keras-torch") and (name, shape) in FULL_SIZE_ON_TENSORFLOW:
+        pytest.skip("full-size clip: Keras runs it on TensorFlow (the same code); odd sizes here")
     report = run_model(name, port, shape, overrides=overrides)
     assert report.passed, report.table()
     assert report.group == name

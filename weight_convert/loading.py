@@ -26,7 +26,8 @@ import numpy as np
 from weight_convert import layouts
 from weight_convert.errors import UsageError, WrongModelError
 from weight_convert.sources import Source, check_variant, read_source
-from zoo.configs import Config, arch_fields, reference_shapes
+from zoo.config_checks import ConfigError
+from zoo.configs import Config, arch_fields, reference_shapes, resolve
 
 __all__ = ["read_checkpoint", "load_keras", "load_flax", "load_torch"]
 
@@ -91,7 +92,10 @@ def read_checkpoint(
     elif features_only:
         raise UsageError(f"{config.family} models have no features_only form")
     if overrides:
-        config = dataclasses.replace(config, **overrides)
+        try:  # resolve: features=[...] as a tuple, checked against the model's outputs
+            config = resolve(config, **overrides)
+        except ConfigError as e:
+            raise UsageError(str(e)) from None
     return _with_config(source, config, notes)
 
 

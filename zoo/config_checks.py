@@ -194,10 +194,12 @@ def validate(config: Any) -> Any:
     then at most ``MAX_TENSORS`` tensors and ``MAX_PARAMETERS`` parameters. ``ConfigError``
     otherwise."""
     from zoo.configs import family_of, reference_shapes
+    from zoo.family import check_features
 
     family = family_of(config)
     if family.validate is not None:
         family.validate(config)
+    check_features(config)
     shapes = reference_shapes(config)
     count = sum(math.prod(s) for s in shapes.values())
     if len(shapes) > MAX_TENSORS or count > MAX_PARAMETERS:

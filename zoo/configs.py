@@ -14,7 +14,7 @@ import dataclasses
 from typing import Any
 
 from zoo.config_checks import ConfigError, check_fields, parse_config_json, validate
-from zoo.family import Family, Variant, arch_fields, head_fields
+from zoo.family import Family, Variant, arch_fields, check_features, head_fields
 from zoo.registry import FAMILIES, VARIANTS
 
 __all__ = [
@@ -129,8 +129,10 @@ def resolve(name_or_config: str | Config, **overrides: Any) -> Config:
 
     Raises ``UnknownVariantError`` (one line, the known variants) for any other name or value.
     """
+    if isinstance(overrides.get("features"), list):  # create_model(name, features=[...])
+        overrides["features"] = tuple(overrides["features"])
     if is_config(name_or_config):
-        return dataclasses.replace(name_or_config, **overrides)
+        return _checked(dataclasses.replace(name_or_config, **overrides))
     if not isinstance(name_or_config, str) or name_or_config not in VARIANTS:
         what = (
             f"unknown variant {name_or_config!r}"
@@ -141,7 +143,13 @@ def resolve(name_or_config: str | Config, **overrides: Any) -> Config:
             f"{what[:200]}; give a variant name or a config (zoo.configs; a checkpoint's: "
             f"layouts.detect(sd).config); known variants: {', '.join(VARIANTS)}"
         )
-    return dataclasses.replace(VARIANTS[name_or_config].config, **overrides)
+    return _checked(dataclasses.replace(VARIANTS[name_or_config].config, **overrides))
+
+
+def _checked(config: Config) -> Config:
+    """``config`` once its ``features`` (if any) are names its model returns."""
+    check_features(config)
+    return config
 
 
 def _differing(a: Config, b: Config, fields: tuple[str, ...]) -> list[str]:

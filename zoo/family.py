@@ -31,6 +31,7 @@ __all__ = [
     "Shapes",
     "Variant",
     "arch_fields",
+    "check_features",
     "head_fields",
     "image_input",
     "register_family",
@@ -128,6 +129,13 @@ class Family:
     #: ``config_checks.MAX_BLOCKS``), after the generic type checks; run on every config read
     #: from a file (``zoo.configs.config_from_dict``), before its shape table is computed
     validate: Callable[[Any], None] | None = None
+    #: ``features(config)``: every name of an intermediate output the model can return, in
+    #: forward order: the reference's module paths (the checkpoint's: ``layer3.5``,
+    #: ``transformer.resblocks.11``) and any aliases the family documents. A family that
+    #: declares it has a config field ``features: tuple[str, ...]`` (``NOT_ARCH``, default
+    #: empty); a config naming some returns ``{name: output}`` in that order, in every framework
+    #: (maps channels-first in the reference, channels-last in the ports; tokens (B, N, D)).
+    features: Callable[[Any], tuple[str, ...]] | None = None
 
     @property
     def module_name(self) -> str:
@@ -201,6 +209,28 @@ class Variant:
 def _is_image(first: Input) -> bool:
     """Whether an input is what the default check knows: a channels-first image or clip."""
     return first.format is Format.CHANNELS_FIRST and len(first.shape) in (4, 5)
+
+
+def check_features(config: Any) -> None:
+    """Raise ``ConfigError`` when ``config.features`` (if the config has the field) names an
+    output the model does not have, or one twice; the message lists the names it has."""
+    from zoo.config_checks import ConfigError
+    from zoo.registry import FAMILIES
+
+    wanted = getattr(config, "features", ())
+    if not wanted:
+        return
+    family = FAMILIES[config.family]
+    if family.features is None:
+        raise ConfigError(f"config field features: {family.model} returns no named features")
+    known = family.features(config)
+    unknown = [name for name in wanted if name not in known]
+    twice = sorted({name for name in wanted if wanted.count(name) > 1})
+    if unknown or twice:
+        what = f"unknown {unknown}"[:200] if unknown else f"named twice {twice}"[:200]
+        listed = ", ".join(known)
+        listed = listed if len(listed) <= 600 else listed[:600] + ", ..."
+        raise ConfigError(f"config field features: {what}; {family.model} returns: {listed}")
 
 
 def register_family(family: Family) -> Family:

@@ -25,6 +25,7 @@ from ports.flax.layers.variables import (
     declare_dtype,
     set_compute_dtype,
 )
+from weight_convert.frameworks import output_list
 from weight_convert.frameworks.recorder import Recorder
 from weight_convert.frameworks.sites import collect_sites
 from weight_convert.tolerance import MIXED_BFLOAT16
@@ -120,8 +121,9 @@ def assign(module: nnx.Module, values: Mapping[str, np.ndarray]) -> None:
 
 
 def _to_numpy(out: Any) -> np.ndarray | list[np.ndarray]:
-    if isinstance(out, (list, tuple)):
-        return [np.asarray(t) for t in out]
+    outs = output_list(out)
+    if outs is not None:
+        return [np.asarray(t) for t in outs]
     return np.asarray(out)
 
 
@@ -179,7 +181,7 @@ def call(
 
 
 def _loss(out: Any, cotangent: Callable[[int, tuple], np.ndarray]) -> jax.Array:
-    outs = list(out) if isinstance(out, (list, tuple)) else [out]
+    outs = output_list(out) or [out]
     return sum(jnp.sum(o * cotangent(i, tuple(o.shape))) for i, o in enumerate(outs))
 
 

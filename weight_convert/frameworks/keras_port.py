@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 import ports.keras.layers
+from weight_convert.frameworks import output_list
 from weight_convert.frameworks.recorder import Recorder
 from weight_convert.frameworks.sites import collect_sites
 from zoo import compat
@@ -168,8 +169,9 @@ def call(
             out = module(*inputs, training=training)
     if recorder is not None:
         recorder.to_numpy(keras.ops.convert_to_numpy)
-    if isinstance(out, (list, tuple)):
-        return [keras.ops.convert_to_numpy(o) for o in out]
+    outs = output_list(out)
+    if outs is not None:
+        return [keras.ops.convert_to_numpy(o) for o in outs]
     return keras.ops.convert_to_numpy(out)
 
 
@@ -207,7 +209,7 @@ def _training_kwargs(module: keras.Layer, training: bool = False) -> dict[str, A
 
 
 def _loss(out: Any, cotangent: Callable[[int, tuple], np.ndarray]) -> Any:
-    outs = list(out) if isinstance(out, (list, tuple)) else [out]
+    outs = output_list(out) or [out]
     # keras.ops.multiply promotes (a bfloat16 output of mixed precision times float32 gives a
     # float32 loss); TensorFlow's ``*`` would refuse the mixed dtypes
     return sum(

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import zoo.layers
+from weight_convert.frameworks import output_list
 from weight_convert.frameworks.recorder import Recorder
 from weight_convert.frameworks.sites import collect_sites
 from weight_convert.tensors import from_torch
@@ -83,6 +84,18 @@ def declared_format(module: nn.Module) -> Format | None:
 def declared_formats(module: nn.Module) -> dict[str, Format | None]:
     """``declared_format`` of every submodule, by path (the root is ``""``)."""
     return {path: declared_format(sub) for path, sub in module.named_modules()}
+
+
+def output_formats(module: nn.Module, count: int) -> list[Format | None]:
+    """The declared format of each of the ``count`` outputs of ``module``: a features model's
+    (``zoo.features``) named outputs take the format of the submodule of that path, where the
+    name is one, all others the root's."""
+    root = declared_format(module)
+    names = getattr(getattr(module, "config", None), "features", ())
+    if not names or len(names) != count:
+        return [root] * count
+    paths = dict(module.named_modules())
+    return [declared_format(paths[n]) if n in paths else root for n in names]
 
 
 def output_format(module: nn.Module) -> Format:
@@ -158,8 +171,9 @@ def call(
     recording = recorder.running() if recorder is not None else contextlib.nullcontext()
     with torch.no_grad(), mode(module, training), recording:
         out = module(*[torch.from_numpy(x) for x in inputs])
-    if isinstance(out, (list, tuple)):
-        return [from_torch(t).copy() for t in out]
+    outs = output_list(out)
+    if outs is not None:
+        return [from_torch(t).copy() for t in outs]
     return from_torch(out).copy()
 
 
@@ -187,7 +201,7 @@ def gradients(
 
 
 def _loss(out: Any, cotangent: Callable[[int, tuple], np.ndarray]) -> torch.Tensor:
-    outs = out if isinstance(out, (list, tuple)) else [out]
+    outs = output_list(out) or [out]
     return sum(
         (o * torch.from_numpy(cotangent(i, tuple(o.shape)))).sum() for i, o in enumerate(outs)
     )

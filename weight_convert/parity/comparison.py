@@ -29,11 +29,12 @@ __all__ = ["ReferenceRun", "compare", "load_reference_weights", "port_inputs", "
 class ReferenceRun:
     """The reference's outputs and every submodule's output (path, declared format or None,
     array) on some inputs, with the numeric settings: what ``compare`` holds a port against.
-    ``output_format`` is the root's declared format (None: undeclared)."""
+    ``output_formats``: each output's declared format (None: undeclared; see
+    ``reference.output_formats``)."""
 
     outputs: list[np.ndarray]
     records: list[tuple[str, Format | None, np.ndarray]]
-    output_format: Format | None
+    output_formats: list[Format | None]
     settings: dict[str, str]
 
 
@@ -50,7 +51,7 @@ def run_reference(
     if training:
         settings["mode"] = "training"
     records = [(path, formats[path], value) for path, value in recorder]
-    return ReferenceRun(outs, records, formats[""], settings)
+    return ReferenceRun(outs, records, ref_fw.output_formats(reference, len(outs)), settings)
 
 
 def port_inputs(
@@ -122,8 +123,9 @@ def _output_errors(
     if len(ref_outs) != len(port_outs):
         raise ValueError(f"{name}: port gives {len(port_outs)} outputs, reference {len(ref_outs)}")
     errors = []
+    declared = reference_run.output_formats
     for i, (r, p) in enumerate(zip(ref_outs, port_outs, strict=True)):
-        expected = to_port_format(r, fitting_format(r.shape, p.shape, reference_run.output_format))
+        expected = to_port_format(r, fitting_format(r.shape, p.shape, declared[i]))
         if expected.shape != p.shape:
             raise ValueError(f"{name}: port output {p.shape} != reference {expected.shape}")
         label = OUTPUT if len(ref_outs) == 1 else f"<output {i}>"

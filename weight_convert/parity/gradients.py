@@ -33,9 +33,12 @@ class Cotangents:
     """The loss's fixed random cotangents, drawn on demand for each reference output
     (``reference(i, shape)``, standard normal), and the same values in the port's format
     (``port(i, port shape)``: the format the forward comparison would find, declared or the one
-    under which the shapes fit)."""
+    under which the shapes fit). ``declared``: every output's declared format, or a list of
+    one per output (``reference.output_formats``)."""
 
-    def __init__(self, seed: int, declared: Format | None, dtype: Any = np.float32) -> None:
+    def __init__(
+        self, seed: int, declared: Format | None | list[Format | None], dtype: Any = np.float32
+    ) -> None:
         self._rng = np.random.default_rng(seed + 7919)
         self._declared, self._dtype = declared, np.dtype(dtype)
         self.drawn: list[np.ndarray] = []
@@ -51,7 +54,8 @@ class Cotangents:
         if i >= len(self.drawn) or self.drawn[i] is None:
             raise ValueError(f"the port gives output {i}, which the reference does not")
         ref = self.drawn[i]
-        return to_port_format(ref, fitting_format(ref.shape, shape, self._declared))
+        declared = self._declared[i] if isinstance(self._declared, list) else self._declared
+        return to_port_format(ref, fitting_format(ref.shape, shape, declared))
 
 
 def _reference_layout(port_grads: dict[str, np.ndarray], expected: Sequence[str]) -> dict:
@@ -94,7 +98,11 @@ def compare_gradients(
         after_transfer(port)
     floating = [x.dtype for x in inputs if np.issubdtype(x.dtype, np.floating)]
     dtype = np.result_type(*floating) if floating else np.float32  # float64 runs: float64
-    cots = Cotangents(seed, ref_fw.declared_formats(reference)[""], dtype)
+    names = getattr(getattr(reference, "config", None), "features", ())
+    declared = (
+        ref_fw.output_formats(reference, len(names)) if names else ref_fw.declared_format(reference)
+    )
+    cots = Cotangents(seed, declared, dtype)
     with ref_fw.numerics():
         ref_inputs, ref_params = ref_fw.gradients(
             reference, list(inputs), cots.reference, training=training

@@ -19,7 +19,7 @@ from zoo import shape_table as T
 from zoo.config_checks import ConfigError, in_range, positive
 from zoo.family import HEAD, NOT_ARCH, Family, Input, image_input, register_family, register_variant
 
-__all__ = ["MNIST_MEAN", "MNIST_STD", "ConvNetConfig"]
+__all__ = ["FEATURES", "MNIST_MEAN", "MNIST_STD", "ConvNetConfig"]
 
 #: the input normalization the MNIST examples train with (``transforms.Normalize``)
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -48,6 +48,8 @@ class ConvNetConfig:
     dropout2_rate: float = field(default=0.25, metadata=NOT_ARCH)
     #: decides fc1's input width (channels[1] * feature_size ** 2)
     img_size: int = 28
+    #: named outputs to return instead of the log-probabilities (``FEATURES``)
+    features: tuple[str, ...] = field(default=(), metadata=NOT_ARCH)
 
     @property
     def family(self) -> str:
@@ -62,6 +64,10 @@ class ConvNetConfig:
     def flat_features(self) -> int:
         """fc1's input width: the pooled map flattened channels-first (C, H, W)."""
         return self.channels[1] * self.feature_size**2
+
+
+#: the outputs a ``features`` model can return: each layer's (``dropout1``: the pooled map)
+FEATURES = ("conv1", "conv2", "dropout1", "fc1", "fc2")
 
 
 def _shapes(config: ConvNetConfig) -> T.Shapes:
@@ -124,6 +130,7 @@ register_family(
         inputs=_inputs,
         check_inputs=_check_inputs,
         validate=_validate,
+        features=lambda config: FEATURES,
         description="the MNIST ConvNet of the PyTorch examples (two convs, max-pool, two linears)",
         # 12 -> 10 -> 8 -> pooled 4 x 4: the parity cases add an odd 13 x 13 (the pool floors)
         tiny=ConvNetConfig(channels=(4, 8), hidden=16, img_size=12),

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.families.convnet import ConvNetConfig
+from zoo.features import FeatureTaps
 from zoo.registry import register_model
 from zoo.validate import check_inputs
 
@@ -22,7 +23,8 @@ class ConvNet(nn.Module):
     ReLU -> dropout2 -> fc2 -> log-softmax.
 
     Input: (B, in_chans, H, W) channels-first, H and W pooling to ``config.feature_size``.
-    Output: log-probabilities (B, num_classes) (train with ``F.nll_loss``).
+    Output: log-probabilities (B, num_classes) (train with ``F.nll_loss``); with
+    ``config.features`` the named layers' outputs (``zoo.features``), channels-first maps.
     """
 
     def __init__(self, config: ConvNetConfig) -> None:
@@ -38,9 +40,20 @@ class ConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_inputs(self, "torch", x)
-        x = F.relu(self.conv1(x))
-        x = F.relu(self.conv2(x))
-        x = self.dropout1(F.max_pool2d(x, 2))
-        x = F.relu(self.fc1(torch.flatten(x, 1)))
-        x = self.fc2(self.dropout2(x))
+        taps = FeatureTaps(self.config.features)
+        x = self.conv1(x)
+        if taps.take("conv1", x):
+            return taps.outputs
+        x = self.conv2(F.relu(x))
+        if taps.take("conv2", x):
+            return taps.outputs
+        x = self.dropout1(F.max_pool2d(F.relu(x), 2))
+        if taps.take("dropout1", x):
+            return taps.outputs
+        x = self.fc1(torch.flatten(x, 1))
+        if taps.take("fc1", x):
+            return taps.outputs
+        x = self.fc2(self.dropout2(F.relu(x)))
+        if taps.take("fc2", x):
+            return taps.outputs
         return F.log_softmax(x, dim=1)

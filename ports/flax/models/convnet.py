@@ -11,6 +11,7 @@ import jax
 from flax import nnx
 
 from zoo.families.convnet import ConvNetConfig
+from zoo.features import FeatureTaps
 from zoo.registry import register_model
 from zoo.validate import check_inputs
 
@@ -29,7 +30,8 @@ class ConvNet(nnx.Module):
     ReLU -> dropout2 -> fc2 -> log-softmax.
 
     Input: (B, H, W, in_chans) channels-last, H and W pooling to ``config.feature_size``.
-    Output: log-probabilities (B, num_classes). Dropout draws from ``rngs``' dropout stream in
+    Output: log-probabilities (B, num_classes); with ``config.features`` the named layers'
+    outputs (``zoo.features``), channels-last maps. Dropout draws from ``rngs``' dropout stream in
     train mode (``model.train()``).
     """
 
@@ -45,9 +47,20 @@ class ConvNet(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         check_inputs(self, "flax", x)
-        x = nnx.relu(self.conv1(x))
-        x = nnx.relu(self.conv2(x))
-        x = self.dropout1(nnx.max_pool(x, (2, 2), strides=(2, 2), padding="VALID"))
-        x = nnx.relu(self.fc1(flatten_channels_first(x)))
-        x = self.fc2(self.dropout2(x))
+        taps = FeatureTaps(self.config.features)
+        x = self.conv1(x)
+        if taps.take("conv1", x):
+            return taps.outputs
+        x = self.conv2(nnx.relu(x))
+        if taps.take("conv2", x):
+            return taps.outputs
+        x = self.dropout1(nnx.max_pool(nnx.relu(x), (2, 2), strides=(2, 2), padding="VALID"))
+        if taps.take("dropout1", x):
+            return taps.outputs
+        x = self.fc1(flatten_channels_first(x))
+        if taps.take("fc1", x):
+            return taps.outputs
+        x = self.fc2(self.dropout2(nnx.relu(x)))
+        if taps.take("fc2", x):
+            return taps.outputs
         return nnx.log_softmax(x, axis=-1)

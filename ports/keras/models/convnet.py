@@ -13,6 +13,7 @@ from keras import ops
 from ports.keras.layers.window import Tensor
 from ports.keras.models.base import ZooModel
 from zoo.families.convnet import ConvNetConfig
+from zoo.features import FeatureTaps
 from zoo.registry import register_model
 from zoo.validate import check_inputs
 
@@ -33,7 +34,8 @@ class ConvNet(ZooModel):
     ReLU -> dropout2 -> fc2 -> log-softmax.
 
     Input: (B, H, W, in_chans) channels-last, H and W pooling to ``config.feature_size``.
-    Output: log-probabilities (B, num_classes).
+    Output: log-probabilities (B, num_classes); with ``config.features`` the named layers'
+    outputs (``zoo.features``), channels-last maps.
     """
 
     def __init__(self, config: ConvNetConfig, **kwargs) -> None:
@@ -58,13 +60,39 @@ class ConvNet(ZooModel):
 
     def call(self, x: Tensor, training: bool | None = None) -> Tensor:
         check_inputs(self, "keras", x)
-        x = ops.relu(self.conv1(x))
-        x = ops.relu(self.conv2(x))
-        x = ops.max_pool(x, pool_size=2, strides=2, padding="valid", data_format="channels_last")
+        taps = FeatureTaps(self.config.features)
+        x = self.conv1(x)
+        if taps.take("conv1", x):
+            return taps.outputs
+        x = self.conv2(ops.relu(x))
+        if taps.take("conv2", x):
+            return taps.outputs
+        x = ops.max_pool(
+            ops.relu(x), pool_size=2, strides=2, padding="valid", data_format="channels_last"
+        )
         x = self.dropout1(x, training=training)
-        x = ops.relu(self.fc1(flatten_channels_first(x)))
-        x = self.fc2(self.dropout2(x, training=training))
+        if taps.take("dropout1", x):
+            return taps.outputs
+        x = self.fc1(flatten_channels_first(x))
+        if taps.take("fc1", x):
+            return taps.outputs
+        x = self.fc2(self.dropout2(ops.relu(x), training=training))
+        if taps.take("fc2", x):
+            return taps.outputs
         return ops.log_softmax(x, axis=-1)
 
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        return (input_shape[0], self.config.num_classes)
+    def compute_output_shape(self, input_shape: tuple) -> tuple | dict:
+        if not self.config.features:
+            return (input_shape[0], self.config.num_classes)
+        b, h, w = input_shape[:3]
+        c1, c2 = self.config.channels
+        less = [None if s is None else s - 2 for s in (h, w)]
+        pooled = [None if s is None else (s - 2) // 2 for s in less]
+        shapes = {
+            "conv1": (b, *less, c1),
+            "conv2": (b, *[None if s is None else s - 2 for s in less], c2),
+            "dropout1": (b, *pooled, c2),
+            "fc1": (b, self.config.hidden),
+            "fc2": (b, self.config.num_classes),
+        }
+        return {name: shapes[name] for name in self.config.features}
