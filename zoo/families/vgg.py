@@ -31,7 +31,7 @@ from zoo.config_checks import ConfigError, in_range, positive
 from zoo.family import HEAD, NOT_ARCH, Family, Input, image_input, register_family, register_variant
 from zoo.preprocessing import PREPROCESSING
 
-__all__ = ["VGGConfig", "feature_names", "feature_paths"]
+__all__ = ["VGGConfig", "feature_names", "feature_paths", "names_at"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class VGGConfig:
     preprocessing: str = field(default="imagenet", metadata=NOT_ARCH)
     #: the resolution of the examples and ``--verify`` (any size runs)
     img_size: int = field(default=224, metadata=NOT_ARCH)
-    #: named intermediate outputs (``feature_names``); empty: the model's output
+    #: named outputs to return instead (``feature_names``; ``zoo.features``); empty: the model's
     features: tuple[str, ...] = field(default=(), metadata=NOT_ARCH)
 
     @property
@@ -109,6 +109,16 @@ def feature_names(config: VGGConfig) -> tuple[str, ...]:
     return tuple(feature_paths(config))
 
 
+def names_at(config: VGGConfig) -> dict[str, tuple[str, ...]]:
+    """Module path -> the names of ``config.features`` it returns (an alias and its path may
+    both be asked for): what the forward passes hand to ``zoo.features.FeatureTaps``."""
+    paths = feature_paths(config)
+    out: dict[str, tuple[str, ...]] = {}
+    for name in config.features:
+        out[paths[name]] = (*out.get(paths[name], ()), name)
+    return out
+
+
 def _shapes(config: VGGConfig) -> T.Shapes:
     out: T.Shapes = {}
     channels = config.in_chans
@@ -147,13 +157,6 @@ def _validate(config: VGGConfig) -> None:
         )
     in_range(config, "dropout", 0, 1, open_high=True)
     positive(config, "img_size")
-    known = set(feature_names(config))
-    unknown = [n for n in config.features if n not in known]
-    if unknown:
-        raise ConfigError(
-            f"config field features: {unknown} are not outputs of this VGG; known: "
-            f"{', '.join(feature_names(config))}"
-        )
 
 
 def _inputs(config: VGGConfig, shape: Sequence[int] | None) -> tuple[Input, ...]:
@@ -168,6 +171,7 @@ register_family(
         shapes=_shapes,
         inputs=_inputs,
         validate=_validate,
+        features=feature_names,
         description="VGG 16 / 19 (torchvision's VGG; keras.applications' VGG16 / VGG19)",
         # five stages (every Gatys alias up to conv5_2), 32 x 32 pools to 1 x 1 before the
         # adaptive pool repeats it to 7 x 7; the parity cases add 225 x 191 (7 x 5) and

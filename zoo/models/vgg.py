@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo.families.vgg import VGGConfig, feature_paths
+from zoo.families.vgg import VGGConfig, feature_paths, names_at
+from zoo.features import FeatureTaps
 from zoo.registry import register_model
 from zoo.tensor_format import Format
 from zoo.validate import check_inputs
@@ -52,6 +53,8 @@ class VGG(nn.Module):
     def __init__(self, config: VGGConfig) -> None:
         super().__init__()
         self.config = config
+        #: every feature name -> its module path (the parity harness' formats of aliases)
+        self.feature_paths = feature_paths(config)
         self.features = make_features(config)
         if not config.features_only:
             p = config.pool_size
@@ -78,18 +81,9 @@ class VGG(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         check_inputs(self, "torch", x)
-        names = self.config.features
-        if not names:
-            for _, m in self._stages():
-                x = m(x)
-            return x
-        paths = feature_paths(self.config)
-        wanted = {paths[n] for n in names}
-        got: dict[str, torch.Tensor] = {}
+        taps, at = FeatureTaps(self.config.features), names_at(self.config)
         for path, m in self._stages():
             x = m(x)
-            if path in wanted:
-                got[path] = x
-                if len(got) == len(wanted):
-                    break
-        return {n: got[paths[n]] for n in names}
+            if any([taps.take(name, x) for name in at.get(path, ())]):
+                return taps.outputs
+        return x

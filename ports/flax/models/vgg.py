@@ -15,7 +15,8 @@ from flax import nnx
 
 from ports.flax.layers.pool import AdaptiveAvgPool2d, MaxPool2d, ReLU
 from ports.flax.models.convnet import flatten_channels_first
-from zoo.families.vgg import VGGConfig, feature_paths
+from zoo.families.vgg import VGGConfig, names_at
+from zoo.features import FeatureTaps
 from zoo.registry import register_model
 from zoo.validate import check_inputs
 
@@ -79,14 +80,9 @@ class VGG(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array | dict[str, jax.Array]:
         check_inputs(self, "flax", x)
-        names = self.config.features
-        paths = feature_paths(self.config)
-        wanted = {paths[n] for n in names}
-        got: dict[str, jax.Array] = {}
+        taps, at = FeatureTaps(self.config.features), names_at(self.config)
         for path, m in self._stages():
             x = m(x)
-            if path in wanted:
-                got[path] = x
-                if len(got) == len(wanted):
-                    break
-        return {n: got[paths[n]] for n in names} if names else x
+            if any([taps.take(name, x) for name in at.get(path, ())]):
+                return taps.outputs
+        return x

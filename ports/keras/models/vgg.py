@@ -17,7 +17,8 @@ from ports.keras.layers.pool import AdaptiveAvgPool2d
 from ports.keras.layers.window import Tensor
 from ports.keras.models.base import ZooModel
 from ports.keras.models.convnet import flatten_channels_first
-from zoo.families.vgg import VGGConfig, feature_paths
+from zoo.families.vgg import VGGConfig, names_at
+from zoo.features import FeatureTaps
 from zoo.registry import register_model
 from zoo.validate import check_inputs
 
@@ -91,10 +92,7 @@ class VGG(ZooModel):
 
     def call(self, x: Tensor, training: bool | None = None) -> Tensor | dict[str, Tensor]:
         check_inputs(self, "keras", x)
-        names = self.config.features
-        paths = feature_paths(self.config)
-        wanted = {paths[n] for n in names}
-        got: dict[str, Tensor] = {}
+        taps, at = FeatureTaps(self.config.features), names_at(self.config)
         for path, layer in self._stages():
             if layer is None:
                 x = flatten_channels_first(x)
@@ -102,11 +100,9 @@ class VGG(ZooModel):
                 x = layer(x, training=training)
             else:
                 x = layer(x)
-            if path in wanted:
-                got[path] = x
-                if len(got) == len(wanted):
-                    break
-        return {n: got[paths[n]] for n in names} if names else x
+            if any([taps.take(name, x) for name in at.get(path, ())]):
+                return taps.outputs
+        return x
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         if self.config.features or self.config.features_only:
