@@ -173,11 +173,11 @@ register_family(
         validate=_validate,
         features=feature_names,
         description="VGG 16 / 19 (torchvision's VGG; keras.applications' VGG16 / VGG19)",
-        # five stages (every Gatys alias up to conv5_2), 32 x 32 pools to 1 x 1 before the
+        # five stages of one conv (conv1_1 ... pool5), 32 x 32 pools to 1 x 1 before the
         # adaptive pool repeats it to 7 x 7; the parity cases add 225 x 191 (7 x 5) and
         # 300 x 250 (9 x 7: overlapping bins)
         tiny=VGGConfig(
-            widths=(4, 6, 8, 8, 8), depths=(1, 2, 1, 1, 2), hidden=16, num_classes=10, img_size=32
+            widths=(4, 6, 8, 8, 8), depths=(1, 1, 1, 1, 1), hidden=16, num_classes=10, img_size=32
         ),
     )
 )
