@@ -65,6 +65,7 @@ SUFFIXES = {
     ".keras": ("zip",),
     ".weights.h5": ("hdf5",),
     ".msgpack": ("msgpack",),
+    ".h5": ("hdf5",),  # keras.applications' legacy weights (weight_convert.keras_applications)
 }
 _CONTENT = {
     "torch-zip": "a PyTorch zip checkpoint (.pth)",

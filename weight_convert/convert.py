@@ -167,7 +167,24 @@ def _verify(loaded: Source, target: str, paths: list[Path], layout, shape, tenso
     return verification.verify_files(target, paths, loaded.config, loaded.reference, shape)
 
 
+def _layout_notes(loaded: Source, target: str, layout: str | None) -> list[str]:
+    """What a PyTorch layout written cannot keep: config fields its checkpoints imply
+    (``LayoutSpec.implies``: the input the weights expect) that the source's config differs
+    in. A reader of the file will take the layout's value."""
+    if target != "torch" or layout is None:
+        return []
+    spec = layouts.layout_spec(layout, loaded.family)
+    return [
+        f"the weights expect {field}={getattr(loaded.config, field)!r} but a {layout} "
+        f"checkpoint holds no config and is read as {field}={value!r}: feed it "
+        f"{getattr(loaded.config, field)!r} input yourself"
+        for field, value in spec.implies
+        if getattr(loaded.config, field) != value
+    ]
+
+
 def _summary(loaded: Source, source: str, target: str, paths, layout, times, report) -> Conversion:
+    notes = list(loaded.detected.notes) if loaded.detected else []
     return Conversion(
         source=source,
         target=target if target != "keras" else f"keras-{_keras_backend()}",
@@ -177,7 +194,7 @@ def _summary(loaded: Source, source: str, target: str, paths, layout, times, rep
             "family": loaded.family,
             "variant": loaded.variant,
             "container": loaded.info,
-            "notes": list(loaded.detected.notes) if loaded.detected else [],
+            "notes": notes + _layout_notes(loaded, target, layout),
             "config": config_to_dict(loaded.config),
             "missing": list(loaded.missing),
         },

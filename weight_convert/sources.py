@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from weight_convert import checkpoints, keras_files, layouts, port_files, rules
+from weight_convert import checkpoints, keras_applications, keras_files, layouts, port_files, rules
 from weight_convert.errors import (
     CheckpointError,
     ConvertError,
@@ -208,6 +208,13 @@ def read_source(
             path, "torch", detected.config, reference, detected, info, missing=detected.missing
         )
     content = checkpoints.sniff(path)
+    if content == "hdf5" and keras_applications.is_keras_applications(path):
+        tensors, info = keras_applications.open_state_dict(path)
+        detected = layouts.detect(tensors, allow)
+        reference = layouts.to_reference(tensors, detected)
+        return Source(
+            path, "torch", detected.config, reference, detected, info, missing=detected.missing
+        )
     if content == "hdf5" or (content == "zip" and path.lower().endswith(".keras")):
         return _read_keras(path, allow, variant)
     if content == "msgpack":
@@ -252,7 +259,10 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     its metadata, as ``convert`` tells it. ``container`` is what the reader found."""
     source = read_source(path)
     if source.kind == "torch":
-        tensors, _ = checkpoints.open_state_dict(path)
+        if str(source.info.get("format", "")).startswith("keras-applications"):
+            tensors, _ = keras_applications.open_state_dict(path)
+        else:
+            tensors, _ = checkpoints.open_state_dict(path)
         out = layouts.describe(source.detected, tensors)
     else:
         values = source.reference.values()

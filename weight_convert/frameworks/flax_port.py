@@ -120,6 +120,12 @@ def assign(module: nnx.Module, values: Mapping[str, np.ndarray]) -> None:
         target.set_value(jnp.asarray(value, dtype=target.get_value().dtype))
 
 
+def _ordered(out: Any) -> Any:
+    """A features model's dict as the list of its values, in its order: out of ``jax.jit`` a
+    dict comes back with its keys sorted (pytree order), not in the order asked."""
+    return output_list(out) if isinstance(out, dict) else out
+
+
 def _to_numpy(out: Any) -> np.ndarray | list[np.ndarray]:
     outs = output_list(out)
     if outs is not None:
@@ -171,7 +177,7 @@ def call(
         out = m(*xs)
         traced_paths, traced = recorder.take_since(start)
         paths.extend(traced_paths)
-        return out, traced
+        return _ordered(out), traced
 
     with recorder.running():
         # a new function each call: nnx.jit's cache would skip the tracing that records layers
@@ -242,7 +248,7 @@ def optimizer_steps(
 
 @nnx.jit
 def _jitted(module: nnx.Module, *inputs: jax.Array) -> Any:
-    return module(*inputs)
+    return _ordered(module(*inputs))
 
 
 def jit_call(module: nnx.Module, inputs: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:

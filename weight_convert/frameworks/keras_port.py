@@ -186,6 +186,8 @@ def _jax_jit_call(module: keras.Layer, inputs: list[np.ndarray], recorder: Recor
     def run(trainable, non_trainable, *xs):
         start = len(recorder.records) if recorder is not None else 0
         out, _ = module.stateless_call(trainable, non_trainable, *xs, **kwargs)
+        if isinstance(out, dict):  # out of jax.jit a dict's keys come back sorted
+            out = output_list(out)
         if recorder is None:
             return out, []
         traced_paths, traced = recorder.take_since(start)

@@ -89,12 +89,15 @@ def declared_formats(module: nn.Module) -> dict[str, Format | None]:
 def output_formats(module: nn.Module, count: int) -> list[Format | None]:
     """The declared format of each of the ``count`` outputs of ``module``: a features model's
     (``zoo.features``) named outputs take the format of the submodule of that path, where the
-    name is one, all others the root's."""
+    name is one (or an alias of one: the model's ``feature_paths`` dict), all others the
+    root's."""
     root = declared_format(module)
     names = getattr(getattr(module, "config", None), "features", ())
     if not names or len(names) != count:
         return [root] * count
     paths = dict(module.named_modules())
+    aliases = getattr(module, "feature_paths", {})  # alias -> module path (VGG's conv1_1)
+    names = [aliases.get(n, n) for n in names]
     return [declared_format(paths[n]) if n in paths else root for n in names]
 
 

@@ -9,6 +9,7 @@ so ``to_reference`` only renames.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -199,7 +200,7 @@ def match_layout(
             raise UnexpectedKeysError(unmatched, f"{spec.label} checkpoint") from None
         raise
     if config is None:
-        config = inferred
+        config = dataclasses.replace(inferred, **dict(spec.implies))
     elif config_from_file:  # what the shapes could not tell, the file's config says
         notes = ["architecture from the checkpoint's config, held to every tensor's shape"]
     elif not _same_architecture(config, inferred):
@@ -207,6 +208,8 @@ def match_layout(
             f"{spec.label} state dict does not have the architecture of "
             f"{match_variant(config) or 'the config asked for'}"
         )
+    else:  # the weights' meaning is the file's
+        config = dataclasses.replace(config, **dict(spec.implies))
     if dropped:
         notes.append(dropped_note(dropped))
     derived = {k: r for k, r in mapping.items() if leaf(r) in spec.derived_leaves}

@@ -73,6 +73,10 @@ class LayoutSpec:
     before the key rules; ``value_maps``: reference tensors the layout stores rearranged
     (``_transforms.ValueMap``). ``huggingface``: the ``config.json`` of a Hugging Face
     directory in this layout (``weight_convert.layouts._huggingface.HFConfig``).
+    ``implies``: (field, value) of non-architecture config fields every checkpoint of this
+    layout means (the input its weights expect: VGG's ``preprocessing``), set on the config
+    solved from its shapes; writing a config that differs in them to this layout is said in
+    the conversion's notes (the file cannot keep it).
     """
 
     name: str
@@ -85,6 +89,7 @@ class LayoutSpec:
     tensor_rules: tuple[Any, ...] = ()
     value_maps: tuple[Any, ...] = ()
     huggingface: Any = None
+    implies: tuple[tuple[str, Any], ...] = ()
 
     @property
     def label(self) -> str:

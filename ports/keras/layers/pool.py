@@ -1,0 +1,45 @@
+"""Adaptive average pooling, Keras 3 (``keras.ops`` only, channels-last): PyTorch's
+``nn.AdaptiveAvgPool2d`` as two contractions with constant averaging matrices
+(``zoo.pooling.adaptive_avg_matrix``: PyTorch's start / end bins, overlapping or repeating where
+the output does not divide the map), exact at any input size."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from ports.keras.layers.window import Tensor
+from zoo.pooling import adaptive_avg_matrix
+
+__all__ = ["AdaptiveAvgPool2d", "adaptive_avg_pool2d"]
+
+
+def adaptive_avg_pool2d(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """(B, H, W, C) -> (B, h, w, C) as ``F.adaptive_avg_pool2d`` of the channels-first map; H and
+    W must be known when traced (the matrices are constants of their sizes)."""
+    _, height, width, _ = x.shape
+    if height is None or width is None:
+        raise ValueError(f"adaptive_avg_pool2d needs the map's height and width, got {x.shape}")
+    if (height, width) == tuple(size):
+        return x  # identity bins: exact
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    rows = ops.convert_to_tensor(adaptive_avg_matrix(height, size[0]).astype(dtype))
+    cols = ops.convert_to_tensor(adaptive_avg_matrix(width, size[1]).astype(dtype))
+    return ops.einsum("hH,bHWc,wW->bhwc", rows, x, cols)
+
+
+class AdaptiveAvgPool2d(keras.layers.Layer):
+    """``nn.AdaptiveAvgPool2d((h, w))`` on a channels-last map (B, H, W, C) -> (B, h, w, C)."""
+
+    def __init__(self, output_size: tuple[int, int], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.output_size = tuple(int(s) for s in output_size)
+
+    def call(self, x: Tensor) -> Tensor:
+        return adaptive_avg_pool2d(x, self.output_size)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return (input_shape[0], *self.output_size, input_shape[-1])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "output_size": self.output_size}
