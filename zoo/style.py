@@ -5,9 +5,9 @@ The image is optimized, not the network: pixels in [0, 1] (RGB), initialized fro
 image or noise, updated by Adam (``zoo.training.AdamW`` with no weight decay: PyTorch's Adam,
 matched in Keras and optax by ``ports.*.training``) and clipped back to [0, 1] after each step.
 The backbone is a ``features`` model (``zoo.features``) whose names include the content and
-style layers; it sees the pixels through its origin's normalization (``Normalization``: the
-mean / std of torchvision's or CLIP's weights, or Caffe's BGR minus the mean for weights from
-Keras applications), applied inside the loss so the gradient reaches the pixels.
+style layers; it sees the pixels through its weights' normalization (``zoo.preprocessing``:
+the mean / std of torchvision's or CLIP's weights, or Caffe's BGR minus the mean for weights
+from Keras applications), applied inside the loss so the gradient reaches the pixels.
 
 For a feature map F_l of layer l, with N_l channels and M_l positions (a conv map's H x W, a
 transformer's N tokens with the D features as channels):
@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from zoo.preprocessing import NORMALIZATIONS, Normalization
 from zoo.training import AdamW
 
 __all__ = [
@@ -48,50 +49,14 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Normalization:
-    """What a backbone's weights expect of an RGB image in [0, 1]: ``x * scale``, the channels
-    reversed when ``bgr``, minus ``mean``, over ``std`` (per channel, in the order fed)."""
-
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    scale: float = 1.0
-    bgr: bool = False
-
-    def affine(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(order, a, b)``: the normalized image is ``x[order] * a + b`` channel by channel
-        (float32 constants; what every framework applies, differentiably)."""
-        order = np.array([2, 1, 0] if self.bgr else [0, 1, 2])
-        a = np.float32(self.scale) / np.asarray(self.std, np.float32)
-        b = -np.asarray(self.mean, np.float32) / np.asarray(self.std, np.float32)
-        return order, a.astype(np.float32), b.astype(np.float32)
-
-    def apply(self, image: np.ndarray) -> np.ndarray:
-        """The normalized image, NumPy, channels-last (H, W, 3) or (B, H, W, 3)."""
-        order, a, b = self.affine()
-        return np.asarray(image, np.float32)[..., order] * a + b
+#: torchvision's ImageNet weights (VGG, ResNet), Keras applications' VGG, OpenAI CLIP
+IMAGENET, CAFFE, CLIP = (NORMALIZATIONS[m] for m in ("imagenet", "caffe", "clip"))
 
 
-#: torchvision's ImageNet weights (VGG, ResNet): RGB, mean / std
-IMAGENET = Normalization(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-#: Keras applications' VGG (Caffe weights): BGR in 0..255 minus the mean pixel
-CAFFE = Normalization(mean=(103.939, 116.779, 123.68), scale=255.0, bgr=True)
-#: OpenAI CLIP (and open_clip's OpenAI weights)
-CLIP = Normalization(
-    mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711)
-)
-_BY_NAME = {"imagenet": IMAGENET, "torchvision": IMAGENET, "caffe": CAFFE, "clip": CLIP}
-
-
-def normalization_of(config: Any, default: Normalization = IMAGENET) -> Normalization:
-    """The normalization a backbone's config names (a ``preprocessing`` field: "torchvision",
-    "caffe", "clip"), else ``default``."""
-    name = getattr(config, "preprocessing", None)
-    if name is None:
-        return default
-    if name not in _BY_NAME:
-        raise ValueError(f"unknown preprocessing {name!r}; known: {', '.join(_BY_NAME)}")
-    return _BY_NAME[name]
+def normalization_of(config: Any) -> Normalization:
+    """The normalization a backbone's config names (its ``preprocessing`` field:
+    ``zoo.preprocessing``), else torchvision's ImageNet one."""
+    return NORMALIZATIONS[getattr(config, "preprocessing", "imagenet")]
 
 
 @dataclass(frozen=True)
