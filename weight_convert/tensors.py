@@ -180,8 +180,14 @@ def as_torch_tensor(array: np.ndarray):
     if not array.flags.writeable:  # torch.from_numpy warns on read-only memory
         array = array.copy()
     if array.dtype == BFLOAT16:
-        return torch.from_numpy(np.ascontiguousarray(array).view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(np.ascontiguousarray(array))
+        return torch.from_numpy(_contiguous(array).view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(_contiguous(array))
+
+
+def _contiguous(array: np.ndarray) -> np.ndarray:
+    """``array`` C-contiguous with its shape kept: ``np.ascontiguousarray`` makes a 0-d array
+    (BatchNorm's ``num_batches_tracked``) 1-d."""
+    return np.require(array, requirements="C")
 
 
 _PAGE = mmap.PAGESIZE

@@ -1,4 +1,5 @@
-"""CLIP image-encoder checkpoint layouts (``clip_vit``: OpenAI's ``VisionTransformer``).
+"""CLIP image-encoder checkpoint layouts (``clip_vit``: OpenAI's ``VisionTransformer``;
+``clip_resnet``: its ``ModifiedResNet``, layouts ``openai`` and ``visual`` as the ViT's).
 
 ``openai``
     OpenAI CLIP's full state dict (``clip.load(..., jit=False)[0].state_dict()``, or the
@@ -20,10 +21,11 @@
     projections stored apart (the rows of ``in_proj_weight`` / ``in_proj_bias``), and
     ``visual_projection.weight``, a Linear's (output_dim, width), is ``proj`` transposed.
 
-The architecture is solved from the shapes (width and patch from ``conv1``, the grid from the
-positional embedding, blocks, MLP width, ``proj``'s columns); the head count is in no shape:
-a named variant's, else OpenAI's rule width // 64 (a note says so; a Hugging Face
-``config.json`` states it).
+The architecture is solved from the shapes (ViT: width and patch from ``conv1``, the grid from
+the positional embedding, blocks, MLP width, ``proj``'s columns; ResNet: the blocks per stage,
+the width from the stem, the grid from ``attnpool``'s positional embedding); the head count is
+in no shape: OpenAI's rule (ViT width // 64, ResNet width * 32 // 64), which every release
+follows (a note says so for a custom architecture; a Hugging Face ``config.json`` states it).
 
 OpenAI's releases are float16: tensors keep their dtype through every conversion, and the
 models compute in float32 from them.
@@ -45,6 +47,7 @@ from weight_convert.layouts._transforms import Fuse
 from weight_convert.layouts._vit import indices, need
 from weight_convert.tensors import LazyTensor
 from zoo.configs import match_variant
+from zoo.families.clip_resnet import ClipResNetConfig
 from zoo.families.clip_vit import ClipViTConfig
 
 __all__ = ["TEXT_TOWER", "Transposed", "heads_by_openai_rule"]
@@ -224,6 +227,64 @@ register_layouts(
             ),
             tensor_rules=(HF_QKV, Transposed("visual_projection.weight")),
             huggingface=HFConfig("clip_vision_model", _vit_from_hf, _vit_to_hf),
+        ),
+    ],
+)
+
+
+# --------------------------------------------------------------------------- ResNet
+
+
+def _infer_resnet(reference: Mapping[str, Any]) -> tuple[ClipResNetConfig, list[str]]:
+    conv1 = need(reference, "conv1.weight")
+    if conv1.ndim != 4 or tuple(conv1.shape[2:]) != (3, 3):
+        raise LayoutError(f"conv1.weight of shape {tuple(conv1.shape)} is no 3x3 stem kernel")
+    width = int(need(reference, "conv3.weight").shape[0])
+    layers = []
+    for i in range(1, 5):
+        blocks = indices(reference, f"layer{i}.")
+        if not blocks or blocks != list(range(len(blocks))):
+            raise LayoutError(f"no contiguous layer{i}.N")
+        layers.append(len(blocks))
+    tokens = int(need(reference, "attnpool.positional_embedding").shape[0])
+    grid = math.isqrt(max(tokens - 1, 0))
+    if grid < 1 or grid * grid + 1 != tokens:
+        raise LayoutError(
+            f"attnpool.positional_embedding has {tokens} rows: not a square map and its mean"
+        )
+    config = ClipResNetConfig(
+        img_size=grid * 32,
+        in_chans=int(conv1.shape[1]),
+        layers=tuple(layers),
+        width=width,
+        heads=max(1, width * 32 // 64),
+        output_dim=int(need(reference, "attnpool.c_proj.weight").shape[0]),
+    )
+    notes = []
+    if match_variant(config) is None:
+        notes.append(
+            f"the head count is in no tensor's shape: {config.heads} (width * 32 // 64, "
+            "OpenAI's rule) assumed"
+        )
+    return config, notes
+
+
+register_layouts(
+    "clip_resnet",
+    _infer_resnet,
+    [
+        LayoutSpec("openai", "clip_resnet", (("", "visual."), *((None, p) for p in TEXT_TOWER))),
+        LayoutSpec(
+            "visual",
+            "clip_resnet",
+            tuple(
+                (name, name)
+                for name in (
+                    *(f"{layer}{i}." for layer in ("conv", "bn") for i in (1, 2, 3)),
+                    *(f"layer{i}." for i in (1, 2, 3, 4)),
+                    "attnpool.",
+                )
+            ),
         ),
     ],
 )
