@@ -124,9 +124,12 @@ class LazyTensor:
         if self._release is not None:
             self._release()
 
-    def map(self, fn: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...]) -> LazyTensor:
-        """A lazy ``fn(self.load())`` of the given result shape (same dtype)."""
-        return LazyTensor(shape, self.dtype, lambda: fn(self.load()), self._release)
+    def map(
+        self, fn: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...], dtype: Any = None
+    ) -> LazyTensor:
+        """A lazy ``fn(self.load())`` of the given result shape and dtype (None: the same)."""
+        dtype = self.dtype if dtype is None else dtype
+        return LazyTensor(shape, dtype, lambda: fn(self.load()), self._release)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         value = self.load()
@@ -177,8 +180,14 @@ def as_torch_tensor(array: np.ndarray):
     if not array.flags.writeable:  # torch.from_numpy warns on read-only memory
         array = array.copy()
     if array.dtype == BFLOAT16:
-        return torch.from_numpy(np.ascontiguousarray(array).view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(np.ascontiguousarray(array))
+        return torch.from_numpy(_contiguous(array).view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(_contiguous(array))
+
+
+def _contiguous(array: np.ndarray) -> np.ndarray:
+    """``array`` C-contiguous with its shape kept: ``np.ascontiguousarray`` makes a 0-d array
+    (BatchNorm's ``num_batches_tracked``) 1-d."""
+    return np.require(array, requirements="C")
 
 
 _PAGE = mmap.PAGESIZE
