@@ -98,14 +98,9 @@ class TestClipResNet(FamilySuite):
             self._call(framework, x)
 
 
-@pytest.mark.parametrize("framework", [pytest.param("keras", marks=pytest.mark.keras), "flax"])
-def test_features_agree_in_every_framework(framework):
-    """``features`` names the stem, every block and stage and ``attnpool``, in the order asked
-    for; maps come channels-last from the ports; each agrees with the reference's within
-    1e-4 x its std; the last one asked for ends the forward."""
-    from families.test_clip_vit import _features_of
-    from weight_convert.frameworks.reference import state_dict
-
+def test_feature_names_and_shapes():
+    """``features`` names the stem, every block and stage and ``attnpool``, returned in the
+    order asked (the ports' agreement with these: the shared suite's ``test_features``)."""
     tiny = TestClipResNet.tiny()
     names = feature_names(tiny)
     assert names[:3] == ("stem", "layer1.0", "layer1") and names[-1] == "attnpool"
@@ -117,12 +112,6 @@ def test_features_agree_in_every_framework(framework):
         want = {k: v.numpy() for k, v in reference(torch.from_numpy(x)).items()}
     assert list(want) == list(config.features)
     assert want["stem"].shape == (2, 8, 16, 20) and want["attnpool"].shape == (2, 16)
-    got = _features_of(framework, config, state_dict(reference), x)
-    assert list(got) == list(config.features)
-    for name, value in want.items():
-        value = np.moveaxis(value, 1, -1) if value.ndim == 4 else value
-        assert got[name].shape == value.shape, name
-        assert np.max(np.abs(got[name] - value)) <= MODEL_RTOL * np.std(value), name
 
 
 def _max_error(a: torch.Tensor, b: torch.Tensor) -> float:

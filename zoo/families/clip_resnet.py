@@ -22,7 +22,7 @@ from typing import Any
 
 from zoo import shape_table as T
 from zoo.config_checks import ConfigError, divides, positive
-from zoo.families.clip_vit import check_features, check_grid
+from zoo.families.clip_vit import check_grid, check_preprocessing
 from zoo.family import NOT_ARCH, Family, Input, image_input, register_family, register_variant
 
 __all__ = ["ClipResNetConfig", "feature_names", "map_side"]
@@ -49,6 +49,8 @@ class ClipResNetConfig:
     output_dim: int = 1024
     #: the named outputs to return instead of the embedding (``feature_names(config)``)
     features: tuple[str, ...] = field(default=(), metadata=NOT_ARCH)
+    #: the input the weights expect (``zoo.preprocessing``): CLIP's mean and std
+    preprocessing: str = field(default="clip", metadata=NOT_ARCH)
 
     @property
     def family(self) -> str:
@@ -136,7 +138,7 @@ def _validate(config: ClipResNetConfig) -> None:
     if config.img_size < 32:
         raise ConfigError(f"config field img_size: {config.img_size} < 32 leaves no map to pool")
     divides("heads", config.heads, config.embed_dim)
-    check_features(config, feature_names(config))
+    check_preprocessing(config)
 
 
 def _inputs(config: ClipResNetConfig, shape: Sequence[int] | None) -> tuple[Input, ...]:
@@ -169,6 +171,7 @@ register_family(
         inputs=_inputs,
         check_inputs=_check_inputs,
         validate=_validate,
+        features=feature_names,
         description="CLIP's ResNet image encoder (OpenAI's ModifiedResNet: three-conv stem, "
         "anti-aliased strides, attention pooling)",
         # every path: layer1's stride-1 shortcut conv, strided blocks, a block without

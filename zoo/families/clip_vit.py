@@ -22,20 +22,18 @@ from typing import Any
 from zoo import shape_table as T
 from zoo.config_checks import ConfigError, divides, mlp_hidden, positive
 from zoo.family import NOT_ARCH, Family, Input, image_input, register_family, register_variant
+from zoo.preprocessing import CLIP_MEAN, CLIP_STD, PREPROCESSING
 
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
     "ClipViTConfig",
-    "check_features",
     "check_grid",
     "feature_names",
 ]
 
-#: the input normalization every CLIP image encoder was trained with (RGB in [0, 1], then
-#: ``(x - mean) / std``; OpenAI CLIP's ``_transform``)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# CLIP_MEAN / CLIP_STD (``zoo.preprocessing``, "clip"): every CLIP image encoder's input
+# normalization (RGB in [0, 1], then (x - mean) / std; OpenAI CLIP's ``_transform``)
 
 
 @dataclass(frozen=True)
@@ -59,6 +57,8 @@ class ClipViTConfig:
     output_dim: int = 512
     #: the named outputs to return instead of the embedding (``features(config)`` lists them)
     features: tuple[str, ...] = field(default=(), metadata=NOT_ARCH)
+    #: the input the weights expect (``zoo.preprocessing``): CLIP's mean and std
+    preprocessing: str = field(default="clip", metadata=NOT_ARCH)
 
     @property
     def family(self) -> str:
@@ -81,15 +81,6 @@ def feature_names(config: ClipViTConfig) -> tuple[str, ...]:
     ``proj`` (the embedding, (B, output_dim))."""
     blocks = tuple(f"transformer.resblocks.{i}" for i in range(config.layers))
     return ("ln_pre", *blocks, "ln_post", "proj")
-
-
-def check_features(config: Any, names: tuple[str, ...]) -> None:
-    """``ConfigError`` for a feature name the model does not have (the valid ones listed)."""
-    unknown = [n for n in config.features if n not in names]
-    if unknown:
-        raise ConfigError(f"config field features: {unknown} are not outputs; valid: {list(names)}")
-    if len(set(config.features)) != len(config.features):
-        raise ConfigError(f"config field features: {list(config.features)} names one twice")
 
 
 def _shapes(config: ClipViTConfig) -> T.Shapes:
@@ -123,7 +114,16 @@ def _validate(config: ClipViTConfig) -> None:
         raise ConfigError(f"config field patch_size: {config.patch_size} > img_size")
     if config.layers > 1024:
         raise ConfigError(f"config field layers: {config.layers} blocks (at most 1024)")
-    check_features(config, feature_names(config))
+    check_preprocessing(config)
+
+
+def check_preprocessing(config: Any) -> None:
+    """``ConfigError`` for a ``preprocessing`` that ``zoo.preprocessing`` does not know."""
+    if config.preprocessing not in PREPROCESSING:
+        raise ConfigError(
+            f"config field preprocessing: {config.preprocessing!r}; known: "
+            f"{', '.join(PREPROCESSING)}"
+        )
 
 
 def _inputs(config: ClipViTConfig, shape: Sequence[int] | None) -> tuple[Input, ...]:
@@ -170,6 +170,7 @@ register_family(
         inputs=_inputs,
         check_inputs=_check_inputs,
         validate=_validate,
+        features=feature_names,
         description="CLIP's ViT image encoder (OpenAI's VisionTransformer: QuickGELU, fused "
         "in_proj, class token @ proj)",
         # 4 x 4 tokens of patch 8 and the class token, two heads of 64 (OpenAI's head width,

@@ -19,11 +19,10 @@ from torch import nn
 from zoo.families.clip_resnet import (
     EXPANSION,
     ClipResNetConfig,
-    feature_names,
     has_downsample,
     stages,
 )
-from zoo.families.clip_vit import check_features
+from zoo.family import check_features
 from zoo.layers.norm import BatchNorm2d
 from zoo.registry import register_model
 from zoo.tensor_format import Format
@@ -130,7 +129,7 @@ class ModifiedResNet(nn.Module):
 
     def __init__(self, config: ClipResNetConfig) -> None:
         super().__init__()
-        check_features(config, feature_names(config))
+        check_features(config)
         self.config = config
         half, w = config.width // 2, config.width
         self.conv1 = nn.Conv2d(config.in_chans, half, 3, stride=2, padding=1, bias=False)

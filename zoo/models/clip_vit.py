@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.families.clip_vit import ClipViTConfig, check_features, feature_names
+from zoo.families.clip_vit import ClipViTConfig
+from zoo.family import check_features
 from zoo.registry import register_model
 from zoo.validate import check_inputs
 
@@ -123,7 +124,7 @@ class VisionTransformer(nn.Module):
 
     def __init__(self, config: ClipViTConfig) -> None:
         super().__init__()
-        check_features(config, feature_names(config))
+        check_features(config)
         self.config = config
         w, p = config.width, config.patch_size
         self.conv1 = nn.Conv2d(config.in_chans, w, kernel_size=p, stride=p, bias=False)

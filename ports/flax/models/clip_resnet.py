@@ -17,11 +17,10 @@ from ports.flax.layers.window_attention import dot_product_attention
 from zoo.families.clip_resnet import (
     EXPANSION,
     ClipResNetConfig,
-    feature_names,
     has_downsample,
     stages,
 )
-from zoo.families.clip_vit import check_features
+from zoo.family import check_features
 from zoo.registry import register_model
 from zoo.validate import check_inputs
 
@@ -145,7 +144,7 @@ class ModifiedResNet(nnx.Module):
     """
 
     def __init__(self, config: ClipResNetConfig, *, rngs: nnx.Rngs) -> None:
-        check_features(config, feature_names(config))
+        check_features(config)
         self.config = config
         half, w = config.width // 2, config.width
         self.conv1 = _conv(config.in_chans, half, 3, rngs, stride=2)

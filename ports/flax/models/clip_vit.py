@@ -15,7 +15,8 @@ from flax import nnx
 
 from ports.flax.layers.norm import LayerNorm
 from ports.flax.layers.window_attention import dot_product_attention
-from zoo.families.clip_vit import ClipViTConfig, check_features, feature_names
+from zoo.families.clip_vit import ClipViTConfig
+from zoo.family import check_features
 from zoo.registry import register_model
 from zoo.validate import check_inputs
 
@@ -98,7 +99,7 @@ class VisionTransformer(nnx.Module):
     """
 
     def __init__(self, config: ClipViTConfig, *, rngs: nnx.Rngs) -> None:
-        check_features(config, feature_names(config))
+        check_features(config)
         self.config = config
         w, p = config.width, config.patch_size
         self.conv1 = nnx.Conv(

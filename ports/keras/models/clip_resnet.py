@@ -19,11 +19,10 @@ from ports.keras.models.base import ZooModel
 from zoo.families.clip_resnet import (
     EXPANSION,
     ClipResNetConfig,
-    feature_names,
     has_downsample,
     stages,
 )
-from zoo.families.clip_vit import check_features
+from zoo.family import check_features
 from zoo.registry import register_model
 from zoo.validate import check_inputs
 
@@ -159,7 +158,7 @@ class ModifiedResNet(ZooModel):
 
     def __init__(self, config: ClipResNetConfig, **kwargs) -> None:
         super().__init__(**kwargs)
-        check_features(config, feature_names(config))
+        check_features(config)
         self.config = config
         half, w = config.width // 2, config.width
         self.conv1 = _conv(half, 3, "conv1", stride=2)

@@ -16,7 +16,8 @@ from ports.keras.layers.norm import LayerNorm
 from ports.keras.layers.window import Tensor
 from ports.keras.layers.window_attention import dot_product_attention
 from ports.keras.models.base import ZooModel
-from zoo.families.clip_vit import ClipViTConfig, check_features, feature_names
+from zoo.families.clip_vit import ClipViTConfig
+from zoo.family import check_features
 from zoo.registry import register_model
 from zoo.validate import check_inputs
 
@@ -144,7 +145,7 @@ class VisionTransformer(ZooModel):
 
     def __init__(self, config: ClipViTConfig, **kwargs) -> None:
         super().__init__(**kwargs)
-        check_features(config, feature_names(config))
+        check_features(config)
         self.config = config
         w, p = config.width, config.patch_size
         self.conv1 = keras.layers.Conv2D(
