@@ -36,6 +36,8 @@ class Backbone:
     style: tuple[str, ...]
     overrides: tuple[tuple[str, object], ...] = ()
     tv_weight: float = 0.0
+    lr: float = 0.02
+    style_weight: float = 1e3
 
     def config(self):
         return dataclasses.replace(FAMILIES[self.family].tiny, **dict(self.overrides))
@@ -44,18 +46,42 @@ class Backbone:
         return StyleSettings(
             content_layers=self.content,
             style_layers=self.style,
-            style_weight=1e3,
+            style_weight=self.style_weight,
             tv_weight=self.tv_weight,
             steps=STEPS,
-            optimizer=AdamW(lr=0.02, weight_decay=0.0),
+            optimizer=AdamW(lr=self.lr, weight_decay=0.0),
             **changes,
         )
 
 
+#: the tiny configs (``Family.tiny``): VGG19's layers as Gatys picks them (a tiny VGG has one
+#: conv a stage: conv4_1 for conv4_2), CLIP RN50's stages, CLIP ViT's blocks (token Grams)
 BACKBONES = {
     # the MNIST ConvNet on RGB: the library on the smallest features model there is
     "convnet": Backbone(
         "convnet", (13, 12), ("conv2",), ("conv1", "conv2"), (("in_chans", 3),), tv_weight=0.1
+    ),
+    "vgg": Backbone(
+        "vgg",
+        (37, 45),  # pools to 18 x 22, 9 x 11, 4 x 5, 2 x 2: relu5_1 on a 2 x 2 map
+        ("conv4_1",),
+        ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
+        (("features_only", True),),
+    ),
+    "clip_resnet": Backbone(
+        "clip_resnet",
+        (65, 79),
+        ("layer3",),
+        ("stem", "layer1", "layer2", "layer3", "layer4"),
+        lr=float(__import__("os").environ.get("LR", "0.02")),
+        style_weight=float(__import__("os").environ.get("SW", "1e3")),
+    ),
+    "clip_vit": Backbone(
+        "clip_vit",
+        (39, 33),
+        ("transformer.resblocks.1",),
+        ("transformer.resblocks.0", "transformer.resblocks.1"),
+        tv_weight=0.1,
     ),
 }
 
