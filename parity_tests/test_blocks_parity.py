@@ -22,7 +22,7 @@ def skip_without_float64(port) -> None:
 
 
 #: blocks with no submodules: only their output is compared
-LEAVES = {"ConvTranspose2d", "DropPath", "LayerNorm2d"}
+LEAVES = {"BatchNorm2d", "ConvTranspose2d", "DropPath", "LayerNorm2d"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -46,6 +46,7 @@ GRADIENT_CI = {
     "DropPath[tokens]", "DropPath[map]",
     "ConvTranspose2d[k2-odd-map-b2]", "ConvTranspose2d[k4-no-bias]",
     "LayerNorm2d[square-b2]", "LayerNorm2d[odd]",
+    "BatchNorm2d[odd-b3-7x5-cumulative]", "BatchNorm2d[batch-stats-only]",
     "WindowAttention[2d-shift-mask]", "WindowAttention[2d-no-qkv-bias-scale]",
     "WindowAttention[3d-shift-mask]",
     "SwinTransformerBlock[2d-shift-pad-10x13]", "SwinTransformerBlock[2d-shift-smaller-5x6]",

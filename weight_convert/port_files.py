@@ -1,7 +1,7 @@
 """Port files beyond ``.keras`` and the Flax ``.safetensors``, and port models in a chosen dtype.
 
 - Flax ``.msgpack``: the nested pure dict ``flax.serialization.msgpack_serialize(
-  nnx.state(model, (nnx.Param, Buffer)).to_pure_dict())`` gives, byte for byte. nnx paths
+  nnx.state(model, CHECKPOINT_VARIABLES).to_pure_dict())`` gives, byte for byte. nnx paths
   (``layers.0.blocks.1.attn.qkv.kernel``) nest as dicts; list indices (``nnx.List``) are int
   keys, as ``to_pure_dict`` makes them. A Flax user restores the file with the standard API::
 

@@ -15,13 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from weight_convert.errors import ShapeMismatchError
+from weight_convert.errors import DtypeOverflowError, ShapeMismatchError
 
 __all__ = [
     "LEAF_RULES",
     "LeafRule",
+    "port_dtype",
     "port_shape",
     "port_tensor",
+    "torch_dtype",
     "torch_key",
     "torch_shape",
     "torch_tensor",
@@ -41,10 +43,35 @@ def _transpose_kernel_perm(ndim: int) -> tuple[int, ...]:
 @dataclass(frozen=True)
 class LeafRule:
     """How one port leaf name corresponds to a PyTorch parameter name and layout: the PyTorch
-    leaf name and, for kernels, the axis permutation torch -> port (by the tensor's rank)."""
+    leaf name and, for kernels, the axis permutation torch -> port (by the tensor's rank); for
+    integers a port cannot hold as PyTorch does (int64 counters: JAX has no int64 without x64),
+    the two dtypes: values move between them exactly, refused where the port's cannot hold
+    them (``DtypeOverflowError``)."""
 
     torch_leaf: str
     perm: Callable[[int], tuple[int, ...]] | None = None
+    integer: tuple[str, str] | None = None  # (torch dtype, port dtype)
+
+    def dtype(self, dtype: np.dtype, toward_port: bool) -> np.dtype:
+        """The dtype ``port_tensor`` (``toward_port``) / ``torch_tensor`` gives a tensor of
+        ``dtype``."""
+        if self.integer is None:
+            return np.dtype(dtype)
+        return np.dtype(self.integer[1] if toward_port else self.integer[0])
+
+    def _cast(self, x: np.ndarray, toward_port: bool) -> np.ndarray:
+        if self.integer is None:
+            return x
+        if not np.issubdtype(x.dtype, np.integer):
+            raise ShapeMismatchError(f"an integer counter, got dtype {x.dtype}")
+        target = self.dtype(x.dtype, toward_port)
+        info = np.iinfo(target)
+        if x.size and (x.min() < info.min or x.max() > info.max):
+            raise DtypeOverflowError(
+                f"values up to {x.max()} do not fit the {'port' if toward_port else 'PyTorch'} "
+                f"dtype {target}"
+            )
+        return x.astype(target)
 
     def _axes(self, ndim: int, toward_port: bool) -> tuple[int, ...] | None:
         """The axis order for a tensor of rank ``ndim`` (None: kept); a kernel below rank 2
@@ -61,11 +88,13 @@ class LeafRule:
     def port_tensor(self, x: np.ndarray) -> np.ndarray:
         """The PyTorch tensor ``x`` in the port's layout."""
         axes = self._axes(x.ndim, toward_port=True)
+        x = self._cast(x, toward_port=True)
         return x if axes is None else np.ascontiguousarray(np.transpose(x, axes))
 
     def torch_tensor(self, x: np.ndarray) -> np.ndarray:
         """The port value ``x`` in PyTorch's layout."""
         axes = self._axes(x.ndim, toward_port=False)
+        x = self._cast(x, toward_port=False)
         return x if axes is None else np.ascontiguousarray(np.transpose(x, axes))
 
     def shape(self, shape: tuple[int, ...], toward_port: bool) -> tuple[int, ...]:
@@ -85,6 +114,12 @@ LEAF_RULES: dict[str, LeafRule] = {
     "scale": LeafRule("weight"),  # Flax LayerNorm
     "beta": LeafRule("bias"),  # Keras LayerNormalization
     "embedding": LeafRule("weight"),  # Embedding tables
+    # BatchNorm2d: Keras keeps its own names (gamma / beta above); Flax keeps PyTorch's
+    # running_mean / running_var (nnx's mean / var are too generic to rename here)
+    "moving_mean": LeafRule("running_mean"),
+    "moving_variance": LeafRule("running_var"),
+    # PyTorch's int64 counter is int32 in the ports (every backend; JAX has no int64 without x64)
+    "num_batches_tracked": LeafRule("num_batches_tracked", integer=("int64", "int32")),
 }
 
 _IDENTITY = LeafRule("")
@@ -103,11 +138,12 @@ def torch_key(port_path: str) -> str:
 
 
 def _named(port_path: str, fn: Callable[[LeafRule], Any]) -> Any:
-    """``fn(rule)`` of the path's rule, a ``ShapeMismatchError`` naming the path."""
+    """``fn(rule)`` of the path's rule; its ``ShapeMismatchError`` / ``DtypeOverflowError``
+    names the path."""
     try:
         return fn(_rule(port_path)[1])
-    except ShapeMismatchError as e:
-        raise ShapeMismatchError(f"{port_path}: {e}") from None
+    except (ShapeMismatchError, DtypeOverflowError) as e:
+        raise type(e)(f"{port_path}: {e}") from None
 
 
 def port_tensor(port_path: str, tensor: np.ndarray) -> np.ndarray:
@@ -118,6 +154,17 @@ def port_tensor(port_path: str, tensor: np.ndarray) -> np.ndarray:
 def torch_tensor(port_path: str, value: np.ndarray) -> np.ndarray:
     """The port value at ``port_path`` rearranged into the PyTorch layout."""
     return _named(port_path, lambda rule: rule.torch_tensor(value))
+
+
+def port_dtype(port_path: str, torch_dtype: np.dtype) -> np.dtype:
+    """The port variable's dtype for a PyTorch tensor of ``torch_dtype`` (the same but for the
+    integer counters of ``LeafRule.integer``)."""
+    return _rule(port_path)[1].dtype(torch_dtype, toward_port=True)
+
+
+def torch_dtype(port_path: str, port_dtype: np.dtype) -> np.dtype:
+    """The PyTorch tensor's dtype for the port variable at ``port_path`` of ``port_dtype``."""
+    return _rule(port_path)[1].dtype(port_dtype, toward_port=False)
 
 
 def port_shape(port_path: str, torch_shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -106,7 +106,8 @@ def port_to_reference(
         ports_of[key] = path
         if isinstance(value, LazyTensor):
             shape = rules.torch_shape(path, value.shape)
-            state[key] = value.map(lambda x, path=path: rules.torch_tensor(path, x), shape)
+            dtype = rules.torch_dtype(path, value.dtype)
+            state[key] = value.map(lambda x, path=path: rules.torch_tensor(path, x), shape, dtype)
         else:
             state[key] = rules.torch_tensor(path, np.asarray(value))
     shapes = reference_shapes(config)

@@ -124,9 +124,12 @@ class LazyTensor:
         if self._release is not None:
             self._release()
 
-    def map(self, fn: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...]) -> LazyTensor:
-        """A lazy ``fn(self.load())`` of the given result shape (same dtype)."""
-        return LazyTensor(shape, self.dtype, lambda: fn(self.load()), self._release)
+    def map(
+        self, fn: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...], dtype: Any = None
+    ) -> LazyTensor:
+        """A lazy ``fn(self.load())`` of the given result shape and dtype (None: the same)."""
+        dtype = self.dtype if dtype is None else dtype
+        return LazyTensor(shape, dtype, lambda: fn(self.load()), self._release)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         value = self.load()

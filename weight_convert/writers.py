@@ -170,7 +170,11 @@ def port_values(
                 f"{key}: shape {value.shape} gives {got} for {port_path}, which expects "
                 f"{tuple(shape)}"
             )
-        out[port_path] = (key, value.map(lambda x, p=port_path: rules.port_tensor(p, x), got))
+        dtype = rules.port_dtype(port_path, value.dtype)
+        out[port_path] = (
+            key,
+            value.map(lambda x, p=port_path: rules.port_tensor(p, x), got, dtype),
+        )
     return out
 
 

@@ -101,6 +101,19 @@ _cases(
     ("odd", dict(num_channels=16), (Input((1, 16, 7, 9), CF),)),
     ("eps", dict(num_channels=8, eps=1e-5), (Input((3, 8, 1, 5), CF),)),
 )
+# random running statistics and affine parameters (``randomize_``); eval mode here, training
+# mode and the running-statistic updates in test_batchnorm.py
+_cases(
+    "BatchNorm2d",
+    ("b2-8x8", dict(num_features=16), (Input((2, 16, 8, 8), CF),)),
+    ("odd-b3-7x5-cumulative", dict(num_features=8, momentum=None), (Input((3, 8, 7, 5), CF),)),
+    ("no-affine-1x9", dict(num_features=4, affine=False), (Input((1, 4, 1, 9), CF),)),
+    (
+        "batch-stats-only",
+        dict(num_features=6, track_running_stats=False),
+        (Input((2, 6, 3, 4), CF),),
+    ),
+)
 
 
 def _shift_mask(padded, window, shift, batch):

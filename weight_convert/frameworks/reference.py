@@ -92,7 +92,10 @@ def output_format(module: nn.Module) -> Format:
 
 def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
     """Give every parameter random values (no zero tables, no unit norms): matrices and kernels
-    ~ N(0, 1 / fan_in), norm weights ~ 1 + N(0, 0.5^2), everything else ~ N(0, 0.5^2)."""
+    ~ N(0, 1 / fan_in), norm weights ~ 1 + N(0, 0.5^2), everything else ~ N(0, 0.5^2); and
+    BatchNorm's running statistics too: ``running_mean`` ~ N(0, 0.5^2), ``running_var`` ~
+    U(0.5, 2), ``num_batches_tracked`` ~ U{0, ..., 999} (other buffers are left as they are:
+    derived tables and official constants)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in module.named_parameters():
@@ -103,6 +106,12 @@ def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
                 p.copy_(1.0 + 0.5 * noise)
             else:
                 p.copy_(0.5 * noise)
+        for sub in module.modules():
+            if isinstance(sub, nn.modules.batchnorm._NormBase) and sub.track_running_stats:
+                shape = sub.running_mean.shape
+                sub.running_mean.copy_(0.5 * torch.randn(shape, generator=gen))
+                sub.running_var.copy_(0.5 + 1.5 * torch.rand(shape, generator=gen))
+                sub.num_batches_tracked.fill_(int(torch.randint(1000, (), generator=gen)))
     return module
 
 

@@ -9,7 +9,12 @@ from torch import nn
 
 from zoo.tensor_format import Format
 
-__all__ = ["LayerNorm", "LayerNorm2d"]
+__all__ = ["BatchNorm2d", "LayerNorm", "LayerNorm2d"]
+
+#: PyTorch's own BatchNorm2d is the reference (eps 1e-5, momentum 0.1, unbiased variance into
+#: ``running_var``, ``num_batches_tracked``); the ports define the same name with the same
+#: arguments, channels-last.
+BatchNorm2d = nn.BatchNorm2d
 
 #: Channels-last LayerNorm with PyTorch's eps. The ports define the same name with the same eps.
 LayerNorm = partial(nn.LayerNorm, eps=1e-5)

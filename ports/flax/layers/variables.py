@@ -18,8 +18,9 @@ class Buffer(nnx.Variable):
     filter on ``nnx.Param``)."""
 
 
-#: Variable types a checkpoint holds: what conversion and ``ports.flax.serialization`` move.
-CHECKPOINT_VARIABLES = (nnx.Param, Buffer)
+#: Variable types a checkpoint holds: what conversion and ``ports.flax.serialization`` move
+#: (``nnx.BatchStat``: BatchNorm's running statistics, PyTorch buffers updated in training).
+CHECKPOINT_VARIABLES = (nnx.Param, Buffer, nnx.BatchStat)
 
 
 def abstract(make: Callable[[nnx.Rngs], nnx.Module], rngs: nnx.Rngs | None = None) -> nnx.Module:
