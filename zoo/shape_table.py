@@ -11,7 +11,7 @@ from collections.abc import Collection
 
 from zoo.family import Shapes
 
-__all__ = ["Shapes", "conv", "conv_transpose", "linear", "norm", "vit_blocks"]
+__all__ = ["Shapes", "batchnorm", "conv", "conv_transpose", "linear", "norm", "vit_blocks"]
 
 
 def linear(out: Shapes, key: str, i: int, o: int, bias: bool = True) -> None:
@@ -24,6 +24,14 @@ def linear(out: Shapes, key: str, i: int, o: int, bias: bool = True) -> None:
 def norm(out: Shapes, key: str, dim: int) -> None:
     """A norm with ``weight`` and ``bias`` of ``dim``."""
     out[key + ".weight"] = out[key + ".bias"] = (dim,)
+
+
+def batchnorm(out: Shapes, key: str, dim: int) -> None:
+    """``nn.BatchNorm2d(dim)``: weight, bias, running_mean, running_var and the scalar
+    num_batches_tracked, in ``state_dict()`` order."""
+    for leaf in ("weight", "bias", "running_mean", "running_var"):
+        out[f"{key}.{leaf}"] = (dim,)
+    out[key + ".num_batches_tracked"] = ()
 
 
 def conv(
