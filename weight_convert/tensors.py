@@ -180,8 +180,10 @@ def as_torch_tensor(array: np.ndarray):
     if not array.flags.writeable:  # torch.from_numpy warns on read-only memory
         array = array.copy()
     if array.dtype == BFLOAT16:
-        return torch.from_numpy(np.ascontiguousarray(array).view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(np.ascontiguousarray(array))
+        return torch.from_numpy(np.require(array, requirements="C").view(np.int16)).view(
+            torch.bfloat16
+        )
+    return torch.from_numpy(np.require(array, requirements="C"))
 
 
 _PAGE = mmap.PAGESIZE
