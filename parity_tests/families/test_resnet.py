@@ -27,11 +27,11 @@ STAT_RTOL = 1e-5
 class TestResNet(FamilySuite):
     family = "resnet"
     cases = (
-        # the first case is also test_gradients' (training mode): 64 x 64, batch 2 leaves
-        # layer4's BatchNorms 8 values per channel; at 32 x 32 they have 2, where the batch
-        # variance's backward is so ill-conditioned that float32 rounding alone reaches 4e-4
-        # relative (measured: 2.8e-5 at 64 x 64, 4.0e-4 at 32 x 32, in both ports)
-        ParityCase("bottleneck-b2-64", (2, 3, 64, 64)),
+        # the first case is also test_gradients' (training mode): 48 x 40, batch 2 leaves
+        # layer4's BatchNorms 8 values per channel (2 x 2 x 2); at 32 x 32 they have 2, where
+        # the batch variance's backward is so ill-conditioned that float32 rounding alone
+        # reaches 4e-4 relative (measured in Flax: 2.8e-5 at 64 x 64, 4.0e-4 at 32 x 32)
+        ParityCase("bottleneck-b2-48x40", (2, 3, 48, 40)),
         # conv1 17x15 -> maxpool 9x8 -> 5x4 -> 3x2 -> 2x1: odd sides at every stride
         ParityCase("bottleneck-odd-33x29", (1, 3, 33, 29)),
         ParityCase("basic-odd-b2-45x37", (2, 3, 45, 37), overrides={"block": "basic"}),
@@ -47,6 +47,7 @@ class TestResNet(FamilySuite):
         """Keras's BatchNorm eps (1e-3) in the port, in every BatchNorm: parity fails at
         ``bn1``, conv1 before it passing; in one BatchNorm deep in the net: parity fails at
         that layer, everything before it passing."""
+        _tensorflow_only(port)
         config = self.tiny()
         for only in (None, "layer2.0.bn2"):
 
@@ -71,6 +72,7 @@ class TestResNet(FamilySuite):
         from weight_convert.transfer import to_port
         from zoo.tensor_format import Format, to_port_format
 
+        _tensorflow_only(port)
         names = ("layer1.1", "maxpool", "fc", "layer3", "avgpool", "relu", "layer2.0")
         config = self.tiny(features=names)
         reference = reference_model(config)
@@ -101,6 +103,14 @@ class TestResNet(FamilySuite):
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _tensorflow_only(port) -> None:
+    """CI time: Keras on JAX and torch runs the suite's tiny parity, gradients and files
+    (every backend's code path); the checks that only repeat them on more weights or names run
+    for Keras on TensorFlow (and Flax)."""
+    if port.NAME in ("keras-jax", "keras-torch"):
+        pytest.skip(f"{port.NAME}: the suite covers this backend; this check runs on TensorFlow")
 
 
 def _batchnorms(port, model):
@@ -301,6 +311,7 @@ def test_ports_on_small_torchvision_weights(port):
     """The ports holding a (small, full-width) torchvision ResNet's random weights agree with
     the reference at 65 x 47 in eval mode, and in training mode (batch statistics, running
     statistics updated)."""
+    _tensorflow_only(port)
     ours = _reference_from(_randomized(_small_torchvision("bottleneck")))
     _ports_agree(ours, port, (1, 3, 65, 47))
     _ports_agree(ours, port, (2, 3, 40, 36), training=True)
