@@ -35,7 +35,7 @@ from zoo.registry import FAMILIES
 from zoo.tensor_format import to_port_format
 
 #: families whose official models have no dropout, attention dropout or drop path
-STOCHASTIC_FREE = {"sam", "sam_image_encoder"}
+STOCHASTIC_FREE = {"resnet", "sam", "sam_image_encoder"}  # resnet: training mode is BatchNorm's
 
 #: GELU(1), the hidden value of the MLP site (fc1 = 0, bias 1)
 GELU_1 = 0.8413447460685429

@@ -20,7 +20,8 @@ What a conversion from a Keras file may then rely on:
   twice, at most ``MAX_DEPTH`` deep and ``MAX_OBJECTS`` objects; every dataset stored as Keras
   stores it (contiguous or compact, no filter, no external file), its bytes inside the file and
   all of them together no more than the file holds; every dtype a carried floating one
-  (``tensors.check_dtypes``; Keras variables of this zoo are floating).
+  (``tensors.check_dtypes``; Keras variables of this zoo are floating) but for int32 scalars
+  (BatchNorm's ``num_batches_tracked``, ``weight_convert.rules``).
 - ``check_shapes``: the datasets' shapes are the config's model's, as multisets of shapes up to
   axis order (a Keras file names no variable, so which dataset is which tensor only the model
   knows: ``port_files.read_keras_weights_h5`` builds it next, now of the file's size).
@@ -441,12 +442,13 @@ def _check_dtypes(datasets: dict[str, Any], where: str) -> list[np.dtype]:
             raise UnsupportedTensorError(f"{where}: tensor {name[:100]}: {first_line(e)}") from None
     check_dtypes({n: np.empty(0, d) for n, d in dtypes.items()}, where)
     for name, dtype in dtypes.items():
-        if not is_float(dtype):
+        counter = dtype == np.int32 and datasets[name].shape == ()
+        if not is_float(dtype) and not counter:
             raise UnsupportedTensorError(
                 f"{where}: tensor {name[:100]} has dtype {dtype}; the Keras model's variables are "
-                "floating (Keras would cast it silently)"
+                "floating but for int32 scalar counters (Keras would cast it silently)"
             )
-    return list(dtypes.values())
+    return [d for d in dtypes.values() if is_float(d)]
 
 
 def build_dtype(dtypes: list[np.dtype]) -> str:

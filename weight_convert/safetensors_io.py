@@ -324,7 +324,7 @@ class StreamWriter:
 
     def add(self, name: str, array: np.ndarray) -> None:
         want = self._expected[self._done] if self._done < len(self._expected) else None
-        array = np.ascontiguousarray(array)
+        array = np.require(array, requirements="C")
         if want is None or (name, tuple(array.shape), array.dtype) != want:
             got = (name, tuple(array.shape), array.dtype)
             raise ValueError(f"tensor {got} written where the header announced {want}")

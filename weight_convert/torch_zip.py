@@ -438,7 +438,7 @@ def write_pth(
             zf.writestr(prefix + name, text)
         zf.writestr(prefix + "byteorder", b"little")
         for i, (_, key, value) in enumerate(progress.track(items, "write")):
-            array = np.ascontiguousarray(tensors(key, value))
+            array = np.require(tensors(key, value), requirements="C")
             with _add(zf, f, f"{prefix}data/{i}", array.nbytes) as record:
                 record.write(memoryview(array.reshape(-1).view(np.uint8)))
             release(value)

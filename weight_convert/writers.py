@@ -290,7 +290,7 @@ def _write_pkl(
     def write(staged: list[Path]) -> None:
         arrays = {}
         for key, value in progress.track(list(state.items()), "load"):
-            arrays[key] = np.ascontiguousarray(tensors(key, value))
+            arrays[key] = np.require(tensors(key, value), requirements="C")
         tensors.check()
         data = {"model": arrays, "__author__": "weight-convert", "matching_heuristics": True}
         with open(staged[0], "wb") as f:

@@ -116,6 +116,15 @@ _cases(
 )
 
 
+# N(0, 1) inputs: a padded border of negative values is where -inf and zero padding differ
+_cases(
+    "MaxPool2d",
+    ("k3-s2-p1-225x191", dict(kernel_size=3, stride=2, padding=1), (Input((1, 3, 225, 191), CF),)),
+    ("k3-s2-p1-b2-8x10", dict(kernel_size=3, stride=2, padding=1), (Input((2, 4, 8, 10), CF),)),
+    ("k2-odd-7x9", dict(kernel_size=2, stride=2), (Input((1, 4, 7, 9), CF),)),
+)
+
+
 def _shift_mask(padded, window, shift, batch):
     def make() -> np.ndarray:
         return shifted_window_mask(padded, window, shift)

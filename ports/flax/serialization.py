@@ -65,7 +65,9 @@ def save(model: nnx.Module, path: str | os.PathLike) -> None:
     if config is None:
         raise TypeError(f"{type(model).__name__} has no `config`; only zoo models can be saved")
     params = _params(model)
-    tensors = {k: np.ascontiguousarray(np.asarray(v.get_value())) for k, v in params.items()}
+    tensors = {
+        k: np.require(np.asarray(v.get_value()), requirements="C") for k, v in params.items()
+    }
     metadata = {
         "format": FORMAT,
         "model": type(model).__name__,

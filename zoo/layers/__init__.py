@@ -8,6 +8,7 @@ from zoo.layers.drop import DropPath, drop_path
 from zoo.layers.mlp import Mlp, MLPBlock
 from zoo.layers.norm import BatchNorm2d, LayerNorm, LayerNorm2d
 from zoo.layers.patch import PatchEmbed, PatchMerging
+from zoo.layers.pool import MaxPool2d
 from zoo.layers.swin_block import SwinTransformerBlock
 from zoo.layers.vitdet import (
     Attention,
@@ -30,6 +31,7 @@ __all__ = [
     "LayerNorm",
     "LayerNorm2d",
     "MLPBlock",
+    "MaxPool2d",
     "Mlp",
     "PatchEmbed",
     "PatchMerging",

@@ -9,6 +9,7 @@ from ports.flax.layers.drop import DropPath, drop_path
 from ports.flax.layers.mlp import GELU, Mlp, MLPBlock
 from ports.flax.layers.norm import BatchNorm2d, LayerNorm, LayerNorm2d
 from ports.flax.layers.patch import PatchEmbed, PatchMerging
+from ports.flax.layers.pool import MaxPool2d
 from ports.flax.layers.swin_block import SwinTransformerBlock
 from ports.flax.layers.vitdet import (
     Attention,
@@ -32,6 +33,7 @@ __all__ = [
     "LayerNorm",
     "LayerNorm2d",
     "MLPBlock",
+    "MaxPool2d",
     "Mlp",
     "PatchEmbed",
     "PatchMerging",

@@ -1,8 +1,6 @@
-"""Pooling and parameter-free layers as ``nnx.Module``s, so the Flax ports keep the reference's
-module tree item for item (``features.1`` a ReLU, ``features.4`` a max-pool): adaptive average
-pooling as PyTorch's ``nn.AdaptiveAvgPool2d`` with two contractions over constant averaging
-matrices (``zoo.pooling.adaptive_avg_matrix``: PyTorch's start / end bins, overlapping or
-repeating where the output does not divide the map), exact at any input size. Channels-last."""
+"""Pooling layers, Flax NNX (channels-last), as PyTorch pools: ``MaxPool2d`` padded with -inf as
+PyTorch pads, and ``nn.AdaptiveAvgPool2d`` as two contractions with constant averaging matrices
+(``zoo.pooling.adaptive_avg_matrix``: PyTorch's start / end bins), exact at any input size."""
 
 from __future__ import annotations
 
@@ -10,9 +8,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from zoo.pooling import adaptive_avg_matrix
+from zoo.pooling import adaptive_avg_matrix, pool_arguments
 
-__all__ = ["AdaptiveAvgPool2d", "MaxPool2d", "ReLU", "adaptive_avg_pool2d"]
+__all__ = ["PAD_VALUE", "AdaptiveAvgPool2d", "MaxPool2d", "ReLU", "adaptive_avg_pool2d"]
 
 
 def adaptive_avg_pool2d(x: jax.Array, size: tuple[int, int]) -> jax.Array:
@@ -35,19 +33,42 @@ class AdaptiveAvgPool2d(nnx.Module):
         return adaptive_avg_pool2d(x, self.output_size)
 
 
-class MaxPool2d(nnx.Module):
-    """``nn.MaxPool2d(k, stride)`` (no padding: floor) on a channels-last map."""
-
-    def __init__(self, kernel_size: int, stride: int) -> None:
-        self.kernel_size, self.stride = int(kernel_size), int(stride)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        k, s = self.kernel_size, self.stride
-        return nnx.max_pool(x, (k, k), strides=(s, s), padding="VALID")
-
-
 class ReLU(nnx.Module):
-    """``nn.ReLU``."""
+    """``torch.nn.ReLU`` as a module (a parity record at its path: VGG's ``features.N``, SAM's
+    MLP activation, ResNet's ``relu``). Any shape."""
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return nnx.relu(x)
+
+
+#: what ``MaxPool2d`` pads with: -inf, as PyTorch (zeros would win over a border of negative
+#: values)
+PAD_VALUE = float("-inf")
+
+
+class MaxPool2d(nnx.Module):
+    """``torch.nn.MaxPool2d(kernel_size, stride, padding)`` (floor mode) channels-last:
+    (B, H, W, C) -> (B, (H + 2p - k) // s + 1, (W + 2p - k) // s + 1, C), padded with
+    ``PAD_VALUE`` (-inf)."""
+
+    def __init__(
+        self,
+        kernel_size: int,
+        stride: int | None = None,
+        padding: int = 0,
+        dilation: int = 1,
+        ceil_mode: bool = False,
+        *,
+        rngs: nnx.Rngs | None = None,
+    ) -> None:
+        del rngs
+        self.kernel_size, self.stride, self.padding = pool_arguments(
+            kernel_size, stride, padding, ceil_mode, dilation
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        p = self.padding
+        if p:
+            x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=PAD_VALUE)
+        k, s = self.kernel_size, self.stride
+        return nnx.max_pool(x, (k, k), strides=(s, s), padding="VALID")

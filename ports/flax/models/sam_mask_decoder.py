@@ -16,6 +16,7 @@ from flax import nnx
 from ports.flax.layers.conv import ConvTranspose2d
 from ports.flax.layers.mlp import GELU, MLPBlock
 from ports.flax.layers.norm import LayerNorm, LayerNorm2d
+from ports.flax.layers.pool import ReLU
 from ports.flax.layers.window_attention import dot_product_attention
 
 __all__ = [
@@ -26,13 +27,6 @@ __all__ = [
     "TwoWayAttentionBlock",
     "TwoWayTransformer",
 ]
-
-
-class ReLU(nnx.Module):
-    """``torch.nn.ReLU`` as a module (the two-way transformer's MLP activation). Any shape."""
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return jax.nn.relu(x)
 
 
 class SamAttention(nnx.Module):

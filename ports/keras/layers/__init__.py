@@ -10,6 +10,7 @@ from ports.keras.layers.drop import DropPath, drop_path
 from ports.keras.layers.mlp import GELU, Mlp, MLPBlock
 from ports.keras.layers.norm import BatchNorm2d, LayerNorm, LayerNorm2d
 from ports.keras.layers.patch import PatchEmbed, PatchMerging
+from ports.keras.layers.pool import MaxPool2d
 from ports.keras.layers.swin_block import SwinTransformerBlock
 from ports.keras.layers.vitdet import (
     Attention,
@@ -33,6 +34,7 @@ __all__ = [
     "LayerNorm",
     "LayerNorm2d",
     "MLPBlock",
+    "MaxPool2d",
     "Mlp",
     "PatchEmbed",
     "PatchMerging",
