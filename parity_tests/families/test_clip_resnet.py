@@ -56,17 +56,6 @@ class TestClipResNet(FamilySuite):
     makers = {"openai": openai_checkpoint, "visual": visual_checkpoint}
     verify_shape = (1, 3, 65, 79)
 
-    #: BatchNorm's int ``num_batches_tracked`` through the converter's files is the BatchNorm
-    #: helper's (branch ``resnet``): keras_files refuses its int32 dataset, safetensors_io
-    #: writes the 0-d tensor 1-d (np.ascontiguousarray). Remove these overrides when it lands.
-    _BN_FILES = "BatchNorm's num_batches_tracked in Keras / Flax files: pending on branch resnet"
-
-    def test_round_trip(self, layout, tmp_path):
-        pytest.skip(self._BN_FILES)
-
-    def test_cli_verify(self, target, tmp_path, capsys):
-        pytest.skip(self._BN_FILES)
-
     def test_batchnorm_eps_1e3_fails_at_the_first_norm(self, port, monkeypatch):
         """The ports' BatchNorm at Keras's default eps 1e-3 instead of PyTorch's 1e-5: parity
         fails at the stem's first BatchNorm, ``bn1``, the conv before it passing."""

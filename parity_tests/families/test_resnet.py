@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from family_suite import FamilySuite, ParityCase, port_model, reference_model
+from family_suite import FamilySuite, ParityCase, reference_model
 
 from weight_convert.parity import MODEL_TOLERANCE
 from weight_convert.tolerance import Tolerance
@@ -64,43 +64,14 @@ class TestResNet(FamilySuite):
             before = report.layers[: report.layers.index(first)]
             assert before and all(not e.exceeded for e in before)
 
-    def test_features(self, port):
-        """``features`` (any order, any subset): the reference's maps channels-last in the
-        ports, in the order asked, each within the model tolerance; the forward stops at the
-        last one needed (layer4 never runs for features up to layer3)."""
-        from weight_convert.frameworks.reference import state_dict
-        from weight_convert.parity.report import layer_error
-        from weight_convert.transfer import to_port
-        from zoo.tensor_format import Format, to_port_format
-
-        _tensorflow_only(port)
-        names = ("layer1.1", "maxpool", "fc", "layer3", "avgpool", "relu", "layer2.0")
-        config = self.tiny(features=names)
-        reference = reference_model(config)
-        x, _ = self.spec().make_inputs(config, (2, 3, 33, 29))
-        ref_out = _torch_call(reference, x[0])
-        assert list(ref_out) == list(names)
-        model = port_model(port, config)
-        port.materialize(model, [np.moveaxis(x[0], 1, -1)], initialize=False)
-        port.assign(model, to_port(state_dict(reference), port.shapes(model)))
-        got = _port_call(port, model, np.moveaxis(x[0], 1, -1))
-        assert list(got) == list(names)
-        for name in names:
-            fmt = Format.CHANNELS_FIRST if ref_out[name].ndim == 4 else Format.CHANNELS_LAST
-            expected = to_port_format(ref_out[name], fmt)
-            error = layer_error(name, 0, expected, got[name], MODEL_TOLERANCE)
-            assert not error.exceeded, error
-
+    def test_features_stop_at_the_last_one(self):
+        """A ``features`` model computes nothing past the last output asked for (layer4 never
+        runs for features up to layer3); the outputs come in the order asked."""
+        x, _ = self.spec().make_inputs(self.tiny(), (2, 3, 33, 29))
         early = reference_model(self.tiny(features=("layer3", "bn1")))
         calls = []
         early.layer4.register_forward_hook(lambda *a: calls.append(1))
         assert list(_torch_call(early, x[0])) == ["layer3", "bn1"] and not calls
-
-    def test_unknown_feature_is_refused(self, framework):
-        from zoo.config_checks import ConfigError
-
-        with pytest.raises(ConfigError, match=r"unknown \['layer5'\]; valid names: conv1, bn1"):
-            _build(framework, self.tiny(features=("layer2", "layer5")))
 
 
 # --------------------------------------------------------------------------- helpers

@@ -25,7 +25,6 @@ __all__ = [
     "EXPANSION",
     "ResNetConfig",
     "block_has_downsample",
-    "check_features",
     "feature_names",
 ]
 
@@ -94,18 +93,6 @@ def feature_names(config: ResNetConfig) -> tuple[str, ...]:
     return (*names, "avgpool", "fc")
 
 
-def check_features(config: ResNetConfig) -> None:
-    """``ConfigError`` for a name ``feature_names`` does not list (listing the valid ones)."""
-    valid = feature_names(config)
-    unknown = [n for n in config.features if n not in valid]
-    if unknown:
-        raise ConfigError(
-            f"config field features: unknown {unknown}; valid names: {', '.join(valid)}"
-        )
-    if len(set(config.features)) != len(config.features):
-        raise ConfigError(f"config field features: a name given twice in {config.features}")
-
-
 def _block(out: T.Shapes, key: str, config: ResNetConfig, inplanes: int, planes: int, stride):
     width, expansion = planes, config.expansion
     if config.block == "basic":
@@ -150,7 +137,6 @@ def _validate(config: ResNetConfig) -> None:
     if len(config.layers) != 4 or len(config.planes) != 4:
         raise ConfigError("config fields layers / planes: four stages each")
     positive(config, "layers", "planes", "in_chans", "num_classes")
-    check_features(config)
 
 
 def _inputs(config: ResNetConfig, shape: Sequence[int] | None) -> tuple[Input, ...]:
@@ -161,6 +147,7 @@ register_family(
     Family(
         name="resnet",
         config=ResNetConfig,
+        features=feature_names,
         model="ResNet",
         shapes=_shapes,
         inputs=_inputs,

@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo.families.resnet import ResNetConfig, block_has_downsample, check_features
+from zoo.families.resnet import ResNetConfig, block_has_downsample
+from zoo.family import check_features
 from zoo.layers import BatchNorm2d, MaxPool2d
 from zoo.registry import register_model
 from zoo.tensor_format import Format

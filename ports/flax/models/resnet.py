@@ -12,7 +12,8 @@ from flax import nnx
 
 from ports.flax.layers import BatchNorm2d, MaxPool2d
 from ports.flax.layers.pool import ReLU
-from zoo.families.resnet import ResNetConfig, block_has_downsample, check_features
+from zoo.families.resnet import ResNetConfig, block_has_downsample
+from zoo.family import check_features
 from zoo.registry import register_model
 from zoo.validate import check_inputs
 

@@ -13,7 +13,8 @@ from keras import ops
 from ports.keras.layers import BatchNorm2d, MaxPool2d
 from ports.keras.layers.window import Tensor
 from ports.keras.models.base import ZooModel
-from zoo.families.resnet import ResNetConfig, block_has_downsample, check_features
+from zoo.families.resnet import ResNetConfig, block_has_downsample
+from zoo.family import check_features
 from zoo.registry import register_model
 from zoo.validate import check_inputs
 
