@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,7 @@ __all__ = [
     "check_backbone",
     "normalization_of",
     "returning_layers",
+    "seconds_per_step",
 ]
 
 
@@ -146,6 +148,24 @@ class StyleResult:
     image: np.ndarray
     losses: np.ndarray
     gradients: list[np.ndarray] = field(default_factory=list)
+
+
+def seconds_per_step(
+    transfer: Callable[..., StyleResult],
+    backbone: Any,
+    content: Any,
+    style: Any,
+    settings: StyleSettings,
+    steps: int = 4,
+) -> float:
+    """Wall time of one optimizer step of ``transfer`` (any framework's), compilation and set-up
+    excluded: a run of ``steps`` steps less a run of one, over ``steps - 1``."""
+    times = []
+    for n in (1, steps):
+        start = time.perf_counter()
+        transfer(backbone, content, style, dataclasses.replace(settings, steps=n))
+        times.append(time.perf_counter() - start)
+    return max(times[1] - times[0], 0.0) / (steps - 1)
 
 
 def as_image(x: np.ndarray, name: str) -> np.ndarray:
