@@ -2,7 +2,9 @@
 (bins that overlap or repeat), torchvision's VGG as the reference's authority, keras.applications'
 VGG19 files (Keras 3 ``.weights.h5`` and the legacy ``.h5``) read by the converter and held to
 keras.applications' own output through each side's preprocessing, and that preprocessing
-travelling with the weights (``zoo.preprocessing``).
+travelling with the weights (``zoo.preprocessing``); the ``_bn`` variants' BatchNorms (a parity
+case, Keras's eps planted, training mode, torchvision's VGG class with BatchNorm as peer: small
+stages in CI, vgg19_bn at full size ``slow``).
 
 Bounds: parity within the harness' 1e-4 x std per layer (the suite); the reference against
 torchvision bit-exact (the same modules); keras.applications against our reference and ports
