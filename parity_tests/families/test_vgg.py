@@ -2,7 +2,9 @@
 (bins that overlap or repeat), torchvision's VGG as the reference's authority, keras.applications'
 VGG19 files (Keras 3 ``.weights.h5`` and the legacy ``.h5``) read by the converter and held to
 keras.applications' own output through each side's preprocessing, and that preprocessing
-travelling with the weights (``zoo.preprocessing``).
+travelling with the weights (``zoo.preprocessing``); the ``_bn`` variants' BatchNorms (a parity
+case, Keras's eps planted, training mode, torchvision's VGG class with BatchNorm as peer: small
+stages in CI, vgg19_bn at full size ``slow``).
 
 Bounds: parity within the harness' 1e-4 x std per layer (the suite); the reference against
 torchvision bit-exact (the same modules); keras.applications against our reference and ports
@@ -26,13 +28,61 @@ class TestVGG(FamilySuite):
         ParityCase("b2-32x32", (2, 3, 32, 32)),  # pool5 1 x 1: every avgpool bin repeats it
         ParityCase("odd-225x191", (1, 3, 225, 191)),  # pools floor odd sides; pool5 7 x 5
         ParityCase("overlap-300x250", (1, 3, 300, 250)),  # pool5 9 x 7: overlapping bins
+        # vgg16_bn / vgg19_bn's stages: conv, BatchNorm (random running statistics), ReLU
+        ParityCase("bn-b2-45x37", (2, 3, 45, 37), overrides={"batch_norm": True}),
     )
     verify_shape = (1, 3, 45, 37)
+
+    def test_batchnorm_eps_1e3_fails_at_the_first_norm(self, port, monkeypatch):
+        """The ports' BatchNorm at Keras's default eps 1e-3 instead of PyTorch's 1e-5 (eval
+        mode, random running variances in [0.5, 2]): parity fails at the first BatchNorm,
+        ``features.1``, the conv before it passing."""
+        _tensorflow_only(port)
+        framework = port.NAME.split("-")[0]
+        if framework == "keras":
+            from ports.keras.layers.norm import BatchNorm2d
+        else:
+            from ports.flax.layers.norm import BatchNorm2d
+        init = BatchNorm2d.__init__
+
+        def keras_eps(self, *args, **kwargs):
+            init(self, *args, **kwargs)
+            self.eps = 1e-3
+
+        monkeypatch.setattr(BatchNorm2d, "__init__", keras_eps)
+        report = self.run_parity(port, self.tiny(batch_norm=True), (1, 3, 32, 32))
+        assert not report.passed
+        assert report.first_failure.path == "features.1", report.table()
+        assert report.layers[0].path == "features.0" and not report.layers[0].exceeded
+
+    def test_batchnorm_training_mode(self, port):
+        """The BatchNorm config in training mode (batch statistics; dropout at 0): the
+        gradients of every parameter and the image within the whole-model gradient bound (the
+        suite's test_gradients runs the first case, which has no BatchNorm; a port whose
+        BatchNorms stayed on the running statistics would differ in every gradient). 32 x 32,
+        batch 2: stage 5's BatchNorm normalizes 8 values per channel."""
+        from stochastic import without_randomness
+
+        from weight_convert.parity import run_config
+
+        _tensorflow_only(port)
+        config = without_randomness(self.tiny(batch_norm=True))
+        report = run_config(config, port, (2, 3, 32, 32), gradients=True, training=True)
+        assert report.passed, report.table()
+        assert report.settings["mode"] == "training" and report.outputs
 
     @classmethod
     def layouts(cls) -> list[str]:
         # keras_applications files are Keras HDF5: read by test_keras_applications_* below
         return ["torchvision"]
+
+
+def _tensorflow_only(port) -> None:
+    """CI time: Keras on JAX and torch runs the suite's BatchNorm parity case (every backend's
+    code path); the checks that repeat it with a bug planted, in training mode or on a peer's
+    weights run for Keras on TensorFlow (and Flax)."""
+    if port.NAME in ("keras-jax", "keras-torch"):
+        pytest.skip(f"{port.NAME}: the suite covers this backend; this check runs on TensorFlow")
 
 
 def test_aliases_name_gatys_layers():
@@ -47,6 +97,10 @@ def test_aliases_name_gatys_layers():
     names = feature_names(VARIANTS["vgg16"].config)
     assert names[-7:] == tuple(f"classifier.{i}" for i in range(7))
     assert names.index("pool5") < names.index("avgpool") < names.index("classifier.0")
+    bn = feature_paths(VARIANTS["vgg19_bn"].config)  # torchvision's vgg19_bn.features
+    assert (bn["conv1_1"], bn["bn1_1"], bn["relu1_1"]) == ("features.0", "features.1", "features.2")
+    assert bn["pool1"] == "features.6" and bn["bn5_4"] == "features.50"
+    assert bn["pool5"] == "features.52" and "bn1_1" not in paths
 
 
 @pytest.mark.parametrize("out", [7, 3])
@@ -69,21 +123,33 @@ def test_adaptive_pool_matrices_are_torch(out):
 
 
 def test_variants_are_detected_from_their_shapes():
-    """Zero-strided state dicts of vgg16 / vgg19 (torchvision's keys) name the variant, say
-    "imagenet" preprocessing; a conv out of VGG's spacing is refused."""
+    """Zero-strided state dicts of vgg16 / vgg19 and their ``_bn`` variants (torchvision's
+    keys) name the variant (vgg19 and vgg19_bn told apart), say "imagenet" preprocessing; a
+    conv out of VGG's spacing, or a BatchNorm's statistics left out, is refused, and so is
+    writing a BatchNorm VGG to keras.applications' layout (it has none)."""
     from weight_convert import layouts
     from zoo.configs import VARIANTS, reference_shapes
 
-    for name in ("vgg16", "vgg19"):
+    states = {}
+    for name in ("vgg16", "vgg19", "vgg16_bn", "vgg19_bn"):
         shapes = reference_shapes(VARIANTS[name].config)
-        sd = {k: np.broadcast_to(np.float32(0), s) for k, s in shapes.items()}
-        detected = layouts.detect(sd)
+        states[name] = {k: np.broadcast_to(np.float32(0), s) for k, s in shapes.items()}
+        detected = layouts.detect(states[name])
         assert (detected.layout, detected.variant) == ("torchvision", name)
+        assert detected.config.batch_norm == name.endswith("_bn")
         assert detected.config.preprocessing == "imagenet"
+    sd = dict(states["vgg19"])
     sd["features.3.weight"] = sd.pop("features.2.weight")
     sd["features.3.bias"] = sd.pop("features.2.bias")
     with pytest.raises(layouts.LayoutError):
         layouts.detect(sd)
+    sd = {k: v for k, v in states["vgg19_bn"].items() if k != "features.50.running_var"}
+    with pytest.raises(layouts.LayoutError, match="features.50.running_var"):
+        layouts.detect(sd)
+    config = TestVGG.tiny(batch_norm=True)
+    tiny = {k: np.zeros(s, np.float32) for k, s in reference_shapes(config).items()}
+    with pytest.raises(layouts.LayoutError, match="no VGG with BatchNorm"):
+        layouts.from_reference(tiny, "keras_applications", "vgg", config)
 
 
 def test_torchvision_features_load_strict():
@@ -107,30 +173,92 @@ def test_torchvision_features_load_strict():
         assert torch.equal(ours(x), theirs(x))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["vgg19"])
-def test_torchvision_vgg19(name):
-    """torchvision's VGG19, every tensor random: the reference loads its state dict strict and
-    agrees bit-exact at 224 and 225 x 191; both ports agree with the reference there."""
+#: torchvision's VGG class on small stages (its classifier is fixed: 512 x 7 x 7 -> 4096 ->
+#: 4096, so the last stage is 512 wide): two convs in stages 1 and 3, every conv BatchNorm'd
+SMALL_BN_CFG = [8, 8, "M", 16, "M", 16, 16, "M", 32, "M", 512, "M"]
+
+
+def _torchvision_peer(make):
+    """A torchvision VGG from ``make()`` with every tensor random, running statistics included
+    (``randomize_``), in eval mode, and the reference built from its state dict: the
+    architecture detected from the shapes (torchvision's layout) and the tensors loaded
+    strict."""
+    import zoo.models
+    from weight_convert import layouts
+    from weight_convert.frameworks.reference import randomize_
+
+    peer = randomize_(make(), 0).eval()
+    sd = {k: v.detach().numpy() for k, v in peer.state_dict().items()}
+    detected = layouts.detect(sd)
+    assert (detected.layout, detected.family) == ("torchvision", "vgg")
+    ours = zoo.models.build_model(detected.config).eval()
+    ours.load_state_dict(peer.state_dict(), strict=True)
+    return peer, ours, detected
+
+
+def _reference_is_peer(peer, ours, shape) -> None:
+    """The reference's logits equal the peer's bit for bit (the same modules, eval mode)."""
     import torch
+
+    x = torch.randn(shape)
+    with torch.no_grad():
+        assert torch.equal(ours(x), peer(x)), shape
+
+
+def _port_agrees(ours, adapter, shape) -> None:
+    """The port holding the reference's weights (the peer's) agrees with it on one input in
+    eval mode: every layer and the logits within 1e-4 x their std, every layer matched."""
+    from weight_convert.parity import MODEL_TOLERANCE, compare
+
+    inputs, formats = TestVGG.spec().make_inputs(ours.config, shape)
+    model = adapter.build_model(ours.config, initialize=False)
+    report = compare(ours, model, adapter, inputs, formats, tolerance=MODEL_TOLERANCE)
+    assert report.passed and not report.unmatched, report.table()
+
+
+@pytest.fixture
+def small_torchvision_bn():
+    from torchvision.models.vgg import VGG, make_layers
+
+    # init_weights=False: randomize_ sets every tensor (its init of the 119M-weight classifier
+    # is a second spent for nothing)
+    return _torchvision_peer(
+        lambda: VGG(make_layers(SMALL_BN_CFG, batch_norm=True), 10, init_weights=False)
+    )
+
+
+def test_small_torchvision_vgg_bn(small_torchvision_bn):
+    """torchvision's own VGG class and make_layers(batch_norm=True) on small stages, every
+    tensor random (running statistics too): detected as a BatchNorm VGG of those stages, loaded
+    strict into the reference, which gives torchvision's logits bit-exact in eval mode at
+    64 x 48 (batch 2) and 65 x 47. (The ports on a peer's weights: test_torchvision_vgg19,
+    slow; in CI the suite's BatchNorm case holds them to the reference on random weights and
+    statistics, which is the same check: the peer's tensors are the reference's.)"""
+    peer, ours, detected = small_torchvision_bn
+    config = detected.config
+    assert config.batch_norm and detected.variant is None
+    assert (config.widths, config.depths) == ((8, 16, 16, 32, 512), (2, 1, 2, 1, 1))
+    for shape in ((2, 3, 64, 48), (1, 3, 65, 47)):
+        _reference_is_peer(peer, ours, shape)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vgg19", "vgg19_bn"])
+def test_torchvision_vgg19(name):
+    """torchvision's VGG19 and VGG19-BN, every tensor random (running statistics too): the
+    variant is detected from the state dict, the reference loads it strict and agrees
+    bit-exact at 224 and 225 x 191 (eval mode); both ports holding those weights agree with
+    the reference there."""
     import torchvision
 
     from weight_convert.frameworks import port
-    from weight_convert.frameworks.reference import randomize_
-    from weight_convert.parity import run_config
-    from zoo.configs import VARIANTS
 
-    theirs = randomize_(getattr(torchvision.models, name)(), 0).eval()
-    config = VARIANTS[name].config
-    ours = reference_model(config)
-    ours.load_state_dict(theirs.state_dict(), strict=True)
+    peer, ours, detected = _torchvision_peer(getattr(torchvision.models, name))
+    assert detected.variant == name
     for shape in ((1, 3, 224, 224), (1, 3, 225, 191)):
-        x = torch.randn(shape)
-        with torch.no_grad():
-            assert torch.equal(ours(x), theirs(x)), shape
+        _reference_is_peer(peer, ours, shape)
         for adapter in ("flax", "keras"):
-            report = run_config(config, port(adapter), shape)
-            assert report.passed, report.table()
+            _port_agrees(ours, port(adapter), shape)
 
 
 # --------------------------------------------------------------------------- preprocessing

@@ -15,9 +15,11 @@
     adaptive pool: its Flatten takes block5_pool as it is, which the reference's 7 x 7 pool
     leaves unchanged at 224 x 224, the only input its dense layers take.
 
-The architecture is solved from the shapes: the convs' positions in ``features`` give the
-stages (a conv follows the previous one by 2 items, 3 with BatchNorm; by one more across a
-pool), their kernels the widths, classifier.0's width over the last width the pool size.
+The architecture is solved from the shapes: BatchNorm tensors in ``features`` (1-D weights,
+running statistics) make a ``_bn`` variant (so ``vgg19`` and ``vgg19_bn`` are told apart), the
+convs' positions in ``features`` give the stages (a conv follows the previous one by 2 items,
+3 with BatchNorm; by one more across a pool), their kernels the widths, classifier.0's width
+over the last width the pool size.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from zoo.configs import VARIANTS, match_variant
 from zoo.families.vgg import VGGConfig
 
 _FEATURE = re.compile(r"features\.(\d+)\.weight$")
+_ITEM = re.compile(r"features\.(\d+)\.(weight|running_mean|running_var|num_batches_tracked)$")
 _BLOCK = re.compile(r"block(\d+)_conv(\d+)\.(.+)$")
 
 
@@ -69,7 +72,12 @@ def _infer_vgg(reference: Mapping[str, Any]) -> tuple[VGGConfig, list[str]]:
         for k in reference
         if (m := _FEATURE.match(k)) and len(reference[k].shape) == 4
     )
-    batch_norm = "features.1.running_mean" in reference
+    # a BatchNorm's tensors (its weight 1-D, its statistics) in features: vgg16_bn / vgg19_bn;
+    # where they sit is held by the conv spacing below and every shape by the table
+    batch_norm = any(
+        (m := _ITEM.match(k)) and (m.group(2) != "weight" or len(reference[k].shape) == 1)
+        for k in reference
+    )
     depths = _stages(indexes, 3 if batch_norm else 2)
     kernels = [_kernel(reference, f"features.{i}.weight") for i in indexes]
     widths, start = [], 0
@@ -139,6 +147,11 @@ class _BlockNames:
         return out
 
     def write(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        if any(k.startswith("features.") and ".running_" in k for k in state):
+            raise LayoutError(
+                "keras.applications has no VGG with BatchNorm (vgg16_bn / vgg19_bn): write "
+                "the torchvision layout"
+            )
         indexes = sorted({int(m.group(1)) for k in state if (m := _FEATURE.match(k))})
         names, s, k = {}, 1, 0
         for a, b in zip([None, *indexes[:-1]], indexes, strict=True):

@@ -172,7 +172,9 @@ register_family(
         inputs=_inputs,
         validate=_validate,
         features=feature_names,
-        description="VGG 16 / 19 (torchvision's VGG; keras.applications' VGG16 / VGG19)",
+        description=(
+            "VGG 16 / 19, with BatchNorm too (torchvision's VGG; keras.applications' VGG16 / VGG19)"
+        ),
         # five stages of one conv (conv1_1 ... pool5), 32 x 32 pools to 1 x 1 before the
         # adaptive pool repeats it to 7 x 7; the parity cases add 225 x 191 (7 x 5) and
         # 300 x 250 (9 x 7: overlapping bins)
@@ -185,3 +187,13 @@ register_family(
 _VGG16, _VGG19 = (2, 2, 3, 3, 3), (2, 2, 4, 4, 4)
 register_variant("vgg16", VGGConfig(depths=_VGG16), "VGG16 (torchvision vgg16, configuration D)")
 register_variant("vgg19", VGGConfig(depths=_VGG19), "VGG19 (torchvision vgg19, configuration E)")
+register_variant(
+    "vgg16_bn",
+    VGGConfig(depths=_VGG16, batch_norm=True),
+    "VGG16 with BatchNorm after every conv (torchvision vgg16_bn)",
+)
+register_variant(
+    "vgg19_bn",
+    VGGConfig(depths=_VGG19, batch_norm=True),
+    "VGG19 with BatchNorm after every conv (torchvision vgg19_bn)",
+)

@@ -1,7 +1,10 @@
 """VGG, Flax NNX port of ``zoo.models.vgg``: same module tree and attribute names
-(``features.0.kernel``, ``classifier.6.kernel``), channels-last. Every item of the reference's
-``features`` / ``classifier`` is a module here too (``ports.flax.layers.pool``'s ReLU and
-MaxPool2d, ``nnx.Dropout``), so features and parity records have the reference's paths.
+(``features.0.kernel``, ``classifier.6.kernel``), channels-last. The ``_bn`` variants'
+BatchNorms are PyTorch's (``BatchNorm2d``: eps 1e-5, momentum 0.1, ``nnx.BatchStat`` running
+statistics used after ``model.eval()``, updated after ``model.train()``). Every item of the
+reference's ``features`` / ``classifier`` is a module here too (``ports.flax.layers.pool``'s
+ReLU and MaxPool2d, ``nnx.Dropout``), so features and parity records have the reference's
+paths.
 
 classifier.0 flattens the pooled map in the reference's (C, H, W) order
 (``flatten_channels_first``), so its kernel is torchvision's weight transposed, as every Linear
@@ -13,6 +16,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from ports.flax.layers.norm import BatchNorm2d
 from ports.flax.layers.pool import AdaptiveAvgPool2d, MaxPool2d, ReLU
 from ports.flax.models.convnet import flatten_channels_first
 from zoo.families.vgg import VGGConfig, names_at
@@ -33,7 +37,7 @@ def _feature_layers(config: VGGConfig, rngs: nnx.Rngs) -> list[nnx.Module]:
             out.append(nnx.Conv(channels, width, (3, 3), padding=((1, 1), (1, 1)), rngs=rngs))
             channels = width
         elif kind == "bn":
-            raise NotImplementedError("VGG with BatchNorm: the port's BatchNorm2d comes next")
+            out.append(BatchNorm2d(channels, rngs=rngs))
         elif kind == "relu":
             out.append(ReLU())
         else:
@@ -48,7 +52,8 @@ class VGG(nnx.Module):
     Input: (B, H, W, in_chans) channels-last. Output: logits (B, num_classes); with
     ``config.features_only`` the last pool's map (B, h, w, C); with ``config.features`` a dict
     of those outputs (maps channels-last), in the order asked. Dropout draws from ``rngs``'
-    dropout stream in train mode (``model.train()``).
+    dropout stream, and BatchNorm normalizes with the batch's statistics (updating the running
+    ones), in train mode (``model.train()``).
     """
 
     def __init__(self, config: VGGConfig, *, rngs: nnx.Rngs) -> None:

@@ -1,6 +1,8 @@
 """VGG, Keras 3 port of ``zoo.models.vgg``: same module tree and names (``root/features-0/kernel``,
 ``root/classifier-6/kernel``; list items are named ``features-N``, Keras on torch refusing dots),
-channels-last, ``keras.ops`` only. Every item of the reference's ``features`` / ``classifier``
+channels-last, ``keras.ops`` only. The ``_bn`` variants' BatchNorms are PyTorch's
+(``BatchNorm2d``: eps 1e-5, momentum 0.1, running statistics updated in ``model(x,
+training=True)`` and ``fit``). Every item of the reference's ``features`` / ``classifier``
 is a layer here too (ReLU, MaxPooling2D, Dropout), so features and parity records have the
 reference's paths.
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import keras
 
+from ports.keras.layers.norm import BatchNorm2d
 from ports.keras.layers.pool import AdaptiveAvgPool2d
 from ports.keras.layers.window import Tensor
 from ports.keras.models.base import ZooModel
@@ -28,12 +31,14 @@ __all__ = ["VGG"]
 def _feature_layers(config: VGGConfig) -> list[keras.layers.Layer]:
     widths = iter(w for w, d in zip(config.widths, config.depths, strict=True) for _ in range(d))
     out: list[keras.layers.Layer] = []
+    width = config.in_chans
     for kind, index, _ in config.layers():
         name = f"features-{index}"
         if kind == "conv":
-            out.append(keras.layers.Conv2D(next(widths), 3, padding="same", name=name))
+            width = next(widths)
+            out.append(keras.layers.Conv2D(width, 3, padding="same", name=name))
         elif kind == "bn":
-            raise NotImplementedError("VGG with BatchNorm: the port's BatchNorm2d comes next")
+            out.append(BatchNorm2d(width, name=name))
         elif kind == "relu":
             out.append(keras.layers.ReLU(name=name))
         else:
@@ -96,7 +101,7 @@ class VGG(ZooModel):
         for path, layer in self._stages():
             if layer is None:
                 x = flatten_channels_first(x)
-            elif isinstance(layer, keras.layers.Dropout):
+            elif isinstance(layer, (keras.layers.Dropout, BatchNorm2d)):
                 x = layer(x, training=training)
             else:
                 x = layer(x)
