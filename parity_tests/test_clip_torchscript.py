@@ -15,7 +15,12 @@ tower. OpenAI traced theirs; a traced archive differs in ``code/`` only, which t
 tests (test_torchscript.py) cover for traced and scripted modules alike.
 
 What is expected comes from PyTorch itself (``torch.jit.load(f).state_dict()``), never from the
-reader under test."""
+reader under test.
+
+Keras files of such mixed float16 / float32 weights keep each tensor's dtype (Keras writes each
+dataset in its value's dtype; the reader casts each value back to its dataset's, through Keras'
+own save walk, ``zoo.compat.keras_variable_datasets``): the round trip through Keras and Flax is
+bit-exact here and on the MNIST ConvNet with float16, bfloat16 and float32 mixed."""
 
 from __future__ import annotations
 
@@ -93,7 +98,7 @@ def test_inspect_names_openai_layout(family, archives, capsys):
     assert all(f"{k} (1)" in dropped for k in (*INT_ENTRIES, "attn_mask")), dropped
 
 
-@pytest.mark.parametrize(("family", "target"), [("clip_vit", "keras"), ("clip_resnet", "flax")])
+@pytest.mark.parametrize(("family", "target"), [("clip_vit", "flax"), ("clip_resnet", "keras")])
 def test_convert_verify(family, target, archives, tmp_path, capsys):
     """``convert --to keras`` / ``--to flax`` with ``--verify``: the written model runs beside
     the reference loaded from the archive, every layer within 1e-4 x its std (each family and
@@ -108,14 +113,17 @@ def test_convert_verify(family, target, archives, tmp_path, capsys):
     assert ": PASS" in printed and "FAIL" not in printed, printed
 
 
+@pytest.mark.keras
 @pytest.mark.parametrize("family", CLIP_FAMILIES)
-def test_back_to_openai_layout_bit_exact(family, archives, tmp_path):
-    """archive -> Flax -> ``--layout openai``: the image tower's tensors, as PyTorch loads them
-    from the archive, bit-exact in their float16 / float32 dtypes; nothing else written (the
-    text tower and int entries dropped, counted in the notes)."""
+def test_back_to_openai_layout_through_keras_and_flax(family, archives, tmp_path):
+    """archive -> Keras -> Flax -> ``--layout openai``: the image tower's tensors, as PyTorch
+    loads them from the archive, bit-exact in their float16 / float32 dtypes (the Keras file
+    keeps each dataset's dtype and is read back in it); nothing else written (the text tower
+    and int entries dropped, counted in the notes)."""
     source = str(archives[family])
-    flax, _ = convert.convert(source, "flax", tmp_path / "f")
-    assert any(n.startswith(f"{OUTSIDE} tensor(s) outside") for n in flax.detected["notes"])
+    keras, _ = convert.convert(source, "keras", tmp_path / "k")
+    assert any(n.startswith(f"{OUTSIDE} tensor(s) outside") for n in keras.detected["notes"])
+    flax, _ = convert.convert(keras.outputs[0], "flax", tmp_path / "f")
     back, _ = convert.convert(flax.outputs[0], "torch", tmp_path / "back.pth", layout="openai")
     got, _ = checkpoints.load_state_dict(back.outputs[0])
     want = {k: v for k, v in _released(archives[family]).items() if k.startswith("visual.")}
@@ -183,3 +191,60 @@ def test_full_size_vit_b16_archive(tmp_path, capsys):
     for key, value in want.items():
         assert str(got[key].dtype) == str(value.dtype).removeprefix("torch."), key
         assert np.array_equal(got[key], value.numpy()), key
+
+
+# --------------------------------------------------------------------------- mixed dtypes in Keras
+
+#: the tiny MNIST ConvNet's tensors in three dtypes (the rest float32)
+MIXED = {"conv1.weight": "float16", "conv2.weight": "bfloat16", "fc2.weight": "float16"}
+
+
+@pytest.mark.keras
+def test_mixed_dtypes_through_keras_convnet(tmp_path, monkeypatch):
+    """Another family, dtypes mixed (float16, bfloat16, float32): PyTorch -> Keras -> Flax ->
+    PyTorch gives every tensor back bit for bit in its dtype; a Keras model loaded from the
+    ``.keras`` still computes in float32 (variables float32, the values widened exactly); and
+    values that did not come from the dataset the walk names (the walk planted wrong) are
+    refused, not narrowed."""
+    import keras
+    from family_suite import reference_model
+
+    import ports.keras.models
+    from weight_convert import layouts, port_files
+    from weight_convert.errors import CheckpointError
+    from weight_convert.frameworks import keras_port
+    from weight_convert.frameworks.reference import state_dict
+    from weight_convert.tensors import FLOAT_DTYPES
+    from weight_convert.writers import write_torch
+    from zoo import compat
+
+    config = FAMILIES["convnet"].tiny
+    state = state_dict(reference_model(config, 4))
+    state = {k: v.astype(FLOAT_DTYPES[MIXED.get(k, "float32")]) for k, v in state.items()}
+    sd = layouts.from_reference(state, "official", "convnet", config)
+    source = tmp_path / "net.safetensors"  # the converter's own writer: NumPy bfloat16 as is
+    write_torch(sd, source, "official", "convnet")
+    k, _ = convert.convert(str(source), "keras", tmp_path / "k")
+    f, _ = convert.convert(k.outputs[0], "flax", tmp_path / "f")
+    back, _ = convert.convert(f.outputs[0], "torch", tmp_path / "back.safetensors")
+    got, _ = checkpoints.load_state_dict(back.outputs[0])
+    assert set(got) == set(sd)
+    for key, value in sd.items():
+        assert got[key].dtype == value.dtype and np.array_equal(got[key], value), key
+
+    model = ports.keras.models.create_model(checkpoint=k.outputs[0])
+    assert {keras.backend.standardize_dtype(v.dtype) for v in model.weights} == {"float32"}
+    values = keras_port.read(model)
+    assert values["conv1.kernel"].dtype == np.float32
+    assert np.array_equal(
+        values["conv1.kernel"], state["conv1.weight"].astype(np.float32).transpose(2, 3, 1, 0)
+    )
+
+    walk = compat.keras_variable_datasets
+
+    def planted(m):  # every variable said to come from conv1's float16 kernel
+        return {v: "/conv1/vars/0" for v in walk(m)}
+
+    monkeypatch.setattr(compat, "keras_variable_datasets", planted)
+    with pytest.raises(CheckpointError, match="does not hold the float16 values of its dataset"):
+        port_files.read_keras_weights_h5(k.outputs[0])
