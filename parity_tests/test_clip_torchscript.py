@@ -169,7 +169,8 @@ def test_full_size_vit_b16_archive(tmp_path, capsys):
     """A ``ViT-B-16.pt`` as OpenAI releases it (open_clip's ``ViT-B-16-quickgelu``, random
     weights, float16 as released, the int entries 224 / 77 / 49408; 300 MB): ``inspect`` names
     the variant ``clip_vit_b16``, ``convert --to flax --verify`` passes at 224, and back in
-    ``--layout openai`` the image tower is the archive's, bit for bit and dtype for dtype."""
+    ``--layout openai`` from the Flax file and from a Keras one the image tower is the
+    archive's, bit for bit and dtype for dtype."""
     import open_clip
 
     from weight_convert.frameworks.reference import randomize_
@@ -184,13 +185,15 @@ def test_full_size_vit_b16_archive(tmp_path, capsys):
     argv = ["convert", str(archive), "--to", "flax", "-o", str(out), "--verify"]
     assert cli.main(argv) == 0, capsys.readouterr().err
     assert ": PASS" in capsys.readouterr().out
-    back, _ = convert.convert(f"{out}.safetensors", "torch", tmp_path / "b.pth", layout="openai")
-    got, _ = checkpoints.load_state_dict(back.outputs[0])
     want = {k: v for k, v in _released(archive).items() if k.startswith("visual.")}
-    assert set(got) == set(want)
-    for key, value in want.items():
-        assert str(got[key].dtype) == str(value.dtype).removeprefix("torch."), key
-        assert np.array_equal(got[key], value.numpy()), key
+    keras, _ = convert.convert(str(archive), "keras", tmp_path / "k")
+    for i, port_file in enumerate((f"{out}.safetensors", keras.outputs[0])):
+        back, _ = convert.convert(port_file, "torch", tmp_path / f"b{i}.pth", layout="openai")
+        got, _ = checkpoints.load_state_dict(back.outputs[0])
+        assert set(got) == set(want)
+        for key, value in want.items():
+            assert str(got[key].dtype) == str(value.dtype).removeprefix("torch."), key
+            assert np.array_equal(got[key], value.numpy()), key
 
 
 # --------------------------------------------------------------------------- mixed dtypes in Keras
