@@ -23,7 +23,10 @@
   loads a ``.keras`` file in the dtype its weights are stored in, or another one;
   ``abstract_flax_model`` gives the abstract Flax model's variables a dtype. Keras stores
   bfloat16 in HDF5 as 2-byte opaque data with the attribute ``dtype="bfloat16"``; ``.keras``
-  and ``.weights.h5`` both keep float16 and bfloat16 as they are.
+  and ``.weights.h5`` both keep float16 and bfloat16 as they are, tensor by tensor: a file
+  mixing them (OpenAI's CLIP: float16 convs and linears, float32 norms and embeddings) is read
+  back with each tensor in its dataset's dtype (``load_keras_weights``), while a Keras model
+  loaded from it is built in one dtype, the widest (float32), and computes in it.
 
 Arrays are NumPy (bfloat16 as ``ml_dtypes.bfloat16``); values may also be
 ``weight_convert.tensors.LazyTensor``s, loaded one at a time. Importing this module needs NumPy
@@ -333,7 +336,10 @@ def read_keras_weights_h5(
 
 
 def load_keras_weights(path: str, config: Config, dtype: str) -> dict[str, np.ndarray]:
-    """The values of a Keras file that ``keras_files.checked_weights`` passed, in ``dtype``.
+    """The values of a Keras file that ``keras_files.checked_weights`` passed, each in the
+    dtype its dataset is stored in (a file mixing float16 and float32, as OpenAI's CLIP
+    weights do, gives both back bit for bit), read through a model built in ``dtype`` (the
+    file's widest, ``keras_files.build_dtype``, which holds every value exactly).
 
     The model is built from ``config`` in ``dtype`` (``keras_port.dtype_scope``: float64 with
     64-bit JAX on that backend), without initial values, and loads the HDF5 that
@@ -343,7 +349,13 @@ def load_keras_weights(path: str, config: Config, dtype: str) -> dict[str, np.nd
     items are groups named after the layer's class), so only the model can read it. Strict
     both ways: ``load_weights`` raises for a variable the file lacks or of another shape, and a
     file holding more variables than the model (which ``load_weights`` would ignore) is a
-    ``ValueError`` here."""
+    ``ValueError`` here.
+
+    Which dataset fed which variable only Keras' walk over the model knows
+    (``zoo.compat.keras_variable_datasets``, the walk its saver and loader take): each value is
+    cast back to its dataset's dtype, and must come back from it unchanged (it was widened
+    from it), else ``CheckpointError``. The model itself, and so what a Keras model loaded from
+    the file computes, stays in ``dtype``."""
     from weight_convert.frameworks import keras_port
     from zoo import compat
 
@@ -351,14 +363,52 @@ def load_keras_weights(path: str, config: Config, dtype: str) -> dict[str, np.nd
         # no initial values (on JAX each initializer compiles once per shape: seconds)
         model = keras_port.build_model(config, initialize=False)
         with keras_files.open_weights(path, path.lower().endswith(".keras")) as (f, _):
-            count = len(keras_files.weights_datasets(f, path))
-            if count != len(model.weights):
+            datasets = keras_files.weights_datasets(f, path)
+            if len(datasets) != len(model.weights):
                 raise ValueError(
-                    f"{path} holds {count} variables; the {family_of(config).model} of this "
-                    f"config has {len(model.weights)}"
+                    f"{path} holds {len(datasets)} variables; the {family_of(config).model} "
+                    f"of this config has {len(model.weights)}"
                 )
+            stored = {name: keras_files.dataset_dtype(d) for name, d in datasets.items()}
             try:
                 compat.keras_load_weights(model, f, path)  # a .keras member read in place
             finally:
                 compat.keras_settle(model.weights)
-        return keras_port.read(model)
+        values = keras_port.read(model)
+    return _in_stored_dtypes(values, keras_port.variables(model), stored, model, path)
+
+
+def _in_stored_dtypes(
+    values: dict[str, np.ndarray],
+    variables: Mapping[str, Any],
+    stored: Mapping[str, np.dtype],
+    model: Any,
+    path: str,
+) -> dict[str, np.ndarray]:
+    """``values`` (by port path, read from the Keras ``variables`` that loaded the file) with
+    each floating one cast back to the dtype of the dataset it was loaded from (``stored``, by
+    HDF5 path). A value the cast would change was not widened from that dataset:
+    ``CheckpointError`` (the walk and the loader disagree). Without the walk (the compat
+    fallback), or for a variable Keras' loader found under another name (its Keras 2.13
+    fallback), the value stays in the model's dtype."""
+    from weight_convert.errors import CheckpointError
+    from weight_convert.tensors import is_float
+    from zoo import compat
+
+    where = compat.keras_variable_datasets(model)
+    if where is None:
+        return values
+    out = {}
+    for port_path, value in values.items():
+        dataset = where.get(variables[port_path].path)
+        dtype = stored.get(dataset) if dataset is not None else None
+        if dtype is not None and is_float(value.dtype) and is_float(dtype) and value.dtype != dtype:
+            narrowed = value.astype(dtype)
+            if not np.array_equal(narrowed.astype(value.dtype), value, equal_nan=True):
+                raise CheckpointError(
+                    f"{path}: variable {port_path} does not hold the {dtype} values of its "
+                    f"dataset {dataset}"
+                )
+            value = narrowed
+        out[port_path] = value
+    return out

@@ -15,6 +15,10 @@ what                              internal (tested versions)                  pu
 ``keras_load_weights``            ``keras.src.saving.saving_lib`` store and   ``model.load_weights``
                                   state walk (keras)                          (a ``.keras``: read
                                                                               through ``zipfile``)
+``keras_variable_datasets``       ``keras.src.saving.saving_lib`` state walk  none: a file's values
+                                  (keras)                                     come back in the
+                                                                              dtype the model was
+                                                                              built in
 ``keras_intercept_calls``         an instance ``call`` over the class's       outputs only, no
                                   (keras: ``Layer.__call__`` calls            per-layer capture
                                   ``self.call``)
@@ -53,6 +57,7 @@ __all__ = [
     "keras_save_streamed",
     "keras_settle",
     "keras_sublayers",
+    "keras_variable_datasets",
     "supported",
 ]
 
@@ -277,6 +282,45 @@ def keras_save_streamed(
         zf.writestr(saving_lib._CONFIG_FILENAME, config_json)
         zf.write(os.fspath(weights_path), saving_lib._VARS_FNAME_H5)
     return len(written)
+
+
+def keras_variable_datasets(model: Any) -> dict[str, str] | None:
+    """Keras variable path -> the HDF5 path of the dataset Keras' saver writes it to and its
+    loader reads it from (``/layers/<layer>/vars/<i>``; a Keras file names no variable): the
+    walk ``keras_save_streamed`` and ``model.save_weights`` take, with a store that writes
+    nothing and records where each variable would go. None in the fallback (Keras versions
+    whose saver internals were not tested)."""
+    if not _internal("keras", "keras.src.saving.saving_lib"):
+        return None
+
+    import keras
+    from keras.src.saving import saving_lib
+
+    found: dict[str, str] = {}
+
+    class Walk(saving_lib.H5IOStore):
+        def __init__(self) -> None:  # no file
+            self.mode, self._h5_entry_path = "w", None
+
+        def __bool__(self) -> bool:
+            return True
+
+        def make(self, path, metadata=None):
+            self._h5_entry_path = path
+            return self
+
+        def __setitem__(self, key, value):
+            if isinstance(value, keras.Variable):
+                group = f"/{self._h5_entry_path}/vars" if self._h5_entry_path else "/vars"
+                found[value.path] = f"{group}/{key}"
+
+        def close(self):
+            pass
+
+    saving_lib._save_state(
+        model, weights_store=Walk(), assets_store=None, inner_path="", visited_saveables=set()
+    )
+    return found
 
 
 def keras_load_weights(model: Any, weights: Any, path: str | os.PathLike) -> None:

@@ -214,8 +214,8 @@ def test_huggingface_peer_agrees(tmp_path):
 def test_float16_release_round_trips_and_runs_float32(tmp_path):
     """OpenAI's float16 tensors (and its float32 norms and embeddings) stay bit-exact, dtypes
     included, through Flax and back to the layout; the model loaded from them computes in
-    float32 on the float16 values. (A Keras file of them is read back in one dtype, float32,
-    values exact: Keras' reader builds the model in one dtype.)"""
+    float32 on the float16 values. (Through a Keras file too, which is read back in each
+    dataset's dtype: test_clip_torchscript.py.)"""
     from family_suite import assert_same_checkpoint
 
     from weight_convert import checkpoints, convert

@@ -7,9 +7,12 @@
     open_clip's ``create_model(name).state_dict()`` has exactly these keys (checked by
     parity_tests/families/test_clip_vit.py): it is this layout, and detection names it so. The
     text tower (``transformer.*``, ``token_embedding``, ``positional_embedding``,
-    ``ln_final``, ``text_projection``, ``logit_scale``) and the TorchScript release's
-    ``input_resolution`` / ``context_length`` / ``vocab_size`` are outside the image encoder:
-    dropped by rule and counted in the notes. Written: the ``visual.*`` tensors alone.
+    ``ln_final``, ``text_projection``, ``logit_scale``; a scripted open_clip model's
+    ``attn_mask``) and the TorchScript release's ``input_resolution`` / ``context_length`` /
+    ``vocab_size`` (0-d int64 tensors, which OpenAI's loader deletes) are outside the image
+    encoder: dropped by rule and counted in the notes. Written: the ``visual.*`` tensors alone.
+    The TorchScript archives themselves (``ViT-B-16.pt``, ``RN50.pt``) are read as their
+    ``torch.jit.load(f).state_dict()`` (``weight_convert.torchscript``): this layout.
 ``visual``
     The image encoder's own state dict, ``model.visual.state_dict()`` of OpenAI's or
     open_clip's CLIP (what ``model.visual.load_state_dict`` takes): the reference's keys.
@@ -52,8 +55,10 @@ from zoo.families.clip_vit import ClipViTConfig
 
 __all__ = ["TEXT_TOWER", "Transposed", "heads_by_openai_rule"]
 
-#: the parts of OpenAI's / open_clip's CLIP state dict beside ``visual.``: the text tower, and
-#: the TorchScript release's integer attributes
+#: the parts of OpenAI's / open_clip's CLIP state dict beside ``visual.``: the text tower (with
+#: open_clip's causal ``attn_mask``, a non-persistent buffer that a scripted model, e.g.
+#: ``create_model(..., jit=True)`` saved with ``torch.jit.save``, keeps), and the TorchScript
+#: release's integer attributes
 TEXT_TOWER = (
     "transformer.",
     "token_embedding.",
@@ -61,6 +66,7 @@ TEXT_TOWER = (
     "ln_final.",
     "text_projection",
     "logit_scale",
+    "attn_mask",
     "input_resolution",
     "context_length",
     "vocab_size",
