@@ -169,7 +169,8 @@ def seconds_per_step(
 
 
 def as_image(x: np.ndarray, name: str) -> np.ndarray:
-    """A (H, W, 3) RGB image in [0, 1] as float32, from float in [0, 1] or uint8."""
+    """A (H, W, 3) RGB image in [0, 1] as float32 (float64 kept: a float64 run), from float in
+    [0, 1] or uint8."""
     x = np.asarray(x)
     if x.ndim != 3 or x.shape[-1] != 3:
         raise ValueError(f"{name}: expected an (H, W, 3) RGB image, got shape {x.shape}")
@@ -179,7 +180,7 @@ def as_image(x: np.ndarray, name: str) -> np.ndarray:
         raise ValueError(f"{name}: expected uint8 or float pixels, got {x.dtype}")
     if x.size and (x.min() < 0 or x.max() > 1):
         raise ValueError(f"{name}: float pixels must lie in [0, 1]")
-    return x.astype(np.float32)
+    return x.astype(np.float64 if x.dtype == np.float64 else np.float32)
 
 
 def images(content: Any, style: Any, init: Any | None) -> Sequence[np.ndarray]:
