@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,12 +141,14 @@ def returning_layers(backbone: Any, settings: StyleSettings) -> Iterator[Any]:
 @dataclass
 class StyleResult:
     """What a run gives, in every framework: the image (H, W, 3) float32 in [0, 1], the loss of
-    each step (computed before that step's update) and, when asked, the pixel gradient of each
-    step ((H, W, 3), channels-last)."""
+    each step (computed before that step's update), when asked the pixel gradient of each step
+    ((H, W, 3), channels-last), and each step's wall time."""
 
     image: np.ndarray
     losses: np.ndarray
     gradients: list[np.ndarray] = field(default_factory=list)
+    #: each step's wall time (the first includes compiling, where the framework compiles)
+    step_seconds: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def seconds_per_step(
@@ -156,16 +157,12 @@ def seconds_per_step(
     content: Any,
     style: Any,
     settings: StyleSettings,
-    steps: int = 4,
+    steps: int = 3,
 ) -> float:
-    """Wall time of one optimizer step of ``transfer`` (any framework's), compilation and set-up
-    excluded: a run of ``steps`` steps less a run of one, over ``steps - 1``."""
-    times = []
-    for n in (1, steps):
-        start = time.perf_counter()
-        transfer(backbone, content, style, dataclasses.replace(settings, steps=n))
-        times.append(time.perf_counter() - start)
-    return max(times[1] - times[0], 0.0) / (steps - 1)
+    """Wall time of one optimizer step of ``transfer`` (any framework's): the median of a
+    ``steps``-step run's steps after the first (which compiles, in Keras and Flax)."""
+    result = transfer(backbone, content, style, dataclasses.replace(settings, steps=max(steps, 2)))
+    return float(np.median(result.step_seconds[1:]))
 
 
 def as_image(x: np.ndarray, name: str) -> np.ndarray:

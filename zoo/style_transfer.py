@@ -9,6 +9,7 @@ image.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -98,8 +99,9 @@ def _run(backbone, content, style, init, settings, record_gradients) -> StyleRes
         grams = {n: gram(style_feats[n]) for n in settings.style_layers}
     image = torch.from_numpy(init[None].copy()).requires_grad_(True)
     optimizer = torch_optimizer(settings.optimizer, [image])
-    losses, gradients = [], []
+    losses, gradients, seconds = [], [], []
     for _ in range(settings.steps):
+        start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss = style_loss(
             features_of(backbone, image, settings), content_feats, grams, image, settings
@@ -112,4 +114,10 @@ def _run(backbone, content, style, init, settings, record_gradients) -> StyleRes
         if settings.clip:
             with torch.no_grad():
                 image.clamp_(0.0, 1.0)
-    return StyleResult(image.detach()[0].numpy().copy(), np.asarray(losses, np.float64), gradients)
+        seconds.append(time.perf_counter() - start)
+    return StyleResult(
+        image.detach()[0].numpy().copy(),
+        np.asarray(losses, np.float64),
+        gradients,
+        np.asarray(seconds),
+    )

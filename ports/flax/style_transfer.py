@@ -6,6 +6,7 @@ an argument of the step, not optimized (the gradient is taken with respect to th
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import jax
@@ -113,11 +114,13 @@ def _run(backbone, content, style, init, settings, record_gradients) -> StyleRes
             pixels.image[...] = jnp.clip(pixels.image[...], 0.0, 1.0)
         return loss, grads.image[...]
 
-    losses, gradients = [], []
+    losses, gradients, seconds = [], [], []
     for _ in range(settings.steps):
+        start = time.perf_counter()
         loss, grad = step(pixels, optimizer, backbone)
-        losses.append(float(loss))
+        losses.append(float(loss))  # waits for the step
+        seconds.append(time.perf_counter() - start)
         if record_gradients:
             gradients.append(np.asarray(grad)[0].copy())
     image = np.asarray(pixels.image[...])[0].copy()
-    return StyleResult(image, np.asarray(losses, np.float64), gradients)
+    return StyleResult(image, np.asarray(losses, np.float64), gradients, np.asarray(seconds))

@@ -10,6 +10,7 @@ it after the optimizer's step, as the reference clamps after ``optimizer.step()`
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import keras
@@ -118,12 +119,19 @@ class _LastLoss(keras.metrics.Metric):
 
 
 class _StepLosses(keras.callbacks.Callback):
+    """Each step's loss and wall time (logs arrive as numbers: the step is done)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.losses: list[float] = []
+        self.seconds: list[float] = []
+
+    def on_train_batch_begin(self, batch: int, logs=None) -> None:
+        self._start = time.perf_counter()
 
     def on_train_batch_end(self, batch: int, logs=None) -> None:
         self.losses.append(float(logs["step_loss"]))
+        self.seconds.append(time.perf_counter() - self._start)
 
 
 class StyleImage(keras.Model):
@@ -217,4 +225,9 @@ def _fit(model: StyleImage, record_gradients: bool) -> StyleResult:
             verbose=0,
         )
     image = ops.convert_to_numpy(model.image)[0]
-    return StyleResult(image.copy(), np.asarray(losses.losses, np.float64), record.gradients)
+    return StyleResult(
+        image.copy(),
+        np.asarray(losses.losses, np.float64),
+        record.gradients,
+        np.asarray(losses.seconds),
+    )
