@@ -40,6 +40,7 @@ __all__ = [
     "CAFFE",
     "CLIP",
     "IMAGENET",
+    "LBFGS",
     "Normalization",
     "StyleResult",
     "StyleSettings",
@@ -61,6 +62,18 @@ def normalization_of(config: Any) -> Normalization:
 
 
 @dataclass(frozen=True)
+class LBFGS:
+    """L-BFGS on the pixels, where the framework has one: ``torch.optim.LBFGS(lr, max_iter=1,
+    history_size, line_search_fn="strong_wolfe")`` (one iteration a step) and ``optax.lbfgs(lr,
+    memory_size=history_size)`` with its zoom line search. Each is its library's algorithm (their
+    first step's scaling and line searches differ): the runs are not held to one another, only
+    each to a falling loss and finite gradients. Keras has no L-BFGS (refused)."""
+
+    lr: float = 1.0
+    history_size: int = 10
+
+
+@dataclass(frozen=True)
 class StyleSettings:
     """One style-transfer run: the layers (names of the backbone's features), the weights, the
     optimizer and the number of steps. ``style_layer_weights``: one per style layer (default:
@@ -73,7 +86,8 @@ class StyleSettings:
     style_layer_weights: tuple[float, ...] = ()
     tv_weight: float = 0.0
     steps: int = 50
-    optimizer: AdamW = field(default_factory=lambda: AdamW(lr=0.01, weight_decay=0.0))
+    #: Adam (``AdamW`` with no weight decay: PyTorch's update in every framework) or ``LBFGS``
+    optimizer: AdamW | LBFGS = field(default_factory=lambda: AdamW(lr=0.01, weight_decay=0.0))
     #: clip the pixels to [0, 1] after every step
     clip: bool = True
     #: None: the backbone config's (``normalization_of``)
@@ -90,8 +104,11 @@ class StyleSettings:
             )
         if self.steps < 0:
             raise ValueError(f"StyleSettings: steps {self.steps} < 0")
-        if not isinstance(self.optimizer, AdamW) or self.optimizer.weight_decay:
-            raise ValueError("StyleSettings: the optimizer is Adam: AdamW(weight_decay=0.0)")
+        adam = isinstance(self.optimizer, AdamW) and not self.optimizer.weight_decay
+        if not adam and not isinstance(self.optimizer, LBFGS):
+            raise ValueError(
+                "StyleSettings: the optimizer is Adam (AdamW(weight_decay=0.0)) or LBFGS"
+            )
 
     @property
     def layers(self) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from zoo.style import StyleResult, StyleSettings, images, returning_layers
+from zoo.style import LBFGS, StyleResult, StyleSettings, images, returning_layers
 from zoo.training import torch_optimizer
 
 __all__ = ["features_of", "gram", "style_loss", "transfer"]
@@ -98,19 +98,40 @@ def _run(backbone, content, style, init, settings, record_gradients) -> StyleRes
         style_feats = features_of(backbone, torch.from_numpy(style[None]), settings)
         grams = {n: gram(style_feats[n]) for n in settings.style_layers}
     image = torch.from_numpy(init[None].copy()).requires_grad_(True)
-    optimizer = torch_optimizer(settings.optimizer, [image])
+    spec = settings.optimizer
+    if isinstance(spec, LBFGS):
+        optimizer = torch.optim.LBFGS(
+            [image],
+            lr=spec.lr,
+            max_iter=1,
+            history_size=spec.history_size,
+            line_search_fn="strong_wolfe",
+        )
+    else:
+        optimizer = torch_optimizer(spec, [image])
     losses, gradients, seconds = [], [], []
     for _ in range(settings.steps):
         start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        loss = style_loss(
-            features_of(backbone, image, settings), content_feats, grams, image, settings
-        )
-        loss.backward()
-        losses.append(float(loss.detach()))
+        first: list = []
+
+        def closure(first: list = first) -> torch.Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            loss = style_loss(
+                features_of(backbone, image, settings), content_feats, grams, image, settings
+            )
+            loss.backward()
+            if not first:  # the step's own loss and gradient (a line search evaluates more)
+                first.append((float(loss.detach()), image.grad[0].numpy().copy()))
+            return loss
+
+        if isinstance(spec, LBFGS):
+            optimizer.step(closure)
+        else:
+            closure()
+            optimizer.step()
+        losses.append(first[0][0])
         if record_gradients:
-            gradients.append(image.grad[0].numpy().copy())
-        optimizer.step()
+            gradients.append(first[0][1])
         if settings.clip:
             with torch.no_grad():
                 image.clamp_(0.0, 1.0)

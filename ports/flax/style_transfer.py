@@ -12,10 +12,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from ports.flax.training import optax_transform
-from zoo.style import StyleResult, StyleSettings, images, returning_layers
+from zoo.style import LBFGS, StyleResult, StyleSettings, images, returning_layers
 
 __all__ = ["Pixels", "features_of", "gram", "style_loss", "transfer"]
 
@@ -98,6 +99,8 @@ def _run(backbone, content, style, init, settings, record_gradients) -> StyleRes
     targets = [features_of(backbone, jnp.asarray(x[None]), settings) for x in (content, style)]
     content_feats = {n: targets[0][n] for n in settings.content_layers}
     grams = {n: gram(targets[1][n]) for n in settings.style_layers}
+    if isinstance(settings.optimizer, LBFGS):
+        return _run_lbfgs(backbone, content_feats, grams, init, settings, record_gradients)
     pixels = Pixels(init)
     optimizer = nnx.Optimizer(pixels, optax_transform(settings.optimizer), wrt=nnx.Param)
 
@@ -124,3 +127,33 @@ def _run(backbone, content, style, init, settings, record_gradients) -> StyleRes
             gradients.append(np.asarray(grad)[0].copy())
     image = np.asarray(pixels.image[...])[0].copy()
     return StyleResult(image, np.asarray(losses, np.float64), gradients, np.asarray(seconds))
+
+
+def _run_lbfgs(backbone, content_feats, grams, init, settings, record_gradients) -> StyleResult:
+    """``optax.lbfgs`` (zoom line search) on the image array, one iteration a step."""
+    spec = settings.optimizer
+    solver = optax.lbfgs(learning_rate=spec.lr, memory_size=spec.history_size)
+
+    @nnx.jit
+    def step(backbone: nnx.Module, image: jax.Array, state):
+        def value(x: jax.Array) -> jax.Array:
+            return style_loss(features_of(backbone, x, settings), content_feats, grams, x, settings)
+
+        loss, grad = optax.value_and_grad_from_state(value)(image, state=state)
+        updates, state = solver.update(grad, state, image, value=loss, grad=grad, value_fn=value)
+        image = optax.apply_updates(image, updates)
+        return (jnp.clip(image, 0.0, 1.0) if settings.clip else image), state, loss, grad
+
+    image = jnp.asarray(init[None])
+    state = solver.init(image)
+    losses, gradients, seconds = [], [], []
+    for _ in range(settings.steps):
+        start = time.perf_counter()
+        image, state, loss, grad = step(backbone, image, state)
+        losses.append(float(loss))
+        seconds.append(time.perf_counter() - start)
+        if record_gradients:
+            gradients.append(np.asarray(grad)[0].copy())
+    return StyleResult(
+        np.asarray(image)[0].copy(), np.asarray(losses, np.float64), gradients, np.asarray(seconds)
+    )

@@ -18,7 +18,7 @@ import numpy as np
 from keras import ops
 
 from ports.keras.training import AdamW
-from zoo.style import StyleResult, StyleSettings, images, returning_layers
+from zoo.style import LBFGS, StyleResult, StyleSettings, images, returning_layers
 
 __all__ = ["RecordingAdam", "StyleImage", "features_of", "gram", "transfer"]
 
@@ -187,6 +187,8 @@ def transfer(
     """``zoo.style_transfer.transfer`` in Keras: ``backbone`` a Keras model of a family with named
     features (whatever ``features`` it was built with, it returns the layers the loss needs
     during the run); images (H, W, 3) RGB, uint8 or float in [0, 1]."""
+    if isinstance(settings.optimizer, LBFGS):
+        raise ValueError("Keras has no L-BFGS optimizer: use Adam (AdamW(weight_decay=0.0))")
     content, style, init = images(content, style, init)
     with returning_layers(backbone, settings):
         return _run(backbone, content, style, init, settings, record_gradients)
