@@ -196,23 +196,10 @@ def vit_b_1024():
     return config, reference, inputs, run_reference(reference, inputs)
 
 
-#: ViT-B at 1024 on Keras runs with -m slow (CI time: ~45 s a backend); every block, and the
-#: encoder's tiny config, run on every backend in CI, and ViT-B at 1024 on Flax
-OFF_CI = ("keras-tensorflow", "keras-jax", "keras-torch")
-
-
-def test_vit_b_1024_matches_reference(request, port):
-    """ViT-B at SAM's own size in CI: Flax, one reference run (about 12 GB peak)."""
-    if port.NAME in OFF_CI:
-        pytest.skip(f"{port.NAME}: ViT-B at 1024 runs with -m slow (test_vit_b_1024_off_tf)")
-    _check_vit_b_1024(request.getfixturevalue("vit_b_1024"), port)
-
-
 @pytest.mark.slow
-def test_vit_b_1024_off_tf(request, port):
-    """ViT-B at 1024 on Keras, every backend (``-m slow``)."""
-    if port.NAME not in OFF_CI:
-        pytest.skip(f"{port.NAME}: test_vit_b_1024_matches_reference runs it in CI")
+def test_vit_b_1024_matches_reference(request, port):
+    """ViT-B at SAM's own size, every port (``-m slow``: ~50 s a port; one reference run, about
+    12 GB peak). In CI every block and the encoder's tiny config run on every backend."""
     _check_vit_b_1024(request.getfixturevalue("vit_b_1024"), port)
 
 
