@@ -22,7 +22,9 @@ CASES = [
     pytest.param(SWIN_T, (1, 3, 190, 250), {}, id="swin_t-odd-190x250"),
     pytest.param(SWIN_T, (1, 3, 96, 160), {"features_only": True}, id="swin_t-features"),
     # the full-size clip: -m slow (CI time ~40 s; the odd and features cases below run in CI)
-    pytest.param(VIDEO_T, (1, 3, 16, 224, 224), {}, id="video_swin_t-16x224", marks=pytest.mark.slow),
+    pytest.param(
+        VIDEO_T, (1, 3, 16, 224, 224), {}, id="video_swin_t-16x224", marks=pytest.mark.slow
+    ),
     # odd T, H, W: padding to the 2x4x4 patch and to the 8x7x7 window, window shrunk in T.
     pytest.param(VIDEO_T, (2, 3, 5, 70, 50), {}, id="video_swin_t-odd-b2-5x70x50"),
     pytest.param(VIDEO_T, (1, 3, 6, 64, 96), {"features_only": True}, id="video_swin_t-features"),
