@@ -155,6 +155,11 @@ FRAMEWORKS = [pytest.param("keras", marks=pytest.mark.keras), "flax"]
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_same_image_in_every_framework(name, framework):
+    if framework == "keras" and name.startswith("clip"):
+        import keras
+
+        if keras.backend.backend() != "tensorflow":  # CI time: ~15 s a backend
+            pytest.skip("each backend's gradient is held on the ConvNet and VGG; CLIP on TF")
     want, _ = _reference(name)
     assert all(np.isfinite(g).all() for g in want.gradients)
     assert want.losses[-1] < 0.8 * want.losses[0], "the reference's loss did not fall"
