@@ -126,7 +126,7 @@ def main() -> None:
     print(f"{'backbone':13s} {'peer':>12s} " + " ".join(f"{n:>19s}" for n in runners))
     for name in args.backbones:
         variant, size, content_layers, style_layers, peer_name = CASES[name]
-        config = resolve(variant, features=(*content_layers, *style_layers))
+        config = resolve(variant, features=tuple(dict.fromkeys((*content_layers, *style_layers))))
         if hasattr(config, "features_only"):
             config = resolve(config, features_only=True)
         settings = StyleSettings(
