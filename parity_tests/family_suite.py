@@ -55,6 +55,7 @@ __all__ = [
     "FamilySuite",
     "ParityCase",
     "assert_same_checkpoint",
+    "keras_on_tensorflow_only",
     "generate_family_tests",
     "port_model",
     "reference_model",
@@ -237,7 +238,7 @@ class FamilySuite:
         TensorFlow, and Flax)."""
         from weight_convert import parity, rules
 
-        _keras_on_tensorflow_only(port.NAME)
+        keras_on_tensorflow_only(port.NAME)
 
         config = self.tiny()
         inputs, _ = family_of(config).make_inputs(config)
@@ -289,7 +290,7 @@ class FamilySuite:
         transfer follows) within the whole-model gradient bound."""
         from weight_convert.parity import run_config
 
-        _keras_on_tensorflow_only(port.NAME)
+        keras_on_tensorflow_only(port.NAME)
         names = self._features()
         config = self.tiny(**self.cases[0].overrides, features=names)
         for gradients in (False, True):
@@ -409,7 +410,7 @@ class FamilySuite:
         if target == "keras":
             import keras
 
-            _keras_on_tensorflow_only(f"keras-{keras.backend.backend()}")
+            keras_on_tensorflow_only(f"keras-{keras.backend.backend()}")
         config = self.tiny()
         layout = layouts.default_layout(self.family)
         source = self.maker(layout)(tmp_path / "source", config, 2)
@@ -490,14 +491,15 @@ class FamilySuite:
             self._call(framework, [x, *inputs[1:]])
 
 
-#: why a suite test runs Keras on TensorFlow only: the numbers each backend computes are held on
+#: why a test runs Keras on TensorFlow only: the numbers each backend computes are held on
 #: every backend by test_parity, test_gradients and the default layout's round trip and
 #: loading; what these tests add (the harness naming a planted bug, the CLI's --verify run, a
-#: dict of named outputs) is the same Keras code on every backend (CI time: ~60 s a pass)
+#: dict of named outputs; a family's planted bugs, training mode or peer weights repeated) is
+#: the same Keras code on every backend (CI time: ~60 s a pass)
 KERAS_TF_ONLY = "the Keras code is the same on every backend: TensorFlow runs it (CI time)"
 
 
-def _keras_on_tensorflow_only(name: str) -> None:
+def keras_on_tensorflow_only(name: str) -> None:
     """Skip a Keras test on JAX and torch (``KERAS_TF_ONLY``); ``name``: the adapter's NAME."""
     if name in ("keras-jax", "keras-torch"):
         pytest.skip(f"{name}: {KERAS_TF_ONLY}")

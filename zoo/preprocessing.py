@@ -20,6 +20,7 @@ optimizes the pixels through it: ``zoo.style``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,7 @@ __all__ = [
     "NORMALIZATIONS",
     "PREPROCESSING",
     "Normalization",
+    "check_preprocessing",
     "preprocess",
 ]
 
@@ -75,6 +77,18 @@ PREPROCESSING = {
     "caffe": "RGB 0..255 -> BGR minus the Caffe mean (keras.applications' VGG)",
     "clip": "RGB / 255, normalized by CLIP's mean and std (OpenAI CLIP, open_clip)",
 }
+
+
+def check_preprocessing(config: Any) -> None:
+    """``ConfigError`` naming the field when ``config.preprocessing`` is none of
+    ``PREPROCESSING`` (every family whose config carries the field calls it in its validate)."""
+    from zoo.config_checks import ConfigError
+
+    if config.preprocessing not in PREPROCESSING:
+        raise ConfigError(
+            f"config field preprocessing: {config.preprocessing!r} is none of "
+            f"{', '.join(PREPROCESSING)}"
+        )
 
 
 def preprocess(image: np.ndarray, mode: str, channels_first: bool = False) -> np.ndarray:

@@ -129,16 +129,15 @@ class StyleSettings:
 
 
 def check_backbone(config: Any, settings: StyleSettings) -> None:
-    """A one-line ``ValueError`` when the backbone cannot return the layers ``settings`` names."""
+    """A one-line ``ValueError`` when the backbone cannot return the layers ``settings`` names
+    (``zoo.family.check_features`` of its config returning them: a ``ConfigError``)."""
     from zoo.configs import family_of
+    from zoo.family import check_features
 
     family = family_of(config)
     if family.features is None:
         raise ValueError(f"{family.model} returns no named features: no style-transfer backbone")
-    known = family.features(config)
-    unknown = [name for name in settings.layers if name not in known]
-    if unknown:
-        raise ValueError(f"{family.model} has no feature(s) {unknown}; it has: {', '.join(known)}")
+    check_features(settings.backbone_config(config))
 
 
 @contextlib.contextmanager

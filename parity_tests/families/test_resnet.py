@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from family_suite import FamilySuite, ParityCase, reference_model
+from family_suite import FamilySuite, ParityCase, keras_on_tensorflow_only, reference_model
 
 from weight_convert.parity import MODEL_TOLERANCE
 from weight_convert.tolerance import Tolerance
@@ -48,7 +48,7 @@ class TestResNet(FamilySuite):
         """Keras's BatchNorm eps (1e-3) in the port, in every BatchNorm: parity fails at
         ``bn1``, conv1 before it passing; in one BatchNorm deep in the net: parity fails at
         that layer, everything before it passing."""
-        _tensorflow_only(port)
+        keras_on_tensorflow_only(port.NAME)
         config = self.tiny()
         for only in (None, "layer2.0.bn2"):
 
@@ -75,14 +75,6 @@ class TestResNet(FamilySuite):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _tensorflow_only(port) -> None:
-    """CI time: Keras on JAX and torch runs the suite's tiny parity, gradients and files
-    (every backend's code path); the checks that only repeat them on more weights or names run
-    for Keras on TensorFlow (and Flax)."""
-    if port.NAME in ("keras-jax", "keras-torch"):
-        pytest.skip(f"{port.NAME}: the suite covers this backend; this check runs on TensorFlow")
 
 
 def _batchnorms(port, model):
@@ -289,7 +281,7 @@ def test_ports_on_small_torchvision_weights(port):
     """The ports holding a (small, full-width) torchvision ResNet's random weights agree with
     the reference at 65 x 47 in eval mode, and in training mode (batch statistics, running
     statistics updated)."""
-    _tensorflow_only(port)
+    keras_on_tensorflow_only(port.NAME)
     ours = _reference_from(_randomized(_small_torchvision("bottleneck")))
     _ports_agree(ours, port, (1, 3, 65, 47))
     _ports_agree(ours, port, (2, 3, 40, 36), training=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from family_suite import FamilySuite, ParityCase, reference_model
+from family_suite import FamilySuite, ParityCase, keras_on_tensorflow_only, reference_model
 
 #: keras.applications against the reference / ports: x the std of keras' output
 PEER_RTOL = 1e-4
@@ -37,7 +37,7 @@ class TestVGG(FamilySuite):
         """The ports' BatchNorm at Keras's default eps 1e-3 instead of PyTorch's 1e-5 (eval
         mode, random running variances in [0.5, 2]): parity fails at the first BatchNorm,
         ``features.1``, the conv before it passing."""
-        _tensorflow_only(port)
+        keras_on_tensorflow_only(port.NAME)
         framework = port.NAME.split("-")[0]
         if framework == "keras":
             from ports.keras.layers.norm import BatchNorm2d
@@ -65,7 +65,7 @@ class TestVGG(FamilySuite):
 
         from weight_convert.parity import run_config
 
-        _tensorflow_only(port)
+        keras_on_tensorflow_only(port.NAME)
         config = without_randomness(self.tiny(batch_norm=True))
         report = run_config(config, port, (2, 3, 32, 32), gradients=True, training=True)
         assert report.passed, report.table()
@@ -75,14 +75,6 @@ class TestVGG(FamilySuite):
     def layouts(cls) -> list[str]:
         # keras_applications files are Keras HDF5: read by test_keras_applications_* below
         return ["torchvision"]
-
-
-def _tensorflow_only(port) -> None:
-    """CI time: Keras on JAX and torch runs the suite's BatchNorm parity case (every backend's
-    code path); the checks that repeat it with a bug planted, in training mode or on a peer's
-    weights run for Keras on TensorFlow (and Flax)."""
-    if port.NAME in ("keras-jax", "keras-torch"):
-        pytest.skip(f"{port.NAME}: the suite covers this backend; this check runs on TensorFlow")
 
 
 def test_aliases_name_gatys_layers():

@@ -22,8 +22,9 @@ from typing import Any
 
 from zoo import shape_table as T
 from zoo.config_checks import ConfigError, divides, positive
-from zoo.families.clip_vit import check_grid, check_preprocessing
+from zoo.families.clip_vit import check_grid
 from zoo.family import NOT_ARCH, Family, Input, image_input, register_family, register_variant
+from zoo.preprocessing import check_preprocessing
 
 __all__ = ["ClipResNetConfig", "feature_names", "map_side"]
 

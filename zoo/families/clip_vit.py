@@ -22,7 +22,7 @@ from typing import Any
 from zoo import shape_table as T
 from zoo.config_checks import ConfigError, divides, mlp_hidden, positive
 from zoo.family import NOT_ARCH, Family, Input, image_input, register_family, register_variant
-from zoo.preprocessing import CLIP_MEAN, CLIP_STD, PREPROCESSING
+from zoo.preprocessing import CLIP_MEAN, CLIP_STD, check_preprocessing
 
 __all__ = [
     "CLIP_MEAN",
@@ -115,15 +115,6 @@ def _validate(config: ClipViTConfig) -> None:
     if config.layers > 1024:
         raise ConfigError(f"config field layers: {config.layers} blocks (at most 1024)")
     check_preprocessing(config)
-
-
-def check_preprocessing(config: Any) -> None:
-    """``ConfigError`` for a ``preprocessing`` that ``zoo.preprocessing`` does not know."""
-    if config.preprocessing not in PREPROCESSING:
-        raise ConfigError(
-            f"config field preprocessing: {config.preprocessing!r}; known: "
-            f"{', '.join(PREPROCESSING)}"
-        )
 
 
 def _inputs(config: ClipViTConfig, shape: Sequence[int] | None) -> tuple[Input, ...]:

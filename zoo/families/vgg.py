@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from zoo import shape_table as T
 from zoo.config_checks import ConfigError, in_range, positive
 from zoo.family import HEAD, NOT_ARCH, Family, Input, image_input, register_family, register_variant
-from zoo.preprocessing import PREPROCESSING
+from zoo.preprocessing import check_preprocessing
 
 __all__ = ["VGGConfig", "feature_names", "feature_paths", "names_at"]
 
@@ -150,11 +150,7 @@ def _validate(config: VGGConfig) -> None:
         )
     if len(config.depths) > 16 or sum(config.depths) > 256:
         raise ConfigError(f"config field depths: {config.depths} is beyond any VGG")
-    if config.preprocessing not in PREPROCESSING:
-        raise ConfigError(
-            f"config field preprocessing: {config.preprocessing!r} is none of "
-            f"{', '.join(PREPROCESSING)}"
-        )
+    check_preprocessing(config)
     in_range(config, "dropout", 0, 1, open_high=True)
     positive(config, "img_size")
 
