@@ -20,7 +20,7 @@ from functools import cache
 
 import numpy as np
 
-__all__ = ["MODES", "BICUBIC_A", "resize_matrix"]
+__all__ = ["MODES", "BICUBIC_A", "linear_taps", "resize_matrix"]
 
 #: Supported modes; "linear" and "bilinear" are the same matrix (one axis of a bilinear resize).
 MODES = ("linear", "bilinear", "bicubic")
@@ -57,6 +57,27 @@ def _linear(in_size: int, out_size: int) -> np.ndarray:
     np.add.at(m, (rows, lo), _f32(1.0 - frac))
     np.add.at(m, (rows, hi), frac)
     return m
+
+
+@cache
+def linear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, ...]:
+    """One axis of ``F.interpolate(mode="bilinear", align_corners=False)`` as gathers: output
+    ``i`` is ``x[lo[i]] * w_lo[i] + x[hi[i]] * w_hi[i]`` (lo, hi int32; weights float32, as
+    PyTorch's float32 CPU kernel computes them). For a 2D resize, apply it along the width
+    first and then along the height: that is PyTorch's order of operations per pixel, and it
+    costs two multiply-adds per output value where ``resize_matrix`` costs a matmul."""
+    in_size, out_size = int(in_size), int(out_size)
+    if in_size < 1 or out_size < 1:
+        raise ValueError(f"sizes must be positive, got {in_size} -> {out_size}")
+    src = np.maximum(_source_positions(in_size, out_size), 0.0)
+    lo = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    hi = np.minimum(lo + 1, in_size - 1)
+    frac = np.clip(src - lo, 0.0, 1.0)
+    out = (lo.astype(np.int32), hi.astype(np.int32), _f32(1.0 - frac).astype(np.float32))
+    out = (*out, frac.astype(np.float32))
+    for a in out:
+        a.setflags(write=False)
+    return out
 
 
 def _cubic_weights(t: np.ndarray) -> np.ndarray:

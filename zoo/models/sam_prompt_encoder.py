@@ -61,8 +61,11 @@ class PositionEmbeddingRandom(nn.Module):
     ) -> torch.Tensor:
         """(B, N, 2) pixel (x, y) in an image of ``image_size`` (H, W) -> (B, N, C)."""
         h, w = image_size
-        scale = torch.tensor([w, h], dtype=self.coords_dtype, device=coords_input.device)
-        return self._pe_encoding(coords_input.to(self.coords_dtype) / scale)
+        # float64 points (the official automatic mask generator's) are divided in float64
+        # before the cast, as segment-anything does
+        dtype = torch.promote_types(coords_input.dtype, self.coords_dtype)
+        scale = torch.tensor([w, h], dtype=dtype, device=coords_input.device)
+        return self._pe_encoding((coords_input.to(dtype) / scale).to(self.coords_dtype))
 
 
 class PromptEncoder(nn.Module):

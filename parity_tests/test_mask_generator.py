@@ -1,0 +1,179 @@
+"""SAM's automatic mask generator: our reference equals ``segment-anything``'s
+``SamAutomaticMaskGenerator`` (same random weights: same masks, same order, same boxes, scores
+within 1e-5) on scikit-image photos of different sizes and aspect ratios, one crop and with a
+crop layer + small-region removal; the Keras (every backend) and Flax generators equal the
+reference the same way except near-ties (``zoo.amg_agreement``), which are counted and named.
+
+Random weights segment poorly (masks spread over the photo), so the settings let dozens of
+masks survive: score thresholds below zero (no filtering) and NMS thresholds of 1.0 (nothing
+suppressed); with crops, masks touching a crop's edge are still dropped. The small trained SAM
+(``test_sam_shapes.py``) holds the generator at its default thresholds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import checkpoint_factory as factory
+import numpy as np
+import pytest
+
+from weight_convert import transfer
+from weight_convert.frameworks import reference as ref_fw
+from zoo.amg_agreement import agreement
+from zoo.mask_generator import RecordLogits, SamAutomaticMaskGenerator
+from zoo.models import Sam
+from zoo.registry import FAMILIES
+from zoo.sam_amg import MaskGeneratorBase
+
+#: the predictor tests' tiny SAM: 128 input, 8 x 8 embedding, 32 x 32 low-res masks
+TINY = dataclasses.replace(
+    FAMILIES["sam"].tiny, encoder_depth=3, encoder_global_attn_indexes=(1, 2)
+)
+
+OPEN = dict(pred_iou_thresh=-1.0, stability_score_thresh=-1.0, box_nms_thresh=1.0)
+SETTINGS = {
+    # 64 points x 3 masks, every one kept
+    "grid": dict(points_per_side=8, **OPEN),
+    # 1 + 4 crops, 6 x 6 points each, holes and islands under 40 pixels removed, COCO RLE
+    "crops": dict(
+        points_per_side=6,
+        crop_n_layers=1,
+        crop_nms_thresh=1.0,
+        min_mask_region_area=40,
+        output_mode="coco_rle",
+        points_per_batch=20,
+        **OPEN,
+    ),
+}
+#: masks each case must keep at least (random weights: crops drop most masks at their edges)
+MIN_MASKS = {"grid": 150, "crops": 5}
+
+
+def _photos() -> dict[str, np.ndarray]:
+    from skimage import data
+
+    astronaut = data.astronaut()
+    return {
+        "astronaut": astronaut,  # 512 x 512
+        "coffee": data.coffee(),  # 400 x 600
+        "chelsea": data.chelsea(),  # 300 x 451
+        "portrait": np.ascontiguousarray(astronaut[30:480, 150:361]),  # 450 x 211
+    }
+
+
+PHOTOS = _photos()
+
+
+@pytest.fixture(scope="module")
+def models():
+    """(official Sam, our reference Sam) holding the same random weights."""
+    official = ref_fw.randomize_(factory.official_sam_module(TINY), seed=3)
+    ours = Sam(TINY).eval()
+    ours.load_state_dict(official.state_dict(), strict=True)
+    return official, ours
+
+
+@pytest.fixture(scope="module")
+def reference_runs(models):
+    """Reference records per (photo, settings), computed once."""
+    cache = {}
+
+    def run(photo: str, setting: str):
+        if (photo, setting) not in cache:
+            generator = SamAutomaticMaskGenerator(models[1], **SETTINGS[setting])
+            cache[photo, setting] = generator, generator.generate(PHOTOS[photo])
+        return cache[photo, setting]
+
+    return run
+
+
+class _OfficialLogits(RecordLogits):
+    """``RecordLogits`` of segment-anything's generator (its ``SamPredictor.predict_torch``)."""
+
+    def crop_logits(self, crop, points):
+        import torch
+
+        predictor = self.generator.predictor
+        if crop is not None:
+            predictor.set_image(crop)
+        coords = predictor.transform.apply_coords(points, predictor.original_size)
+        with torch.inference_mode():
+            masks, iou, _ = predictor.predict_torch(
+                torch.as_tensor(coords)[:, None, :],
+                torch.ones(len(coords), 1, dtype=torch.int),
+                multimask_output=True,
+                return_logits=True,
+            )
+        return masks.flatten(0, 1).numpy(), iou.flatten(0, 1).numpy()
+
+
+#: every photo on one crop; crops on the portrait photo in CI, on the others with -m slow
+REFERENCE_CASES = [(p, "grid") for p in PHOTOS] + [
+    (p, "crops") if p == "portrait" else pytest.param(p, "crops", marks=pytest.mark.slow)
+    for p in PHOTOS
+]
+
+
+@pytest.mark.parametrize("photo,setting", REFERENCE_CASES)
+def test_reference_equals_segment_anything(models, reference_runs, photo, setting):
+    """Same records in the same order; the reference's attention is PyTorch's fused
+    ``scaled_dot_product_attention`` where segment-anything multiplies, adds and softmaxes in
+    steps, so logits differ by rounding (~1e-6) and a pixel whose logit lies that close to the
+    threshold may differ: such pixels are counted (near-ties), any other difference fails."""
+    from segment_anything import SamAutomaticMaskGenerator as Official
+
+    official = Official(models[0], **SETTINGS[setting])
+    theirs = official.generate(PHOTOS[photo])
+    _, ours = reference_runs(photo, setting)
+    report = agreement(theirs, ours, official, _OfficialLogits(official, PHOTOS[photo]))
+    print(f"reference vs segment-anything, {photo} {setting}: {report.row()}")
+    assert report.ok, report.failures[:5]
+    assert not report.near_ties, report.near_ties
+    assert report.matched == len(theirs) == len(ours) >= MIN_MASKS[setting]
+    for k, (t, o) in enumerate(zip(theirs, ours, strict=True)):  # the same order
+        assert (o["crop_box"], o["point_coords"]) == (t["crop_box"], t["point_coords"]), k
+        if isinstance(t["segmentation"], dict) and o["area"] == t["area"]:
+            assert o["segmentation"]["size"] == t["segmentation"]["size"], k
+
+
+class _StableTies(SamAutomaticMaskGenerator):
+    """The reference with the ports' NMS (ties in production order) instead of torchvision's
+    (ties in the order of torch's unstable sort)."""
+
+    _nms = MaskGeneratorBase._nms
+
+
+def _port_generator(port_name: str, reference: Sam, **settings):
+    if port_name == "keras":
+        from ports.keras.mask_generator import SamAutomaticMaskGenerator as PortGenerator
+        from ports.keras.models import build_model
+        from weight_convert.frameworks import keras_port as adapter
+
+        model = build_model(reference.config)
+    else:
+        from ports.flax.mask_generator import SamAutomaticMaskGenerator as PortGenerator
+        from ports.flax.models import abstract_model
+        from weight_convert.frameworks import flax_port as adapter
+
+        model = abstract_model(reference.config)
+        model.eval()
+    adapter.assign(model, transfer.to_port(ref_fw.state_dict(reference), adapter.shapes(model)))
+    return PortGenerator(model, **settings)
+
+
+#: (photo, settings) per port run: each photo's crops are sizes the port compiles for
+PORT_CASES = [("chelsea", "grid"), ("portrait", "crops")]
+
+
+@pytest.mark.parametrize("photo,setting", PORT_CASES, ids=[f"{p}-{s}" for p, s in PORT_CASES])
+def test_port_generators_equal_reference(models, port_name, photo, setting):
+    ours = models[1]
+    reference = _StableTies(ours, **SETTINGS[setting])
+    expected = reference.generate(PHOTOS[photo])
+    got = _port_generator(port_name, ours, **SETTINGS[setting]).generate(PHOTOS[photo])
+    report = agreement(expected, got, reference, RecordLogits(reference, PHOTOS[photo]))
+    print(f"{port_name} {photo} {setting}: {report.row()}")
+    assert report.ok, report.failures[:5]
+    assert not report.near_ties, report.near_ties  # none on these cases
+    assert report.matched == len(expected) >= MIN_MASKS[setting]
