@@ -170,12 +170,12 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     suppressed = np.zeros(len(boxes), bool)
     keep = []
-    threshold = np.float32(iou_threshold)
     for i in order:
         if suppressed[i]:
             continue
         keep.append(i)
-        suppressed |= box_iou_row(boxes[i], boxes, areas) > threshold
+        # the float32 IoU against the threshold as a double, as torchvision's C++ compares
+        suppressed |= box_iou_row(boxes[i], boxes, areas).astype(np.float64) > iou_threshold
     return np.asarray(keep, np.int64)
 
 
