@@ -181,3 +181,27 @@ def test_port_generators_equal_reference(models, port_name, photo, setting):
     assert report.ok, report.failures[:5]
     assert not report.near_ties, report.near_ties  # none on these cases
     assert report.matched == len(expected) >= MIN_MASKS[setting]
+
+
+class _PlantedPointShift:
+    """A planted bug: prompts 2% off (as a generator forgetting a coordinate rescale would be)."""
+
+    def _predict_batch(self, coords):
+        return super()._predict_batch(coords * 1.02)
+
+
+def test_port_check_catches_a_planted_bug(models):
+    from ports.flax.mask_generator import SamAutomaticMaskGenerator as FlaxGenerator
+
+    photo = np.ascontiguousarray(PHOTOS["chelsea"][::2, ::2])
+    settings = dict(SETTINGS["grid"], points_per_side=4)
+    reference = _StableTies(models[1], **settings)
+    expected = reference.generate(photo)
+    good = _port_generator("flax", models[1], **settings)
+    planted = type("Planted", (_PlantedPointShift, FlaxGenerator), {})(
+        good.predictor.model, **settings
+    )
+    logits = RecordLogits(reference, photo)
+    assert agreement(expected, good.generate(photo), reference, logits).ok
+    report = agreement(expected, planted.generate(photo), reference, logits)
+    assert not report.ok and "differing pixels" in " ".join(report.failures)
