@@ -88,26 +88,6 @@ def reference_runs(models):
     return run
 
 
-class _OfficialLogits(RecordLogits):
-    """``RecordLogits`` of segment-anything's generator (its ``SamPredictor.predict_torch``)."""
-
-    def crop_logits(self, crop, points):
-        import torch
-
-        predictor = self.generator.predictor
-        if crop is not None:
-            predictor.set_image(crop)
-        coords = predictor.transform.apply_coords(points, predictor.original_size)
-        with torch.inference_mode():
-            masks, iou, _ = predictor.predict_torch(
-                torch.as_tensor(coords)[:, None, :],
-                torch.ones(len(coords), 1, dtype=torch.int),
-                multimask_output=True,
-                return_logits=True,
-            )
-        return masks.flatten(0, 1).numpy(), iou.flatten(0, 1).numpy()
-
-
 #: every photo on one crop; crops on the portrait photo in CI, on the others with -m slow
 REFERENCE_CASES = [(p, "grid") for p in PHOTOS] + [
     (p, "crops") if p == "portrait" else pytest.param(p, "crops", marks=pytest.mark.slow)
@@ -117,24 +97,29 @@ REFERENCE_CASES = [(p, "grid") for p in PHOTOS] + [
 
 @pytest.mark.parametrize("photo,setting", REFERENCE_CASES)
 def test_reference_equals_segment_anything(models, reference_runs, photo, setting):
-    """Same records in the same order; the reference's attention is PyTorch's fused
-    ``scaled_dot_product_attention`` where segment-anything multiplies, adds and softmaxes in
-    steps, so logits differ by rounding (~1e-6) and a pixel whose logit lies that close to the
-    threshold may differ: such pixels are counted (near-ties), any other difference fails."""
+    """The same records in the same order: identical masks (the same RLE), boxes, areas,
+    points, crops; scores within 1e-5 (the reference computes as segment-anything, op for op,
+    so they come out equal)."""
     from segment_anything import SamAutomaticMaskGenerator as Official
 
-    official = Official(models[0], **SETTINGS[setting])
-    theirs = official.generate(PHOTOS[photo])
+    theirs = Official(models[0], **SETTINGS[setting]).generate(PHOTOS[photo])
     _, ours = reference_runs(photo, setting)
-    report = agreement(theirs, ours, official, _OfficialLogits(official, PHOTOS[photo]))
-    print(f"reference vs segment-anything, {photo} {setting}: {report.row()}")
-    assert report.ok, report.failures[:5]
-    assert not report.near_ties, report.near_ties
-    assert report.matched == len(theirs) == len(ours) >= MIN_MASKS[setting]
-    for k, (t, o) in enumerate(zip(theirs, ours, strict=True)):  # the same order
-        assert (o["crop_box"], o["point_coords"]) == (t["crop_box"], t["point_coords"]), k
-        if isinstance(t["segmentation"], dict) and o["area"] == t["area"]:
-            assert o["segmentation"]["size"] == t["segmentation"]["size"], k
+    assert len(ours) == len(theirs) >= MIN_MASKS[setting]
+    worst = 0.0
+    for k, (t, o) in enumerate(zip(theirs, ours, strict=True)):
+        assert o.keys() == t.keys()
+        # segment-anything's crop boxes turn float when a crop kept no mask: compare values
+        for name in ("bbox", "area", "point_coords", "crop_box"):
+            assert o[name] == t[name], (k, name, o[name], t[name])
+        if isinstance(t["segmentation"], dict):
+            assert o["segmentation"] == t["segmentation"], k
+        else:
+            assert np.array_equal(o["segmentation"], t["segmentation"]), k
+        for name in ("predicted_iou", "stability_score"):
+            worst = max(worst, abs(o[name] - t[name]))
+    assert worst <= 1e-5, worst
+    print(f"reference vs segment-anything, {photo} {setting}: {len(ours)} identical masks")
+    print(f"  scores at most {worst:.1e} apart")
 
 
 class _StableTies(SamAutomaticMaskGenerator):

@@ -74,8 +74,17 @@ def add_decomposed_rel_pos(
     q_size: tuple[int, int],
     k_size: tuple[int, int],
 ) -> torch.Tensor:
-    """attn (B, q_h * q_w, k_h * k_w) plus the decomposed relative-position bias of ``q``."""
-    return attn + decomposed_rel_pos_bias(q, rel_pos_h, rel_pos_w, q_size, k_size)
+    """attn (B, q_h * q_w, k_h * k_w) plus the decomposed relative-position bias of ``q``,
+    added in segment-anything's and detectron2's order (the height term, then the width term),
+    so the sums round as theirs."""
+    q_h, q_w = q_size
+    k_h, k_w = k_size
+    b, _, dim = q.shape
+    r_q = q.reshape(b, q_h, q_w, dim)
+    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, get_rel_pos(q_h, k_h, rel_pos_h))
+    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, get_rel_pos(q_w, k_w, rel_pos_w))
+    attn = attn.view(b, q_h, q_w, k_h, k_w) + rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
+    return attn.view(b, q_h * q_w, k_h * k_w)
 
 
 def window_partition_padded(
@@ -131,19 +140,16 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, H, W, C)."""
         b, h, w, c = x.shape
+        # segment-anything's and detectron2's operations in their order (scaled queries times
+        # keys, the relative positions added, softmax, times values), not a fused kernel: the
+        # reference then equals them bit for bit (the mask generator's masks are identical)
         qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each (B, heads, HW, hd)
-        bias = None
+        q, k, v = qkv.reshape(3, b * self.num_heads, h * w, -1).unbind(0)  # (B heads, HW, hd)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
         if self.use_rel_pos:
-            bias = decomposed_rel_pos_bias(
-                q.reshape(b * self.num_heads, h * w, -1),
-                self.rel_pos_h,
-                self.rel_pos_w,
-                (h, w),
-                (h, w),
-            ).reshape(b, self.num_heads, h * w, h * w)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
-        out = out.reshape(b, self.num_heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, c)
+            attn = add_decomposed_rel_pos(attn, q, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w))
+        out = attn.softmax(dim=-1) @ v
+        out = out.view(b, self.num_heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, c)
         return self.proj(out)
 
 

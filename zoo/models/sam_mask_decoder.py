@@ -10,6 +10,8 @@ channels), named apart from ``zoo.layers.Attention`` (ViTDet's).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,7 +52,9 @@ class SamAttention(nn.Module):
             self._heads(self.k_proj(k)),
             self._heads(self.v_proj(v)),
         )
-        out = F.scaled_dot_product_attention(q, k, v)  # scale 1 / sqrt(head dim)
+        # segment-anything's operations in its order (not a fused kernel): bit for bit equal
+        attn = torch.softmax((q @ k.permute(0, 1, 3, 2)) / math.sqrt(q.shape[-1]), dim=-1)
+        out = attn @ v
         b, _, n, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, self.internal_dim))
 
