@@ -4,7 +4,7 @@ photo. The reference equals segment-anything's ``SamAutomaticMaskGenerator`` and
 (Keras on every backend, Flax) equals the reference, judged by ``zoo.amg_agreement`` as the CI
 tests (``test_mask_generator.py``) judge the tiny SAM: same masks in the same order, scores
 within 1e-5, near-ties counted and none allowed among decisions. 4 x 4 points (48 masks, every
-one kept: the generator tests' open thresholds) keep it to about a minute per framework on 2
+one kept: the generator tests' open thresholds) keep it to 2-3 minutes per framework on 2
 cores; the encoder at 1024 is the cost."""
 
 from __future__ import annotations
