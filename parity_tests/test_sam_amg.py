@@ -181,3 +181,20 @@ def test_agreement_fails_on_planted_differences():
     at_threshold[2]["predicted_iou"] = 0.88 + 5e-5
     report = agreement(at_threshold, at_threshold[:2] + at_threshold[3:], _Settings)
     assert report.ok and len(report.near_ties) == 1 and "predicted_iou" in report.near_ties[0]
+
+
+@pytest.mark.parametrize("offset", [1.0, 0.25, -0.5])
+def test_threshold_flags_give_official_stability(offset):
+    rng = np.random.default_rng(4)
+    logits = (rng.normal(size=(9, 31, 23)) * 3).astype(np.float32)
+    logits[0] = -5.0  # nothing above any cut: 0 / 0
+    t = 0.0
+    flags = (
+        (logits > t - offset).astype(np.uint8)
+        + 2 * (logits > t).astype(np.uint8)
+        + 4 * (logits > t + offset).astype(np.uint8)
+    )
+    masks, stability = sam_amg.from_threshold_flags(flags)
+    theirs = amg.calculate_stability_score(torch.from_numpy(logits), t, offset).numpy()
+    assert np.array_equal(masks, logits > t)
+    np.testing.assert_array_equal(stability, theirs)  # NaN where theirs is NaN

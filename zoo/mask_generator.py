@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.ops.boxes import batched_nms  # with torch: importing it after TensorFlow crashes
 
 from zoo.predictor import SamPredictor
 from zoo.sam_amg import BatchOutput, MaskGeneratorBase
@@ -63,8 +64,6 @@ class SamAutomaticMaskGenerator(MaskGeneratorBase):
         )
 
     def _nms(self, boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-        from torchvision.ops.boxes import batched_nms
-
         boxes = torch.as_tensor(boxes).float()
         keep = batched_nms(
             boxes, torch.as_tensor(scores), torch.zeros(len(boxes)), iou_threshold=iou_threshold

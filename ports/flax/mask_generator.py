@@ -1,9 +1,9 @@
 """``segment-anything``'s ``SamAutomaticMaskGenerator`` over the Flax ``Sam``.
 
 The bookkeeping is the framework-free ``zoo.sam_amg``; here is the tensor work of one batch of
-point prompts (prompt encoder, mask decoder, upsampling to the crop's size as gathers, stability
-score, binary masks), one ``nnx.jit`` function. Batches are padded to ``points_per_batch`` so
-one size compiles once (per crop size).
+point prompts (prompt encoder, mask decoder, upsampling to the crop's size as gathers, the
+logits against the mask threshold and the two stability cuts), one ``nnx.jit`` function.
+Batches are padded to ``points_per_batch`` so one size compiles once (per crop size).
 """
 
 from __future__ import annotations
@@ -16,7 +16,13 @@ import numpy as np
 from flax import nnx
 
 from ports.flax.predictor import SamPredictor
-from zoo.sam_amg import TAP_NAMES, BatchOutput, MaskGeneratorBase, upsample_taps
+from zoo.sam_amg import (
+    TAP_NAMES,
+    BatchOutput,
+    MaskGeneratorBase,
+    from_threshold_flags,
+    upsample_taps,
+)
 
 __all__ = ["SamAutomaticMaskGenerator"]
 
@@ -38,20 +44,33 @@ def upsample(low_res: jax.Array, taps: dict) -> jax.Array:
 
 
 @partial(nnx.jit, static_argnames=("mask_threshold", "stability_offset"))
-def point_batch(model, features, coords, taps, mask_threshold: float, stability_offset: float):
-    """(B, 1, 2) point prompts -> binary masks (3B, h, w), IoU (3B,), stability (3B,)."""
+def point_batch(
+    prompt_encoder,
+    mask_decoder,
+    features,
+    coords,
+    taps,
+    mask_threshold: float,
+    stability_offset: float,
+):
+    """(B, 1, 2) point prompts -> threshold flags (3B, h, w) uint8 of the masks at the crop's
+    size (``zoo.sam_amg.from_threshold_flags``) and IoU predictions (3B,). Takes
+    the two modules it runs, not the whole ``Sam``: ``nnx.jit`` walks the graph of what it is
+    given on every call, and the image encoder holds most of the variables."""
     labels = jnp.ones(coords.shape[:2], jnp.int32)
-    sparse, dense = model.prompt_encoder((coords, labels), None, None)
-    low_res, iou = model.mask_decoder(
-        features, model.prompt_encoder.get_dense_pe(), sparse, dense, True
+    sparse, dense = prompt_encoder((coords, labels), None, None)
+    low_res, iou = mask_decoder(
+        features, prompt_encoder.get_dense_pe(), sparse, dense, True
     )  # (B, L, L, 3) channels-last
     size = low_res.shape[1]
     logits = upsample(low_res.transpose(0, 3, 1, 2).reshape(-1, size, size), taps)
     t, off = mask_threshold, stability_offset
-    inter = jnp.sum(logits > t + off, axis=(1, 2), dtype=jnp.int32)
-    union = jnp.sum(logits > t - off, axis=(1, 2), dtype=jnp.int32)
-    stability = inter.astype(jnp.float32) / union.astype(jnp.float32)
-    return logits > t, iou.reshape(-1), stability
+    flags = (
+        (logits > t - off).astype(jnp.uint8)
+        + 2 * (logits > t).astype(jnp.uint8)
+        + 4 * (logits > t + off).astype(jnp.uint8)
+    )
+    return flags, iou.reshape(-1)
 
 
 class SamAutomaticMaskGenerator(MaskGeneratorBase):
@@ -62,16 +81,15 @@ class SamAutomaticMaskGenerator(MaskGeneratorBase):
     def _predict_batch(self, coords: np.ndarray) -> BatchOutput:
         n, pad = len(coords), self.points_per_batch - len(coords)
         coords = np.concatenate([coords, np.repeat(coords[-1:], pad, axis=0)]).astype(np.float32)
-        masks, iou, stability = point_batch(
-            self.predictor.model,
+        model = self.predictor.model
+        flags, iou = point_batch(
+            model.prompt_encoder,
+            model.mask_decoder,
             self.predictor.features,
             jnp.asarray(coords[:, None, :]),
             {k: jnp.asarray(v) for k, v in upsample_taps(self.predictor).items()},
             mask_threshold=float(self.mask_threshold),
             stability_offset=float(self.stability_score_offset),
         )
-        return BatchOutput(
-            masks=np.asarray(masks)[: 3 * n],
-            iou_preds=np.asarray(iou, np.float32)[: 3 * n],
-            stability_score=np.asarray(stability, np.float32)[: 3 * n],
-        )
+        masks, stability = from_threshold_flags(np.asarray(flags)[: 3 * n])
+        return BatchOutput(masks, np.asarray(iou, np.float32)[: 3 * n], stability)

@@ -2,8 +2,8 @@
 
 The bookkeeping is the framework-free ``zoo.sam_amg``; here is the tensor work of one batch of
 point prompts: prompt encoder, mask decoder, upsampling of the low-res logits to the crop's
-size (PyTorch's bilinear resize as gathers, ``zoo.sam_amg.upsample_taps``), the stability
-score and the binary masks, in one Keras model run with ``predict_on_batch`` (compiled:
+size (PyTorch's bilinear resize as gathers, ``zoo.sam_amg.upsample_taps``), the logits
+against the mask threshold and the two stability cuts, in one Keras model run with ``predict_on_batch`` (compiled:
 ``tf.function`` / ``jax.jit``). Batches are padded to ``points_per_batch`` so one size
 compiles once (per crop size).
 """
@@ -15,7 +15,13 @@ import numpy as np
 from keras import ops
 
 from ports.keras.predictor import SamPredictor
-from zoo.sam_amg import TAP_NAMES, BatchOutput, MaskGeneratorBase, upsample_taps
+from zoo.sam_amg import (
+    TAP_NAMES,
+    BatchOutput,
+    MaskGeneratorBase,
+    from_threshold_flags,
+    upsample_taps,
+)
 
 __all__ = ["SamAutomaticMaskGenerator"]
 
@@ -39,8 +45,9 @@ def upsample(low_res, taps: dict):
 
 
 class PointBatch(keras.Model):
-    """One batch of single-point prompts against the set image embedding -> binary masks
-    (3B, h, w), IoU predictions (3B,) and stability scores (3B,). Holds no variables of its
+    """One batch of single-point prompts against the set image embedding -> threshold flags
+    (3B, h, w) uint8 of the masks at the crop's size (``zoo.sam_amg.from_threshold_flags``)
+    and IoU predictions (3B,). Holds no variables of its
     own: the ``Sam``'s prompt encoder and mask decoder are its layers."""
 
     def __init__(self, sam, mask_threshold: float, stability_offset: float, **kwargs) -> None:
@@ -65,10 +72,12 @@ class PointBatch(keras.Model):
         low_res = ops.reshape(ops.transpose(low_res, (0, 3, 1, 2)), (-1, size, size))
         logits = upsample(low_res, inputs)
         t, off = self.mask_threshold, self.stability_offset
-        inter = ops.sum(ops.cast(logits > t + off, "int32"), axis=(1, 2))
-        union = ops.sum(ops.cast(logits > t - off, "int32"), axis=(1, 2))
-        stability = ops.cast(inter, "float32") / ops.cast(union, "float32")
-        return logits > t, ops.reshape(iou, (b * 3,)), stability
+        flags = (
+            ops.cast(logits > t - off, "uint8")
+            + 2 * ops.cast(logits > t, "uint8")
+            + 4 * ops.cast(logits > t + off, "uint8")
+        )
+        return flags, ops.reshape(iou, (b * 3,))
 
 
 class SamAutomaticMaskGenerator(MaskGeneratorBase):
@@ -87,9 +96,6 @@ class SamAutomaticMaskGenerator(MaskGeneratorBase):
         inputs = upsample_taps(predictor)
         inputs["coords"] = coords[:, None, :]
         inputs["features"] = predictor.features
-        masks, iou, stability = self.point_batch.predict_on_batch(inputs)
-        return BatchOutput(
-            masks=np.asarray(masks)[: 3 * n],
-            iou_preds=np.asarray(iou, np.float32)[: 3 * n],
-            stability_score=np.asarray(stability, np.float32)[: 3 * n],
-        )
+        flags, iou = self.point_batch.predict_on_batch(inputs)
+        masks, stability = from_threshold_flags(np.asarray(flags)[: 3 * n])
+        return BatchOutput(masks, np.asarray(iou, np.float32)[: 3 * n], stability)
