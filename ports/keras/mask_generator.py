@@ -3,9 +3,9 @@
 The bookkeeping is the framework-free ``zoo.sam_amg``; here is the tensor work of one batch of
 point prompts: prompt encoder, mask decoder, upsampling of the low-res logits to the crop's
 size (PyTorch's bilinear resize as gathers, ``zoo.sam_amg.upsample_taps``), the logits
-against the mask threshold and the two stability cuts, in one Keras model run with ``predict_on_batch`` (compiled:
-``tf.function`` / ``jax.jit``). Batches are padded to ``points_per_batch`` so one size
-compiles once (per crop size).
+against the mask threshold and the two stability cuts, in one Keras model run with
+``predict_on_batch`` (compiled: ``tf.function`` / ``jax.jit``). Batches are padded to
+``points_per_batch`` so one size compiles once (per crop size).
 """
 
 from __future__ import annotations
