@@ -334,3 +334,26 @@ for _size, (_dim, _depth, _heads, _global) in SIZES.items():
         dataclasses.replace(_sam, encoder_only=True),
         f"Segment Anything ViT-{_size.upper()} image encoder alone (timm samvit_*)",
     )
+
+#: a small SAM for 256 x 256 images (16 x 16 tokens), trained on synthetic scenes by
+#: ``scripts/train_sam_shapes.py`` (weights: ``zoo/weights/sam_shapes.pth``): four encoder
+#: blocks of width 128 (windows of 8, blocks 1 and 3 global), a 64-wide prompt encoder and
+#: decoder. ``transformer_num_heads`` stays SAM's 8: no tensor shape shows it, and the
+#: converter assumes 8 when it reads a checkpoint.
+SAM_SHAPES = SamConfig(
+    img_size=256,
+    encoder_embed_dim=128,
+    encoder_depth=4,
+    encoder_num_heads=4,
+    encoder_global_attn_indexes=(1, 3),
+    window_size=8,
+    out_chans=64,
+    mask_in_chans=16,
+    iou_head_hidden_dim=64,
+    transformer_mlp_dim=256,
+)
+register_variant(
+    "sam_shapes",
+    SAM_SHAPES,
+    "Segment Anything, small (256 input, ViT width 128, depth 4), trained on synthetic shapes",
+)
