@@ -198,3 +198,64 @@ def test_port_check_catches_a_planted_bug(models):
     assert agreement(expected, good.generate(photo), reference, logits).ok
     report = agreement(expected, planted.generate(photo), reference, logits)
     assert not report.ok and "differing pixels" in " ".join(report.failures)
+
+
+# ---------------------------------------------------------------- the small trained SAM
+
+#: the shipped SAM on held-out synthetic scenes, at thresholds its scores reach (its predicted
+#: IoUs lie in ~0.2-0.3, stability ~0.5-0.8): every filter and NMS decide (of 768 candidate
+#: masks ~60 are kept), holes and islands under 20 pixels removed
+TRAINED = dict(
+    points_per_side=16,
+    pred_iou_thresh=0.25,
+    stability_score_thresh=0.7,
+    box_nms_thresh=0.7,
+    min_mask_region_area=20,
+)
+SCENES = {"scene-240x320": (2026, 240, 320), "scene-200x280": (7, 200, 280)}
+
+
+def _scene(name: str) -> np.ndarray:
+    from zoo.synthetic_scenes import scene
+
+    seed, h, w = SCENES[name]
+    return scene(np.random.default_rng(seed), h, w)[0]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """(segment-anything's Sam, our reference) holding the shipped sam_shapes weights."""
+    from zoo.models import create_model
+    from zoo.sam_training import SAM_SHAPES_WEIGHTS
+
+    ours = create_model(checkpoint=SAM_SHAPES_WEIGHTS)
+    official = factory.official_sam_module(ours.config)
+    official.load_state_dict(ours.state_dict(), strict=True)
+    return official, ours
+
+
+@pytest.mark.parametrize("scene", list(SCENES))
+def test_trained_reference_equals_segment_anything(trained, scene):
+    from segment_anything import SamAutomaticMaskGenerator as Official
+
+    image = _scene(scene)
+    theirs = Official(trained[0], **TRAINED).generate(image)
+    ours = SamAutomaticMaskGenerator(trained[1], **TRAINED).generate(image)
+    assert len(theirs) >= 20
+    worst = assert_identical_records(theirs, ours)
+    print(
+        f"trained SAM, reference vs segment-anything, {scene}: {len(ours)} identical ({worst:.1e})"
+    )
+
+
+def test_trained_port_generators_equal_reference(trained, port_name):
+    image = _scene("scene-240x320")
+    reference = _StableTies(trained[1], **TRAINED)
+    expected = reference.generate(image)
+    got = _port_generator(port_name, trained[1], **TRAINED).generate(image)
+    report = agreement(expected, got, reference, RecordLogits(reference, image))
+    print(f"trained SAM, {port_name} vs reference: {report.row()}")
+    for tie in report.near_ties:
+        print("  near-tie:", tie)
+    assert report.ok, report.failures[:5]
+    assert report.matched >= len(expected) - len(report.near_ties) >= 20

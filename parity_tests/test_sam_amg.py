@@ -138,7 +138,7 @@ def _records(rng, n=6, h=40, w=50) -> list[dict]:
 
 
 class _Settings:
-    pred_iou_thresh, stability_score_thresh = 0.88, 0.95
+    pred_iou_thresh, stability_score_thresh, stability_score_offset = 0.88, 0.95, 1.0
     box_nms_thresh = crop_nms_thresh = 0.7
 
 
@@ -177,6 +177,14 @@ def test_agreement_fails_on_planted_differences():
         assert not planted(edit).ok, name
     near = planted(lambda g: flip(g, (0, 0)))
     assert near.ok and near.pixel_near_ties == 1
+    # a pixel at a stability cut (logit 1 = threshold + offset) lets the score move by 1 / union
+    logits[0, 0] = 1.0 + 1e-6
+    union = int(np.count_nonzero(logits > -1.0))
+    near = planted(lambda g: g[1].update(stability_score=g[1]["stability_score"] + 1 / union))
+    assert near.ok and "stability cuts" in near.near_ties[0]
+    assert not planted(
+        lambda g: g[1].update(stability_score=g[1]["stability_score"] + 3 / union)
+    ).ok
     at_threshold = copy.deepcopy(expected)
     at_threshold[2]["predicted_iou"] = 0.88 + 5e-5
     report = agreement(at_threshold, at_threshold[:2] + at_threshold[3:], _Settings)
