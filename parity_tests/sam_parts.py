@@ -1,16 +1,47 @@
 """SAM's prompt encoder and mask decoder configurations and prompts, shared by
 test_sam_parts_peers.py (reference vs segment-anything) and test_sam_parts_ports.py (ports vs
-reference)."""
+reference); the tiny whole SAM of the predictor and mask-generator tests."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
+from zoo.registry import FAMILIES
 from zoo.tensor_format import Format
 
-__all__ = ["FULL", "SMALL", "Sizes", "prompt_formats", "prompts", "split"]
+__all__ = [
+    "FULL",
+    "SMALL",
+    "TINY_SAM",
+    "Sizes",
+    "official_and_reference",
+    "prompt_formats",
+    "prompts",
+    "split",
+]
+
+#: the family's tiny config with a third block: two global blocks (128 input, 8 x 8 embedding
+#: grid, window 3: padded), decoder at width 32, 32 x 32 low-res masks
+TINY_SAM = dataclasses.replace(
+    FAMILIES["sam"].tiny, encoder_depth=3, encoder_global_attn_indexes=(1, 2)
+)
+
+
+def official_and_reference(config=TINY_SAM, seed: int = 3):
+    """(segment-anything's ``Sam``, our reference ``Sam``) holding the same random weights, every
+    tensor randomized."""
+    import checkpoint_factory as factory
+
+    from weight_convert.frameworks import reference as ref_fw
+    from zoo.models import Sam
+
+    official = ref_fw.randomize_(factory.official_sam_module(config), seed=seed)
+    ours = Sam(config).eval()
+    ours.load_state_dict(official.state_dict(), strict=True)
+    return official, ours
 
 
 @dataclass(frozen=True)

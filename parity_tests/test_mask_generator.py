@@ -12,25 +12,20 @@ suppressed); with crops, masks touching a crop's edge are still dropped. The sma
 
 from __future__ import annotations
 
-import dataclasses
-
 import checkpoint_factory as factory
 import numpy as np
 import pytest
 from family_suite import keras_on_tensorflow_only
+from sam_parts import TINY_SAM, official_and_reference
 
 from weight_convert import transfer
 from weight_convert.frameworks import reference as ref_fw
 from zoo.amg_agreement import agreement
 from zoo.mask_generator import RecordLogits, SamAutomaticMaskGenerator
 from zoo.models import Sam
-from zoo.registry import FAMILIES
 from zoo.sam_amg import MaskGeneratorBase
 
-#: the predictor tests' tiny SAM: 128 input, 8 x 8 embedding, 32 x 32 low-res masks
-TINY = dataclasses.replace(
-    FAMILIES["sam"].tiny, encoder_depth=3, encoder_global_attn_indexes=(1, 2)
-)
+TINY = TINY_SAM
 
 OPEN = dict(pred_iou_thresh=-1.0, stability_score_thresh=-1.0, box_nms_thresh=1.0)
 SETTINGS = {
@@ -69,10 +64,7 @@ PHOTOS = _photos()
 @pytest.fixture(scope="module")
 def models():
     """(official Sam, our reference Sam) holding the same random weights."""
-    official = ref_fw.randomize_(factory.official_sam_module(TINY), seed=3)
-    ours = Sam(TINY).eval()
-    ours.load_state_dict(official.state_dict(), strict=True)
-    return official, ours
+    return official_and_reference(TINY, seed=3)
 
 
 @pytest.fixture(scope="module")

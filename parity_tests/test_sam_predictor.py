@@ -7,23 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 
-import checkpoint_factory as factory
 import numpy as np
 import pytest
 import torch
+from sam_parts import TINY_SAM, official_and_reference
 
 from weight_convert import transfer
 from weight_convert.frameworks import reference as ref_fw
 from weight_convert.tolerance import BLOCK_TOLERANCE, MODEL_TOLERANCE
 from zoo.models import Sam
 from zoo.predictor import SamPredictor
-from zoo.registry import FAMILIES
 
-#: the family's tiny config with a third block: two global blocks (128 input, 8 x 8 embedding
-#: grid, window 3: padded), decoder at width 32, 32 x 32 low-res masks
-TINY = dataclasses.replace(
-    FAMILIES["sam"].tiny, encoder_depth=3, encoder_global_attn_indexes=(1, 2)
-)
+TINY = TINY_SAM
 
 #: photo sizes (H, W): odd, non-square; larger than the input (resized down) and smaller (up)
 PHOTOS = [(301, 157), (75, 111)]
@@ -68,10 +63,7 @@ def _check(got, expected, what: str) -> float:
 @pytest.fixture(scope="module")
 def models():
     """(official Sam, our reference Sam) holding the same random weights."""
-    official = ref_fw.randomize_(factory.official_sam_module(TINY), seed=3)
-    ours = Sam(TINY).eval()
-    ours.load_state_dict(official.state_dict(), strict=True)
-    return official, ours
+    return official_and_reference(TINY, seed=3)
 
 
 def _run(predictor, photo, cases) -> dict[str, tuple]:
