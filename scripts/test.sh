@@ -9,10 +9,17 @@ set +e
 cd "$root"
 status=0
 echo "== tensorflow backend for Keras, plus reference, Flax and framework-free tests" >&2
-KERAS_BACKEND=tensorflow python -m pytest -p no:cacheprovider --durations=20 "$@" || status=1
+# Two workers (pytest-xdist; a test file stays on one worker): imports, tracing and compiling
+# are single-threaded, so the second core has work while the first waits on them.
+# ZOO_TEST_WORKERS=0 runs in this process (no workers).
+workers=(-n "${ZOO_TEST_WORKERS:-2}" --dist loadfile)
+[ "${ZOO_TEST_WORKERS:-2}" = 0 ] && workers=()
+KERAS_BACKEND=tensorflow python -m pytest -p no:cacheprovider "${workers[@]}" --durations=20 "$@" || status=1
 for backend in jax torch; do
   echo "== Keras tests on the $backend backend" >&2
-  KERAS_BACKEND=$backend python -m pytest -p no:cacheprovider -m "keras and not slow" -q --durations=10 "$@"
+  pass_workers=("${workers[@]}")
+  [ "$backend" = torch ] && pass_workers=()  # ~1.5 min: two workers' start-up would eat the gain
+  KERAS_BACKEND=$backend python -m pytest -p no:cacheprovider "${pass_workers[@]}" -m "keras and not slow" -q --durations=10 "$@"
   rc=$?
   # 5 = nothing selected (e.g. -k matched no Keras test): not a failure.
   if [ $rc -ne 0 ] && [ $rc -ne 5 ]; then status=1; fi
