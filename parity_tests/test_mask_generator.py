@@ -21,9 +21,8 @@ from sam_parts import TINY_SAM, official_and_reference
 from weight_convert import transfer
 from weight_convert.frameworks import reference as ref_fw
 from zoo.amg_agreement import agreement
-from zoo.mask_generator import RecordLogits, SamAutomaticMaskGenerator
+from zoo.mask_generator import RecordLogits, SamAutomaticMaskGenerator, StableTiesMaskGenerator
 from zoo.models import Sam
-from zoo.sam_amg import MaskGeneratorBase
 
 TINY = TINY_SAM
 
@@ -123,13 +122,6 @@ def assert_identical_records(theirs: list[dict], ours: list[dict]) -> float:
     return worst
 
 
-class _StableTies(SamAutomaticMaskGenerator):
-    """The reference with the ports' NMS (ties in production order) instead of torchvision's
-    (ties in the order of torch's unstable sort)."""
-
-    _nms = MaskGeneratorBase._nms
-
-
 def _port_generator(port_name: str, reference: Sam, **settings):
     if port_name == "keras":
         from ports.keras.mask_generator import SamAutomaticMaskGenerator as PortGenerator
@@ -161,7 +153,7 @@ def test_port_generators_equal_reference(models, port_name, port, photo, setting
     """Random weights, crops: Keras on TensorFlow (every backend holds the trained SAM below)."""
     keras_on_tensorflow_only(port.NAME)
     ours = models[1]
-    reference = _StableTies(ours, **SETTINGS[setting])
+    reference = StableTiesMaskGenerator(ours, **SETTINGS[setting])
     expected = reference.generate(PHOTOS[photo])
     got = _port_generator(port_name, ours, **SETTINGS[setting]).generate(PHOTOS[photo])
     report = agreement(expected, got, reference, RecordLogits(reference, PHOTOS[photo]))
@@ -183,7 +175,7 @@ def test_port_check_catches_a_planted_bug(models):
 
     photo = np.ascontiguousarray(PHOTOS["chelsea"][::2, ::2])
     settings = dict(SETTINGS["grid"], points_per_side=4)
-    reference = _StableTies(models[1], **settings)
+    reference = StableTiesMaskGenerator(models[1], **settings)
     expected = reference.generate(photo)
     good = _port_generator("flax", models[1], **settings)
     planted = type("Planted", (_PlantedPointShift, FlaxGenerator), {})(
@@ -247,7 +239,7 @@ def test_trained_reference_equals_segment_anything(trained, scene):
 
 def test_trained_port_generators_equal_reference(trained, port_name):
     image = _scene("scene-240x320")
-    reference = _StableTies(trained[1], **TRAINED)
+    reference = StableTiesMaskGenerator(trained[1], **TRAINED)
     expected = reference.generate(image)
     got = _port_generator(port_name, trained[1], **TRAINED).generate(image)
     report = agreement(expected, got, reference, RecordLogits(reference, image))

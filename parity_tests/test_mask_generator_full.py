@@ -15,13 +15,12 @@ from test_mask_generator import (
     OPEN,
     PHOTOS,
     _port_generator,
-    _StableTies,
     assert_identical_records,
 )
 
 from weight_convert.frameworks import reference as ref_fw
 from zoo.amg_agreement import agreement
-from zoo.mask_generator import RecordLogits, SamAutomaticMaskGenerator
+from zoo.mask_generator import RecordLogits, SamAutomaticMaskGenerator, StableTiesMaskGenerator
 from zoo.models import create_model
 
 pytestmark = pytest.mark.slow
@@ -44,7 +43,7 @@ def models():
 
 @pytest.fixture(scope="module")
 def reference_records(models) -> list[dict]:
-    generator = _StableTies(models[1], **SETTINGS)  # the ports' NMS tie order
+    generator = StableTiesMaskGenerator(models[1], **SETTINGS)  # the ports' NMS tie order
     return generator.generate(PHOTOS[PHOTO])
 
 
@@ -62,7 +61,7 @@ def test_reference_equals_segment_anything_vit_b(models):
 
 def test_port_generators_equal_reference_vit_b(models, reference_records, port_name):
     image = PHOTOS[PHOTO]
-    settings = _StableTies(models[1], **SETTINGS)
+    settings = StableTiesMaskGenerator(models[1], **SETTINGS)
     got = _port_generator(port_name, models[1], **SETTINGS).generate(image)
     report = agreement(reference_records, got, settings, RecordLogits(settings, image))
     print(f"{port_name} vs reference, ViT-B {PHOTO}: {report.row()}")

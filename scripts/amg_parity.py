@@ -18,8 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from zoo.mask_generator import RecordLogits, SamAutomaticMaskGenerator  # noqa: E402  (torch first)
-from zoo.sam_amg import MaskGeneratorBase  # noqa: E402
+from zoo.mask_generator import RecordLogits, StableTiesMaskGenerator  # noqa: E402  (torch first)
 
 #: thresholds where the small model's scores reach (predicted IoUs ~0.2-0.3, stability 0.5-0.8)
 SETTINGS = dict(
@@ -30,12 +29,6 @@ SETTINGS = dict(
 )
 #: held-out scenes: (seed, height, width)
 SCENES = ((2026, 240, 320), (7, 200, 280))
-
-
-class _StableTies(SamAutomaticMaskGenerator):
-    """The reference with the ports' tie rule for NMS (``zoo.sam_amg.nms``)."""
-
-    _nms = MaskGeneratorBase._nms
 
 
 def main() -> int:
@@ -50,7 +43,7 @@ def main() -> int:
     from zoo.sam_training import SAM_SHAPES_WEIGHTS
     from zoo.synthetic_scenes import scene
 
-    reference = _StableTies(create_model(checkpoint=SAM_SHAPES_WEIGHTS), **SETTINGS)
+    reference = StableTiesMaskGenerator(create_model(checkpoint=SAM_SHAPES_WEIGHTS), **SETTINGS)
     ports = {
         f"keras-{keras.backend.backend()}": KerasGenerator(
             keras_model(checkpoint=SAM_SHAPES_WEIGHTS), **SETTINGS

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo.sam_amg import mask_to_box, rle_to_mask
+from zoo.sam_amg import box_iou_row, mask_to_box, rle_to_mask
 
 __all__ = ["Agreement", "agreement", "segmentation_mask"]
 
@@ -38,15 +38,14 @@ def segmentation_mask(segmentation: Any) -> np.ndarray:
 
 
 def _box_iou(box: Sequence[float], boxes: np.ndarray) -> np.ndarray:
-    """IoU of one XYWH box with many (the XYXY boxes NMS saw: x1 = x + w)."""
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    x0, y0 = np.maximum(box[0], b[:, 0]), np.maximum(box[1], b[:, 1])
-    x1 = np.minimum(box[0] + box[2], b[:, 0] + b[:, 2])
-    y1 = np.minimum(box[1] + box[3], b[:, 1] + b[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    union = box[2] * box[3] + b[:, 2] * b[:, 3] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return inter / union
+    """IoU of one XYWH record box with many, as NMS computed it (``zoo.sam_amg.box_iou_row``
+    on the XYXY boxes: x1 = x + w)."""
+    xyxy = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
+    xyxy[:, 2:] += xyxy[:, :2]
+    one = np.asarray(box, np.float32).copy()
+    one[2:] += one[:2]
+    areas = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
+    return box_iou_row(one, xyxy, areas)
 
 
 @dataclass

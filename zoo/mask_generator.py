@@ -17,9 +17,14 @@ import torch.nn.functional as F
 from torchvision.ops.boxes import batched_nms  # with torch: importing it after TensorFlow crashes
 
 from zoo.predictor import SamPredictor
-from zoo.sam_amg import BatchOutput, MaskGeneratorBase
+from zoo.sam_amg import BatchOutput, MaskGeneratorBase, nms
 
-__all__ = ["RecordLogits", "SamAutomaticMaskGenerator", "stability_score"]
+__all__ = [
+    "RecordLogits",
+    "SamAutomaticMaskGenerator",
+    "StableTiesMaskGenerator",
+    "stability_score",
+]
 
 
 def stability_score(masks: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
@@ -69,6 +74,15 @@ class SamAutomaticMaskGenerator(MaskGeneratorBase):
             boxes, torch.as_tensor(scores), torch.zeros(len(boxes)), iou_threshold=iou_threshold
         )
         return keep.numpy()
+
+
+class StableTiesMaskGenerator(SamAutomaticMaskGenerator):
+    """The reference with the ports' NMS (``zoo.sam_amg.nms``: tied scores in production order)
+    instead of torchvision's (tied scores in the order of torch's unstable sort): what a port's
+    records are compared with."""
+
+    def _nms(self, boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+        return nms(boxes, scores, iou_threshold)
 
 
 class RecordLogits:

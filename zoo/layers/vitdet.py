@@ -43,6 +43,24 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor
     return rel_pos[index]
 
 
+def _rel_pos_terms(
+    q: torch.Tensor,
+    rel_pos_h: torch.Tensor,
+    rel_pos_w: torch.Tensor,
+    q_size: tuple[int, int],
+    k_size: tuple[int, int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The height and width terms of the decomposed relative positions: (B, q_h, q_w, k_h) and
+    (B, q_h, q_w, k_w)."""
+    q_h, q_w = q_size
+    k_h, k_w = k_size
+    b, _, dim = q.shape
+    r_q = q.reshape(b, q_h, q_w, dim)
+    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, get_rel_pos(q_h, k_h, rel_pos_h))
+    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, get_rel_pos(q_w, k_w, rel_pos_w))
+    return rel_h, rel_w
+
+
 def decomposed_rel_pos_bias(
     q: torch.Tensor,
     rel_pos_h: torch.Tensor,
@@ -54,16 +72,9 @@ def decomposed_rel_pos_bias(
 
     q: (B, q_h * q_w, C), unscaled queries. Returns (B, q_h * q_w, k_h * k_w).
     """
-    q_h, q_w = q_size
-    k_h, k_w = k_size
-    rh = get_rel_pos(q_h, k_h, rel_pos_h)
-    rw = get_rel_pos(q_w, k_w, rel_pos_w)
-    b, _, dim = q.shape
-    r_q = q.reshape(b, q_h, q_w, dim)
-    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, rh)
-    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, rw)
+    rel_h, rel_w = _rel_pos_terms(q, rel_pos_h, rel_pos_w, q_size, k_size)
     bias = rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
-    return bias.reshape(b, q_h * q_w, k_h * k_w)
+    return bias.reshape(q.shape[0], q_size[0] * q_size[1], k_size[0] * k_size[1])
 
 
 def add_decomposed_rel_pos(
@@ -77,12 +88,8 @@ def add_decomposed_rel_pos(
     """attn (B, q_h * q_w, k_h * k_w) plus the decomposed relative-position bias of ``q``,
     added in segment-anything's and detectron2's order (the height term, then the width term),
     so the sums round as theirs."""
-    q_h, q_w = q_size
-    k_h, k_w = k_size
-    b, _, dim = q.shape
-    r_q = q.reshape(b, q_h, q_w, dim)
-    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, get_rel_pos(q_h, k_h, rel_pos_h))
-    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, get_rel_pos(q_w, k_w, rel_pos_w))
+    (q_h, q_w), (k_h, k_w), b = q_size, k_size, q.shape[0]
+    rel_h, rel_w = _rel_pos_terms(q, rel_pos_h, rel_pos_w, q_size, k_size)
     attn = attn.view(b, q_h, q_w, k_h, k_w) + rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
     return attn.view(b, q_h * q_w, k_h * k_w)
 
