@@ -183,8 +183,9 @@ def _legacy_shapes(config: DFGANLegacyConfig) -> T.Shapes:
 def _validate(config: DFGANConfig) -> None:
     positive(config, "ngf", "ndf", "nz", "cond_dim", "img_size", "ch_size")
     size = config.img_size
-    if size < 8 or size & (size - 1):
-        raise ConfigError(f"config field img_size: {size} is not a power of two >= 8")
+    if size < 32 or size & (size - 1):
+        # below 32 px netD ends under 8 ndf channels, and netC takes 8 ndf + cond_dim
+        raise ConfigError(f"config field img_size: {size} is not a power of two >= 32")
     if size > 2**14:
         raise ConfigError(f"config field img_size: {size} is above 16384")
 
