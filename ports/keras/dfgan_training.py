@@ -133,7 +133,8 @@ def _gradients(loss: Callable[[], tuple[Tensor, dict]], variables: Sequence[kera
             with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
                 return loss()
 
-        grads, aux = jax.grad(stateless, has_aux=True)([v.value for v in variables])
+        step = jax.jit(jax.grad(stateless, has_aux=True))  # one compile, not op by op
+        grads, aux = step([v.value for v in variables])
         return aux, grads
     if backend == "torch":
         import torch

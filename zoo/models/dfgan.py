@@ -43,6 +43,13 @@ __all__ = [
 SLOPE = 0.2
 
 
+def _map(module: nn.Module) -> nn.Module:
+    """An activation of the maps (B, C, H, W), its output declared channels-first for the parity
+    records (a 64 x 64 map of 64 channels reads the same in either order)."""
+    module.output_format = Format.CHANNELS_FIRST
+    return module
+
+
 def _mlp(cond_dim: int, hidden: int, out: int) -> nn.Sequential:
     return nn.Sequential(
         OrderedDict(
@@ -139,7 +146,9 @@ class NetG(nn.Module):
         pairs = DFGANConfig(ngf=ngf, img_size=imsize).g_channels
         self.GBlocks = nn.ModuleList(G_Block(cond_dim + nz, i, o) for i, o in pairs)
         self.to_rgb = nn.Sequential(
-            nn.LeakyReLU(SLOPE), nn.Conv2d(pairs[-1][1], ch_size, 3, 1, 1), nn.Tanh()
+            _map(nn.LeakyReLU(SLOPE)),
+            nn.Conv2d(pairs[-1][1], ch_size, 3, 1, 1),
+            _map(nn.Tanh()),
         )
 
     def forward(self, noise: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -162,9 +171,9 @@ class D_Block(nn.Module):  # noqa: N801 (the official name)
         self.learned_shortcut = fin != fout
         self.conv_r = nn.Sequential(
             nn.Conv2d(fin, fout, 4, 2, 1, bias=False),
-            nn.LeakyReLU(SLOPE),
+            _map(nn.LeakyReLU(SLOPE)),
             nn.Conv2d(fout, fout, 3, 1, 1, bias=False),
-            nn.LeakyReLU(SLOPE),
+            _map(nn.LeakyReLU(SLOPE)),
         )
         self.conv_s = nn.Conv2d(fin, fout, 1, stride=1, padding=0)
         self.gamma = nn.Parameter(torch.zeros(1))
@@ -207,7 +216,7 @@ class NetC(nn.Module):
         self.cond_dim = cond_dim
         self.joint_conv = nn.Sequential(
             nn.Conv2d(ndf * 8 + cond_dim, ndf * 2, 3, 1, 1, bias=False),
-            nn.LeakyReLU(SLOPE),
+            _map(nn.LeakyReLU(SLOPE)),
             nn.Conv2d(ndf * 2, 1, 4, 1, 0, bias=False),
         )
 
@@ -285,7 +294,9 @@ class LegacyNetG(nn.Module):
         self.fc = nn.Linear(config.nz, ngf * 8 * 4 * 4)
         for i, (a, b) in enumerate(LEGACY_G_CHANNELS):
             setattr(self, f"block{i}", LegacyGBlock(config.cond_dim, a * ngf, b * ngf))
-        self.conv_img = nn.Sequential(nn.LeakyReLU(SLOPE), nn.Conv2d(ngf, 3, 3, 1, 1), nn.Tanh())
+        self.conv_img = nn.Sequential(
+            _map(nn.LeakyReLU(SLOPE)), nn.Conv2d(ngf, 3, 3, 1, 1), _map(nn.Tanh())
+        )
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         check_inputs(self, "torch", x, c)
