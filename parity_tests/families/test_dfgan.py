@@ -11,6 +11,8 @@ legacy sentence width 256 is a parameter, so a tiny config runs.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 from collections import OrderedDict
 from types import SimpleNamespace
 
@@ -364,6 +366,20 @@ class TestDFGAN(_CheaperInCI):
     # batch > 1: a batch of one gives netC one logit, of std 0 (a bound of 0 x std)
     verify_shape = (2, 6)
 
+    def test_round_trip(self, layout, tmp_path):
+        """On Keras's TensorFlow backend in CI (the family-free Keras file code is held on
+        every backend by the other families): ``test_round_trip_on_every_backend`` is slow."""
+        import keras
+
+        if keras.backend.backend() != "tensorflow":
+            pytest.skip(f"keras-{keras.backend.backend()}: in test_round_trip_on_every_backend")
+        super().test_round_trip(layout, tmp_path)
+
+    @_SLOW
+    @pytest.mark.keras
+    def test_round_trip_on_every_backend(self, tmp_path):
+        super().test_round_trip("official", tmp_path)
+
 
 class TestDFGANLegacy(_CheaperInCI):
     family = "dfgan_legacy"
@@ -456,8 +472,8 @@ def test_reference_initializes_as_the_official_code():
 
 @pytest.mark.parametrize("framework", [pytest.param("keras", marks=pytest.mark.keras), "flax"])
 def test_ports_initialize_the_affines_as_the_official_code(framework):
-    """The ports' blocks built with their own initializers (an ``Affine``, a ``D_Block``, a
-    legacy ``G_Block`` with its four sentence-width affines): every ``fc_gamma.linear2`` kernel
+    """The ports' blocks built with their own initializers (an ``Affine``, the legacy one with
+    its sentence-width hidden layer, a ``D_Block``): every ``fc_gamma.linear2`` kernel
     0 and bias 1, every ``fc_beta.linear2`` 0 and 0, every residual scale 0 (the official start:
     each affine the identity, each residual branch off), ``linear1`` random."""
     from weight_convert.frameworks import port
@@ -466,7 +482,7 @@ def test_ports_initialize_the_affines_as_the_official_code(framework):
     if framework == "keras":
         from ports.keras.models import dfgan as m
 
-        blocks = [m.Affine(3, name="a"), m.LegacyGBlock(cond, 2, 1, name="g")]
+        blocks = [m.Affine(3, name="a"), m.Affine(2, cond, name="legacy")]
         for block in blocks:
             block.build((None, cond))
         blocks.append(m.D_Block(2, 3, name="d"))
@@ -477,7 +493,7 @@ def test_ports_initialize_the_affines_as_the_official_code(framework):
         from ports.flax.models import dfgan as m
 
         rngs = nnx.Rngs(0)
-        blocks = [m.Affine(cond, 3, rngs=rngs), m.LegacyGBlock(cond, 2, 1, rngs=rngs)]
+        blocks = [m.Affine(cond, 3, rngs=rngs), m.Affine(cond, 2, cond, rngs=rngs)]
         blocks.append(m.D_Block(2, 3, rngs=rngs))
     values = {f"{i}.{k}": v for i, b in enumerate(blocks) for k, v in adapter.read(b).items()}
     expected = {"fc_gamma.linear2.kernel": 0, "fc_gamma.linear2.bias": 1}
@@ -490,7 +506,7 @@ def test_ports_initialize_the_affines_as_the_official_code(framework):
             seen[leaf] += 1
         elif path.endswith("linear1.kernel"):
             assert np.std(value) > 0, path
-    assert seen == {k: 5 for k in expected if k != "residual_gamma"} | {"residual_gamma": 2}
+    assert seen == {k: 2 for k in expected if k != "residual_gamma"} | {"residual_gamma": 1}
 
 
 def test_official_checkpoint_is_read_as_one_state_dict(tmp_path):
@@ -557,10 +573,10 @@ def _batch(config, batch: int, seed: int):
     return imgs, sent, noise
 
 
-def reference_step(model, imgs, sent, noise) -> dict[str, np.ndarray]:
+def reference_step(model, imgs, sent, noise, with_g: bool = True) -> dict[str, np.ndarray]:
     """The official step's numbers from the reference: the loss terms, MA-GP's input gradients,
-    the fake images, errD's gradients for netD / netC (through MA-GP: second order) and errG's
-    for netG, by reference key."""
+    the fake images, errD's gradients for netD / netC (through MA-GP: second order) and, with
+    ``with_g``, errG's for netG, by reference key (errG itself always)."""
     import torch
 
     from zoo.dfgan_training import discriminator_losses, generator_loss
@@ -576,10 +592,11 @@ def reference_step(model, imgs, sent, noise) -> dict[str, np.ndarray]:
     for (k, p), g in zip(d_params, grads, strict=True):
         out["d:" + k] = (torch.zeros_like(p) if g is None else g).numpy()
     err_g = generator_loss(model, model.netG(noise, sent), sent)
-    g_params = [(k, p) for k, p in model.named_parameters() if k.startswith("netG.")]
-    grads = torch.autograd.grad(err_g, [p for _, p in g_params])
-    out |= {"g:" + k: g.numpy() for (k, _), g in zip(g_params, grads, strict=True)}
     out["errG"] = err_g.detach().numpy()
+    if with_g:
+        g_params = [(k, p) for k, p in model.named_parameters() if k.startswith("netG.")]
+        grads = torch.autograd.grad(err_g, [p for _, p in g_params])
+        out |= {"g:" + k: g.numpy() for (k, _), g in zip(g_params, grads, strict=True)}
     return out
 
 
@@ -589,7 +606,7 @@ def _torch_layout(path: str, value) -> tuple[str, np.ndarray]:
     return rules.torch_key(path), rules.torch_tensor(path, np.asarray(value))
 
 
-def port_step(framework: str, model, imgs, sent, noise) -> dict[str, np.ndarray]:
+def port_step(framework: str, model, imgs, sent, noise, with_g: bool = True) -> dict:
     """``reference_step``'s numbers from a port's model (images channels-last)."""
     imgs = np.ascontiguousarray(imgs.transpose(0, 2, 3, 1))
     if framework == "flax":
@@ -598,11 +615,12 @@ def port_step(framework: str, model, imgs, sent, noise) -> dict[str, np.ndarray]
         from ports.flax import dfgan_training as t
 
         terms, d_grads = t.discriminator_gradients(model, imgs, sent, noise)
-        err_g, g_grads = t.generator_gradients(model, sent, noise)
-        flat = {
-            "d": dict(nnx.to_flat_state(d_grads)),
-            "g": dict(nnx.to_flat_state(g_grads)),
-        }
+        flat = {"d": dict(nnx.to_flat_state(d_grads))}
+        if with_g:
+            err_g, g_grads = t.generator_gradients(model, sent, noise)
+            flat["g"] = dict(nnx.to_flat_state(g_grads))
+        else:
+            err_g = t.generator_loss(model, terms["fake_images"], sent)
         named = {
             part: {".".join(map(str, p)): v.get_value() for p, v in grads.items()}
             for part, grads in flat.items()
@@ -613,15 +631,14 @@ def port_step(framework: str, model, imgs, sent, noise) -> dict[str, np.ndarray]
 
         paths = {id(v): p for p, v in keras_port.variables(model).items()}
         terms, d_grads = t.discriminator_gradients(model, imgs, sent, noise)
-        err_g, g_grads = t.generator_gradients(model, sent, noise)
         d_vars = [*model.netD.trainable_variables, *model.netC.trainable_variables]
-        named = {
-            "d": {paths[id(v)]: g for v, g in zip(d_vars, d_grads, strict=True)},
-            "g": {
-                paths[id(v)]: g
-                for v, g in zip(model.netG.trainable_variables, g_grads, strict=True)
-            },
-        }
+        named = {"d": {paths[id(v)]: g for v, g in zip(d_vars, d_grads, strict=True)}}
+        if with_g:
+            err_g, g_grads = t.generator_gradients(model, sent, noise)
+            g_vars = model.netG.trainable_variables
+            named["g"] = {paths[id(v)]: g for v, g in zip(g_vars, g_grads, strict=True)}
+        else:
+            err_g = t.generator_loss(model, terms["fake_images"], sent)
     out = {k: _numpy(terms[k]) for k in (*TERMS[:-1], "grad_img", "grad_sent", "fake_images")}
     out["errG"] = _numpy(err_g)
     for part, grads in named.items():
@@ -633,9 +650,8 @@ def port_step(framework: str, model, imgs, sent, noise) -> dict[str, np.ndarray]
 
 
 def _numpy(x) -> np.ndarray:
-    import keras
-
-    return np.asarray(keras.ops.convert_to_numpy(x) if not isinstance(x, np.ndarray) else x)
+    """A port's number as NumPy (JAX and TensorFlow arrays convert; torch tensors detach)."""
+    return np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)
 
 
 def step_errors(want: dict, got: dict) -> dict[str, tuple[float, float]]:
@@ -665,9 +681,9 @@ STEP_SIZE = 32
 NETC_GAIN = 7.0
 
 
-def step_models(framework: str, seed: int = 7):
+def step_models(framework: str | None, seed: int = 7):
     """The step's reference (every weight random, netC's last kernel x ``NETC_GAIN``) and the
-    port's model holding the same weights."""
+    port's model holding the same weights (None without a ``framework``)."""
     import torch
 
     from weight_convert import transfer
@@ -678,38 +694,63 @@ def step_models(framework: str, seed: int = 7):
     reference = reference_model(config, seed)
     with torch.no_grad():
         reference.netC.joint_conv[2].weight.mul_(NETC_GAIN)
+    if framework is None:
+        return reference, None
     adapter = port(framework)
     ported = port_model(adapter, config)
     adapter.assign(ported, transfer.to_port(state_dict(reference), adapter.shapes(ported)))
     return reference, ported
 
 
-def _step_report(framework: str, seed: int = 7) -> dict[str, tuple[float, float]]:
+@functools.cache
+def _reference_numbers(seed: int, with_g: bool) -> dict[str, np.ndarray]:
+    """The reference's step (computed once per process: every port is held to the same)."""
+    reference, _ = step_models(None, seed)
+    return reference_step(reference, *_batch(reference.config, 3, seed), with_g=with_g)
+
+
+def _step_report(framework: str, with_g: bool, seed: int = 7) -> dict[str, tuple[float, float]]:
     reference, ported = step_models(framework, seed)
     batch = _batch(reference.config, 3, seed)
-    return step_errors(reference_step(reference, *batch), port_step(framework, ported, *batch))
+    got = port_step(framework, ported, *batch, with_g=with_g)
+    return step_errors(_reference_numbers(seed, with_g), got)
+
+
+def _check_step(framework: str, with_g: bool) -> None:
+    errors = _step_report(framework, with_g)
+    failed = {k: v for k, v in errors.items() if not v[0] <= v[1]}
+    assert not failed, failed
+    assert sum(k.startswith("d:") for k in errors) > 0
+    assert sum(k.startswith("g:") for k in errors) > 0 or not with_g
+    assert errors["ma_gp"][1] > 1e-5  # MA-GP > 0.1: a term of errD's size (NETC_GAIN)
+    if os.environ.get("DFGAN_PRINT"):  # the figures of the report
+        for k, v in errors.items():
+            if ":" not in k:
+                print(framework, k, v)
+        print(
+            framework,
+            "worst gradient",
+            max((v[0] / v[1], k) for k, v in errors.items() if ":" in k),
+        )
 
 
 @pytest.mark.parametrize("framework", [pytest.param("keras", marks=pytest.mark.keras), "flax"])
 def test_training_step(framework):
-    """One training step of the tiny DF-GAN (every weight random, batch 3) in a port and the
-    reference from the same weights, images, sentences and noise: the hinge terms (real,
-    mismatched, fake), MA-GP and errD, errG, MA-GP's gradients with respect to the image and the
-    sentence, the fake images, and the gradients of errD (netD, netC: through MA-GP, second
-    order) and of errG (netG) for every parameter, each within its bound (``step_errors``)."""
-    errors = _step_report(framework)
-    failed = {k: v for k, v in errors.items() if not v[0] <= v[1]}
-    import os
+    """One discriminator step of the tiny DF-GAN at 32 px (every weight random, batch 3) in a
+    port and the reference from the same weights, images, sentences and noise: the hinge terms
+    (real, mismatched, fake), MA-GP and errD, MA-GP's gradients with respect to the image and
+    the sentence, the fake images, errD's gradients for every netD / netC parameter (through
+    MA-GP: second order) and the generator's loss errG, each within its bound
+    (``step_errors``). errG's gradients: ``test_generator_gradients`` (slow, CI time)."""
+    _check_step(framework, with_g=False)
 
-    if os.environ.get("DFGAN_PRINT"):
-        for k, v in errors.items():
-            if ":" not in k:
-                print(framework, k, v)
-        worst = max((v[0] / v[1], k) for k, v in errors.items() if ":" in k)
-        print(framework, "worst param grad ratio", worst)
-    assert not failed, failed
-    assert sum(k.startswith("d:") for k in errors) and sum(k.startswith("g:") for k in errors)
-    assert errors["ma_gp"][1] > 1e-5  # MA-GP > 0.1: a term of errD's size (NETC_GAIN)
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", [pytest.param("keras", marks=pytest.mark.keras), "flax"])
+def test_generator_gradients(framework):
+    """``test_training_step`` plus the generator step: errG's gradients for every netG
+    parameter (through netD and netC) within the gradient bound."""
+    _check_step(framework, with_g=True)
 
 
 def _plant(monkeypatch, framework: str, bug: str) -> None:
@@ -756,7 +797,7 @@ def test_training_step_planted_bug(framework, bug, monkeypatch):
         import jax
 
         jax.clear_caches()
-    errors = _step_report(framework)
+    errors = _step_report(framework, with_g=False)
     failed = {k for k, (err, bound) in errors.items() if not err <= bound}
     terms, grads_only = PLANTED[bug]
     assert terms <= failed, failed
@@ -780,8 +821,6 @@ def test_full_size_parity(variant, port):
     report = run_config(config, port, (4, config.nz))
     assert report.passed, report.table()
     assert not report.unmatched and report.layers
-    import os
-
     if os.environ.get("DFGAN_PRINT"):
         for e in report.outputs:
             print(variant, port.NAME, e.path, e.max_abs, e.bound)
