@@ -18,7 +18,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from family_suite import FamilySuite, ParityCase, port_model, reference_model
+from family_suite import (
+    FamilySuite,
+    ParityCase,
+    keras_on_tensorflow_only,
+    port_model,
+    reference_model,
+)
 
 # --------------------------------------------------------------------------- the official code
 
@@ -387,6 +393,12 @@ class TestDFGANLegacy(_CheaperInCI):
     makers = {"legacy": write_legacy}
     # the last block's affines have ngf = 1 output: three samples give them a spread
     verify_shape = (3, 6)
+
+    def test_parity(self, case, port):
+        """Keras on TensorFlow in CI (the legacy Keras code is the same on every backend; under
+        ``-m slow`` ``test_full_size_parity`` runs it at 256 px on the backend of the run)."""
+        keras_on_tensorflow_only(port.NAME)
+        super().test_parity(case, port)
 
     @_SLOW
     def test_round_trip(self, layout, tmp_path):
