@@ -247,7 +247,7 @@ def _read_torch(path: str, info: dict[str, Any], legacy: bool) -> dict[str, Lazy
         chain.append(inner)
         obj = obj[inner]
     info["wrapper"] = "/".join(chain) or None
-    if torch_pickle.tensors_of(obj) is None:
+    if chain and torch_pickle.tensors_of(obj) is None:  # under a wrapper: {'model': {...}}
         obj = _joined_parts(obj, info)
     out = {}
     for key, value in obj.items():
@@ -259,11 +259,13 @@ def _read_torch(path: str, info: dict[str, Any], legacy: bool) -> dict[str, Lazy
 
 
 def _joined_parts(obj: Mapping[str, Any], info: dict[str, Any]) -> Mapping[str, Any]:
-    """A dict of several networks' state dicts (DF-GAN's ``{'netG': sd, 'netD': sd, 'netC':
-    sd}``) as one, each part's name before its keys and each part's ``module.`` prefix (from
-    DataParallel) stripped; ``obj`` itself when it holds no such part."""
+    """A wrapper's dict of several networks' state dicts (DF-GAN's ``{'model': {'netG': sd,
+    'netD': sd, 'netC': sd}}``) as one, each part's name before its keys and each part's
+    ``module.`` prefix (from DataParallel) stripped; ``obj`` itself unless it holds two parts or
+    more and every dict in it is one."""
     parts = {str(k): v for k, v in obj.items() if torch_pickle.tensors_of(v) is not None}
-    if not parts:
+    dicts = [v for v in obj.values() if isinstance(v, Mapping)]
+    if len(parts) < 2 or len(parts) != len(dicts):
         return obj
     joined: dict[str, Any] = {}
     for name, part in parts.items():

@@ -494,7 +494,7 @@ def test_ports_initialize_the_affines_as_the_official_code(framework):
     if framework == "keras":
         from ports.keras.models import dfgan as m
 
-        blocks = [m.Affine(3, name="a"), m.Affine(2, cond, name="legacy")]
+        blocks = [m.Affine(3, name="a"), m.LegacyAffine(2, cond, name="legacy")]
         for block in blocks:
             block.build((None, cond))
         blocks.append(m.D_Block(2, 3, name="d"))
@@ -505,7 +505,7 @@ def test_ports_initialize_the_affines_as_the_official_code(framework):
         from ports.flax.models import dfgan as m
 
         rngs = nnx.Rngs(0)
-        blocks = [m.Affine(cond, 3, rngs=rngs), m.Affine(cond, 2, cond, rngs=rngs)]
+        blocks = [m.Affine(cond, 3, rngs=rngs), m.LegacyAffine(cond, 2, rngs=rngs)]
         blocks.append(m.D_Block(2, 3, rngs=rngs))
     values = {f"{i}.{k}": v for i, b in enumerate(blocks) for k, v in adapter.read(b).items()}
     expected = {"fc_gamma.linear2.kernel": 0, "fc_gamma.linear2.bias": 1}

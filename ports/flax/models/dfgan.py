@@ -21,8 +21,15 @@ from zoo.registry import register_model
 from zoo.validate import check_inputs
 
 __all__ = [
+    "Affine",
+    "AffineMLP",
+    "DFBLK",
     "DFGAN",
+    "D_Block",
+    "G_Block",
     "LeakyReLU",
+    "LegacyAffine",
+    "LegacyGBlock",
     "LegacyNetG",
     "NetC",
     "NetD",
@@ -86,6 +93,13 @@ class Affine(nnx.Module):
 
     def __call__(self, x: jax.Array, y: jax.Array) -> jax.Array:
         return self.fc_gamma(y)[:, None, None, :] * x + self.fc_beta(y)[:, None, None, :]
+
+
+class LegacyAffine(Affine):
+    """The first release's ``affine``: the hidden width is the sentence's (256 there)."""
+
+    def __init__(self, cond: int, ch: int, *, rngs: nnx.Rngs) -> None:
+        super().__init__(cond, ch, cond, rngs=rngs)
 
 
 class DFBLK(nnx.Module):
@@ -226,10 +240,10 @@ class LegacyGBlock(nnx.Module):
         self.learnable_sc = in_ch != out_ch
         self.c1 = _conv(in_ch, out_ch, 3, rngs)
         self.c2 = _conv(out_ch, out_ch, 3, rngs)
-        self.affine0 = Affine(cond, in_ch, cond, rngs=rngs)
-        self.affine1 = Affine(cond, in_ch, cond, rngs=rngs)
-        self.affine2 = Affine(cond, out_ch, cond, rngs=rngs)
-        self.affine3 = Affine(cond, out_ch, cond, rngs=rngs)
+        self.affine0 = LegacyAffine(cond, in_ch, rngs=rngs)
+        self.affine1 = LegacyAffine(cond, in_ch, rngs=rngs)
+        self.affine2 = LegacyAffine(cond, out_ch, rngs=rngs)
+        self.affine3 = LegacyAffine(cond, out_ch, rngs=rngs)
         self.residual_gamma = nnx.Param(jnp.zeros((1,)))
         if self.learnable_sc:
             self.c_sc = _conv(in_ch, out_ch, 1, rngs)

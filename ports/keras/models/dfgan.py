@@ -22,8 +22,15 @@ from zoo.registry import register_model
 from zoo.validate import check_inputs
 
 __all__ = [
+    "Affine",
+    "AffineMLP",
+    "DFBLK",
     "DFGAN",
+    "D_Block",
+    "G_Block",
     "LeakyReLU",
+    "LegacyAffine",
+    "LegacyGBlock",
     "LegacyNetG",
     "NetC",
     "NetD",
@@ -98,6 +105,13 @@ class Affine(keras.layers.Layer):
         weight = self.fc_gamma(y)[:, None, None, :]
         bias = self.fc_beta(y)[:, None, None, :]
         return weight * x + bias
+
+
+class LegacyAffine(Affine):
+    """The first release's ``affine``: the hidden width is the sentence's (256 there)."""
+
+    def __init__(self, num_features: int, cond_dim: int, **kwargs) -> None:
+        super().__init__(num_features, hidden=cond_dim, **kwargs)
 
 
 class DFBLK(keras.layers.Layer):
@@ -302,7 +316,9 @@ class LegacyGBlock(keras.layers.Layer):
         self.c1 = _conv(out_ch, 3, "c1")
         self.c2 = _conv(out_ch, 3, "c2")
         widths = (in_ch, in_ch, out_ch, out_ch)
-        self.affines = [Affine(ch, cond_dim, name=f"affine{j}") for j, ch in enumerate(widths)]
+        self.affines = [
+            LegacyAffine(ch, cond_dim, name=f"affine{j}") for j, ch in enumerate(widths)
+        ]
         if self.learnable_sc:
             self.c_sc = _conv(out_ch, 1, "c_sc")
 
