@@ -39,3 +39,336 @@ class TestCaptioner(FamilySuite):
         trained = [e for e in report.layers if not e.path.startswith("encoder.resnet.")]
         assert frozen and all(e.max_abs == 0.0 for e in frozen), report.table()
         assert len(trained) == len(names) - len(frozen)
+
+    def test_input_validation(self, framework: str, bad: str):
+        """The suite's image checks; the valid inputs give the packed logits (B * T, V)."""
+        if bad != "valid":
+            return super().test_input_validation(framework, bad)
+        config = self.tiny()
+        inputs, _ = self.spec().make_inputs(config, (2, 3, 32, 32))
+        out = self._call(framework, inputs, symbolic=True)
+        assert tuple(out.shape) == (2 * config.caption_length, config.vocab_size)
+
+    @pytest.mark.parametrize("wrong", ["float-captions", "rank-3-captions", "batch"])
+    def test_bad_captions(self, framework: str, wrong: str):
+        """Captions that are not (B, T) integer ids for the images' batch: one ValueError
+        naming the model, in every framework."""
+        config = self.tiny()
+        images, captions = self.spec().make_inputs(config, (2, 3, 32, 32))[0]
+        if wrong == "float-captions":
+            captions, pattern = captions.astype(np.float32), "integer token ids.*float32"
+        elif wrong == "rank-3-captions":
+            captions, pattern = captions[..., None], r"captions \(B, T\).*shape \(2, 7, 1\)"
+        else:
+            captions, pattern = captions[:1], "2 images but 1 captions"
+        with pytest.raises(ValueError, match=f"Captioner.*{pattern}"):
+            self._call(framework, [images, captions])
+
+
+# ---------------------------------------------------------------------------- packing
+
+#: a sorted batch of unequal lengths (the tutorial's collate_fn order), padded to T = 7; one
+#: caption at the padded length, one of length 1 (the image feature alone)
+LENGTHS = (7, 5, 5, 3, 1)
+
+
+def _packed_batch(seed: int = 4):
+    """Images, captions (B, T) and the padded positions (t >= length - 1: from there on a
+    token is only ever a target, never an input, so garbage there must change nothing)."""
+    config = TestCaptioner.tiny()
+    rng = np.random.default_rng(seed)
+    images = rng.standard_normal((len(LENGTHS), 3, 32, 32)).astype(np.float32)
+    captions = rng.integers(1, config.vocab_size, (len(LENGTHS), 7)).astype(np.int32)
+    padded = np.arange(7)[None, :] >= np.asarray(LENGTHS)[:, None] - 1
+    return config, images, captions, padded
+
+
+def _garbage(captions: np.ndarray, padded: np.ndarray, seed: int) -> np.ndarray:
+    other = np.random.default_rng(seed).integers(0, TestCaptioner.tiny().vocab_size, captions.shape)
+    return np.where(padded, other, captions).astype(np.int32)
+
+
+def test_packed_order_is_pack_padded_sequences():
+    """``packed_order`` gives the rows of ``pack_padded_sequence(...).data`` for sorted
+    lengths (equal ones, a length-1 sequence, one batch), and refuses what
+    ``enforce_sorted=True`` refuses (unsorted lengths), a 0 and a length past the padding."""
+    import torch
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    from zoo.packing import packed_order
+
+    for lengths in [LENGTHS, (4, 4, 4), (1,), (6, 2, 1, 1)]:
+        steps = max(lengths)
+        index = torch.arange(len(lengths) * steps).reshape(len(lengths), steps)
+        packed = pack_padded_sequence(index, list(lengths), batch_first=True).data.numpy()
+        b, t = packed_order(lengths)
+        assert np.array_equal(b * steps + t, packed), lengths
+    with pytest.raises(RuntimeError, match="sorted in decreasing order"):
+        pack_padded_sequence(torch.zeros(2, 3), [2, 3], batch_first=True)
+    for bad, message in [((2, 3), "not sorted in decreasing"), ((3, 0), "in 1..3")]:
+        with pytest.raises(ValueError, match=message):
+            packed_order(bad)
+
+
+def test_packed_logits_ignore_padding(port):
+    """Teacher-forced logits on a padded batch of unequal lengths: the port's packed rows within
+    1e-4 x std of the reference's (``pack_padded_sequence`` + ``nn.LSTM``), eval mode; garbage
+    tokens in the padded positions change neither the reference's nor the port's logits by one
+    bit (nothing is computed from padding)."""
+    import torch
+
+    from weight_convert import transfer
+    from weight_convert.frameworks.reference import state_dict
+    from zoo.tensor_format import Format, to_port_format
+
+    config, images, captions, padded = _packed_batch()
+    reference = reference_model(config, seed=5)
+    model = port_model(port, config)
+    port.assign(model, transfer.to_port(state_dict(reference), port.shapes(model)))
+
+    def ref_logits(caps):
+        with torch.no_grad():
+            return reference(torch.from_numpy(images), torch.from_numpy(caps), LENGTHS).numpy()
+
+    port_images = to_port_format(images, Format.CHANNELS_FIRST)
+
+    def port_logits(caps):
+        return np.asarray(model(port_images, caps, lengths=list(LENGTHS)))
+
+    want, got = ref_logits(captions), port_logits(captions)
+    assert want.shape == got.shape == (sum(LENGTHS), config.vocab_size)
+    err = float(np.max(np.abs(got - want)))
+    assert err <= 1e-4 * float(np.std(want)), (err, float(np.std(want)))
+    for seed in (1, 2):
+        noisy = _garbage(captions, padded, seed)
+        assert not np.array_equal(noisy, captions)
+        assert np.array_equal(ref_logits(noisy), want)
+        assert np.array_equal(port_logits(noisy), got)
+
+
+def test_batch_major_packing_fails(port, monkeypatch):
+    """Planted bug: the port gathering its rows batch-major (sequence after sequence, the
+    natural reshape of a padded batch) instead of ``pack_padded_sequence``'s time-major order:
+    the packed logits leave the bound."""
+    import importlib
+
+    from weight_convert import transfer
+    from weight_convert.frameworks.reference import state_dict
+    from zoo.tensor_format import Format, to_port_format
+
+    framework = port.NAME.split("-")[0]
+    module = importlib.import_module(f"ports.{framework}.models.captioner")
+
+    def batch_major(lengths):
+        b = [i for i, n in enumerate(lengths) for _ in range(n)]
+        t = [s for n in lengths for s in range(n)]
+        return np.asarray(b, np.int32), np.asarray(t, np.int32)
+
+    monkeypatch.setattr(module, "packed_order", batch_major)
+    import torch
+
+    config, images, captions, _ = _packed_batch()
+    reference = reference_model(config, seed=5)
+    model = port_model(port, config)
+    port.assign(model, transfer.to_port(state_dict(reference), port.shapes(model)))
+    with torch.no_grad():
+        want = reference(torch.from_numpy(images), torch.from_numpy(captions), LENGTHS).numpy()
+    x = to_port_format(images, Format.CHANNELS_FIRST)
+    got = np.asarray(model(x, captions, lengths=list(LENGTHS)))
+    assert float(np.max(np.abs(got - want))) > 1e-2 * float(np.std(want))
+
+
+# ---------------------------------------------------------------------------- greedy
+
+#: a differing greedy token is allowed only where the reference's top-2 logits are this close
+#: (float32 rounding of the logits, ~1e-6 here, times a safety factor)
+NEAR_TIE = 1e-4
+
+
+def _lively(reference):
+    """Random weights rescaled so greedy decoding wanders (all-random weights at the tiny
+    sizes saturate the LSTM and repeat one token): no output bias or LSTM biases, the
+    recurrence damped (x0.3), embeddings and output weights amplified (x4, x3)."""
+    import torch
+
+    with torch.no_grad():
+        reference.decoder.linear.bias.zero_()
+        reference.decoder.linear.weight.mul_(3)
+        reference.decoder.embed.weight.mul_(4)
+        for name, p in reference.decoder.lstm.named_parameters():
+            p.mul_(0.0 if "bias" in name else 0.3 if "hh" in name else 1.0)
+    return reference
+
+
+def _greedy(port, config, seed: int, plant=None):
+    """Reference and port greedy ids / logits for 6 images, the same converted weights."""
+    import torch
+
+    from weight_convert import transfer
+    from weight_convert.frameworks.reference import state_dict
+    from zoo.tensor_format import Format, to_port_format
+
+    images = np.random.default_rng(seed).standard_normal((6, 3, 32, 32)).astype(np.float32)
+    reference = _lively(reference_model(config, seed=seed).eval())
+    with torch.no_grad():
+        ids, logits = (t.numpy() for t in reference.greedy(torch.from_numpy(images)))
+    model = port_model(port, config)
+    port.assign(model, transfer.to_port(state_dict(reference), port.shapes(model)))
+    if plant is not None:
+        plant()
+    x = to_port_format(images, Format.CHANNELS_FIRST)
+    if port.NAME == "flax":  # one compiled loop (eager JAX compiles every op of 20 steps)
+        from flax import nnx
+
+        got = np.asarray(nnx.jit(lambda m, x: m.greedy(x))(model, x)[0])
+    else:
+        got = np.asarray(model.greedy(x)[0])
+    return ids, logits, got
+
+
+def test_greedy_tokens_agree(port):
+    """``sample()``'s greedy token sequences (20 steps, 6 images, two weight draws) equal the
+    reference's; a difference would be allowed only at a near-tie of the reference's top-2
+    logits (``NEAR_TIE``), and none occurs. The smallest top-2 margin met is reported."""
+    from zoo.packing import greedy_disagreements, top2_margin
+
+    config = TestCaptioner.tiny()
+    for seed in (2, 3):  # 11 and 9 distinct tokens
+        ids, logits, got = _greedy(port, config, seed)
+        assert ids.shape == got.shape == (6, config.max_seg_length)
+        assert len(np.unique(ids)) >= 8, "a degenerate decoding tests nothing"
+        bad = [d for d in greedy_disagreements(ids, logits, got, NEAR_TIE) if not d.near_tie]
+        margin = float(top2_margin(logits).min())
+        assert not bad, (bad, margin)
+
+
+def test_greedy_planted_gate_order_fails(port, monkeypatch):
+    """Planted bug: the port's LSTM reading its gates as i, f, o, g (a common misreading of
+    PyTorch's i, f, g, o): greedy sequences differ at steps with large top-2 margins."""
+    import importlib
+
+    from zoo.packing import greedy_disagreements
+
+    framework = port.NAME.split("-")[0]
+    rnn = importlib.import_module(f"ports.{framework}.layers.rnn")
+    step = rnn.lstm_step
+
+    def swapped(gates, c):
+        h = gates.shape[-1] // 4
+        i, f, o, g = (gates[..., k * h : (k + 1) * h] for k in range(4))
+        return step(rnn_concat(framework, [i, f, g, o]), c)
+
+    monkeypatch.setattr(rnn, "lstm_step", swapped)
+    ids, logits, got = _greedy(port, TestCaptioner.tiny(), 2)
+    bad = [d for d in greedy_disagreements(ids, logits, got, NEAR_TIE) if not d.near_tie]
+    assert bad
+
+
+def rnn_concat(framework: str, parts):
+    if framework == "keras":
+        from keras import ops
+
+        return ops.concatenate(parts, axis=-1)
+    import jax.numpy as jnp
+
+    return jnp.concatenate(parts, axis=-1)
+
+
+# ---------------------------------------------------------------------------- vocabulary
+
+CAPTIONS = (
+    "A man riding a wave on top of a surfboard.",
+    "A man's dog is riding a skateboard down the street.",
+    "Two dogs play with a red frisbee on the grass.",
+    "A red double-decker bus driving down a street.",
+    "a MAN holding a frisbee, smiling.",
+)
+
+
+def test_vocabulary_as_the_tutorial_builds_it():
+    """Specials at 0..3 (``<pad>`` 0), words kept at the count threshold in order of first
+    appearance, unknown words as ``<unk>``, encode wraps in ``<start>`` / ``<end>``, decode
+    stops at ``<end>``; the tokenizer's differences from nltk's stated in zoo.vocabulary."""
+    from zoo.vocabulary import build_vocab, pad_batch, tokenize
+
+    assert tokenize("A man's T-shirt, red.") == ["a", "man's", "t-shirt", ",", "red", "."]
+    vocab = build_vocab(CAPTIONS, threshold=2)
+    assert [vocab.idx2word[i] for i in range(4)] == ["<pad>", "<start>", "<end>", "<unk>"]
+    kept = [vocab.idx2word[i] for i in range(4, len(vocab))]
+    # "man's" is one token here (nltk: "man", "'s"), so "man" is counted from the other two
+    assert kept == ["a", "man", "riding", "on", ".", "down", "the", "street", "red", "frisbee"]
+    ids = vocab.encode("A man riding a zebra.")
+    assert ids == [1, 4, 5, 6, 4, 3, 8, 2]
+    assert vocab.decode([*ids, 5, 5]) == ["a", "man", "riding", "a", "<unk>", "."]
+    assert len(build_vocab(CAPTIONS, threshold=1)) == 4 + len(
+        {w for c in CAPTIONS for w in tokenize(c)}
+    )
+    rows, lengths = pad_batch([vocab.encode(c) for c in CAPTIONS[:3]])
+    assert lengths == sorted(lengths, reverse=True) and all(len(r) == lengths[0] for r in rows)
+    assert rows[-1][lengths[-1] :] == [0] * (lengths[0] - lengths[-1])
+    with pytest.raises(ValueError, match="threshold 0"):
+        build_vocab(CAPTIONS, threshold=0)
+
+
+# ---------------------------------------------------------------------------- files, LSTM
+
+
+def test_tutorial_files_read_as_one_model(tmp_path):
+    """The tutorial's two files (``torch.save(encoder.state_dict())``, the decoder's likewise)
+    joined by ``combine_tutorial_files``: detected as the tutorial layout with the model's
+    config, every tensor where it was, and split back into the two state dicts bit-identical;
+    a file whose keys are already prefixed is refused."""
+    import torch
+
+    from weight_convert import checkpoints, layouts
+    from weight_convert.frameworks.reference import state_dict
+    from weight_convert.layouts.captioner import combine_tutorial_files, split_tutorial_state
+
+    config = TestCaptioner.tiny()
+    model = reference_model(config, seed=2)
+    torch.save(model.encoder.state_dict(), tmp_path / "encoder-5-3000.ckpt")
+    torch.save(model.decoder.state_dict(), tmp_path / "decoder-5-3000.ckpt")
+    out = combine_tutorial_files(
+        tmp_path / "encoder-5-3000.ckpt", tmp_path / "decoder-5-3000.ckpt", tmp_path / "c.pth"
+    )
+    tensors, _ = checkpoints.load_state_dict(out)
+    detected = layouts.detect(tensors)
+    assert (detected.layout, detected.family) == ("tutorial", "captioner")
+    assert detected.config == layouts.detect(state_dict(model)).config
+    assert detected.config.num_layers == 2 and detected.config.vocab_size == config.vocab_size
+    want = state_dict(model)
+    assert list(tensors) == list(want)
+    assert all(np.array_equal(tensors[k], want[k]) for k in want)
+    encoder, decoder = split_tutorial_state(tensors)
+    for half, sd in ((model.encoder, encoder), (model.decoder, decoder)):
+        assert list(sd) == list(half.state_dict())
+        assert all(np.array_equal(sd[k], v.numpy()) for k, v in half.state_dict().items())
+    with pytest.raises(layouts.LayoutError, match="already prefixed"):
+        combine_tutorial_files(out, tmp_path / "decoder-5-3000.ckpt", tmp_path / "d.pth")
+
+
+@pytest.mark.keras
+def test_lstm_rules_drive_keras_lstm():
+    """``lstm_to_keras``: a PyTorch LSTM's four tensors loaded into ``keras.layers.LSTM``
+    (the gate order kept, the biases summed) give PyTorch's outputs within 1e-5; the way back
+    writes Keras's bias into ``bias_ih`` and zeros into ``bias_hh``, the same LSTM."""
+    import keras
+    import torch
+
+    from weight_convert.layouts.captioner import lstm_from_keras, lstm_to_keras
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(5, 6, batch_first=True)
+    x = np.random.default_rng(0).standard_normal((2, 4, 5)).astype(np.float32)
+    with torch.no_grad():
+        want = lstm(torch.from_numpy(x))[0].numpy()
+    tensors = [getattr(lstm, n).detach().numpy() for n in ("weight_ih_l0", "weight_hh_l0")]
+    tensors += [getattr(lstm, n).detach().numpy() for n in ("bias_ih_l0", "bias_hh_l0")]
+    layer = keras.layers.LSTM(6, return_sequences=True)
+    layer.build((2, 4, 5))
+    layer.set_weights(list(lstm_to_keras(*tensors)))
+    got = keras.ops.convert_to_numpy(layer(x))
+    assert np.max(np.abs(got - want)) <= 1e-5
+    w_ih, w_hh, b_ih, b_hh = lstm_from_keras(*layer.get_weights())
+    assert np.array_equal(w_ih, tensors[0]) and np.array_equal(w_hh, tensors[1])
+    assert np.allclose(b_ih, tensors[2] + tensors[3]) and not b_hh.any()

@@ -31,7 +31,7 @@ from weight_convert.layouts._vit import need
 from weight_convert.layouts.resnet import _infer_resnet
 from zoo.families.captioner import RESNET_ITEMS, CaptionerConfig
 
-__all__ = ["combine_tutorial_files", "split_tutorial_state"]
+__all__ = ["combine_tutorial_files", "lstm_from_keras", "lstm_to_keras", "split_tutorial_state"]
 
 _RESNET = re.compile(r"encoder\.resnet\.(\d+)\.(.*)")
 _LAYER = re.compile(r"decoder\.lstm\.weight_ih_l(\d+)$")
@@ -132,3 +132,29 @@ def split_tutorial_state(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict
             raise LayoutError(f"{key} is neither the encoder's nor the decoder's")
         halves[half][rest] = value
     return halves["encoder"], halves["decoder"]
+
+
+def lstm_to_keras(
+    weight_ih: np.ndarray, weight_hh: np.ndarray, bias_ih: np.ndarray, bias_hh: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One PyTorch LSTM layer as ``keras.layers.LSTM``'s ``kernel`` (in, 4H), ``recurrent_kernel``
+    (H, 4H), ``bias`` (4H,): the transposes and the two biases summed. The gate order is the
+    same (PyTorch i, f, g, o; Keras i, f, c, o), so no column is permuted. The zoo's ports keep
+    PyTorch's four tensors instead (``zoo.layers.rnn``); this is for a user's own Keras LSTM."""
+    for name, w in (("weight_ih", weight_ih), ("weight_hh", weight_hh)):
+        if w.ndim != 2 or w.shape[0] % 4:
+            raise LayoutError(f"{name} of shape {w.shape} is no (4H, in) LSTM weight")
+    h = weight_hh.shape[1]
+    shapes = (weight_hh.shape, bias_ih.shape, bias_hh.shape)
+    if shapes != ((4 * h, h), (4 * h,), (4 * h,)) or weight_ih.shape[0] != 4 * h:
+        raise LayoutError(f"LSTM tensors of shapes {weight_ih.shape}, {shapes}: not one layer")
+    return weight_ih.T.copy(), weight_hh.T.copy(), bias_ih + bias_hh
+
+
+def lstm_from_keras(
+    kernel: np.ndarray, recurrent_kernel: np.ndarray, bias: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``keras.layers.LSTM``'s three tensors as PyTorch's four: the sum cannot be split back, so
+    ``bias_ih`` gets Keras's whole bias and ``bias_hh`` zeros (the same LSTM; not the tensors a
+    PyTorch checkpoint converted to Keras had)."""
+    return kernel.T.copy(), recurrent_kernel.T.copy(), bias.copy(), np.zeros_like(bias)

@@ -28,7 +28,8 @@ import numpy as np
 
 from zoo import shape_table as T
 from zoo.config_checks import ConfigError, positive
-from zoo.families.resnet import EXPANSION, ResNetConfig, _shapes as _resnet_shapes
+from zoo.families.resnet import EXPANSION, ResNetConfig
+from zoo.families.resnet import _shapes as _resnet_shapes
 from zoo.family import HEAD, NOT_ARCH, Family, Input, image_input, register_family, register_variant
 from zoo.tensor_format import Format
 

@@ -56,7 +56,8 @@ class LSTM(nnx.Module):
         hs, cs = [], []
         for k in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = (
-                getattr(self, f"{n}_l{k}")[...] for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                getattr(self, f"{n}_l{k}")[...]
+                for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
             )
             if states is None:
                 h = c = jnp.zeros((b, self.hidden_size), x.dtype)

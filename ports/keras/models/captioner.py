@@ -193,4 +193,3 @@ class Captioner(ZooModel):
         b, t = captions_shape
         rows = None if b is None or t is None else b * t
         return (rows, self.config.vocab_size)
-
