@@ -29,8 +29,9 @@ from zoo.training import AdamW
 #: the tutorial's optimizer: Adam, lr 1e-3 (AdamW without weight decay is Adam's update)
 ADAM = AdamW(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
 LENGTHS = (7, 5, 5, 3, 1)
-#: |loss - reference loss| <= 1e-6 x loss; parameters after the step within 1e-6 absolute
-#: (lr 1e-3 times a 1e-3 relative difference of Adam's first step); running statistics
+#: |loss - reference loss| <= 1e-6 x loss; parameters after the step within 1e-6 x (1 + max
+#: |parameter|) (lr 1e-3 times a 1e-3 relative difference of Adam's first step, plus float32
+#: rounding of the parameter itself: measured 9.5e-7 on a tensor reaching ~8); running statistics
 #: within 1e-6 x max |PyTorch's| (test_batchnorm's bound)
 LOSS_RTOL, PARAM_ATOL, STAT_RTOL = 1e-6, 1e-6, 1e-6
 #: a parameter whose gradient is zero in exact arithmetic: the linear layer's bias before a
@@ -163,7 +164,8 @@ def reference_step():
 @pytest.mark.parametrize("framework", ["flax", pytest.param("keras", marks=pytest.mark.keras)])
 def test_one_training_step(framework, reference_step):
     """Loss within 1e-6 relative; each trained parameter's gradient within the whole-model
-    gradient bound (1e-4 x its max |reference|); the parameters after the step within 1e-6,
+    gradient bound (1e-4 x its max |reference|); the parameters after the step within
+    1e-6 x (1 + max |parameter|),
     the ResNet's unchanged; every running statistic within 1e-6 x max |PyTorch's| and every
     ``num_batches_tracked`` one up, as PyTorch's."""
     config, images, captions, before, (loss, grads, after) = reference_step
@@ -187,7 +189,8 @@ def test_one_training_step(framework, reference_step):
             for moved in (value, got_after[key]):
                 assert np.max(np.abs(moved - before[key])) <= ADAM.lr * (1 + 1e-6), key
         elif _trained(key):
-            assert np.max(np.abs(got_after[key] - value)) <= PARAM_ATOL, key
+            bound = PARAM_ATOL * (1 + np.max(np.abs(value)))
+            assert np.max(np.abs(got_after[key] - value)) <= bound, key
             assert not np.array_equal(value, before[key]), key
         else:
             assert np.array_equal(got_after[key], before[key]), key

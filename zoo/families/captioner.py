@@ -136,6 +136,8 @@ def _validate(config: CaptionerConfig) -> None:
 
 
 def _inputs(config: CaptionerConfig, shape: Sequence[int] | None) -> tuple[Input, ...]:
+    if shape is None:  # two images: the encoder's BatchNorm1d trains on more than one value
+        shape = (2, config.in_chans, config.img_size, config.img_size)
     image = image_input(config, shape, rank=2)
     vocab = config.vocab_size
 
