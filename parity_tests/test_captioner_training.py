@@ -133,12 +133,14 @@ def _keras_step(config, images, captions, state, plant=None):
         loss = keras.ops.mean(
             keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
         )
-    # dense: TensorFlow gives the embedding's gradient as IndexedSlices, one slice per caption
-    # token, and Keras's Adam squares each slice before summing the repeated ids
-    # (test_keras_adam_on_repeated_ids_needs_dense_gradients)
-    grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, list(trained.values()))]
+    # the embedding's gradient is IndexedSlices (one slice per caption token); AdamW sums
+    # the repeated ids as PyTorch does (test_adam_on_repeated_ids_is_pytorchs)
+    grads = tape.gradient(loss, list(trained.values()))
     keras_optimizer(ADAM).apply_gradients(zip(grads, list(trained.values()), strict=True))
-    flat = {p: keras.ops.convert_to_numpy(g) for p, g in zip(trained, grads, strict=True)}
+    flat = {
+        p: keras.ops.convert_to_numpy(tf.convert_to_tensor(g))
+        for p, g in zip(trained, grads, strict=True)
+    }
     return float(loss), transfer.to_torch(flat), transfer.to_torch(keras_port.read(model))
 
 
@@ -223,13 +225,13 @@ def test_keras_momentum_in_bn_fails_there(framework, reference_step):
 
 
 @pytest.mark.keras
-def test_keras_adam_on_repeated_ids_needs_dense_gradients():
-    """The trap the Keras step avoids, pinned: on TensorFlow a gathered table's gradient is
-    ``IndexedSlices`` with one slice per lookup, and Keras's Adam (its own and
-    ``ports.keras.training.AdamW``) updates its second moment with each slice squared, so a row
-    looked up twice with gradient 1 + 1 moves lr * 2 / sqrt(1 + 1) = 1.41 lr where PyTorch's
-    Adam moves it lr (2 / sqrt(4)). Densified first, the step is PyTorch's. When Keras sums
-    the slices first this fails and the densifying can go."""
+def test_adam_on_repeated_ids_is_pytorchs():
+    """On TensorFlow a gathered table's gradient is ``IndexedSlices`` with one slice per lookup,
+    and Keras's own Adam updates its second moment with each slice squared: a row looked up
+    twice with gradient 1 + 1 moves lr * 2 / sqrt(1 + 1) = 1.41 lr, where PyTorch's Adam moves
+    it lr (2 / sqrt(4)). ``ports.keras.training.AdamW`` sums the slices first: PyTorch's step,
+    with or without densifying. Keras's Adam is pinned: when Keras sums the slices itself, the
+    pin fails and can go."""
     import keras
 
     keras_on_tensorflow_only(f"keras-{keras.backend.backend()}")
@@ -237,16 +239,18 @@ def test_keras_adam_on_repeated_ids_needs_dense_gradients():
 
     from ports.keras.training import keras_optimizer
 
-    def step(dense: bool) -> np.ndarray:
+    def step(optimizer, dense: bool) -> np.ndarray:
         table = keras.Variable(np.ones((3, 2), np.float32))
         with tf.GradientTape() as tape:
             loss = tf.reduce_sum(tf.gather(table, [0, 0, 1]))
         grad = tape.gradient(loss, table)
         assert isinstance(grad, tf.IndexedSlices)
         grad = tf.convert_to_tensor(grad) if dense else grad
-        keras_optimizer(ADAM).apply_gradients([(grad, table)])
+        optimizer.apply_gradients([(grad, table)])
         return 1.0 - keras.ops.convert_to_numpy(table)
 
-    moved = step(dense=False)
-    assert np.allclose(moved[0], ADAM.lr * np.sqrt(2.0), rtol=1e-4), moved
-    assert np.allclose(step(dense=True)[:2], ADAM.lr, rtol=1e-4)
+    for dense in (False, True):
+        moved = step(keras_optimizer(ADAM), dense)
+        assert np.allclose(moved[:2], ADAM.lr, rtol=1e-4) and not moved[2].any(), moved
+    keras_adam = keras.optimizers.Adam(ADAM.lr, epsilon=ADAM.eps)
+    assert np.allclose(step(keras_adam, dense=False)[0], ADAM.lr * np.sqrt(2.0), rtol=1e-4)
