@@ -56,6 +56,7 @@ GRADIENT_CI = {
     "PatchMerging[2d-odd-7x9]", "PatchMerging[3d-odd-3x7x9]",
     "Attention[relpos-interp-9x7]", "Attention[relpos-shrink-4x5]",
     "Block[window-pad-b2]", "Block[global]",
+    "ConditionalBatchNorm2d[b2-8x8]", "ConditionalBatchNorm2d[odd-b3-7x5-cumulative]",
 }  # fmt: skip
 GRADIENT_CASES = [
     pytest.param(c, id=c.name, marks=() if c.name in GRADIENT_CI else pytest.mark.slow)

@@ -252,3 +252,16 @@ _cases(
     ),
     ("global-no-relpos", dict(dim=16, num_heads=2, input_size=(5, 7)), _tokens(2, 5, 7, 16)),
 )
+
+# conditional batch normalization: eval mode here (random running statistics); training mode,
+# the running statistics and the planted bugs in test_conditional_batchnorm.py
+_cases(
+    "ConditionalBatchNorm2d",
+    ("b2-8x8", dict(num_features=8, cond_dim=6), (Input((2, 8, 8, 8), CF), Input((2, 6)))),
+    (
+        "odd-b3-7x5-cumulative",
+        dict(num_features=4, cond_dim=10, momentum=None),
+        (Input((3, 4, 7, 5), CF), Input((3, 10))),
+    ),
+    ("b4-1x9", dict(num_features=6, cond_dim=3), (Input((4, 6, 1, 9), CF), Input((4, 3)))),
+)

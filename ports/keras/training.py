@@ -80,7 +80,10 @@ class AdamW(keras.optimizers.Optimizer):
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
-        gradient = ops.cast(gradient, dtype)
+        # A gathered table's gradient on TensorFlow is IndexedSlices, one slice per lookup;
+        # squared slice by slice, a row looked up twice would move 1.41 lr where PyTorch's Adam
+        # moves it lr. Added to zeros, the slices are summed into PyTorch's dense gradient.
+        gradient = ops.add(ops.zeros(variable.shape, dtype), ops.cast(gradient, dtype))
         step = ops.cast(self.iterations + 1, dtype)
         # (ops.cast of a Python float rounds it to float32 first on TensorFlow)
         beta_1 = ops.convert_to_tensor(self.beta_1, dtype=dtype)

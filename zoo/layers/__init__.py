@@ -6,7 +6,7 @@
 from zoo.layers.conv import ConvTranspose2d
 from zoo.layers.drop import DropPath, drop_path
 from zoo.layers.mlp import Mlp, MLPBlock
-from zoo.layers.norm import BatchNorm2d, LayerNorm, LayerNorm2d
+from zoo.layers.norm import BatchNorm2d, ConditionalBatchNorm2d, LayerNorm, LayerNorm2d
 from zoo.layers.patch import PatchEmbed, PatchMerging
 from zoo.layers.pool import MaxPool2d
 from zoo.layers.swin_block import SwinTransformerBlock
@@ -24,6 +24,7 @@ from zoo.layers.window_attention import WindowAttention
 
 __all__ = [
     "BatchNorm2d",
+    "ConditionalBatchNorm2d",
     "ConvTranspose2d",
     "Attention",
     "Block",

@@ -7,7 +7,7 @@
 from ports.flax.layers.conv import ConvTranspose2d
 from ports.flax.layers.drop import DropPath, drop_path
 from ports.flax.layers.mlp import GELU, Mlp, MLPBlock
-from ports.flax.layers.norm import BatchNorm2d, LayerNorm, LayerNorm2d
+from ports.flax.layers.norm import BatchNorm2d, ConditionalBatchNorm2d, LayerNorm, LayerNorm2d
 from ports.flax.layers.patch import PatchEmbed, PatchMerging
 from ports.flax.layers.pool import MaxPool2d
 from ports.flax.layers.swin_block import SwinTransformerBlock
@@ -25,6 +25,7 @@ from ports.flax.layers.window_attention import WindowAttention
 
 __all__ = [
     "BatchNorm2d",
+    "ConditionalBatchNorm2d",
     "ConvTranspose2d",
     "GELU",
     "Attention",

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-__all__ = ["BatchNorm2d", "LayerNorm", "LayerNorm2d", "unbiased_variance"]
+__all__ = ["BatchNorm2d", "ConditionalBatchNorm2d", "LayerNorm", "LayerNorm2d", "unbiased_variance"]
 
 
 def LayerNorm(dim: int, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
@@ -131,3 +131,34 @@ class BatchNorm2d(nnx.Module):
             old = stat[...]
             batch = jax.lax.stop_gradient(batch).astype(old.dtype)
             stat[...] = (1.0 - factor) * old + factor * batch
+
+
+class ConditionalBatchNorm2d(nnx.Module):
+    """``zoo.layers.ConditionalBatchNorm2d`` channels-last: x (B, H, W, C), c (B, cond_dim) ->
+    ``(scale + gamma_c(c)) * bn(x) + (bias + beta_c(c))``, ``bn`` this module's PyTorch
+    ``BatchNorm2d`` without affine (momentum in PyTorch's sense, not nnx's; the unbiased
+    variance into ``running_var``; ``model.train()`` / ``nnx.view`` switch it). Variables
+    ``scale`` / ``bias`` (PyTorch's ``weight`` / ``bias``), ``bn.running_*``, ``gamma_c`` /
+    ``beta_c`` Linear (zero-initialized)."""
+
+    def __init__(
+        self,
+        num_features: int,
+        cond_dim: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        *,
+        rngs: nnx.Rngs,
+    ) -> None:
+        c = (num_features,)
+        self.scale = nnx.Param(jnp.ones(c, jnp.float32))
+        self.bias = nnx.Param(jnp.zeros(c, jnp.float32))
+        self.bn = BatchNorm2d(num_features, eps=eps, momentum=momentum, affine=False)
+        zeros = nnx.initializers.zeros_init()
+        self.gamma_c = nnx.Linear(cond_dim, num_features, kernel_init=zeros, rngs=rngs)
+        self.beta_c = nnx.Linear(cond_dim, num_features, kernel_init=zeros, rngs=rngs)
+
+    def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:
+        gamma = self.scale[...] + self.gamma_c(c)
+        beta = self.bias[...] + self.beta_c(c)
+        return gamma[:, None, None, :] * self.bn(x) + beta[:, None, None, :]

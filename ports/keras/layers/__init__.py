@@ -8,7 +8,7 @@ Only ``keras.ops`` is used: the layers run on the TensorFlow, JAX and torch back
 from ports.keras.layers.conv import ConvTranspose2d
 from ports.keras.layers.drop import DropPath, drop_path
 from ports.keras.layers.mlp import GELU, Mlp, MLPBlock
-from ports.keras.layers.norm import BatchNorm2d, LayerNorm, LayerNorm2d
+from ports.keras.layers.norm import BatchNorm2d, ConditionalBatchNorm2d, LayerNorm, LayerNorm2d
 from ports.keras.layers.patch import PatchEmbed, PatchMerging
 from ports.keras.layers.pool import MaxPool2d
 from ports.keras.layers.swin_block import SwinTransformerBlock
@@ -26,6 +26,7 @@ from ports.keras.layers.window_attention import WindowAttention
 
 __all__ = [
     "BatchNorm2d",
+    "ConditionalBatchNorm2d",
     "ConvTranspose2d",
     "GELU",
     "Attention",

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["BatchNorm2d", "LayerNorm", "LayerNorm2d", "unbiased_variance"]
+__all__ = ["BatchNorm2d", "ConditionalBatchNorm2d", "LayerNorm", "LayerNorm2d", "unbiased_variance"]
 
 
 def LayerNorm(
@@ -165,3 +165,52 @@ def values_per_channel(shape: tuple, name: str) -> int:
             f"{tuple(shape)}"
         )
     return n
+
+
+@keras.saving.register_keras_serializable(package="vit_zoo")
+class ConditionalBatchNorm2d(keras.layers.Layer):
+    """``zoo.layers.ConditionalBatchNorm2d`` channels-last: x (B, H, W, C), c (B, cond_dim) ->
+    ``(gamma + gamma_c(c)) * bn(x) + (beta + beta_c(c))``, ``bn`` this module's PyTorch
+    ``BatchNorm2d`` without affine (momentum in PyTorch's sense, not Keras's: the new batch's
+    weight; the unbiased variance into ``moving_variance``). Variables ``gamma`` / ``beta``
+    (PyTorch's ``weight`` / ``bias``), ``bn/moving_*``, ``gamma_c`` / ``beta_c`` Dense."""
+
+    def __init__(
+        self,
+        num_features: int,
+        cond_dim: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.num_features, self.cond_dim = num_features, cond_dim
+        self.eps, self.momentum = eps, momentum
+        self.bn = BatchNorm2d(num_features, eps=eps, momentum=momentum, affine=False, name="bn")
+        self.gamma_c = keras.layers.Dense(num_features, kernel_initializer="zeros", name="gamma_c")
+        self.beta_c = keras.layers.Dense(num_features, kernel_initializer="zeros", name="beta_c")
+
+    def build(self, x_shape: tuple, c_shape: tuple | None = None) -> None:
+        c = (self.num_features,)
+        self.gamma = self.add_weight(name="gamma", shape=c, initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=c, initializer="zeros")
+        self.bn.build((None, None, None, self.num_features))
+        self.gamma_c.build((None, self.cond_dim))
+        self.beta_c.build((None, self.cond_dim))
+
+    def call(self, x, c, training: bool = False):
+        gamma = self.gamma + self.gamma_c(c)
+        beta = self.beta + self.beta_c(c)
+        return gamma[:, None, None, :] * self.bn(x, training=training) + beta[:, None, None, :]
+
+    def compute_output_shape(self, x_shape: tuple, c_shape: tuple | None = None) -> tuple:
+        return x_shape
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "num_features": self.num_features,
+            "cond_dim": self.cond_dim,
+            "eps": self.eps,
+            "momentum": self.momentum,
+        }
