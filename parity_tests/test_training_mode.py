@@ -35,8 +35,10 @@ from zoo.registry import FAMILIES
 from zoo.tensor_format import to_port_format
 
 #: families whose official models have no dropout, attention dropout or drop path (ResNet and
-#: CLIP RN: training mode is BatchNorm's, held by their suites' gradients in training mode)
+#: CLIP RN: training mode is BatchNorm's, held by their suites' gradients in training mode;
+#: DF-GAN: no dropout and no norm, training mode is inference)
 STOCHASTIC_FREE = {"captioner", "clip_resnet", "clip_vit", "resnet", "sam", "sam_image_encoder"}
+STOCHASTIC_FREE |= {"dfgan", "dfgan_legacy"}
 
 #: GELU(1), the hidden value of the MLP site (fc1 = 0, bias 1)
 GELU_1 = 0.8413447460685429

@@ -247,6 +247,8 @@ def _read_torch(path: str, info: dict[str, Any], legacy: bool) -> dict[str, Lazy
         chain.append(inner)
         obj = obj[inner]
     info["wrapper"] = "/".join(chain) or None
+    if chain and torch_pickle.tensors_of(obj) is None:  # under a wrapper: {'model': {...}}
+        obj = _joined_parts(obj, info)
     out = {}
     for key, value in obj.items():
         if isinstance(value, (TensorRef, Unsupported)):
@@ -254,6 +256,27 @@ def _read_torch(path: str, info: dict[str, Any], legacy: bool) -> dict[str, Lazy
         else:
             info["ignored"].append("/".join(chain + [str(key)]))
     return out
+
+
+def _joined_parts(obj: Mapping[str, Any], info: dict[str, Any]) -> Mapping[str, Any]:
+    """A wrapper's dict of several networks' state dicts (DF-GAN's ``{'model': {'netG': sd,
+    'netD': sd, 'netC': sd}}``) as one, each part's name before its keys and each part's
+    ``module.`` prefix (from DataParallel) stripped; ``obj`` itself unless it holds two parts or
+    more and every dict in it is one."""
+    parts = {str(k): v for k, v in obj.items() if torch_pickle.tensors_of(v) is not None}
+    dicts = [v for v in obj.values() if isinstance(v, Mapping)]
+    if len(parts) < 2 or len(parts) != len(dicts):
+        return obj
+    joined: dict[str, Any] = {}
+    for name, part in parts.items():
+        keys = [str(k) for k in part]
+        strip = len(_PREFIX) if all(k.startswith(_PREFIX) for k in keys) else 0
+        if strip:
+            info["stripped_prefix"] = _PREFIX
+        for key, value in part.items():
+            joined[f"{name}.{str(key)[strip:]}"] = value
+    info["ignored"] += [str(k) for k in obj if str(k) not in parts]
+    return joined
 
 
 # --------------------------------------------------------------------------- detectron2 pickles

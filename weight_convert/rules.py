@@ -113,6 +113,9 @@ LEAF_RULES: dict[str, LeafRule] = {
     "gamma": LeafRule("weight"),  # Keras LayerNormalization
     "scale": LeafRule("weight"),  # Flax LayerNorm
     "beta": LeafRule("bias"),  # Keras LayerNormalization
+    # a parameter the reference names ``gamma`` that is no norm weight (DF-GAN's residual scale
+    # ``D_Block.gamma``): the ports name it so, as ``gamma`` above is the norm's ``weight``
+    "residual_gamma": LeafRule("gamma"),
     "embedding": LeafRule("weight"),  # Embedding tables
     # BatchNorm2d: Keras keeps its own names (gamma / beta above); Flax keeps PyTorch's
     # running_mean / running_var (nnx's mean / var are too generic to rename here)
