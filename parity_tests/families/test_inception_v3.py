@@ -18,7 +18,14 @@ import importlib
 
 import numpy as np
 import pytest
-from family_suite import FamilySuite, ParityCase, default_maker, keras_on_tensorflow_only
+from family_suite import (
+    FamilySuite,
+    ParityCase,
+    default_maker,
+    keras_on_tensorflow_only,
+    reference_model,
+)
+from stochastic import without_randomness
 
 from weight_convert.parity import MODEL_TOLERANCE
 
@@ -75,14 +82,19 @@ SLOW_CASES = (
 )
 
 
+#: the gradient and float64 case (slow): the FID blocks at 139 x 139 (Mixed_7 at 3 x 3), batch
+#: 2, mapped to [-1, 1], no resize
+GRADIENT_CASE = ParityCase("fid-b2-139", (2, 3, 139, 139), {"fid": True, "normalize_input": True})
+
+
 class TestInceptionV3(FamilySuite):
     """The suite on the tiny config. Every suite test passes on every target; CI runs the
     checks that cost least per finding (its budget for this family is ~60 s over the three
     passes, and one run of the 94-conv tiny model through the harness costs 4-8 s, its
     gradient or float64 run 15-70 s): parity of the FID case on every target, the FID pooling
-    plant, conversions on TensorFlow, loading, mirror tree, shape table, input checks. The
-    other parity cases, gradients, float64, features, the generic planted bug and the CLI run
-    are ``slow``."""
+    plant, loading a torchvision file (AuxLogits dropped) in every framework, mirror tree,
+    shape table, input checks. The other parity cases, gradients, float64, features, the
+    generic planted bug, the round trip and the CLI run are ``slow``."""
 
     family = "inception_v3"
     cases = CI_CASES
@@ -95,10 +107,37 @@ class TestInceptionV3(FamilySuite):
 
     @pytest.mark.slow
     def test_gradients(self, port):
-        super().test_gradients(port)
+        """Backward parity on ``GRADIENT_CASE``: in eval mode (what a loss through FID
+        features backpropagates: BatchNorm on its running statistics) in float32 on every
+        target, every parameter's and the input's gradient within the whole-model gradient
+        bound; in training mode in float64 (Keras on TensorFlow, Flax) within 1e-10 x max.
+
+        The suite's float32 training-mode run fails here on rounding alone: through 94
+        BatchNorms normalizing a few channels (1/16 widths) on batch statistics, the
+        gradients of the reference and a port differ by 2e-2 (batch 2, 75 x 75), 5e-2 (61 x 97
+        resized to 139) and 9e-3 relative (batch 4, 171 x 171), while in float64 they agree
+        to 2e-13 (Keras-TF, measured): the backward is the reference's, float32 cannot hold
+        that conditioning."""
+        from weight_convert.parity import run_config
+
+        config = without_randomness(self.tiny(**GRADIENT_CASE.overrides))
+        report = run_config(config, port, GRADIENT_CASE.shape, gradients=True, training=False)
+        assert report.passed, report.table()
+        names = [n for n, _ in reference_model(config).named_parameters()]
+        assert [e.path for e in report.layers] == names and report.outputs
+        if port.NAME in ("keras-jax", "keras-torch"):
+            return  # Keras computes float32 there
+        report = run_config(
+            config, port, GRADIENT_CASE.shape, gradients=True, training=True, dtype="float64"
+        )
+        assert report.passed, report.table()
+        assert report.settings["mode"] == "training"
 
     @pytest.mark.slow
     def test_float64(self, port):
+        """The suite's float64 run on ``GRADIENT_CASE`` (no resize: the resize is PyTorch's
+        float32 kernel, whose taps in float64 are computed in double)."""
+        self.cases = (GRADIENT_CASE,)
         super().test_float64(port)
 
     @pytest.mark.slow
@@ -113,14 +152,11 @@ class TestInceptionV3(FamilySuite):
     def test_cli_verify(self, target, tmp_path, capsys):
         super().test_cli_verify(target, tmp_path, capsys)
 
+    @pytest.mark.slow
     @pytest.mark.keras
     def test_round_trip(self, layout, tmp_path):
-        """The suite's round trip on Keras's TensorFlow backend (in CI; the JAX / torch
-        backends' Keras file writing and reading is the same code, run there by the other
-        families)."""
-        import keras
-
-        keras_on_tensorflow_only(f"keras-{keras.backend.backend()}")
+        """The suite's round trip (slow: CI reads the torchvision file, AuxLogits dropped, in
+        every framework through test_load_checkpoint)."""
         super().test_round_trip(layout, tmp_path)
 
     @classmethod
