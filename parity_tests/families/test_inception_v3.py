@@ -7,9 +7,10 @@ random (no download).
 The tiny config keeps the whole topology (every block kind, every asymmetric kernel and
 padding) at 1/16 of the widths: the suite's ~40 runs (parity on four targets, gradients,
 float64, conversions, CLI, features) at full width would cost minutes; the widths change no
-code path. The peers run at full width: pytorch-fid's model vs the reference on two small images
-resized to 299 in CI; the ports at full width, and the 256-photo FID / IS agreement
-(``scripts/fid_parity.py``), are ``slow``.
+code path. The peers run at full width: pytorch-fid's model vs the reference on two 83 x 101
+images (no resize) and torchvision's at 75 x 75 in CI; pytorch-fid's file in every framework at
+299, the ports on its weights layer by layer, and the 256-photo FID / IS agreement
+(``scripts/fid_parity.py``) are ``slow``.
 """
 
 from __future__ import annotations
