@@ -39,6 +39,10 @@ from zoo.tensor_format import to_port_format
 #: DF-GAN: no dropout and no norm, training mode is inference)
 STOCHASTIC_FREE = {"captioner", "clip_resnet", "clip_vit", "resnet", "sam", "sam_image_encoder"}
 STOCHASTIC_FREE |= {"dfgan", "dfgan_legacy"}
+#: families whose training-mode forward runs in float64 here: Inception-v3's 94 BatchNorms on
+#: the batch statistics of the tiny widths grow float32 rounding to 1.5-2x the whole-model
+#: bound at every size tried (107, 139, 299) in Keras and Flax alike; float64 agrees to 2e-13
+FLOAT64_TRAINING = {"inception_v3"}
 
 #: GELU(1), the hidden value of the MLP site (fc1 = 0, bias 1)
 GELU_1 = 0.8413447460685429
@@ -332,6 +336,7 @@ def test_model_rates_zero_training_parity(family, port):
             "(run in training mode on every backend); the layer-by-layer forward runs on TF"
         )
     config, shape = _small(family)
-    report = run_config(without_randomness(config), port, shape, training=True)
+    dtype = "float64" if family in FLOAT64_TRAINING else None
+    report = run_config(without_randomness(config), port, shape, training=True, dtype=dtype)
     assert report.passed, report.table()
     assert report.settings["mode"] == "training"
