@@ -145,3 +145,28 @@ def test_unbiased_logits():
     rng = np.random.default_rng(1)
     pool3, w = rng.random((3, 6), dtype=np.float32), rng.standard_normal((4, 6))
     assert np.allclose(zfid.unbiased_logits(pool3, w), pool3.astype(np.float64) @ w.T, rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("n", "d", "rank", "rtol"),
+    [(300, 64, None, 1e-12), (40, 64, None, 1e-6), (200, 64, 20, 1e-6)],
+    ids=["full-rank", "fewer-samples-than-dims", "rank-20"],
+)
+def test_svd_method_is_the_same_distance(n, d, rank, rtol):
+    """``fid(..., method="svd")`` (the root's trace as the nuclear norm of the centered
+    features' cross product) equals pytorch-fid's sqrtm value: to 1e-12 relative with full-rank
+    covariances (measured 1.6e-14), to 1e-6 with singular ones, where sqrtm of the singular
+    product is itself approximate (measured 2e-8; at 24 x 2048, 1.3e-7, in 1 ms instead of
+    14 s). Planted: the 1/N normalization in place of 1/(N - 1) is caught."""
+    rng = np.random.default_rng(n + d)
+    a = _features(rng, n, d, rank=rank)
+    b = _features(rng, n, d, shift=0.3, rank=rank)
+    want = _pytorch_fid(a, b)
+    got = zfid.fid(a, b, method="svd")
+    assert abs(got - want) <= rtol * abs(want), (got, want)
+    ca, cb = a - a.mean(0), b - b.mean(0)
+    planted = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.sum(ca**2) / n + np.sum(cb**2) / n
+    planted -= 2 * np.linalg.svd(ca @ cb.T, compute_uv=False).sum() / n
+    assert abs(planted - want) > 1e-3 * abs(want)
+    with pytest.raises(ValueError, match="method"):
+        zfid.fid(a, b, method="eigh")
