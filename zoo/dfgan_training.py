@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from zoo.families.dfgan import MAGP_POWER, MAGP_WEIGHT, discriminator_record
+
 __all__ = [
     "MAGP_POWER",
     "MAGP_WEIGHT",
@@ -24,9 +26,6 @@ __all__ = [
     "ma_gp",
     "penalty",
 ]
-
-#: ``MA_GP``'s constants: ``2.0 * torch.mean(grad_l2norm ** 6)``
-MAGP_WEIGHT, MAGP_POWER = 2.0, 6
 
 
 def hinge_loss(output: torch.Tensor, negative: bool) -> torch.Tensor:
@@ -78,16 +77,7 @@ def discriminator_losses(
         pred_real, (imgs, sent), torch.ones_like(pred_real), retain_graph=True, create_graph=True
     )
     err_gp = penalty(grad_img, grad_sent)  # ma_gp(imgs, sent, pred_real), the gradients kept
-    return {
-        "real": err_real,
-        "mismatched": err_mis,
-        "fake": err_fake,
-        "ma_gp": err_gp,
-        "errD": err_real + (err_fake + err_mis) / 2.0 + err_gp,
-        "fake_images": fake,
-        "grad_img": grad_img,
-        "grad_sent": grad_sent,
-    }
+    return discriminator_record(err_real, err_mis, err_fake, err_gp, fake, grad_img, grad_sent)
 
 
 def generator_loss(model, fake: torch.Tensor, sent: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from zoo.dfgan_training import MAGP_POWER, MAGP_WEIGHT
+from zoo.families.dfgan import MAGP_POWER, MAGP_WEIGHT, discriminator_record
 
 __all__ = [
     "discriminator_gradients",
@@ -51,16 +51,7 @@ def discriminator_losses(model, imgs, sent, noise) -> dict[str, jax.Array]:
     fake = model.netG(noise, sent)
     err_fake = hinge_loss(model.netC(model.netD(jax.lax.stop_gradient(fake)), sent), True)
     err_gp = penalty(grad_img, grad_sent)
-    return {
-        "real": err_real,
-        "mismatched": err_mis,
-        "fake": err_fake,
-        "ma_gp": err_gp,
-        "errD": err_real + (err_fake + err_mis) / 2.0 + err_gp,
-        "fake_images": fake,
-        "grad_img": grad_img,
-        "grad_sent": grad_sent,
-    }
+    return discriminator_record(err_real, err_mis, err_fake, err_gp, fake, grad_img, grad_sent)
 
 
 def generator_loss(model, fake: jax.Array, sent: jax.Array) -> jax.Array:

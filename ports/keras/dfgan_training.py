@@ -16,7 +16,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from zoo.dfgan_training import MAGP_POWER, MAGP_WEIGHT
+from zoo.families.dfgan import MAGP_POWER, MAGP_WEIGHT, discriminator_record
 
 __all__ = [
     "discriminator_gradients",
@@ -93,16 +93,7 @@ def discriminator_losses(model, imgs: Any, sent: Any, noise: Any) -> dict[str, T
     fake = model.netG(noise, sent)
     err_fake = hinge_loss(net_c(net_d(ops.stop_gradient(fake)), sent), negative=True)
     err_gp = penalty(grad_img, grad_sent)
-    return {
-        "real": err_real,
-        "mismatched": err_mis,
-        "fake": err_fake,
-        "ma_gp": err_gp,
-        "errD": err_real + (err_fake + err_mis) / 2.0 + err_gp,
-        "fake_images": fake,
-        "grad_img": grad_img,
-        "grad_sent": grad_sent,
-    }
+    return discriminator_record(err_real, err_mis, err_fake, err_gp, fake, grad_img, grad_sent)
 
 
 def generator_loss(model, fake: Tensor, sent: Tensor) -> Tensor:

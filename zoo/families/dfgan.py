@@ -35,9 +35,31 @@ __all__ = [
     "DFGANConfig",
     "DFGANLegacyConfig",
     "LEGACY_G_CHANNELS",
+    "MAGP_POWER",
+    "MAGP_WEIGHT",
     "d_in_out_channels",
+    "discriminator_record",
     "g_in_out_channels",
 ]
+
+#: ``MA_GP``'s constants: ``2.0 * torch.mean(grad_l2norm ** 6)`` (every framework's training
+#: step reads them here: ``zoo.dfgan_training`` imports torch, the ports' steps must not)
+MAGP_WEIGHT, MAGP_POWER = 2.0, 6
+
+
+def discriminator_record(real, mismatched, fake, ma_gp, fake_images, grad_img, grad_sent) -> dict:
+    """One discriminator step's terms in any framework's tensors, with the official ``errD =
+    real + (fake + mismatched) / 2 + ma_gp``."""
+    return {
+        "real": real,
+        "mismatched": mismatched,
+        "fake": fake,
+        "ma_gp": ma_gp,
+        "errD": real + (fake + mismatched) / 2.0 + ma_gp,
+        "fake_images": fake_images,
+        "grad_img": grad_img,
+        "grad_sent": grad_sent,
+    }
 
 
 def _channel_nums(nf: int, img_size: int) -> list[int]:
