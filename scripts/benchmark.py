@@ -65,6 +65,85 @@ def _timeit(fn, repeats: int) -> dict[str, float]:
     return {"seconds": statistics.median(times), "first_call": first, "repeats": repeats}
 
 
+# --- profile mode: one more call under the framework's own profiler, the top ops by time ------
+
+
+def _top_ops(durations: dict[str, list[float]], top: int) -> list[list]:
+    """[[op, milliseconds, calls], ...] for the ``top`` ops with the most time."""
+    rows = sorted(durations.items(), key=lambda kv: -sum(kv[1]))[:top]
+    return [[name, round(sum(d) * 1e3, 3), len(d)] for name, d in rows]
+
+
+def _profile_torch(fn, top: int) -> list[list]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    averages = prof.key_averages()
+    rows = _top_ops({e.key: [e.self_cpu_time_total * 1e-6] for e in averages}, top)
+    counts = {e.key: e.count for e in averages}  # self time is summed over the op's calls
+    return [[name, ms, counts[name]] for name, ms, _ in rows]
+
+
+def _xla_op_times(events) -> dict[str, list[float]]:
+    """Per HLO instruction, the durations (s) of the XLA:CPU executor's events (those with an
+    ``hlo_op`` stat); ``events`` yields (hlo_op or None, seconds)."""
+    durations: dict[str, list[float]] = {}
+    for op, seconds in events:
+        if op:
+            durations.setdefault(op, []).append(seconds)
+    return durations
+
+
+def _profile_jax(fn, top: int) -> list[list]:
+    import glob
+    import tempfile
+
+    import jax
+
+    with tempfile.TemporaryDirectory() as logdir:
+        with jax.profiler.trace(logdir):
+            fn()
+        (path,) = glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)
+        data = jax.profiler.ProfileData.from_file(path)
+
+        def events():
+            for plane in data.planes:
+                for line in plane.lines:
+                    for e in line.events:
+                        yield dict(e.stats).get("hlo_op"), e.duration_ns * 1e-9
+
+        return _top_ops(_xla_op_times(events()), top)
+
+
+def _profile_tensorflow(fn, top: int) -> list[list]:
+    import glob
+    import tempfile
+
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        fn()
+        tf.profiler.experimental.stop()
+        (path,) = glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)
+        space = xplane_pb2.XSpace.FromString(Path(path).read_bytes())
+
+    def events():
+        for plane in space.planes:
+            hlo_stat = [i for i, m in plane.stat_metadata.items() if m.name == "hlo_op"]
+            for line in plane.lines:
+                for e in line.events:
+                    op = None
+                    for st in e.stats:
+                        if st.metadata_id in hlo_stat:
+                            op = st.str_value or plane.stat_metadata.get(st.ref_value).name
+                    yield op, e.duration_ps * 1e-12
+
+    return _top_ops(_xla_op_times(events()), top)
+
+
 def _torch_fn(impl: str, model: str):
     import torch
 
@@ -188,7 +267,15 @@ def _flax_fn(model: str):
     return lambda: fn(module, x).block_until_ready()
 
 
-def worker(impl: str, model: str, repeats: int) -> dict:
+def _profiler(impl: str):
+    if impl in ("flax", "keras-jax", "keras-hub-jax"):
+        return _profile_jax
+    if impl in ("keras-tensorflow", "keras-hub-tensorflow"):
+        return _profile_tensorflow
+    return _profile_torch
+
+
+def worker(impl: str, model: str, repeats: int, profile: int = 0) -> dict:
     if impl.startswith("keras-hub-"):
         fn = _keras_fn(model, keras_hub=True)
     elif impl.startswith("keras-"):
@@ -199,14 +286,18 @@ def worker(impl: str, model: str, repeats: int) -> dict:
         fn = _torch_fn(impl, model)
     if fn is None:
         return {"skipped": f"{impl} has no {model}"}
-    return _timeit(fn, repeats)
+    result = _timeit(fn, repeats)
+    if profile:
+        result["profile"] = _profiler(impl)(fn, profile)
+    return result
 
 
-def _spawn(impl: str, model: str, repeats: int, timeout: float) -> dict:
+def _spawn(impl: str, model: str, repeats: int, timeout: float, extra: list[str]) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     if impl.startswith("keras-"):
         env["KERAS_BACKEND"] = impl.rsplit("-", 1)[-1]
     cmd = [sys.executable, __file__, "--worker", impl, "--models", model, "--repeats", str(repeats)]
+    cmd += extra
     try:
         proc = subprocess.run(
             cmd, env=env, capture_output=True, text=True, cwd=ROOT, timeout=timeout
@@ -227,19 +318,28 @@ def main() -> int:
     parser.add_argument(
         "--timeout", type=float, default=900, help="seconds per implementation and model"
     )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the timed calls, profile one more (torch.profiler; jax.profiler / the "
+        "TensorFlow profiler over XLA:CPU's executor) and print its N ops with the most time",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
-        print(json.dumps(worker(args.worker, args.models[0], args.repeats)))
+        print(json.dumps(worker(args.worker, args.models[0], args.repeats, args.profile)))
         return 0
 
     results: dict[str, dict[str, dict]] = {}
     for model in args.models:
         results[model] = {}
         for impl in args.impls:
-            r = _spawn(impl, model, args.repeats, args.timeout)
+            extra = ["--profile", str(args.profile)] if args.profile else []
+            r = _spawn(impl, model, args.repeats, args.timeout, extra)
             results[model][impl] = r
             shown = r.get("seconds")
             status = f"{shown:.3f} s" if shown is not None else r.get("error") or r.get("skipped")
@@ -267,7 +367,25 @@ def main() -> int:
             line = f"  {impl:<20} {r['seconds']:9.3f} {r['first_call']:11.2f}"
             line += "".join(f"{r['seconds'] / rows[p]['seconds']:23.2f}" for p in peers)
             print(line)
+    if args.profile:
+        _print_profiles(results)
     return 0
+
+
+def _print_profiles(results: dict[str, dict[str, dict]]) -> None:
+    """The top ops of each implementation's profiled call: torch's by self CPU time (aten ops),
+    XLA's by the executor's time per HLO instruction (fusions named by XLA)."""
+    for model, rows in results.items():
+        for impl, r in rows.items():
+            if not r.get("profile"):
+                continue
+            total = sum(ms for _, ms, _ in r["profile"])
+            print(f"\n{model} / {impl}: top ops of one call ({r['seconds']:.3f} s timed)")
+            print(f"  {'op':<60} {'ms':>9} {'share':>6} {'calls':>6}")
+            for name, ms, calls in r["profile"]:
+                share = ms / (r["seconds"] * 1e3)
+                print(f"  {name[:60]:<60} {ms:9.1f} {share:6.1%} {calls:6d}")
+            print(f"  {'(these ops)':<60} {total:9.1f}")
 
 
 if __name__ == "__main__":
