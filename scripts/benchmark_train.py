@@ -18,17 +18,18 @@ The same step everywhere: ``zoo.training.AdamW(lr=1e-4, weight_decay=0.05)`` thr
 mode; random inputs and integer labels from ``np.random.default_rng(0)``.
 
 - classifiers: mean cross-entropy of the logits. Training mode as each builder's defaults have
-  it: Swin-T drop path 0.2 (reference, ports, torchvision ``swin_t``), 0 in timm (its default
-  ``drop_path_rate``), no dropout; Video Swin-T drop path 0.1 and head dropout 0.5 (reference,
-  ports), drop path 0.1 and no head dropout in torchvision ``swin3d_t``.
+  it: Swin-T drop path 0.2 (reference, ports, torchvision ``swin_t``), 0.1 in timm (its
+  ``SwinTransformer``'s default ``drop_path_rate``), no dropout; Video Swin-T drop path 0.1 and
+  head dropout 0.5 (reference, ports), drop path 0.1 and no head dropout in torchvision
+  ``swin3d_t``.
 - ``sam_mask_decoder``: SAM ViT-B's decoder (two-way transformer, 256 wide) alone, on a random
   image embedding (1, 256, 64, 64) with the prompt encoder's dense positional encoding and 8
   random box prompts, embedded once by the (frozen) prompt encoder outside the step: sparse (8,
   2, 256), dense (8, 256, 64, 64); ``multimask_output=False``. Loss: mean BCE-with-logits of the
   low-res masks (8, 1, 256, 256) against a random binary target plus the mean squared error of
   the IoU prediction against a random target. The decoder has no dropout. Only its parameters
-  train; the three multimask hypernetworks get no gradient (PyTorch skips them; optax and Keras
-  on JAX apply the weight decay to their zero gradients).
+  train, all of them in every implementation: the three multimask hypernetworks' outputs are
+  computed and sliced off, so their gradients are zeros (not None) and AdamW still decays them.
 
 How each step is compiled:
 
