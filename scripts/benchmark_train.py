@@ -42,7 +42,8 @@ How each step is compiled:
   (masks, IoU) and two losses (``BinaryCrossentropy(from_logits=True)``, ``MeanSquaredError``).
 - Flax: ``model.train()``, then an ``nnx.jit`` step with ``nnx.value_and_grad`` and
   ``optimizer.update(model, grads)`` (``ports.flax.finetune``'s classifier step for the
-  classifiers).
+  classifiers), called through ``nnx.cached_partial`` (Flax's advice for training loops: the
+  graph of the model and optimizer is not traversed again on every call).
 """
 
 from __future__ import annotations
@@ -400,8 +401,9 @@ def _flax_fn(model: str, smoke: bool):
         x, labels = _classifier_data(model, smoke, config.num_classes)
         args = (jnp.asarray(to_port_format(x, Format.CHANNELS_FIRST)), jnp.asarray(labels))
     net.train()
-    optimizer = nnx_optimizer(net, OPTIMIZER)
-    return lambda: train_step(net, optimizer, *args).block_until_ready()
+    # the model and optimizer graph traversed once, not on every call (~7 ms a step on CPU)
+    step = nnx.cached_partial(train_step, net, nnx_optimizer(net, OPTIMIZER))
+    return lambda: step(*args).block_until_ready()
 
 
 # --------------------------------------------------------------------------- entry points
