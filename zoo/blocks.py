@@ -232,6 +232,17 @@ _cases(
         _tokens(1, 4, 5, 16),
     ),
     ("no-relpos", dict(dim=32, num_heads=4), _tokens(2, 5, 6, 32)),
+    # >= 1024 tokens: the ports' row-by-row global attention on CPU (ROW_CHUNKED_TOKENS)
+    (
+        "relpos-rows-b2-33x32",
+        dict(dim=16, num_heads=2, use_rel_pos=True, input_size=(33, 32)),
+        _tokens(2, 33, 32, 16),
+    ),
+    (
+        "relpos-rows-interp-32x35",
+        dict(dim=16, num_heads=2, use_rel_pos=True, input_size=(16, 16)),
+        _tokens(1, 32, 35, 16),
+    ),
 )
 _cases(
     "Block",

@@ -27,12 +27,18 @@ def dot_product_attention(
     """``softmax(q k^T * scale + bias) v`` with dropout ``rate`` on the probabilities (``key``
     draws it). q, k, v: (B, T, heads, hd); bias broadcastable to (B, heads, T, S).
 
-    ``jax.nn.dot_product_attention`` (fused where the device has a kernel) unless there is
-    dropout, which it lacks, or the inputs are float64, which it computes in float32 (its
-    logits are accumulated as float32): those take the unfused path, exact in float64."""
-    if rate == 0.0 and q.dtype != jnp.float64:
+    On accelerators without dropout, in float32 or narrower: ``jax.nn.dot_product_attention``
+    (a fused kernel where the device has one). Otherwise, and always on CPU, the product is
+    written out heads-major with the scale folded into q: XLA:CPU has no fused attention, and
+    its generic ``dot_product_attention`` (token-major products, the scale applied to the
+    logits) took 1.6x as long on SAM's 4096-token global attention (``scripts/benchmark.py
+    --profile``); the bias add and softmax fuse around the two products. Float64 stays float64
+    (the fused kernel accumulates its logits in float32)."""
+    fused = jax.default_backend() != "cpu" and rate == 0.0 and q.dtype != jnp.float64
+    if fused:
         return jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale)
-    logits = jnp.einsum("btnh,bsnh->bnts", q, k) * scale
+    q, k, v = (jnp.swapaxes(t, 1, 2) for t in (q * jnp.asarray(scale, q.dtype), k, v))
+    logits = jnp.einsum("bnth,bnsh->bnts", q, k)
     if bias is not None:
         logits = logits + bias
     probs = jax.nn.softmax(logits, axis=-1)
@@ -40,7 +46,7 @@ def dot_product_attention(
         keep = 1.0 - rate
         mask = jax.random.bernoulli(key, p=keep, shape=probs.shape)
         probs = jax.lax.select(mask, probs / keep, jnp.zeros_like(probs))
-    return jnp.einsum("bnts,bsnh->btnh", probs, v)
+    return jnp.swapaxes(jnp.einsum("bnts,bnsh->bnth", probs, v), 1, 2)
 
 
 class WindowAttention(nnx.Module):

@@ -14,6 +14,20 @@ from zoo.windows import bias_table_size, relative_position_index
 __all__ = ["WindowAttention", "dot_product_attention"]
 
 
+def _fused_attention_available() -> bool:
+    """Whether ``keras.ops.dot_product_attention`` reaches a fused kernel: PyTorch's
+    ``scaled_dot_product_attention`` (CPU and GPU), or JAX on an accelerator. XLA:CPU (JAX and
+    TensorFlow on CPU) has none."""
+    backend = keras.config.backend()
+    if backend == "torch":
+        return True
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    return False
+
+
 def dot_product_attention(
     q: Tensor,
     k: Tensor,
@@ -26,20 +40,25 @@ def dot_product_attention(
     """``softmax(q k^T * scale + bias) v``; q, k, v (B, T, heads, hd), bias broadcastable to
     (B, heads, T, T). Returns (B, T, heads, hd).
 
-    ``keras.ops.dot_product_attention`` (fused where the backend has a kernel) unless there is
-    attention-probability dropout (``dropout > 0``, training), which it lacks, or the inputs are
-    float64, which its backends' kernels compute in lower precision: those take the unfused
-    path.
+    ``keras.ops.dot_product_attention`` where it is a fused kernel (``_fused_attention_available``)
+    and there is no attention-probability dropout (``dropout > 0``, training), which it lacks,
+    and the inputs are not float64, which the kernels compute in lower precision. Otherwise the
+    product is written out heads-major with the scale folded into q: on XLA:CPU the bias add
+    and the softmax fuse around the two products, and SAM's 4096-token global attention takes
+    0.6x the time of the generic token-major form (``scripts/benchmark.py --profile``).
     """
-    if dropout <= 0.0 and standardize_dtype(q.dtype) != "float64":
+    fused = _fused_attention_available()
+    if fused and dropout <= 0.0 and standardize_dtype(q.dtype) != "float64":
         return ops.dot_product_attention(q, k, v, bias=bias, scale=scale)
-    logits = ops.einsum("btnh,bsnh->bnts", q, k) * scale
+    q = q * scale  # a Python float: ops.cast(scale, "float64") would pass through float32 on TF
+    q, k, v = (ops.transpose(t, (0, 2, 1, 3)) for t in (q, k, v))
+    logits = ops.einsum("bnth,bnsh->bnts", q, k)
     if bias is not None:
         logits = logits + ops.cast(bias, logits.dtype)
     probs = ops.softmax(logits, axis=-1)
     if dropout > 0.0:
         probs = keras.random.dropout(probs, dropout, seed=seed)
-    return ops.einsum("bnts,bsnh->btnh", probs, v)
+    return ops.transpose(ops.einsum("bnts,bnsh->bnth", probs, v), (0, 2, 1, 3))
 
 
 class WindowAttention(keras.layers.Layer):
