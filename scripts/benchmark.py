@@ -7,11 +7,20 @@ the peers: torchvision and timm for Swin-T, torchvision for Video Swin-T, timm
     python scripts/benchmark.py                     # everything (many minutes on 2 cores)
     python scripts/benchmark.py --models swin_t --impls reference torchvision keras-jax
     python scripts/benchmark.py --models sam_b_encoder
+    python scripts/benchmark.py --train                   # one training step instead
+    python scripts/benchmark.py --models sam_b_encoder --impls timm flax --profile 12
 
 Each implementation runs in its own process (one Keras backend per process, no thread pools
 fighting), one after another; a process warms up (compiles) first and reports the median of
 ``--repeats`` timed calls. fp32, inference mode, random weights. Times are wall-clock seconds per
-forward pass; ratio = time / peer time (lower is faster).
+forward pass; ratio = time / peer time (lower is faster); "first call" is the warm-up call's time
+(tracing and compilation included).
+
+``--train`` times one training step (``scripts/benchmark_train.py``: forward, loss, backward,
+AdamW) of its models against torchvision, timm and segment-anything. ``--profile N`` runs one
+more call under the framework's own profiler and prints the N ops with the most time: PyTorch's
+aten ops by self CPU time; for XLA (Keras on JAX or TensorFlow, Flax) the executor's time per
+kind of HLO instruction (``ynn_fusion``: a matrix product with what XLA fused into it).
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -51,6 +61,7 @@ IMPLS = [
     "flax",
 ]
 PEERS = ("torchvision", "timm", "keras-hub-tensorflow", "keras-hub-jax")
+TRAIN_PEERS = ("torchvision", "timm", "segment-anything")
 
 
 def _timeit(fn, repeats: int) -> dict[str, float]:
@@ -86,12 +97,15 @@ def _profile_torch(fn, top: int) -> list[list]:
 
 
 def _xla_op_times(events) -> dict[str, list[float]]:
-    """Per HLO instruction, the durations (s) of the XLA:CPU executor's events (those with an
-    ``hlo_op`` stat); ``events`` yields (hlo_op or None, seconds)."""
+    """Per kind of HLO instruction, the durations (s) of the XLA:CPU executor's events (those
+    with an ``hlo_op`` stat); ``events`` yields (hlo_op or None, seconds). The kind is the
+    instruction's name without XLA's numbering (``ynn_fusion.87`` -> ``ynn_fusion``: a
+    matrix product through XNNPACK; ``select_select_fusion`` is erf's, ...)."""
     durations: dict[str, list[float]] = {}
     for op, seconds in events:
         if op:
-            durations.setdefault(op, []).append(seconds)
+            kind = re.sub(r"([._]\d+)+$", "", op)
+            durations.setdefault(kind, []).append(seconds)
     return durations
 
 
@@ -263,8 +277,9 @@ def _flax_fn(model: str):
     x = jax.numpy.asarray(
         np.random.default_rng(0).standard_normal((shape[0], *shape[2:], shape[1]), np.float32)
     )
-    fn = nnx.jit(lambda m, t: m(t))
-    return lambda: fn(module, x).block_until_ready()
+    # cached_partial: nnx.jit would walk the module's graph again on every call
+    fn = nnx.cached_partial(nnx.jit(lambda m, t: m(t)), module)
+    return lambda: fn(x).block_until_ready()
 
 
 def _profiler(impl: str):
@@ -275,8 +290,14 @@ def _profiler(impl: str):
     return _profile_torch
 
 
-def worker(impl: str, model: str, repeats: int, profile: int = 0) -> dict:
-    if impl.startswith("keras-hub-"):
+def worker(
+    impl: str, model: str, repeats: int, profile: int = 0, train: bool = False, smoke: bool = False
+) -> dict:
+    if train:
+        from scripts.benchmark_train import train_fn
+
+        fn = train_fn(impl, model, smoke)
+    elif impl.startswith("keras-hub-"):
         fn = _keras_fn(model, keras_hub=True)
     elif impl.startswith("keras-"):
         fn = _keras_fn(model)
@@ -312,8 +333,19 @@ def _spawn(impl: str, model: str, repeats: int, timeout: float, extra: list[str]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--impls", nargs="+", default=IMPLS, choices=IMPLS)
+    from scripts.benchmark_train import TRAIN_IMPLS, TRAIN_MODELS
+
+    parser.add_argument("--models", nargs="+", choices=sorted({*MODELS, *TRAIN_MODELS}))
+    parser.add_argument("--impls", nargs="+", choices=sorted({*IMPLS, *TRAIN_IMPLS}))
+    parser.add_argument(
+        "--train",
+        action="store_true",
+        help="time one training step (forward, loss, backward, AdamW) instead of the forward "
+        "pass: scripts/benchmark_train.py's models and implementations",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="with --train: tiny configs, to check every path"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--timeout", type=float, default=900, help="seconds per implementation and model"
@@ -331,14 +363,25 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.worker:
-        print(json.dumps(worker(args.worker, args.models[0], args.repeats, args.profile)))
+        result = worker(
+            args.worker, args.models[0], args.repeats, args.profile, args.train, args.smoke
+        )
+        print(json.dumps(result))
         return 0
+    models_table = TRAIN_MODELS if args.train else MODELS
+    args.models = args.models or list(models_table)
+    args.impls = args.impls or (TRAIN_IMPLS if args.train else IMPLS)
+    unknown = [m for m in args.models if m not in models_table]
+    if unknown:
+        parser.error(f"no {'training' if args.train else 'forward'} benchmark for {unknown}")
 
     results: dict[str, dict[str, dict]] = {}
     for model in args.models:
         results[model] = {}
         for impl in args.impls:
             extra = ["--profile", str(args.profile)] if args.profile else []
+            extra += ["--train"] if args.train else []
+            extra += ["--smoke"] if args.smoke else []
             r = _spawn(impl, model, args.repeats, args.timeout, extra)
             results[model][impl] = r
             shown = r.get("seconds")
@@ -351,12 +394,15 @@ def main() -> int:
     import torch
 
     print(
-        f"forward pass, fp32, median of {args.repeats} after one warm-up call; "
-        f"{torch.get_num_threads()} CPU threads; ratio = time / peer time"
+        f"{'training step' if args.train else 'forward pass'}, fp32, median of {args.repeats} "
+        f"after one warm-up call; {torch.get_num_threads()} CPU threads; "
+        "ratio = time / peer time"
     )
     for model, rows in results.items():
-        _, shape, _, _ = MODELS[model]
-        peers = [p for p in PEERS if rows.get(p, {}).get("seconds")]
+        shape = models_table[model][1]
+        peers = [
+            p for p in (TRAIN_PEERS if args.train else PEERS) if rows.get(p, {}).get("seconds")
+        ]
         print(f"\n{model} input {'x'.join(map(str, shape))}")
         head = f"  {'implementation':<20} {'seconds':>9} {'first call':>11}"
         print(head + "".join(f"{'/ ' + p:>23}" for p in peers))
