@@ -79,10 +79,11 @@ def _timeit(fn, repeats: int) -> dict[str, float]:
 # --- profile mode: one more call under the framework's own profiler, the top ops by time ------
 
 
-def _top_ops(durations: dict[str, list[float]], top: int) -> list[list]:
-    """[[op, milliseconds, calls], ...] for the ``top`` ops with the most time."""
-    rows = sorted(durations.items(), key=lambda kv: -sum(kv[1]))[:top]
-    return [[name, round(sum(d) * 1e3, 3), len(d)] for name, d in rows]
+def _top_ops(totals: dict[str, tuple[float, int]], top: int) -> list[list]:
+    """[[op, milliseconds, calls], ...] for the ``top`` ops with the most time; ``totals``: op
+    -> (seconds, calls)."""
+    rows = sorted(totals.items(), key=lambda kv: -kv[1][0])[:top]
+    return [[name, round(seconds * 1e3, 3), calls] for name, (seconds, calls) in rows]
 
 
 def _profile_torch(fn, top: int) -> list[list]:
@@ -90,23 +91,22 @@ def _profile_torch(fn, top: int) -> list[list]:
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
-    averages = prof.key_averages()
-    rows = _top_ops({e.key: [e.self_cpu_time_total * 1e-6] for e in averages}, top)
-    counts = {e.key: e.count for e in averages}  # self time is summed over the op's calls
-    return [[name, ms, counts[name]] for name, ms, _ in rows]
+    totals = {e.key: (e.self_cpu_time_total * 1e-6, e.count) for e in prof.key_averages()}
+    return _top_ops(totals, top)
 
 
-def _xla_op_times(events) -> dict[str, list[float]]:
+def _xla_op_times(events) -> dict[str, tuple[float, int]]:
     """Per kind of HLO instruction, the durations (s) of the XLA:CPU executor's events (those
     with an ``hlo_op`` stat); ``events`` yields (hlo_op or None, seconds). The kind is the
     instruction's name without XLA's numbering (``ynn_fusion.87`` -> ``ynn_fusion``: a
     matrix product through XNNPACK; ``select_select_fusion`` is erf's, ...)."""
-    durations: dict[str, list[float]] = {}
+    totals: dict[str, tuple[float, int]] = {}
     for op, seconds in events:
         if op:
             kind = re.sub(r"([._]\d+)+$", "", op)
-            durations.setdefault(kind, []).append(seconds)
-    return durations
+            total, calls = totals.get(kind, (0.0, 0))
+            totals[kind] = (total + seconds, calls + 1)
+    return totals
 
 
 def _profile_jax(fn, top: int) -> list[list]:
@@ -376,12 +376,12 @@ def main() -> int:
         parser.error(f"no {'training' if args.train else 'forward'} benchmark for {unknown}")
 
     results: dict[str, dict[str, dict]] = {}
+    extra = ["--profile", str(args.profile)] if args.profile else []
+    extra += ["--train"] if args.train else []
+    extra += ["--smoke"] if args.smoke else []
     for model in args.models:
         results[model] = {}
         for impl in args.impls:
-            extra = ["--profile", str(args.profile)] if args.profile else []
-            extra += ["--train"] if args.train else []
-            extra += ["--smoke"] if args.smoke else []
             r = _spawn(impl, model, args.repeats, args.timeout, extra)
             results[model][impl] = r
             shown = r.get("seconds")

@@ -61,6 +61,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from zoo.families.sam import mask_decoder_arguments, prompt_encoder_arguments  # noqa: E402
 from zoo.tensor_format import Format, to_port_format  # noqa: E402
 from zoo.training import AdamW  # noqa: E402
 
@@ -130,24 +131,6 @@ def _sam_data(config, boxes: int) -> dict[str, np.ndarray]:
     }
 
 
-def _decoder_arguments(config) -> dict[str, Any]:
-    """The ports' ``MaskDecoder`` keywords (as ``zoo.models.sam.build_mask_decoder``'s)."""
-    return {
-        "num_multimask_outputs": config.num_multimask_outputs,
-        "iou_head_depth": config.iou_head_depth,
-        "iou_head_hidden_dim": config.iou_head_hidden_dim,
-        "transformer_depth": config.transformer_depth,
-        "transformer_num_heads": config.transformer_num_heads,
-        "transformer_mlp_dim": config.transformer_mlp_dim,
-        "attention_downsample_rate": config.attention_downsample_rate,
-    }
-
-
-def _prompt_arguments(config) -> tuple:
-    grid, size = config.image_embedding_size, config.img_size
-    return config.prompt_embed_dim, (grid, grid), (size, size), config.mask_in_chans
-
-
 # --------------------------------------------------------------------------- PyTorch
 
 
@@ -215,7 +198,7 @@ def _torch_sam(impl: str, config):
             iou_head_depth=config.iou_head_depth,
             iou_head_hidden_dim=config.iou_head_hidden_dim,
         )
-        return PromptEncoder(*_prompt_arguments(config)), decoder
+        return PromptEncoder(**prompt_encoder_arguments(config)), decoder
     if impl in ("reference", "reference-compile"):
         from zoo.models.sam import build_mask_decoder, build_prompt_encoder
 
@@ -287,10 +270,8 @@ def _keras_fn(model: str, smoke: bool):
         from ports.keras.models.sam_prompt_encoder import PromptEncoder
 
         keras.utils.set_random_seed(0)
-        prompt = PromptEncoder(*_prompt_arguments(config), name="prompt_encoder")
-        decoder = MaskDecoder(
-            config.prompt_embed_dim, **_decoder_arguments(config), name="mask_decoder"
-        )
+        prompt = PromptEncoder(**prompt_encoder_arguments(config), name="prompt_encoder")
+        decoder = MaskDecoder(**mask_decoder_arguments(config), name="mask_decoder")
         prompt.build()
         decoder.build()
         data = _sam_data(config, _boxes(model, smoke))
@@ -368,8 +349,8 @@ def _flax_fn(model: str, smoke: bool):
         from ports.flax.models.sam_prompt_encoder import PromptEncoder
 
         rngs = nnx.Rngs(0)
-        prompt = PromptEncoder(*_prompt_arguments(config), rngs=rngs)
-        net = MaskDecoder(config.prompt_embed_dim, **_decoder_arguments(config), rngs=rngs)
+        prompt = PromptEncoder(**prompt_encoder_arguments(config), rngs=rngs)
+        net = MaskDecoder(**mask_decoder_arguments(config), rngs=rngs)
         data = _sam_data(config, _boxes(model, smoke))
         sparse, dense = prompt(None, jnp.asarray(data["boxes"]), None)
         inputs = (

@@ -23,7 +23,14 @@ from zoo.config_checks import ConfigError, blocks, divides, in_range, mlp_hidden
 from zoo.family import NOT_ARCH, Family, Input, image_input, register_family, register_variant
 from zoo.tensor_format import Format
 
-__all__ = ["SIZES", "SamConfig", "image_encoder_shapes", "validate_vit"]
+__all__ = [
+    "SIZES",
+    "SamConfig",
+    "image_encoder_shapes",
+    "mask_decoder_arguments",
+    "prompt_encoder_arguments",
+    "validate_vit",
+]
 
 
 #: the deepest two-way transformer and IoU head a config may have (the released ones: 2 and 3)
@@ -81,6 +88,33 @@ class SamConfig:
     @property
     def image_embedding_size(self) -> int:
         return self.img_size // self.patch_size
+
+
+def prompt_encoder_arguments(config: SamConfig) -> dict[str, Any]:
+    """``PromptEncoder``'s keywords for ``config``: the same in the reference, both ports and
+    segment-anything's own class."""
+    grid, size = config.image_embedding_size, config.img_size
+    return {
+        "embed_dim": config.prompt_embed_dim,
+        "image_embedding_size": (grid, grid),
+        "input_image_size": (size, size),
+        "mask_in_chans": config.mask_in_chans,
+    }
+
+
+def mask_decoder_arguments(config: SamConfig) -> dict[str, Any]:
+    """``MaskDecoder``'s keywords for ``config`` (the reference's and both ports': the two-way
+    transformer built inside from the ``transformer_*`` keywords)."""
+    return {
+        "transformer_dim": config.prompt_embed_dim,
+        "num_multimask_outputs": config.num_multimask_outputs,
+        "iou_head_depth": config.iou_head_depth,
+        "iou_head_hidden_dim": config.iou_head_hidden_dim,
+        "transformer_depth": config.transformer_depth,
+        "transformer_num_heads": config.transformer_num_heads,
+        "transformer_mlp_dim": config.transformer_mlp_dim,
+        "attention_downsample_rate": config.attention_downsample_rate,
+    }
 
 
 def image_encoder_shapes(config: SamConfig, p: str = "") -> T.Shapes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo.families.sam import SamConfig
+from zoo.families.sam import SamConfig, mask_decoder_arguments, prompt_encoder_arguments
 from zoo.models.sam_image_encoder import ImageEncoderViT
 from zoo.models.sam_mask_decoder import MaskDecoder
 from zoo.models.sam_prompt_encoder import PromptEncoder
@@ -23,26 +23,11 @@ __all__ = ["Sam", "build_prompt_encoder", "build_mask_decoder"]
 
 
 def build_prompt_encoder(config: SamConfig) -> PromptEncoder:
-    grid = config.image_embedding_size
-    return PromptEncoder(
-        config.prompt_embed_dim,
-        (grid, grid),
-        (config.img_size, config.img_size),
-        config.mask_in_chans,
-    )
+    return PromptEncoder(**prompt_encoder_arguments(config))
 
 
 def build_mask_decoder(config: SamConfig) -> MaskDecoder:
-    return MaskDecoder(
-        config.prompt_embed_dim,
-        num_multimask_outputs=config.num_multimask_outputs,
-        iou_head_depth=config.iou_head_depth,
-        iou_head_hidden_dim=config.iou_head_hidden_dim,
-        transformer_depth=config.transformer_depth,
-        transformer_num_heads=config.transformer_num_heads,
-        transformer_mlp_dim=config.transformer_mlp_dim,
-        attention_downsample_rate=config.attention_downsample_rate,
-    )
+    return MaskDecoder(**mask_decoder_arguments(config))
 
 
 @register_model("sam", "torch")

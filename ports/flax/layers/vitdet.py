@@ -188,14 +188,11 @@ class Attention(nnx.Module):
         qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (B, HW, heads, hd)
         bias = None
+        if self.use_rel_pos:
+            q_heads = q.transpose(0, 2, 1, 3).reshape(b * self.num_heads, h * w, -1)
         if self.use_rel_pos and _row_chunked(h * w):
-            q_heads = q.transpose(0, 2, 1, 3)  # (B, heads, HW, hd)
             rel_h, rel_w = decomposed_rel_pos(
-                q_heads.reshape(b * self.num_heads, h * w, -1),
-                self.rel_pos_h[...],
-                self.rel_pos_w[...],
-                (h, w),
-                (h, w),
+                q_heads, self.rel_pos_h[...], self.rel_pos_w[...], (h, w), (h, w)
             )
             grid = (b, self.num_heads, h, w)
             q, k, v = (t.transpose(0, 2, 1, 3).reshape(*grid, -1) for t in (q, k, v))
@@ -204,7 +201,6 @@ class Attention(nnx.Module):
             )
             return self.proj(out.reshape(b, h, w, c))
         if self.use_rel_pos:
-            q_heads = q.transpose(0, 2, 1, 3).reshape(b * self.num_heads, h * w, -1)
             bias = decomposed_rel_pos_bias(
                 q_heads,
                 self.rel_pos_h[...],

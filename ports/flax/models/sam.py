@@ -10,7 +10,7 @@ from flax import nnx
 from ports.flax.models.sam_image_encoder import ImageEncoderViT
 from ports.flax.models.sam_mask_decoder import MaskDecoder
 from ports.flax.models.sam_prompt_encoder import PromptEncoder
-from zoo.families.sam import SamConfig
+from zoo.families.sam import SamConfig, mask_decoder_arguments, prompt_encoder_arguments
 from zoo.registry import register_model
 from zoo.validate import check_inputs
 
@@ -28,22 +28,9 @@ class Sam(nnx.Module):
 
     def __init__(self, config: SamConfig, *, rngs: nnx.Rngs) -> None:
         self.config = config
-        grid, c = config.image_embedding_size, config.prompt_embed_dim
         self.image_encoder = ImageEncoderViT(config, rngs=rngs)
-        self.prompt_encoder = PromptEncoder(
-            c, (grid, grid), (config.img_size, config.img_size), config.mask_in_chans, rngs=rngs
-        )
-        self.mask_decoder = MaskDecoder(
-            c,
-            num_multimask_outputs=config.num_multimask_outputs,
-            iou_head_depth=config.iou_head_depth,
-            iou_head_hidden_dim=config.iou_head_hidden_dim,
-            transformer_depth=config.transformer_depth,
-            transformer_num_heads=config.transformer_num_heads,
-            transformer_mlp_dim=config.transformer_mlp_dim,
-            attention_downsample_rate=config.attention_downsample_rate,
-            rngs=rngs,
-        )
+        self.prompt_encoder = PromptEncoder(**prompt_encoder_arguments(config), rngs=rngs)
+        self.mask_decoder = MaskDecoder(**mask_decoder_arguments(config), rngs=rngs)
 
     def __call__(
         self,

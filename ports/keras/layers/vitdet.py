@@ -207,14 +207,11 @@ class Attention(keras.layers.Layer):
         qkv = ops.reshape(self.qkv(x), (-1, h * w, 3, heads, c // heads))
         q, k, v = ops.unstack(qkv, 3, axis=2)  # each (B, HW, heads, hd)
         bias = None
+        if self.use_rel_pos:
+            q_heads = ops.reshape(ops.transpose(q, (0, 2, 1, 3)), (-1, h * w, c // heads))
         if self.use_rel_pos and _row_chunked(h * w):
-            q_heads = ops.transpose(q, (0, 2, 1, 3))  # (B, heads, HW, hd)
             rel_h, rel_w = decomposed_rel_pos(
-                ops.reshape(q_heads, (-1, h * w, c // heads)),
-                self.rel_pos_h,
-                self.rel_pos_w,
-                (h, w),
-                (h, w),
+                q_heads, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w)
             )
             grid = (-1, heads, h, w)
             q, k, v = (
@@ -224,7 +221,6 @@ class Attention(keras.layers.Layer):
             out = row_chunked_attention(q, k, v, rel_h, rel_w, self.scale)
             return self.proj(ops.reshape(out, (-1, h, w, c)))
         if self.use_rel_pos:
-            q_heads = ops.reshape(ops.transpose(q, (0, 2, 1, 3)), (-1, h * w, c // heads))
             bias = decomposed_rel_pos_bias(q_heads, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w))
             bias = ops.reshape(bias, (-1, heads, h * w, h * w))
         out = dot_product_attention(q, k, v, bias, self.scale)

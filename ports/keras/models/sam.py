@@ -10,7 +10,7 @@ from ports.keras.models.base import ZooModel
 from ports.keras.models.sam_image_encoder import ImageEncoderViT
 from ports.keras.models.sam_mask_decoder import MaskDecoder
 from ports.keras.models.sam_prompt_encoder import PromptEncoder
-from zoo.families.sam import SamConfig
+from zoo.families.sam import SamConfig, mask_decoder_arguments, prompt_encoder_arguments
 from zoo.registry import register_model
 from zoo.validate import check_inputs
 
@@ -30,26 +30,11 @@ class Sam(ZooModel):
     def __init__(self, config: SamConfig, **kwargs) -> None:
         super().__init__(**kwargs)
         self.config = config
-        grid, c = config.image_embedding_size, config.prompt_embed_dim
         self.image_encoder = ImageEncoderViT(config, name="image_encoder")
         self.prompt_encoder = PromptEncoder(
-            c,
-            (grid, grid),
-            (config.img_size, config.img_size),
-            config.mask_in_chans,
-            name="prompt_encoder",
+            **prompt_encoder_arguments(config), name="prompt_encoder"
         )
-        self.mask_decoder = MaskDecoder(
-            c,
-            num_multimask_outputs=config.num_multimask_outputs,
-            iou_head_depth=config.iou_head_depth,
-            iou_head_hidden_dim=config.iou_head_hidden_dim,
-            transformer_depth=config.transformer_depth,
-            transformer_num_heads=config.transformer_num_heads,
-            transformer_mlp_dim=config.transformer_mlp_dim,
-            attention_downsample_rate=config.attention_downsample_rate,
-            name="mask_decoder",
-        )
+        self.mask_decoder = MaskDecoder(**mask_decoder_arguments(config), name="mask_decoder")
 
     def build(self, input_shape: tuple | None = None) -> None:
         """Every variable; only the image encoder's input is open (spatial sizes None)."""
