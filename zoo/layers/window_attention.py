@@ -104,14 +104,23 @@ class WindowAttention(nn.Module):
             # (B, nW, heads, N, hd) against a (nW, heads, N, N) bias: no copy of the bias per image.
             q, k, v = (t.reshape(b_ // nw, nw, self.num_heads, n, -1) for t in (q, k, v))
             bias = bias.unsqueeze(0) + mask.unsqueeze(1).to(bias.dtype)
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=bias.to(q.dtype),
-            dropout_p=self.attn_drop if self.training else 0.0,
-            scale=self.scale,
-        )
+        bias = bias.to(q.dtype)
+        if torch.is_grad_enabled():
+            # Autograd recording: written out, as torchvision and timm do. SDPA with a bias that
+            # needs its gradient falls back to PyTorch's math path, whose -inf-safe softmax
+            # (isneginf / all / where over every logit) was 0.2 s of Video Swin-T's 2.6 s
+            # training step (scripts/benchmark.py --train --profile).
+            attn = ((q * self.scale) @ k.transpose(-2, -1) + bias).softmax(dim=-1)
+            out = F.dropout(attn, self.attn_drop, self.training) @ v
+        else:
+            out = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=bias,
+                dropout_p=self.attn_drop if self.training else 0.0,
+                scale=self.scale,
+            )
         out = out.reshape(b_, self.num_heads, n, -1).transpose(1, 2).reshape(b_, n, c)
         return self.proj_drop(self.proj(out))
 
