@@ -6,6 +6,7 @@
 
 from ports.flax.layers.conv import ConvTranspose2d
 from ports.flax.layers.drop import DropPath, drop_path
+from ports.flax.layers.linear import Linear
 from ports.flax.layers.mlp import GELU, Mlp, MLPBlock
 from ports.flax.layers.norm import BatchNorm2d, ConditionalBatchNorm2d, LayerNorm, LayerNorm2d
 from ports.flax.layers.patch import PatchEmbed, PatchMerging
@@ -33,6 +34,7 @@ __all__ = [
     "DropPath",
     "LayerNorm",
     "LayerNorm2d",
+    "Linear",
     "MLPBlock",
     "MaxPool2d",
     "Mlp",

@@ -7,6 +7,8 @@ from collections.abc import Callable
 import jax
 from flax import nnx
 
+from ports.flax.layers.linear import Linear
+
 __all__ = ["GELU", "Mlp", "MLPBlock"]
 
 
@@ -39,10 +41,10 @@ class Mlp(nnx.Module):
     ) -> None:
         hidden_features = hidden_features or in_features
         out_features = out_features or in_features
-        self.fc1 = nnx.Linear(in_features, hidden_features, use_bias=bias, rngs=rngs)
+        self.fc1 = Linear(in_features, hidden_features, use_bias=bias, rngs=rngs)
         self.act = act_layer()
         self.drop1 = nnx.Dropout(drop, rngs=rngs)
-        self.fc2 = nnx.Linear(hidden_features, out_features, use_bias=bias, rngs=rngs)
+        self.fc2 = Linear(hidden_features, out_features, use_bias=bias, rngs=rngs)
         self.drop2 = nnx.Dropout(drop, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -60,8 +62,8 @@ class MLPBlock(nnx.Module):
         *,
         rngs: nnx.Rngs,
     ) -> None:
-        self.lin1 = nnx.Linear(embedding_dim, mlp_dim, rngs=rngs)
-        self.lin2 = nnx.Linear(mlp_dim, embedding_dim, rngs=rngs)
+        self.lin1 = Linear(embedding_dim, mlp_dim, rngs=rngs)
+        self.lin2 = Linear(mlp_dim, embedding_dim, rngs=rngs)
         self.act = act()
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ports.flax.layers.linear import Linear
+
 __all__ = ["BatchNorm2d", "ConditionalBatchNorm2d", "LayerNorm", "LayerNorm2d", "unbiased_variance"]
 
 
@@ -155,8 +157,8 @@ class ConditionalBatchNorm2d(nnx.Module):
         self.bias = nnx.Param(jnp.zeros(c, jnp.float32))
         self.bn = BatchNorm2d(num_features, eps=eps, momentum=momentum, affine=False)
         zeros = nnx.initializers.zeros_init()
-        self.gamma_c = nnx.Linear(cond_dim, num_features, kernel_init=zeros, rngs=rngs)
-        self.beta_c = nnx.Linear(cond_dim, num_features, kernel_init=zeros, rngs=rngs)
+        self.gamma_c = Linear(cond_dim, num_features, kernel_init=zeros, rngs=rngs)
+        self.beta_c = Linear(cond_dim, num_features, kernel_init=zeros, rngs=rngs)
 
     def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:
         gamma = self.scale[...] + self.gamma_c(c)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ports.flax.layers.linear import Linear
 from ports.flax.layers.norm import LayerNorm
 from zoo.windows import pad_amounts
 
@@ -68,7 +69,7 @@ class PatchMerging(nnx.Module):
         rngs: nnx.Rngs,
     ) -> None:
         self.dim = dim
-        self.reduction = nnx.Linear(4 * dim, 2 * dim, use_bias=False, rngs=rngs)
+        self.reduction = Linear(4 * dim, 2 * dim, use_bias=False, rngs=rngs)
         self.norm = norm_layer(4 * dim, rngs=rngs) if norm_layer is not None else None
 
     def __call__(self, x: jax.Array) -> jax.Array:

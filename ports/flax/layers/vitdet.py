@@ -10,6 +10,7 @@ import numpy as np
 from flax import nnx
 
 from ports.flax.layers.drop import DropPath
+from ports.flax.layers.linear import Linear
 from ports.flax.layers.mlp import MLPBlock
 from ports.flax.layers.norm import LayerNorm
 from ports.flax.layers.window import window_partition, window_reverse
@@ -173,8 +174,8 @@ class Attention(nnx.Module):
         self.num_heads = num_heads
         head_dim = dim // num_heads
         self.scale = head_dim**-0.5
-        self.qkv = nnx.Linear(dim, dim * 3, use_bias=qkv_bias, rngs=rngs)
-        self.proj = nnx.Linear(dim, dim, rngs=rngs)
+        self.qkv = Linear(dim, dim * 3, use_bias=qkv_bias, rngs=rngs)
+        self.proj = Linear(dim, dim, rngs=rngs)
         self.use_rel_pos = use_rel_pos
         if use_rel_pos:
             if input_size is None:

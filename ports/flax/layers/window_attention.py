@@ -10,6 +10,7 @@ import numpy as np
 from flax import nnx
 
 from ports.flax.layers.drop import dropout_key
+from ports.flax.layers.linear import Linear
 from zoo.windows import bias_table_size, relative_position_index
 
 __all__ = ["WindowAttention", "dot_product_attention"]
@@ -86,9 +87,9 @@ class WindowAttention(nnx.Module):
             rngs.params(), -2.0 / std, 2.0 / std, (bias_table_size(self.window_size), num_heads)
         )
         self.relative_position_bias_table = nnx.Param(table)
-        self.qkv = nnx.Linear(dim, dim * 3, use_bias=qkv_bias, rngs=rngs)
+        self.qkv = Linear(dim, dim * 3, use_bias=qkv_bias, rngs=rngs)
         self.attn_drop = attn_drop
-        self.proj = nnx.Linear(dim, dim, rngs=rngs)
+        self.proj = Linear(dim, dim, rngs=rngs)
         self.proj_drop = nnx.Dropout(proj_drop, rngs=rngs)
         self.deterministic = False
         self.rngs = rngs["dropout"].fork()

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ports.flax.layers import BatchNorm2d, MaxPool2d
+from ports.flax.layers.linear import Linear
 from ports.flax.layers.pool import ReLU
 from ports.flax.layers.rnn import LSTM
 from ports.flax.models.resnet import BLOCKS, AdaptiveAvgPool2d
@@ -68,7 +69,7 @@ class EncoderCNN(nnx.Module):
             items.append(nnx.List(stage))
         items.append(AdaptiveAvgPool2d())
         self.resnet = nnx.List(items)
-        self.linear = nnx.Linear(config.num_features, config.embed_size, rngs=rngs)
+        self.linear = Linear(config.num_features, config.embed_size, rngs=rngs)
         self.bn = BatchNorm2d(config.embed_size, momentum=0.01, rngs=rngs)
 
     def __call__(self, images: jax.Array) -> jax.Array:
@@ -90,7 +91,7 @@ class DecoderRNN(nnx.Module):
         self.config = config
         self.embed = TokenEmbedding(config.vocab_size, config.embed_size, rngs=rngs)
         self.lstm = LSTM(config.embed_size, config.hidden_size, config.num_layers, rngs=rngs)
-        self.linear = nnx.Linear(config.hidden_size, config.vocab_size, rngs=rngs)
+        self.linear = Linear(config.hidden_size, config.vocab_size, rngs=rngs)
         self.max_seg_length = config.max_seg_length
 
     def __call__(

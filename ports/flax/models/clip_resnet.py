@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ports.flax.layers.linear import Linear
 from ports.flax.layers.norm import BatchNorm2d
 from ports.flax.layers.window_attention import dot_product_attention
 from zoo.families.clip_resnet import (
@@ -115,10 +116,10 @@ class AttentionPool2d(nnx.Module):
         self.positional_embedding = nnx.Param(
             normal(rngs.params(), (spacial_dim**2 + 1, embed_dim))
         )
-        self.k_proj = nnx.Linear(embed_dim, embed_dim, rngs=rngs)
-        self.q_proj = nnx.Linear(embed_dim, embed_dim, rngs=rngs)
-        self.v_proj = nnx.Linear(embed_dim, embed_dim, rngs=rngs)
-        self.c_proj = nnx.Linear(embed_dim, output_dim, rngs=rngs)
+        self.k_proj = Linear(embed_dim, embed_dim, rngs=rngs)
+        self.q_proj = Linear(embed_dim, embed_dim, rngs=rngs)
+        self.v_proj = Linear(embed_dim, embed_dim, rngs=rngs)
+        self.c_proj = Linear(embed_dim, output_dim, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, h, w, c = x.shape

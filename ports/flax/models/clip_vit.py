@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ports.flax.layers.linear import Linear
 from ports.flax.layers.norm import LayerNorm
 from ports.flax.layers.window_attention import dot_product_attention
 from zoo.families.clip_vit import ClipViTConfig
@@ -42,7 +43,7 @@ class MultiheadAttention(nnx.Module):
         init = jax.nn.initializers.glorot_uniform()
         self.in_proj_weight = nnx.Param(init(rngs.params(), (3 * dim, dim)))
         self.in_proj_bias = nnx.Param(jnp.zeros((3 * dim,)))
-        self.out_proj = nnx.Linear(dim, dim, rngs=rngs)
+        self.out_proj = Linear(dim, dim, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, n, d = x.shape
@@ -57,9 +58,9 @@ class Mlp(nnx.Module):
     """c_fc -> QuickGELU (``gelu``) -> c_proj. (..., dim) -> same."""
 
     def __init__(self, dim: int, hidden: int, *, rngs: nnx.Rngs) -> None:
-        self.c_fc = nnx.Linear(dim, hidden, rngs=rngs)
+        self.c_fc = Linear(dim, hidden, rngs=rngs)
         self.gelu = QuickGELU()
-        self.c_proj = nnx.Linear(hidden, dim, rngs=rngs)
+        self.c_proj = Linear(hidden, dim, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.c_proj(self.gelu(self.c_fc(x)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from ports.flax.layers.linear import Linear
 from zoo.families.convnet import ConvNetConfig
 from zoo.features import FeatureTaps
 from zoo.registry import register_model
@@ -42,8 +43,8 @@ class ConvNet(nnx.Module):
         self.conv2 = nnx.Conv(c1, c2, (3, 3), padding="VALID", rngs=rngs)
         self.dropout1 = nnx.Dropout(config.dropout1_rate, rngs=rngs)
         self.dropout2 = nnx.Dropout(config.dropout2_rate, rngs=rngs)
-        self.fc1 = nnx.Linear(config.flat_features, config.hidden, rngs=rngs)
-        self.fc2 = nnx.Linear(config.hidden, config.num_classes, rngs=rngs)
+        self.fc1 = Linear(config.flat_features, config.hidden, rngs=rngs)
+        self.fc2 = Linear(config.hidden, config.num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         check_inputs(self, "flax", x)

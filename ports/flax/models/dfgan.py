@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ports.flax.layers.linear import Linear
 from ports.flax.layers.pool import ReLU
 from zoo.families.dfgan import LEGACY_G_CHANNELS, DFGANConfig, DFGANLegacyConfig
 from zoo.registry import register_model
@@ -73,9 +74,9 @@ class AffineMLP(nnx.Module):
     at kernel 0 and bias ``bias_init``."""
 
     def __init__(self, cond: int, hidden: int, out: int, bias_init, *, rngs: nnx.Rngs) -> None:
-        self.linear1 = nnx.Linear(cond, hidden, rngs=rngs)
+        self.linear1 = Linear(cond, hidden, rngs=rngs)
         self.relu1 = ReLU()
-        self.linear2 = nnx.Linear(
+        self.linear2 = Linear(
             hidden, out, kernel_init=nnx.initializers.zeros, bias_init=bias_init, rngs=rngs
         )
 
@@ -139,7 +140,7 @@ class NetG(nnx.Module):
     def __init__(self, config: DFGANConfig, *, rngs: nnx.Rngs) -> None:
         self.ngf = config.ngf
         cond, pairs = config.nz + config.cond_dim, config.g_channels
-        self.fc = nnx.Linear(config.nz, config.ngf * 8 * 16, rngs=rngs)
+        self.fc = Linear(config.nz, config.ngf * 8 * 16, rngs=rngs)
         self.GBlocks = nnx.List([G_Block(cond, i, o, rngs=rngs) for i, o in pairs])
         self.to_rgb = nnx.List([LeakyReLU(), _conv(pairs[-1][1], config.ch_size, 3, rngs), Tanh()])
 
@@ -265,7 +266,7 @@ class LegacyNetG(nnx.Module):
     def __init__(self, config: DFGANLegacyConfig, *, rngs: nnx.Rngs) -> None:
         self.config = config
         ngf = config.ngf
-        self.fc = nnx.Linear(config.nz, ngf * 8 * 16, rngs=rngs)
+        self.fc = Linear(config.nz, ngf * 8 * 16, rngs=rngs)
         for i, (a, b) in enumerate(LEGACY_G_CHANNELS):
             block = LegacyGBlock(config.cond_dim, a * ngf, b * ngf, rngs=rngs)
             setattr(self, f"block{i}", block)

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ports.flax.layers import BatchNorm2d, MaxPool2d
+from ports.flax.layers.linear import Linear
 from ports.flax.models.resnet import AdaptiveAvgPool2d
 from zoo.families.inception_v3 import (
     BN_EPS,
@@ -155,7 +156,7 @@ class InceptionV3(nnx.Module):
             setattr(self, name, InceptionBlock(kind, convs, pool_mode(config, name), rngs=rngs))
         self.avgpool = AdaptiveAvgPool2d()
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
-        self.fc = nnx.Linear(config.num_features, config.num_classes, rngs=rngs)
+        self.fc = Linear(config.num_features, config.num_classes, rngs=rngs)
 
     def prepare(self, x: jax.Array) -> jax.Array:
         """pytorch-fid's resize and [0, 1] -> [-1, 1], then torchvision's transform_input."""

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ports.flax.layers import BatchNorm2d, MaxPool2d
+from ports.flax.layers.linear import Linear
 from ports.flax.layers.pool import ReLU
 from zoo.families.resnet import ResNetConfig, block_has_downsample
 from zoo.family import check_features
@@ -129,7 +130,7 @@ class ResNet(nnx.Module):
             items += [block(out, planes, rngs=rngs) for _ in range(1, blocks)]
             setattr(self, f"layer{k}", nnx.List(items))
         self.avgpool = AdaptiveAvgPool2d()
-        self.fc = nnx.Linear(config.num_features, config.num_classes, rngs=rngs)
+        self.fc = Linear(config.num_features, config.num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array | dict[str, jax.Array]:
         check_inputs(self, "flax", x)

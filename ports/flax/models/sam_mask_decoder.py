@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ports.flax.layers.conv import ConvTranspose2d
+from ports.flax.layers.linear import Linear
 from ports.flax.layers.mlp import GELU, MLPBlock
 from ports.flax.layers.norm import LayerNorm, LayerNorm2d
 from ports.flax.layers.pool import ReLU
@@ -43,10 +44,10 @@ class SamAttention(nnx.Module):
         self.num_heads = num_heads
         if self.internal_dim % num_heads:
             raise ValueError(f"num_heads {num_heads} must divide {self.internal_dim}")
-        self.q_proj = nnx.Linear(embedding_dim, self.internal_dim, rngs=rngs)
-        self.k_proj = nnx.Linear(embedding_dim, self.internal_dim, rngs=rngs)
-        self.v_proj = nnx.Linear(embedding_dim, self.internal_dim, rngs=rngs)
-        self.out_proj = nnx.Linear(self.internal_dim, embedding_dim, rngs=rngs)
+        self.q_proj = Linear(embedding_dim, self.internal_dim, rngs=rngs)
+        self.k_proj = Linear(embedding_dim, self.internal_dim, rngs=rngs)
+        self.v_proj = Linear(embedding_dim, self.internal_dim, rngs=rngs)
+        self.out_proj = Linear(self.internal_dim, embedding_dim, rngs=rngs)
 
     def _heads(self, x: jax.Array) -> jax.Array:
         """(B, N, D) -> (B, N, heads, D / heads)."""
@@ -186,7 +187,7 @@ class MLP(nnx.Module):
         self.num_layers = num_layers
         dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
         self.layers = nnx.List(
-            [nnx.Linear(a, b, rngs=rngs) for a, b in zip(dims[:-1], dims[1:], strict=True)]
+            [Linear(a, b, rngs=rngs) for a, b in zip(dims[:-1], dims[1:], strict=True)]
         )
         self.sigmoid_output = sigmoid_output
 

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ports.flax.layers.linear import Linear
 from ports.flax.layers.norm import LayerNorm
 from ports.flax.layers.patch import PatchEmbed, PatchMerging
 from ports.flax.layers.swin_block import SwinTransformerBlock
@@ -157,7 +158,7 @@ class SwinTransformer(nnx.Module):
         self.config = config
         init_backbone(self, config, rngs=rngs)
         if not config.features_only:
-            self.head = nnx.Linear(self.num_features, config.num_classes, rngs=rngs)
+            self.head = Linear(self.num_features, config.num_classes, rngs=rngs)
 
     def forward_features(self, x: jax.Array) -> list[jax.Array]:
         return backbone_features(self, x)

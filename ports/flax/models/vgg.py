@@ -16,6 +16,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from ports.flax.layers.linear import Linear
 from ports.flax.layers.norm import BatchNorm2d
 from ports.flax.layers.pool import AdaptiveAvgPool2d, MaxPool2d, ReLU
 from ports.flax.models.convnet import flatten_channels_first
@@ -64,13 +65,13 @@ class VGG(nnx.Module):
             hidden, rate = config.hidden, config.dropout
             self.classifier = nnx.List(
                 [
-                    nnx.Linear(config.flat_features, hidden, rngs=rngs),
+                    Linear(config.flat_features, hidden, rngs=rngs),
                     ReLU(),
                     nnx.Dropout(rate, rngs=rngs),
-                    nnx.Linear(hidden, hidden, rngs=rngs),
+                    Linear(hidden, hidden, rngs=rngs),
                     ReLU(),
                     nnx.Dropout(rate, rngs=rngs),
-                    nnx.Linear(hidden, config.num_classes, rngs=rngs),
+                    Linear(hidden, config.num_classes, rngs=rngs),
                 ]
             )
 

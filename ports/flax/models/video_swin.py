@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ports.flax.layers.linear import Linear
 from ports.flax.models.swin import backbone_features, init_backbone
 from zoo.families.video_swin import VideoSwinConfig
 from zoo.registry import register_model
@@ -43,7 +44,7 @@ class I3DHead(nnx.Module):
         self, in_channels: int, num_classes: int, dropout: float = 0.5, *, rngs: nnx.Rngs
     ) -> None:
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.fc_cls = nnx.Linear(in_channels, num_classes, rngs=rngs)
+        self.fc_cls = Linear(in_channels, num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = jnp.mean(x.reshape(x.shape[0], -1, x.shape[-1]), axis=1)

@@ -6,6 +6,7 @@ Only ``keras.ops`` is used: the layers run on the TensorFlow, JAX and torch back
 """
 
 from ports.keras.layers.conv import ConvTranspose2d
+from ports.keras.layers.dense import Dense
 from ports.keras.layers.drop import DropPath, drop_path
 from ports.keras.layers.mlp import GELU, Mlp, MLPBlock
 from ports.keras.layers.norm import BatchNorm2d, ConditionalBatchNorm2d, LayerNorm, LayerNorm2d
@@ -32,6 +33,7 @@ __all__ = [
     "Attention",
     "Block",
     "DropPath",
+    "Dense",
     "LayerNorm",
     "LayerNorm2d",
     "MLPBlock",

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import keras
 
+from ports.keras.layers.dense import Dense
 from ports.keras.layers.window import Tensor
 
 __all__ = ["GELU", "Mlp", "MLPBlock"]
@@ -55,10 +56,10 @@ class Mlp(keras.layers.Layer):
         self.in_features = in_features
         self.hidden_features = hidden_features or in_features
         self.out_features = out_features or in_features
-        self.fc1 = keras.layers.Dense(self.hidden_features, use_bias=bias, name="fc1")
+        self.fc1 = Dense(self.hidden_features, use_bias=bias, name="fc1")
         self.act = act_layer(name="act")
         self.drop1 = keras.layers.Dropout(drop, name="drop1")
-        self.fc2 = keras.layers.Dense(self.out_features, use_bias=bias, name="fc2")
+        self.fc2 = Dense(self.out_features, use_bias=bias, name="fc2")
         self.drop2 = keras.layers.Dropout(drop, name="drop2")
 
     def build(self, input_shape: tuple) -> None:
@@ -94,8 +95,8 @@ class MLPBlock(keras.layers.Layer):
         super().__init__(**kwargs)
         self.embedding_dim = embedding_dim
         self.mlp_dim = mlp_dim
-        self.lin1 = keras.layers.Dense(mlp_dim, name="lin1")
-        self.lin2 = keras.layers.Dense(embedding_dim, name="lin2")
+        self.lin1 = Dense(mlp_dim, name="lin1")
+        self.lin2 = Dense(embedding_dim, name="lin2")
         self.act = act(name="act")
 
     def build(self, input_shape: tuple) -> None:

@@ -6,6 +6,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from ports.keras.layers.dense import Dense
+
 __all__ = ["BatchNorm2d", "ConditionalBatchNorm2d", "LayerNorm", "LayerNorm2d", "unbiased_variance"]
 
 
@@ -187,8 +189,8 @@ class ConditionalBatchNorm2d(keras.layers.Layer):
         self.num_features, self.cond_dim = num_features, cond_dim
         self.eps, self.momentum = eps, momentum
         self.bn = BatchNorm2d(num_features, eps=eps, momentum=momentum, affine=False, name="bn")
-        self.gamma_c = keras.layers.Dense(num_features, kernel_initializer="zeros", name="gamma_c")
-        self.beta_c = keras.layers.Dense(num_features, kernel_initializer="zeros", name="beta_c")
+        self.gamma_c = Dense(num_features, kernel_initializer="zeros", name="gamma_c")
+        self.beta_c = Dense(num_features, kernel_initializer="zeros", name="beta_c")
 
     def build(self, x_shape: tuple, c_shape: tuple | None = None) -> None:
         c = (self.num_features,)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import keras
 from keras import ops
 
+from ports.keras.layers.dense import Dense
 from ports.keras.layers.norm import LayerNorm
 from ports.keras.layers.window import Tensor
 from zoo.windows import pad_amounts
@@ -84,7 +85,7 @@ class PatchMerging(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         self.dim = dim
-        self.reduction = keras.layers.Dense(2 * dim, use_bias=False, name="reduction")
+        self.reduction = Dense(2 * dim, use_bias=False, name="reduction")
         self.norm = norm_layer(4 * dim, name="norm") if norm_layer is not None else None
 
     def build(self, input_shape: tuple) -> None:

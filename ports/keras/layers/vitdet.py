@@ -8,6 +8,7 @@ import keras
 from keras import ops
 from keras.backend import standardize_dtype
 
+from ports.keras.layers.dense import Dense
 from ports.keras.layers.drop import DropPath
 from ports.keras.layers.mlp import MLPBlock
 from ports.keras.layers.norm import LayerNorm
@@ -179,8 +180,8 @@ class Attention(keras.layers.Layer):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
-        self.qkv = keras.layers.Dense(dim * 3, use_bias=qkv_bias, name="qkv")
-        self.proj = keras.layers.Dense(dim, name="proj")
+        self.qkv = Dense(dim * 3, use_bias=qkv_bias, name="qkv")
+        self.proj = Dense(dim, name="proj")
         self.use_rel_pos = use_rel_pos
         if use_rel_pos and input_size is None:
             raise ValueError("input_size is required when use_rel_pos is True")

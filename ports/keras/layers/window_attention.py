@@ -8,6 +8,7 @@ import keras
 from keras import ops
 from keras.backend import standardize_dtype
 
+from ports.keras.layers.dense import Dense
 from ports.keras.layers.window import Tensor
 from zoo.windows import bias_table_size, relative_position_index
 
@@ -91,9 +92,9 @@ class WindowAttention(keras.layers.Layer):
         self.num_heads = num_heads
         head_dim = dim // num_heads
         self.scale = qk_scale or head_dim**-0.5
-        self.qkv = keras.layers.Dense(dim * 3, use_bias=qkv_bias, name="qkv")
+        self.qkv = Dense(dim * 3, use_bias=qkv_bias, name="qkv")
         self.attn_drop = attn_drop
-        self.proj = keras.layers.Dense(dim, name="proj")
+        self.proj = Dense(dim, name="proj")
         self.proj_drop = keras.layers.Dropout(proj_drop, name="proj_drop")
         self.seed_generator = (
             keras.random.SeedGenerator(name="seed_generator") if attn_drop > 0.0 else None

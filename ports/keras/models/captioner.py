@@ -18,6 +18,7 @@ import keras
 from keras import ops
 
 from ports.keras.layers import BatchNorm2d, MaxPool2d
+from ports.keras.layers.dense import Dense
 from ports.keras.layers.rnn import LSTM
 from ports.keras.layers.window import Tensor
 from ports.keras.models.base import ZooModel
@@ -84,7 +85,7 @@ class EncoderCNN(keras.layers.Layer):
             items += [block(out, planes, name=f"resnet-{k}-{m}") for m in range(1, blocks)]
             self.resnet.append(items)
         self.resnet.append(keras.layers.GlobalAveragePooling2D(keepdims=True, name="resnet-8"))
-        self.linear = keras.layers.Dense(config.embed_size, name="linear")
+        self.linear = Dense(config.embed_size, name="linear")
         self.bn = BatchNorm2d(config.embed_size, momentum=0.01, name="bn")
 
     def build(self, input_shape: tuple | None = None) -> None:
@@ -117,7 +118,7 @@ class DecoderRNN(keras.layers.Layer):
         self.config = config
         self.embed = TokenEmbedding(config.vocab_size, config.embed_size, name="embed")
         self.lstm = LSTM(config.embed_size, config.hidden_size, config.num_layers, name="lstm")
-        self.linear = keras.layers.Dense(config.vocab_size, name="linear")
+        self.linear = Dense(config.vocab_size, name="linear")
         self.max_seg_length = config.max_seg_length
 
     def build(self, input_shape: tuple | None = None) -> None:

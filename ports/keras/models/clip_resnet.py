@@ -12,6 +12,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from ports.keras.layers.dense import Dense
 from ports.keras.layers.norm import BatchNorm2d
 from ports.keras.layers.window import Tensor
 from ports.keras.layers.window_attention import dot_product_attention
@@ -113,10 +114,10 @@ class AttentionPool2d(keras.layers.Layer):
         super().__init__(**kwargs)
         self.spacial_dim, self.embed_dim, self.num_heads = spacial_dim, embed_dim, num_heads
         self.output_dim = output_dim
-        self.k_proj = keras.layers.Dense(embed_dim, name="k_proj")
-        self.q_proj = keras.layers.Dense(embed_dim, name="q_proj")
-        self.v_proj = keras.layers.Dense(embed_dim, name="v_proj")
-        self.c_proj = keras.layers.Dense(output_dim, name="c_proj")
+        self.k_proj = Dense(embed_dim, name="k_proj")
+        self.q_proj = Dense(embed_dim, name="q_proj")
+        self.v_proj = Dense(embed_dim, name="v_proj")
+        self.c_proj = Dense(output_dim, name="c_proj")
 
     def build(self, input_shape: tuple) -> None:
         e = self.embed_dim

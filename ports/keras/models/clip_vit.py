@@ -12,6 +12,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from ports.keras.layers.dense import Dense
 from ports.keras.layers.norm import LayerNorm
 from ports.keras.layers.window import Tensor
 from ports.keras.layers.window_attention import dot_product_attention
@@ -44,7 +45,7 @@ class MultiheadAttention(keras.layers.Layer):
     def __init__(self, dim: int, heads: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.dim, self.heads = dim, heads
-        self.out_proj = keras.layers.Dense(dim, name="out_proj")
+        self.out_proj = Dense(dim, name="out_proj")
 
     def build(self, input_shape: tuple) -> None:
         d = self.dim
@@ -74,9 +75,9 @@ class Mlp(keras.layers.Layer):
     def __init__(self, dim: int, hidden: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.dim, self.hidden = dim, hidden
-        self.c_fc = keras.layers.Dense(hidden, name="c_fc")
+        self.c_fc = Dense(hidden, name="c_fc")
         self.gelu = QuickGELU(name="gelu")
-        self.c_proj = keras.layers.Dense(dim, name="c_proj")
+        self.c_proj = Dense(dim, name="c_proj")
 
     def build(self, input_shape: tuple) -> None:
         lead = tuple(input_shape[:-1])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from ports.keras.layers.dense import Dense
 from ports.keras.layers.window import Tensor
 from ports.keras.models.base import ZooModel
 from zoo.families.convnet import ConvNetConfig
@@ -46,8 +47,8 @@ class ConvNet(ZooModel):
         self.conv2 = keras.layers.Conv2D(c2, 3, data_format="channels_last", name="conv2")
         self.dropout1 = keras.layers.Dropout(config.dropout1_rate, name="dropout1")
         self.dropout2 = keras.layers.Dropout(config.dropout2_rate, name="dropout2")
-        self.fc1 = keras.layers.Dense(config.hidden, name="fc1")
-        self.fc2 = keras.layers.Dense(config.num_classes, name="fc2")
+        self.fc1 = Dense(config.hidden, name="fc1")
+        self.fc2 = Dense(config.num_classes, name="fc2")
 
     def build(self, input_shape: tuple) -> None:
         b, c1, c2 = input_shape[0], *self.config.channels

@@ -15,6 +15,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from ports.keras.layers.dense import Dense
 from ports.keras.layers.window import Tensor
 from ports.keras.models.base import ZooModel
 from zoo.families.dfgan import LEGACY_G_CHANNELS, DFGANConfig, DFGANLegacyConfig
@@ -74,9 +75,9 @@ class AffineMLP(keras.layers.Layer):
 
     def __init__(self, hidden: int, out: int, bias_init: str, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.linear1 = keras.layers.Dense(hidden, name="linear1")
+        self.linear1 = Dense(hidden, name="linear1")
         self.relu1 = keras.layers.ReLU(name="relu1")
-        self.linear2 = keras.layers.Dense(
+        self.linear2 = Dense(
             out, kernel_initializer="zeros", bias_initializer=bias_init, name="linear2"
         )
 
@@ -168,7 +169,7 @@ class NetG(keras.layers.Layer):
         super().__init__(**kwargs)
         self.config = config
         pairs = config.g_channels
-        self.fc = keras.layers.Dense(config.ngf * 8 * 16, name="fc")
+        self.fc = Dense(config.ngf * 8 * 16, name="fc")
         self.GBlocks = [G_Block(i, o, name=f"GBlocks-{n}") for n, (i, o) in enumerate(pairs)]
         self.to_rgb = [
             LeakyReLU(name="to_rgb-0"),
@@ -354,7 +355,7 @@ class LegacyNetG(ZooModel):
         super().__init__(**kwargs)
         self.config = config
         ngf = config.ngf
-        self.fc = keras.layers.Dense(ngf * 8 * 16, name="fc")
+        self.fc = Dense(ngf * 8 * 16, name="fc")
         self.blocks = [
             LegacyGBlock(config.cond_dim, a * ngf, b * ngf, name=f"block{i}")
             for i, (a, b) in enumerate(LEGACY_G_CHANNELS)

@@ -13,6 +13,7 @@ import numpy as np
 from keras import ops
 
 from ports.keras.layers import BatchNorm2d, MaxPool2d
+from ports.keras.layers.dense import Dense
 from ports.keras.layers.window import Tensor
 from ports.keras.models.base import ZooModel
 from zoo.families.inception_v3 import (
@@ -201,7 +202,7 @@ class InceptionV3(ZooModel):
             setattr(self, name, InceptionBlock(kind, convs, pool_mode(config, name), name=name))
         self.avgpool = keras.layers.GlobalAveragePooling2D(keepdims=True, name="avgpool")
         self.dropout = keras.layers.Dropout(config.dropout, name="dropout")
-        self.fc = keras.layers.Dense(config.num_classes, name="fc")
+        self.fc = Dense(config.num_classes, name="fc")
 
     def build(self, input_shape: tuple) -> None:
         for spec in stem_convs(self.config):

@@ -11,6 +11,7 @@ import keras
 from keras import ops
 
 from ports.keras.layers import BatchNorm2d, MaxPool2d
+from ports.keras.layers.dense import Dense
 from ports.keras.layers.window import Tensor
 from ports.keras.models.base import ZooModel
 from zoo.families.resnet import ResNetConfig, block_has_downsample
@@ -173,7 +174,7 @@ class ResNet(ZooModel):
             items += [block(out, planes, name=f"layer{k}-{m}") for m in range(1, blocks)]
             setattr(self, f"layer{k}", items)
         self.avgpool = keras.layers.GlobalAveragePooling2D(keepdims=True, name="avgpool")
-        self.fc = keras.layers.Dense(config.num_classes, name="fc")
+        self.fc = Dense(config.num_classes, name="fc")
 
     def build(self, input_shape: tuple) -> None:
         self.conv1.build((None, None, None, self.config.in_chans))

@@ -13,6 +13,7 @@ import keras
 from keras import ops
 
 from ports.keras.layers.conv import ConvTranspose2d
+from ports.keras.layers.dense import Dense
 from ports.keras.layers.mlp import GELU, MLPBlock
 from ports.keras.layers.norm import LayerNorm, LayerNorm2d
 from ports.keras.layers.window import Tensor
@@ -37,10 +38,10 @@ class SamAttention(keras.layers.Layer):
         self.num_heads = num_heads
         if self.internal_dim % num_heads:
             raise ValueError(f"num_heads {num_heads} must divide {self.internal_dim}")
-        self.q_proj = keras.layers.Dense(self.internal_dim, name="q_proj")
-        self.k_proj = keras.layers.Dense(self.internal_dim, name="k_proj")
-        self.v_proj = keras.layers.Dense(self.internal_dim, name="v_proj")
-        self.out_proj = keras.layers.Dense(embedding_dim, name="out_proj")
+        self.q_proj = Dense(self.internal_dim, name="q_proj")
+        self.k_proj = Dense(self.internal_dim, name="k_proj")
+        self.v_proj = Dense(self.internal_dim, name="v_proj")
+        self.out_proj = Dense(embedding_dim, name="out_proj")
 
     def build(self, input_shape: tuple | None = None) -> None:
         for proj in (self.q_proj, self.k_proj, self.v_proj):
@@ -203,9 +204,7 @@ class MLP(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_layers = num_layers
         self.dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = [
-            keras.layers.Dense(d, name=f"layers-{i}") for i, d in enumerate(self.dims[1:])
-        ]
+        self.layers = [Dense(d, name=f"layers-{i}") for i, d in enumerate(self.dims[1:])]
         self.sigmoid_output = sigmoid_output
 
     def build(self, input_shape: tuple | None = None) -> None:

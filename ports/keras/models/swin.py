@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
+from ports.keras.layers.dense import Dense
 from ports.keras.layers.norm import LayerNorm
 from ports.keras.layers.patch import PatchEmbed, PatchMerging
 from ports.keras.layers.swin_block import SwinTransformerBlock
@@ -197,9 +198,7 @@ class SwinTransformer(ZooModel):
         super().__init__(**kwargs)
         self.config = config
         init_backbone(self, config)
-        self.head = (
-            None if config.features_only else keras.layers.Dense(config.num_classes, name="head")
-        )
+        self.head = None if config.features_only else Dense(config.num_classes, name="head")
 
     def build(self, input_shape: tuple) -> None:
         build_backbone(self, self.config, input_shape)

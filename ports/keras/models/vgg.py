@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import keras
 
+from ports.keras.layers.dense import Dense
 from ports.keras.layers.norm import BatchNorm2d
 from ports.keras.layers.pool import AdaptiveAvgPool2d
 from ports.keras.layers.window import Tensor
@@ -64,13 +65,13 @@ class VGG(ZooModel):
             self.avgpool = AdaptiveAvgPool2d((config.pool_size,) * 2, name="avgpool")
             hidden, rate = config.hidden, config.dropout
             self.classifier = [
-                keras.layers.Dense(hidden, name="classifier-0"),
+                Dense(hidden, name="classifier-0"),
                 keras.layers.ReLU(name="classifier-1"),
                 keras.layers.Dropout(rate, name="classifier-2"),
-                keras.layers.Dense(hidden, name="classifier-3"),
+                Dense(hidden, name="classifier-3"),
                 keras.layers.ReLU(name="classifier-4"),
                 keras.layers.Dropout(rate, name="classifier-5"),
-                keras.layers.Dense(config.num_classes, name="classifier-6"),
+                Dense(config.num_classes, name="classifier-6"),
             ]
 
     def build(self, input_shape: tuple) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import keras
 
+from ports.keras.layers.dense import Dense
 from ports.keras.layers.window import Tensor
 from ports.keras.models.base import ZooModel
 from ports.keras.models.swin import (
@@ -53,7 +54,7 @@ class I3DHead(keras.layers.Layer):
         super().__init__(**kwargs)
         self.in_channels = in_channels
         self.dropout = keras.layers.Dropout(dropout, name="dropout")
-        self.fc_cls = keras.layers.Dense(num_classes, name="fc_cls")
+        self.fc_cls = Dense(num_classes, name="fc_cls")
 
     def build(self, input_shape: tuple) -> None:
         pooled = (input_shape[0], self.in_channels)
