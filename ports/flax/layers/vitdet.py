@@ -14,7 +14,7 @@ from ports.flax.layers.linear import Linear
 from ports.flax.layers.mlp import MLPBlock
 from ports.flax.layers.norm import LayerNorm
 from ports.flax.layers.window import window_partition, window_reverse
-from ports.flax.layers.window_attention import dot_product_attention
+from ports.flax.layers.window_attention import dot_product_attention, softmax
 from zoo.windows import pad_amounts, rel_pos_gather_index, rel_pos_resize_matrix
 
 __all__ = [
@@ -109,7 +109,7 @@ def row_chunked_attention(
         logits = jnp.einsum("bnth,bnsh->bnts", q_row * jnp.asarray(scale, q.dtype), keys)
         logits = logits.reshape(*rh_row.shape, rw_row.shape[-1])
         logits = logits + rh_row[..., :, None] + rw_row[..., None, :]
-        probs = jax.nn.softmax(logits.reshape(b, n, w, -1), axis=-1)
+        probs = softmax(logits.reshape(b, n, w, -1), -1)
         return jnp.einsum("bnts,bnsh->bnth", probs, values)
 
     rows = jax.lax.map(row, tuple(jnp.moveaxis(t, 2, 0) for t in (q, rel_h, rel_w)))

@@ -13,7 +13,7 @@ from ports.keras.layers.drop import DropPath
 from ports.keras.layers.mlp import MLPBlock
 from ports.keras.layers.norm import LayerNorm
 from ports.keras.layers.window import Tensor, window_partition, window_reverse
-from ports.keras.layers.window_attention import dot_product_attention
+from ports.keras.layers.window_attention import dot_product_attention, softmax
 from zoo.windows import pad_amounts, rel_pos_gather_index, rel_pos_resize_matrix
 
 __all__ = [
@@ -118,7 +118,7 @@ def row_chunked_attention(
         logits = ops.einsum("bnth,bnsh->bnts", q_row * scale, keys)
         logits = ops.reshape(logits, (-1, heads, w, k_h, k_w))
         logits = logits + rh_row[..., :, None] + rw_row[..., None, :]
-        probs = ops.softmax(ops.reshape(logits, (-1, heads, w, k_h * k_w)), axis=-1)
+        probs = softmax(ops.reshape(logits, (-1, heads, w, k_h * k_w)))
         return ops.einsum("bnts,bnsh->bnth", probs, values)
 
     rows = ops.map(row, tuple(ops.moveaxis(t, 2, 0) for t in (q, rel_h, rel_w)))

@@ -12,7 +12,7 @@ from ports.keras.layers.dense import Dense
 from ports.keras.layers.window import Tensor
 from zoo.windows import bias_table_size, relative_position_index
 
-__all__ = ["WindowAttention", "dot_product_attention", "repeat_leading"]
+__all__ = ["WindowAttention", "dot_product_attention", "repeat_leading", "softmax"]
 
 
 def _fused_attention_available() -> bool:
@@ -56,10 +56,29 @@ def dot_product_attention(
     logits = ops.einsum("bnth,bnsh->bnts", q, k)
     if bias is not None:
         logits = logits + ops.cast(bias, logits.dtype)
-    probs = ops.softmax(logits, axis=-1)
+    probs = softmax(logits)
     if dropout > 0.0:
         probs = keras.random.dropout(probs, dropout, seed=seed)
     return ops.transpose(ops.einsum("bnts,bnsh->bnth", probs, v), (0, 2, 1, 3))
+
+
+def softmax(x: Tensor) -> Tensor:
+    """``ops.softmax`` over the last axis; on the JAX backend with the derivative
+    ``y * (dx - sum(y * dx))`` (``ports.flax.layers.window_attention.softmax`` says why: JAX's
+    own differentiates through the exponentials, their sum and the division)."""
+    if keras.backend.backend() != "jax":
+        return ops.softmax(x, axis=-1)
+
+    @ops.custom_gradient
+    def fn(x):
+        y = ops.softmax(x, axis=-1)
+
+        def grad(upstream):
+            return y * (upstream - ops.sum(upstream * y, axis=-1, keepdims=True))
+
+        return y, grad
+
+    return fn(x)
 
 
 def repeat_leading(x: Tensor, n: int) -> Tensor:
