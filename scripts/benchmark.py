@@ -9,6 +9,7 @@ the peers: torchvision and timm for Swin-T, torchvision for Video Swin-T, timm
     python scripts/benchmark.py --models sam_b_encoder
     python scripts/benchmark.py --train                   # one training step instead
     python scripts/benchmark.py --models sam_b_encoder --impls timm flax --profile 12
+    python scripts/benchmark.py --train --hugepages       # malloc on transparent huge pages
 
 Each implementation runs in its own process (one Keras backend per process, no thread pools
 fighting), one after another; a process warms up (compiles) first and reports the median of
@@ -65,15 +66,29 @@ TRAIN_PEERS = ("torchvision", "timm", "segment-anything")
 
 
 def _timeit(fn, repeats: int) -> dict[str, float]:
+    """Median seconds of ``repeats`` calls after a warm-up, and the memory the timed calls took
+    fresh from the kernel (minor page faults, MiB per call): XLA:CPU allocates its temporaries
+    per call, and glibc maps a large block anew each time, so every page of it is faulted in and
+    zeroed again (1.4 GiB per Swin-T training step in Flax; ``--hugepages``)."""
+    import resource
+
     start = time.perf_counter()
     fn()  # warm-up: compilation, allocation
     first = time.perf_counter() - start
     times = []
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return {"seconds": statistics.median(times), "first_call": first, "repeats": repeats}
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    fresh = faults * resource.getpagesize() / 2**20 / repeats
+    return {
+        "seconds": statistics.median(times),
+        "first_call": first,
+        "repeats": repeats,
+        "fresh_mib": fresh,
+    }
 
 
 # --- profile mode: one more call under the framework's own profiler, the top ops by time ------
@@ -313,8 +328,16 @@ def worker(
     return result
 
 
-def _spawn(impl: str, model: str, repeats: int, timeout: float, extra: list[str]) -> dict:
+#: glibc's tunable that has malloc ask for transparent huge pages (``--hugepages``).
+HUGEPAGES = "glibc.malloc.hugetlb=1"
+
+
+def _spawn(
+    impl: str, model: str, repeats: int, timeout: float, extra: list[str], hugepages: bool = False
+) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    if hugepages:
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), HUGEPAGES]))
     if impl.startswith("keras-"):
         env["KERAS_BACKEND"] = impl.rsplit("-", 1)[-1]
     cmd = [sys.executable, __file__, "--worker", impl, "--models", model, "--repeats", str(repeats)]
@@ -358,6 +381,13 @@ def main() -> int:
         help="after the timed calls, profile one more (torch.profiler; jax.profiler / the "
         "TensorFlow profiler over XLA:CPU's executor) and print its N ops with the most time",
     )
+    parser.add_argument(
+        "--hugepages",
+        action="store_true",
+        help=f"run every implementation with GLIBC_TUNABLES={HUGEPAGES} (malloc asks for "
+        "transparent huge pages): a large block mapped anew per call is then faulted in 2 MiB "
+        "at a time instead of 4 KiB (see the 'fresh MiB' column)",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -382,7 +412,7 @@ def main() -> int:
     for model in args.models:
         results[model] = {}
         for impl in args.impls:
-            r = _spawn(impl, model, args.repeats, args.timeout, extra)
+            r = _spawn(impl, model, args.repeats, args.timeout, extra, args.hugepages)
             results[model][impl] = r
             shown = r.get("seconds")
             status = f"{shown:.3f} s" if shown is not None else r.get("error") or r.get("skipped")
@@ -396,7 +426,8 @@ def main() -> int:
     print(
         f"{'training step' if args.train else 'forward pass'}, fp32, median of {args.repeats} "
         f"after one warm-up call; {torch.get_num_threads()} CPU threads; "
-        "ratio = time / peer time"
+        "ratio = time / peer time; fresh MiB = memory faulted in per call"
+        + (f"; GLIBC_TUNABLES={HUGEPAGES}" if args.hugepages else "")
     )
     for model, rows in results.items():
         shape = models_table[model][1]
@@ -404,13 +435,14 @@ def main() -> int:
             p for p in (TRAIN_PEERS if args.train else PEERS) if rows.get(p, {}).get("seconds")
         ]
         print(f"\n{model} input {'x'.join(map(str, shape))}")
-        head = f"  {'implementation':<20} {'seconds':>9} {'first call':>11}"
+        head = f"  {'implementation':<20} {'seconds':>9} {'first call':>11} {'fresh MiB':>10}"
         print(head + "".join(f"{'/ ' + p:>23}" for p in peers))
         for impl, r in rows.items():
             if "seconds" not in r:
                 print(f"  {impl:<20} {r.get('error') or r.get('skipped')}")
                 continue
             line = f"  {impl:<20} {r['seconds']:9.3f} {r['first_call']:11.2f}"
+            line += f" {r.get('fresh_mib', float('nan')):10.0f}"
             line += "".join(f"{r['seconds'] / rows[p]['seconds']:23.2f}" for p in peers)
             print(line)
     if args.profile:
