@@ -84,18 +84,18 @@ def add_decomposed_rel_pos(
     rel_pos_w: torch.Tensor,
     q_size: tuple[int, int],
     k_size: tuple[int, int],
+    inplace: bool = False,
 ) -> torch.Tensor:
     """attn (B, q_h * q_w, k_h * k_w) plus the decomposed relative-position bias of ``q``,
     added in segment-anything's and detectron2's order (the height term, then the width term),
-    so the sums round as theirs."""
+    so the sums round as theirs. ``inplace``: added into ``attn`` itself (the same bits)."""
     (q_h, q_w), (k_h, k_w), b = q_size, k_size, q.shape[0]
     rel_h, rel_w = _rel_pos_terms(q, rel_pos_h, rel_pos_w, q_size, k_size)
-    # In place: the same two additions in the same order (the same bits), without two new
-    # logits-sized tensors (805 MB each in SAM's 4096-token global blocks; with them the
-    # reference's forward pass took 15 GB fresh from the kernel, timm's 8.4 GB). The products'
-    # backward does not read ``attn``, so autograd allows it.
     attn = attn.view(b, q_h, q_w, k_h, k_w)
-    attn.add_(rel_h[:, :, :, :, None]).add_(rel_w[:, :, :, None, :])
+    if inplace:
+        attn.add_(rel_h[:, :, :, :, None]).add_(rel_w[:, :, :, None, :])
+    else:
+        attn = attn + rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
     return attn.view(b, q_h * q_w, k_h * k_w)
 
 
@@ -159,7 +159,13 @@ class Attention(nn.Module):
         q, k, v = qkv.reshape(3, b * self.num_heads, h * w, -1).unbind(0)  # (B heads, HW, hd)
         attn = (q * self.scale) @ k.transpose(-2, -1)
         if self.use_rel_pos:
-            attn = add_decomposed_rel_pos(attn, q, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w))
+            # In place into the fresh logits: the same two additions in the same order, without
+            # two new logits-sized tensors (805 MB each in SAM's 4096-token global blocks; with
+            # them a SAM-B forward pass took 15 GB fresh from the kernel, timm's 8.4 GB). The
+            # product's backward does not read its output, so autograd allows it.
+            attn = add_decomposed_rel_pos(
+                attn, q, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w), inplace=True
+            )
         if torch.is_grad_enabled():
             attn = attn.softmax(dim=-1)
         else:  # the same kernel, written over the logits (no third logits-sized tensor)
