@@ -9,6 +9,7 @@ the peers: torchvision and timm for Swin-T, torchvision for Video Swin-T, timm
     python scripts/benchmark.py --models sam_b_encoder
     python scripts/benchmark.py --train                   # one training step instead
     python scripts/benchmark.py --models sam_b_encoder --impls timm flax --profile 12
+    python scripts/benchmark.py --train --keep-memory     # zoo.cpu_memory.keep_freed_memory()
     python scripts/benchmark.py --train --hugepages       # malloc on transparent huge pages
 
 Each implementation runs in its own process (one Keras backend per process, no thread pools
@@ -69,7 +70,7 @@ def _timeit(fn, repeats: int) -> dict[str, float]:
     """Median seconds of ``repeats`` calls after a warm-up, and the memory the timed calls took
     fresh from the kernel (minor page faults, MiB per call): XLA:CPU allocates its temporaries
     per call, and glibc maps a large block anew each time, so every page of it is faulted in and
-    zeroed again (1.4 GiB per Swin-T training step in Flax; ``--hugepages``)."""
+    zeroed again (1.4 GiB per Swin-T training step in Flax; ``--keep-memory``, ``--hugepages``)."""
     import resource
 
     start = time.perf_counter()
@@ -305,9 +306,23 @@ def _profiler(impl: str):
     return _profile_torch
 
 
+#: implementations that run on JAX (``keep_freed_memory`` sets JAX's dispatch in these alone)
+JAX_IMPLS = ("flax", "keras-jax", "keras-hub-jax")
+
+
 def worker(
-    impl: str, model: str, repeats: int, profile: int = 0, train: bool = False, smoke: bool = False
+    impl: str,
+    model: str,
+    repeats: int,
+    profile: int = 0,
+    train: bool = False,
+    smoke: bool = False,
+    keep_memory: bool = False,
 ) -> dict:
+    if keep_memory:  # before any framework computes: JAX reads its dispatch option then
+        from zoo.cpu_memory import keep_freed_memory
+
+        keep_freed_memory(jax=impl in JAX_IMPLS)
     if train:
         from scripts.benchmark_train import train_fn
 
@@ -388,13 +403,26 @@ def main() -> int:
         "transparent huge pages): a large block mapped anew per call is then faulted in 2 MiB "
         "at a time instead of 4 KiB (see the 'fresh MiB' column)",
     )
+    parser.add_argument(
+        "--keep-memory",
+        action="store_true",
+        help="every implementation calls zoo.cpu_memory.keep_freed_memory() first: glibc keeps "
+        "freed blocks for reuse and JAX dispatches synchronously, so XLA:CPU's per-call "
+        "temporaries come from memory already faulted in",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
         result = worker(
-            args.worker, args.models[0], args.repeats, args.profile, args.train, args.smoke
+            args.worker,
+            args.models[0],
+            args.repeats,
+            args.profile,
+            args.train,
+            args.smoke,
+            args.keep_memory,
         )
         print(json.dumps(result))
         return 0
@@ -409,6 +437,7 @@ def main() -> int:
     extra = ["--profile", str(args.profile)] if args.profile else []
     extra += ["--train"] if args.train else []
     extra += ["--smoke"] if args.smoke else []
+    extra += ["--keep-memory"] if args.keep_memory else []
     for model in args.models:
         results[model] = {}
         for impl in args.impls:
@@ -428,6 +457,7 @@ def main() -> int:
         f"after one warm-up call; {torch.get_num_threads()} CPU threads; "
         "ratio = time / peer time; fresh MiB = memory faulted in per call"
         + (f"; GLIBC_TUNABLES={HUGEPAGES}" if args.hugepages else "")
+        + ("; keep_freed_memory() in every process" if args.keep_memory else "")
     )
     for model, rows in results.items():
         shape = models_table[model][1]

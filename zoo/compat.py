@@ -28,6 +28,8 @@ what                              internal (tested versions)                  pu
                                   backend)
 ``flax_intercept_calls``          a class ``__call__`` wrapper on nnx         outputs only, no
                                   modules (flax)                              per-layer capture
+``jax_backends_initialized``      ``xla_bridge.backends_are_initialized``     ``None`` (not known)
+                                  (jax)
 ================================  ==========================================  =====================
 
 Importing this module imports no framework; each function imports the one it needs.
@@ -51,6 +53,7 @@ __all__ = [
     "CompatWarning",
     "flax_intercept_calls",
     "forced_fallbacks",
+    "jax_backends_initialized",
     "keras_deferred_values",
     "keras_intercept_calls",
     "keras_load_weights",
@@ -65,6 +68,7 @@ __all__ = [
 TESTED: dict[str, tuple[str, str]] = {
     "keras": ("3.15", "3.16"),
     "flax": ("0.12", "0.13"),
+    "jax": ("0.10", "0.11"),
 }
 
 _FORCED = False
@@ -400,3 +404,18 @@ def flax_intercept_calls(
                 del cls.__call__
             else:
                 cls.__call__ = own
+
+
+# --------------------------------------------------------------------------- JAX
+
+
+def jax_backends_initialized() -> bool | None:
+    """Whether JAX has made its backends (clients) yet: options read when a client is made
+    (``jax_cpu_enable_async_dispatch``) no longer take effect after. JAX has no public query;
+    ``jax._src.xla_bridge.backends_are_initialized`` is what JAX itself checks. The fallback
+    answers ``None`` (not known)."""
+    if not _internal("jax", "xla_bridge.backends_are_initialized"):
+        return None
+    from jax._src import xla_bridge
+
+    return bool(xla_bridge.backends_are_initialized())
