@@ -9,7 +9,34 @@ import keras
 from ports.keras.layers.dense import Dense
 from ports.keras.layers.window import Tensor
 
-__all__ = ["GELU", "Mlp", "MLPBlock"]
+__all__ = ["GELU", "Mlp", "MLPBlock", "gelu"]
+
+_SQRT_HALF = 0.7071067811865476  # 1 / sqrt(2)
+_INV_SQRT_2PI = 0.3989422804014327  # 1 / sqrt(2 pi)
+
+
+def _exact_gelu(x: Tensor) -> Tensor:
+    return x * 0.5 * (1.0 + keras.ops.erf(x * _SQRT_HALF))
+
+
+def gelu(x: Tensor) -> Tensor:
+    """Exact GELU as PyTorch computes it, ``x / 2 * (1 + erf(x / sqrt(2)))``; on the JAX
+    backend with PyTorch's derivative ``cdf + x * pdf``, recomputed from ``x`` in the backward
+    pass (``ports.flax.layers.mlp.gelu`` has the measurements: autodiff's own keeps the
+    linearized erf's terms and reads them back)."""
+    if keras.backend.backend() != "jax":
+        return _exact_gelu(x)
+
+    @keras.ops.custom_gradient
+    def fn(x):
+        def grad(upstream):
+            cdf = 0.5 * (1.0 + keras.ops.erf(x * _SQRT_HALF))
+            pdf = keras.ops.exp(-0.5 * x * x) * _INV_SQRT_2PI
+            return upstream * (cdf + x * pdf)
+
+        return _exact_gelu(x), grad
+
+    return fn(x)
 
 
 class GELU(keras.layers.Layer):
@@ -27,7 +54,7 @@ class GELU(keras.layers.Layer):
     def call(self, x: Tensor) -> Tensor:
         if self.approximate:
             return keras.activations.gelu(x, approximate=True)
-        return x * 0.5 * (1.0 + keras.ops.erf(x * 0.7071067811865476))
+        return gelu(x)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape
