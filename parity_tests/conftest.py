@@ -54,3 +54,27 @@ def rng() -> np.random.Generator:
 
 def pytest_generate_tests(metafunc):
     generate_family_tests(metafunc)  # the shared suite's parameters for each family's class
+
+
+#: the test files that take the most time (seconds on the TensorFlow pass, two workers), run
+#: first: pytest-xdist hands out one file at a time, so the longest go out while the short ones
+#: can still fill the other worker. Its default order (most tests first, ``--no-loadscope-
+#: reorder`` in scripts/test.sh turns it off) put the six notebooks (~450 s) near the end, with
+#: one core idle for about two minutes.
+LONGEST_FIRST = (
+    "parity_tests/test_notebooks.py",
+    "parity_tests/families/test_sam.py",
+    "parity_tests/families/test_video_swin.py",
+    "parity_tests/test_mask_generator.py",
+    "parity_tests/test_sam_shapes.py",
+    "parity_tests/families/test_resnet.py",
+    "parity_tests/test_models_parity.py",
+    "parity_tests/families/test_clip_resnet.py",
+    "parity_tests/test_blocks_parity.py",
+    "parity_tests/test_style_transfer.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))

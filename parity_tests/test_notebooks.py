@@ -74,7 +74,20 @@ def test_printed_bound_allows_its_rounding():
     assert not _within("9.560e-05", "9.5e-05") and not _within("nan", "1.0e-04")
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+#: notebooks CI leaves to ``-m slow -k notebook``: two and a half minutes each on the two CI cores
+#: (four frameworks' imports, conversions, Flax's and Keras' compiles), a fifth of the TensorFlow
+#: pass, and every figure they print is held by its own test (test_fid, families/test_dfgan,
+#: test_mask_generator, test_sam_predictor)
+SLOW = {"gan_fid_walkthrough", "sam_walkthrough"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(p, id=p.stem, marks=pytest.mark.slow if p.stem in SLOW else ())
+        for p in NOTEBOOKS
+    ],
+)
 def test_notebook_runs_and_its_parity_figures_hold(path, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

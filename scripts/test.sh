@@ -10,9 +10,10 @@ cd "$root"
 status=0
 echo "== tensorflow backend for Keras, plus reference, Flax and framework-free tests" >&2
 # Two workers (pytest-xdist; a test file stays on one worker): imports, tracing and compiling
-# are single-threaded, so the second core has work while the first waits on them.
+# are single-threaded, so the second core has work while the first waits on them. Files go out in
+# the order conftest.py gives them (the longest first), not xdist's (the most tests first).
 # ZOO_TEST_WORKERS=0 runs in this process (no workers).
-workers=(-n "${ZOO_TEST_WORKERS:-2}" --dist loadfile)
+workers=(-n "${ZOO_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder)
 [ "${ZOO_TEST_WORKERS:-2}" = 0 ] && workers=()
 KERAS_BACKEND=tensorflow python -m pytest -p no:cacheprovider "${workers[@]}" --durations=20 "$@" || status=1
 for backend in jax torch; do

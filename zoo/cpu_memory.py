@@ -10,11 +10,12 @@ TensorFlow's allocator keeps its memory; PyTorch faults in ~300 MiB per step.
 
 ``keep_freed_memory()`` has glibc keep what is freed for the next allocation: large blocks come
 from the heap instead of their own mappings (``mallopt(M_MMAP_MAX, 0)``) and the heap's top is
-never given back (``M_TRIM_THRESHOLD`` at its maximum). A thread's arena still maps any block
-over its 64 MiB heap, so JAX's CPU client must allocate on the calling thread, whose arena is
-the heap: synchronous dispatch (``jax_cpu_enable_async_dispatch=False``). JAX reads that option
-when it makes its CPU client, so call ``keep_freed_memory()`` before the first JAX computation;
-after it, the call raises instead of quietly doing nothing.
+never given back (``M_TRIM_THRESHOLD`` at its maximum); after the first few calls, while freed
+blocks settle, each call's temporaries come from pages already faulted in. A thread's arena
+still maps any block over its 64 MiB heap, so JAX's CPU client must allocate on the calling
+thread, whose arena is the heap: synchronous dispatch (``jax_cpu_enable_async_dispatch=False``).
+JAX reads that option when it makes its CPU client, so call ``keep_freed_memory()`` before the
+first JAX computation; after it, the call raises instead of quietly doing nothing.
 
 The price: the process keeps its peak memory for reuse (what is freed is never returned to the
 system), and a JAX call returns once its result is ready (Python does not run ahead of the
