@@ -10,6 +10,7 @@ the peers: torchvision and timm for Swin-T, torchvision for Video Swin-T, timm
     python scripts/benchmark.py --train                   # one training step instead
     python scripts/benchmark.py --models sam_b_encoder --impls timm flax --profile 12
     python scripts/benchmark.py --train --keep-memory     # zoo.cpu_memory.keep_freed_memory()
+    python scripts/benchmark.py --train --rounds 3        # each one's median over 3 rounds
     python scripts/benchmark.py --train --hugepages       # malloc on transparent huge pages
 
 Each implementation runs in its own process (one Keras backend per process, no thread pools
@@ -386,6 +387,14 @@ def main() -> int:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the whole list of implementations this many times, one after another, and "
+        "report each one's median over the rounds: a machine whose speed drifts over minutes "
+        "(other tenants) then weighs on every implementation alike",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=900, help="seconds per implementation and model"
     )
     parser.add_argument(
@@ -439,13 +448,17 @@ def main() -> int:
     extra += ["--smoke"] if args.smoke else []
     extra += ["--keep-memory"] if args.keep_memory else []
     for model in args.models:
-        results[model] = {}
-        for impl in args.impls:
-            r = _spawn(impl, model, args.repeats, args.timeout, extra, args.hugepages)
-            results[model][impl] = r
-            shown = r.get("seconds")
-            status = f"{shown:.3f} s" if shown is not None else r.get("error") or r.get("skipped")
-            print(f"  {model:<13} {impl:<20} {status}", file=sys.stderr)
+        runs: dict[str, list[dict]] = {impl: [] for impl in args.impls}
+        for round_ in range(args.rounds):
+            for impl in args.impls:
+                if round_ and "seconds" not in runs[impl][0]:
+                    continue  # skipped or failed in the first round
+                r = _spawn(impl, model, args.repeats, args.timeout, extra, args.hugepages)
+                runs[impl].append(r)
+                shown = r.get("seconds")
+                status = f"{shown:.3f} s" if shown else r.get("error") or r.get("skipped")
+                print(f"  {model:<13} {impl:<20} {status}", file=sys.stderr)
+        results[model] = {impl: _over_rounds(rs) for impl, rs in runs.items()}
     if args.json:
         print(json.dumps(results))
         return 0
@@ -454,7 +467,9 @@ def main() -> int:
 
     print(
         f"{'training step' if args.train else 'forward pass'}, fp32, median of {args.repeats} "
-        f"after one warm-up call; {torch.get_num_threads()} CPU threads; "
+        f"after one warm-up call"
+        + (f", median of {args.rounds} rounds" if args.rounds > 1 else "")
+        + f"; {torch.get_num_threads()} CPU threads; "
         "ratio = time / peer time; fresh MiB = memory faulted in per call"
         + (f"; GLIBC_TUNABLES={HUGEPAGES}" if args.hugepages else "")
         + ("; keep_freed_memory() in every process" if args.keep_memory else "")
@@ -478,6 +493,19 @@ def main() -> int:
     if args.profile:
         _print_profiles(results)
     return 0
+
+
+def _over_rounds(runs: list[dict]) -> dict:
+    """One implementation's result over ``--rounds``: the median of each round's seconds and
+    fresh MiB, the first round's first call (and profile)."""
+    timed = [r for r in runs if "seconds" in r]
+    if len(timed) < len(runs) or len(runs) == 1:
+        return next((r for r in runs if "seconds" not in r), runs[0])
+    out = dict(runs[0])
+    out["seconds"] = statistics.median(r["seconds"] for r in runs)
+    out["fresh_mib"] = statistics.median(r.get("fresh_mib", float("nan")) for r in runs)
+    out["rounds"] = [r["seconds"] for r in runs]
+    return out
 
 
 def _print_profiles(results: dict[str, dict[str, dict]]) -> None:
