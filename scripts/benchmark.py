@@ -12,10 +12,12 @@ the peers: torchvision and timm for Swin-T, torchvision for Video Swin-T, timm
     python scripts/benchmark.py --train --keep-memory     # zoo.cpu_memory.keep_freed_memory()
     python scripts/benchmark.py --train --rounds 3        # each one's median over 3 rounds
     python scripts/benchmark.py --train --hugepages       # malloc on transparent huge pages
+    python scripts/benchmark.py --device gpu --dtype bfloat16   # scripts/bench_device.py
 
 Each implementation runs in its own process (one Keras backend per process, no thread pools
 fighting), one after another; a process warms up (compiles) first and reports the median of
-``--repeats`` timed calls. fp32, inference mode, random weights. Times are wall-clock seconds per
+``--repeats`` timed calls. fp32 on the CPU unless ``--device`` / ``--dtype`` say otherwise
+(``scripts/bench_device.py``), inference mode, random weights. Times are wall-clock seconds per
 forward pass; ratio = time / peer time (lower is faster); "first call" is the warm-up call's time
 (tracing and compilation included).
 
@@ -40,6 +42,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from scripts.bench_device import (  # noqa: E402
+    DEVICES,
+    DTYPES,
+    KERAS_POLICY,
+    describe,
+    flax_compute_dtype,
+    require_gpu,
+    torch_autocast,
+    torch_device,
+    torch_sync,
+    worker_env,
+)
 
 MODELS = {
     # name: (zoo variant, reference input shape (channels-first), torchvision builder, timm name)
@@ -175,7 +190,7 @@ def _profile_tensorflow(fn, top: int) -> list[list]:
     return _top_ops(_xla_op_times(events()), top)
 
 
-def _torch_fn(impl: str, model: str):
+def _torch_fn(impl: str, model: str, device: str = "cpu", dtype: str = "float32"):
     import torch
 
     variant, shape, tv_name, timm_name = MODELS[model]
@@ -198,14 +213,16 @@ def _torch_fn(impl: str, model: str):
         from zoo.models import create_model
 
         module = create_model(variant)
-    module.eval()
+    dev = torch_device(device)
+    module.eval().to(dev)
     if impl == "reference-compile":
         module = torch.compile(module)
-    x = torch.randn(shape)
+    x = torch.randn(shape, device=dev)
 
     def run():
-        with torch.inference_mode():
+        with torch.inference_mode(), torch_autocast(dev, dtype):
             module(x)
+        torch_sync(dev)
 
     return run
 
@@ -246,11 +263,12 @@ def _keras_hub_backbone(model: str):
     )
 
 
-def _keras_fn(model: str, keras_hub: bool = False):
+def _keras_fn(model: str, keras_hub: bool = False, dtype: str = "float32"):
     import keras
     import numpy as np
 
     variant, shape, _, _ = MODELS[model]
+    keras.config.set_dtype_policy(KERAS_POLICY[dtype])
     if keras_hub:
         module = _keras_hub_backbone(model)
         if module is None:
@@ -282,7 +300,7 @@ def _keras_fn(model: str, keras_hub: bool = False):
     raise SystemExit(f"no benchmark path for the Keras {backend} backend")
 
 
-def _flax_fn(model: str):
+def _flax_fn(model: str, dtype: str = "float32"):
     import jax
     import numpy as np
     from flax import nnx
@@ -290,7 +308,7 @@ def _flax_fn(model: str):
     from ports.flax.models import create_model
 
     variant, shape, _, _ = MODELS[model]
-    module = create_model(variant)
+    module = create_model(variant, dtype=flax_compute_dtype(dtype))
     x = jax.numpy.asarray(
         np.random.default_rng(0).standard_normal((shape[0], *shape[2:], shape[1]), np.float32)
     )
@@ -319,23 +337,27 @@ def worker(
     train: bool = False,
     smoke: bool = False,
     keep_memory: bool = False,
+    device: str = "cpu",
+    dtype: str = "float32",
 ) -> dict:
     if keep_memory:  # before any framework computes: JAX reads its dispatch option then
         from zoo.cpu_memory import keep_freed_memory
 
         keep_freed_memory(jax=impl in JAX_IMPLS)
+    if device == "gpu" and impl.startswith(("keras", "flax")):
+        require_gpu("jax" if impl in JAX_IMPLS else "tensorflow")
     if train:
         from scripts.benchmark_train import train_fn
 
-        fn = train_fn(impl, model, smoke)
+        fn = train_fn(impl, model, smoke, device=device, dtype=dtype)
     elif impl.startswith("keras-hub-"):
-        fn = _keras_fn(model, keras_hub=True)
+        fn = _keras_fn(model, keras_hub=True, dtype=dtype)
     elif impl.startswith("keras-"):
-        fn = _keras_fn(model)
+        fn = _keras_fn(model, dtype=dtype)
     elif impl == "flax":
-        fn = _flax_fn(model)
+        fn = _flax_fn(model, dtype=dtype)
     else:
-        fn = _torch_fn(impl, model)
+        fn = _torch_fn(impl, model, device=device, dtype=dtype)
     if fn is None:
         return {"skipped": f"{impl} has no {model}"}
     result = _timeit(fn, repeats)
@@ -349,9 +371,15 @@ HUGEPAGES = "glibc.malloc.hugetlb=1"
 
 
 def _spawn(
-    impl: str, model: str, repeats: int, timeout: float, extra: list[str], hugepages: bool = False
+    impl: str,
+    model: str,
+    repeats: int,
+    timeout: float,
+    extra: list[str],
+    hugepages: bool = False,
+    device: str = "cpu",
 ) -> dict:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = worker_env(device, dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     if hugepages:
         env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), HUGEPAGES]))
     if impl.startswith("keras-"):
@@ -419,6 +447,20 @@ def main() -> int:
         "freed blocks for reuse and JAX dispatches synchronously, so XLA:CPU's per-call "
         "temporaries come from memory already faulted in",
     )
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="cpu",
+        help="where every implementation runs (scripts/bench_device.py; gpu: PyTorch on cuda, "
+        "JAX on cuda, TF32 off everywhere)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="bfloat16: mixed precision (float32 parameters; torch.autocast, Keras' "
+        "mixed_bfloat16 policy, the Flax port's dtype=bfloat16)",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -432,6 +474,8 @@ def main() -> int:
             args.train,
             args.smoke,
             args.keep_memory,
+            args.device,
+            args.dtype,
         )
         print(json.dumps(result))
         return 0
@@ -447,13 +491,16 @@ def main() -> int:
     extra += ["--train"] if args.train else []
     extra += ["--smoke"] if args.smoke else []
     extra += ["--keep-memory"] if args.keep_memory else []
+    extra += ["--device", args.device, "--dtype", args.dtype]
     for model in args.models:
         runs: dict[str, list[dict]] = {impl: [] for impl in args.impls}
         for round_ in range(args.rounds):
             for impl in args.impls:
                 if round_ and "seconds" not in runs[impl][0]:
                     continue  # skipped or failed in the first round
-                r = _spawn(impl, model, args.repeats, args.timeout, extra, args.hugepages)
+                r = _spawn(
+                    impl, model, args.repeats, args.timeout, extra, args.hugepages, args.device
+                )
                 runs[impl].append(r)
                 shown = r.get("seconds")
                 status = f"{shown:.3f} s" if shown else r.get("error") or r.get("skipped")
@@ -463,13 +510,12 @@ def main() -> int:
         print(json.dumps(results))
         return 0
 
-    import torch
-
+    precision = "fp32 (TF32 off)" if args.dtype == "float32" else "mixed bfloat16"
     print(
-        f"{'training step' if args.train else 'forward pass'}, fp32, median of {args.repeats} "
-        f"after one warm-up call"
+        f"{'training step' if args.train else 'forward pass'}, {precision}, median of "
+        f"{args.repeats} after one warm-up call"
         + (f", median of {args.rounds} rounds" if args.rounds > 1 else "")
-        + f"; {torch.get_num_threads()} CPU threads; "
+        + f"; {describe(args.device)}; "
         "ratio = time / peer time; fresh MiB = memory faulted in per call"
         + (f"; GLIBC_TUNABLES={HUGEPAGES}" if args.hugepages else "")
         + ("; keep_freed_memory() in every process" if args.keep_memory else "")

@@ -206,12 +206,14 @@ def _torch_sam(impl: str, config):
     return None
 
 
-def _torch_fn(impl: str, model: str, smoke: bool):
+def _torch_fn(impl: str, model: str, smoke: bool, device: str, dtype: str):
     import torch
     import torch.nn.functional as F
 
+    from scripts.bench_device import torch_autocast, torch_device, torch_sync
     from zoo.training import torch_optimizer
 
+    dev = torch_device(device)
     torch.manual_seed(0)
     if model == "sam_mask_decoder":
         config = _config(model, smoke)
@@ -219,27 +221,31 @@ def _torch_fn(impl: str, model: str, smoke: bool):
         if parts is None:
             return None
         prompt, module = parts
-        data = {k: torch.from_numpy(v) for k, v in _sam_data(config, _boxes(model, smoke)).items()}
+        prompt.to(dev)
+        data = _sam_data(config, _boxes(model, smoke))
+        data = {k: torch.from_numpy(v).to(dev) for k, v in data.items()}
         with torch.no_grad():
             sparse, dense = prompt(None, data["boxes"], None)
             inputs = (data["embeddings"], prompt.get_dense_pe(), sparse, dense)
 
         def loss_of(net):
-            masks, iou = net(*inputs, False)
-            return F.binary_cross_entropy_with_logits(masks, data["masks"]) + F.mse_loss(
-                iou, data["iou"]
-            )
+            with torch_autocast(dev, dtype):
+                masks, iou = net(*inputs, False)
+                return F.binary_cross_entropy_with_logits(masks, data["masks"]) + F.mse_loss(
+                    iou, data["iou"]
+                )
     else:
         module = _torch_classifier(impl, model, smoke)
         if module is None:
             return None
         x, y = _classifier_data(model, smoke, _config(model, smoke).num_classes)
-        x, y = torch.from_numpy(x), torch.from_numpy(y)
+        x, y = torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev)
 
         def loss_of(net):
-            return F.cross_entropy(net(x), y)
+            with torch_autocast(dev, dtype):
+                return F.cross_entropy(net(x), y)
 
-    module.train()
+    module.train().to(dev)
     optimizer = torch_optimizer(OPTIMIZER, module.parameters())
     net = torch.compile(module) if impl == "reference-compile" else module
 
@@ -248,6 +254,7 @@ def _torch_fn(impl: str, model: str, smoke: bool):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        torch_sync(dev)
         return loss.detach()
 
     return step
@@ -261,9 +268,12 @@ def _boxes(model: str, smoke: bool) -> int:
 # --------------------------------------------------------------------------- Keras
 
 
-def _keras_fn(model: str, smoke: bool):
+def _keras_fn(model: str, smoke: bool, dtype: str):
     import keras
 
+    from scripts.bench_device import KERAS_POLICY
+
+    keras.config.set_dtype_policy(KERAS_POLICY[dtype])
     config = _config(model, smoke)
     if model == "sam_mask_decoder":
         from ports.keras.models.sam_mask_decoder import MaskDecoder
@@ -335,13 +345,16 @@ def _keras_decoder_class():
 # --------------------------------------------------------------------------- Flax
 
 
-def _flax_fn(model: str, smoke: bool):
+def _flax_fn(model: str, smoke: bool, dtype: str):
     import jax.numpy as jnp
     from flax import nnx
 
+    from ports.flax.layers.variables import set_compute_dtype
     from ports.flax.training import nnx_optimizer
+    from scripts.bench_device import flax_compute_dtype
 
     config = _config(model, smoke)
+    compute_dtype = flax_compute_dtype(dtype)
     if model == "sam_mask_decoder":
         import optax
 
@@ -351,6 +364,8 @@ def _flax_fn(model: str, smoke: bool):
         rngs = nnx.Rngs(0)
         prompt = PromptEncoder(**prompt_encoder_arguments(config), rngs=rngs)
         net = MaskDecoder(**mask_decoder_arguments(config), rngs=rngs)
+        if compute_dtype is not None:
+            set_compute_dtype(net, compute_dtype)
         data = _sam_data(config, _boxes(model, smoke))
         sparse, dense = prompt(None, jnp.asarray(data["boxes"]), None)
         inputs = (
@@ -378,7 +393,7 @@ def _flax_fn(model: str, smoke: bool):
         from ports.flax.finetune import _classifier_step as train_step
         from ports.flax.models import create_model
 
-        net = create_model(config, rngs=nnx.Rngs(0))
+        net = create_model(config, rngs=nnx.Rngs(0), dtype=compute_dtype)
         x, labels = _classifier_data(model, smoke, config.num_classes)
         args = (jnp.asarray(to_port_format(x, Format.CHANNELS_FIRST)), jnp.asarray(labels))
     net.train()
@@ -390,10 +405,14 @@ def _flax_fn(model: str, smoke: bool):
 # --------------------------------------------------------------------------- entry points
 
 
-def train_fn(impl: str, model: str, smoke: bool = False) -> Callable[[], Any] | None:
+def train_fn(
+    impl: str, model: str, smoke: bool = False, device: str = "cpu", dtype: str = "float32"
+) -> Callable[[], Any] | None:
     """A callable running one training step of ``model`` in ``impl`` (returns the step's loss,
     computed), or None where ``impl`` has no ``model``. Build cost is paid here, compilation on
-    the first call. Keras: set ``KERAS_BACKEND`` to the impl's backend before importing Keras."""
+    the first call. Keras: set ``KERAS_BACKEND`` to the impl's backend before importing Keras.
+    ``device`` and ``dtype`` as ``scripts/bench_device.py`` says (JAX and TensorFlow pick the
+    device from the process's environment, ``bench_device.worker_env``)."""
     if impl not in TRAIN_IMPLS or model not in TRAIN_MODELS:
         raise ValueError(f"unknown implementation or model: {impl!r}, {model!r}")
     if impl.startswith("keras-"):
@@ -402,10 +421,10 @@ def train_fn(impl: str, model: str, smoke: bool = False) -> Callable[[], Any] | 
         backend = impl.removeprefix("keras-")
         if keras.backend.backend() != backend:
             raise SystemExit(f"{impl} needs KERAS_BACKEND={backend}, not {keras.backend.backend()}")
-        return _keras_fn(model, smoke)
+        return _keras_fn(model, smoke, dtype)
     if impl == "flax":
-        return _flax_fn(model, smoke)
-    return _torch_fn(impl, model, smoke)
+        return _flax_fn(model, smoke, dtype)
+    return _torch_fn(impl, model, smoke, device, dtype)
 
 
 def main() -> int:
