@@ -100,19 +100,24 @@ class WindowAttention(nn.Module):
         index = self.relative_position_index[:n, :n].reshape(-1)
         bias = self.relative_position_bias_table[index].reshape(n, n, -1).permute(2, 0, 1)
         if mask is not None:
-            nw = mask.shape[0]
-            # (B, nW, heads, N, hd) against a (nW, heads, N, N) bias: no copy of the bias per image.
-            q, k, v = (t.reshape(b_ // nw, nw, self.num_heads, n, -1) for t in (q, k, v))
-            bias = bias.unsqueeze(0) + mask.unsqueeze(1).to(bias.dtype)
+            bias = bias.unsqueeze(0) + mask.unsqueeze(1).to(bias.dtype)  # (nW, heads, N, N)
         bias = bias.to(q.dtype)
         if torch.is_grad_enabled():
             # Autograd recording: written out, as torchvision and timm do. SDPA with a bias that
             # needs its gradient falls back to PyTorch's math path, whose -inf-safe softmax
             # (isneginf / all / where over every logit) was 0.2 s of Video Swin-T's 2.6 s
             # training step (scripts/benchmark.py --train --profile).
+            if mask is not None:
+                # (B, nW, heads, N, hd) against the (nW, heads, N, N) bias: no copy per image
+                nw = mask.shape[0]
+                q, k, v = (t.reshape(b_ // nw, nw, self.num_heads, n, -1) for t in (q, k, v))
             attn = ((q * self.scale) @ k.transpose(-2, -1) + bias).softmax(dim=-1)
             out = F.dropout(attn, self.attn_drop, self.training) @ v
         else:
+            # SDPA takes its fused CPU kernel only with 4-d inputs and a 4-d mask (batch 1 or
+            # B * nW); a 3-d bias or 5-d inputs send it to the math path: 141 vs 22 ms for Video
+            # Swin-T's first stage (64 windows of 392 tokens).
+            bias = bias.unsqueeze(0) if mask is None else _per_window(bias, b_)
             out = F.scaled_dot_product_attention(
                 q,
                 k,
@@ -126,3 +131,12 @@ class WindowAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
+
+
+def _per_window(bias: torch.Tensor, windows: int) -> torch.Tensor:
+    """The (nW, heads, N, N) bias of one image's windows repeated for ``windows`` = B * nW
+    (a copy only when B > 1: a batch of windows has no stride that repeats every nW)."""
+    nw = bias.shape[0]
+    if windows == nw:
+        return bias
+    return bias.unsqueeze(0).expand(windows // nw, *bias.shape).reshape(windows, *bias.shape[1:])
