@@ -15,11 +15,11 @@ the peers: torchvision and timm for Swin-T, torchvision for Video Swin-T, timm
     python scripts/benchmark.py --device gpu --dtype bfloat16   # scripts/bench_device.py
 
 Each implementation runs in its own process (one Keras backend per process, no thread pools
-fighting), one after another; a process warms up (compiles) first and reports the median of
-``--repeats`` timed calls. fp32 on the CPU unless ``--device`` / ``--dtype`` say otherwise
+fighting), one after another; a process warms up first (``--warmup`` calls: 1, 5 for training
+steps; the first compiles) and reports the median of ``--repeats`` timed calls. fp32 on the CPU unless ``--device`` / ``--dtype`` say otherwise
 (``scripts/bench_device.py``), inference mode, random weights. Times are wall-clock seconds per
-forward pass; ratio = time / peer time (lower is faster); "first call" is the warm-up call's time
-(tracing and compilation included).
+forward pass; ratio = time / peer time (lower is faster); "first call" is the first warm-up call's
+time (tracing and compilation included).
 
 ``--train`` times one training step (``scripts/benchmark_train.py``: forward, loss, backward,
 AdamW) of its models against torchvision, timm and segment-anything. ``--profile N`` runs one
@@ -82,16 +82,19 @@ PEERS = ("torchvision", "timm", "keras-hub-tensorflow", "keras-hub-jax")
 TRAIN_PEERS = ("torchvision", "timm", "segment-anything")
 
 
-def _timeit(fn, repeats: int) -> dict[str, float]:
-    """Median seconds of ``repeats`` calls after a warm-up, and the memory the timed calls took
-    fresh from the kernel (minor page faults, MiB per call): XLA:CPU allocates its temporaries
-    per call, and glibc maps a large block anew each time, so every page of it is faulted in and
-    zeroed again (1.4 GiB per Swin-T training step in Flax; ``--keep-memory``, ``--hugepages``)."""
+def _timeit(fn, repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds of ``repeats`` calls after ``warmup`` untimed ones, and the memory the
+    timed calls took fresh from the kernel (minor page faults, MiB per call): XLA:CPU allocates
+    its temporaries per call, and glibc maps a large block anew each time, so every page of it is
+    faulted in and zeroed again (1.4 GiB per Swin-T training step in Flax; ``--keep-memory``,
+    ``--hugepages``). "first call" is the first warm-up call (compilation included)."""
     import resource
 
     start = time.perf_counter()
-    fn()  # warm-up: compilation, allocation
+    fn()  # compilation, allocation
     first = time.perf_counter() - start
+    for _ in range(warmup - 1):
+        fn()
     times = []
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(repeats):
@@ -339,6 +342,7 @@ def worker(
     keep_memory: bool = False,
     device: str = "cpu",
     dtype: str = "float32",
+    warmup: int = 1,
 ) -> dict:
     if keep_memory:  # before any framework computes: JAX reads its dispatch option then
         from zoo.cpu_memory import keep_freed_memory
@@ -360,7 +364,7 @@ def worker(
         fn = _torch_fn(impl, model, device=device, dtype=dtype)
     if fn is None:
         return {"skipped": f"{impl} has no {model}"}
-    result = _timeit(fn, repeats)
+    result = _timeit(fn, repeats, warmup)
     if profile:
         result["profile"] = _profiler(impl)(fn, profile)
     return result
@@ -415,6 +419,13 @@ def main() -> int:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
+        "--warmup",
+        type=int,
+        help="untimed calls before the timed ones (default 1; 5 with --train: a training run "
+        "is thousands of steps, and over its first few the allocator's heap still grows, "
+        "Flax's Video Swin-T step from 2.4 to 1.95 s by the fifth with --keep-memory)",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=1,
@@ -464,6 +475,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.warmup is None:
+        args.warmup = 5 if args.train else 1
 
     if args.worker:
         result = worker(
@@ -476,6 +489,7 @@ def main() -> int:
             args.keep_memory,
             args.device,
             args.dtype,
+            args.warmup,
         )
         print(json.dumps(result))
         return 0
@@ -491,7 +505,7 @@ def main() -> int:
     extra += ["--train"] if args.train else []
     extra += ["--smoke"] if args.smoke else []
     extra += ["--keep-memory"] if args.keep_memory else []
-    extra += ["--device", args.device, "--dtype", args.dtype]
+    extra += ["--device", args.device, "--dtype", args.dtype, "--warmup", str(args.warmup)]
     for model in args.models:
         runs: dict[str, list[dict]] = {impl: [] for impl in args.impls}
         for round_ in range(args.rounds):
@@ -513,7 +527,7 @@ def main() -> int:
     precision = "fp32 (TF32 off)" if args.dtype == "float32" else "mixed bfloat16"
     print(
         f"{'training step' if args.train else 'forward pass'}, {precision}, median of "
-        f"{args.repeats} after one warm-up call"
+        f"{args.repeats} after {args.warmup} warm-up call{'s' if args.warmup > 1 else ''}"
         + (f", median of {args.rounds} rounds" if args.rounds > 1 else "")
         + f"; {describe(args.device)}; "
         "ratio = time / peer time; fresh MiB = memory faulted in per call"
