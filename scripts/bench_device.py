@@ -106,10 +106,8 @@ def flax_compute_dtype(dtype: str) -> Any:
 def describe(device: str) -> str:
     """The device's name for the table's header (this process may see the GPU: the parent's
     environment is not the workers')."""
-    if device == "cpu":
-        import torch
-
-        return f"{torch.get_num_threads()} CPU threads"
     import torch
 
+    if device == "cpu":
+        return f"{torch.get_num_threads()} CPU threads"
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "GPU (not seen)"
