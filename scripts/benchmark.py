@@ -18,9 +18,9 @@ Each implementation runs in its own process (one Keras backend per process, no t
 fighting), one after another; a process warms up first (``--warmup`` calls: 1, 5 for training
 steps; the first compiles) and reports the median of ``--repeats`` timed calls. fp32 on the
 CPU unless ``--device`` / ``--dtype`` say otherwise (``scripts/bench_device.py``), inference
-mode, random weights. Times are wall-clock seconds per
-forward pass; ratio = time / peer time (lower is faster); "first call" is the first warm-up call's
-time (tracing and compilation included).
+mode, random weights. Times are wall-clock seconds per forward pass; ratio = time / peer time
+(lower is faster); "first call" is the first warm-up call's time (tracing and compilation
+included).
 
 ``--train`` times one training step (``scripts/benchmark_train.py``: forward, loss, backward,
 AdamW) of its models against torchvision, timm and segment-anything. ``--profile N`` runs one
